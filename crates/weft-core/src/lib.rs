@@ -1,1 +1,35 @@
-//! weft-core
+//! weft-core: the pure logic of weft, a flanneld-compatible Kubernetes overlay daemon.
+//!
+//! Everything here is data in, data out: no files, sockets, processes or clocks. Randomness is
+//! injected. The adapters (weft-net, weft-store) and the daemon own the side effects.
+//!
+//! - [`config`] — flannel's network config JSON, with flannel's defaults and checks.
+//! - [`lease`] — lease values (`LeaseAttrs`) with flannel's exact bytes.
+//! - [`subnet`] — subnet keys and etcd key layout.
+//! - [`alloc`] — choosing this node's subnet.
+//! - [`peer`] — turning leases into VXLAN peers.
+//! - [`dataplane`] — the desired-vs-actual diff for the VXLAN device.
+//! - [`rules`] — iptables masquerade/forward rules and `iptables-restore` plans.
+//! - [`subnet_env`] — `/run/flannel/subnet.env`.
+//! - [`mac`] — MAC addresses.
+
+pub mod alloc;
+pub mod config;
+pub mod dataplane;
+mod json;
+pub mod lease;
+pub mod mac;
+pub mod peer;
+pub mod rules;
+pub mod subnet;
+pub mod subnet_env;
+
+pub use alloc::{AcquireAction, AcquirePlan, AllocError, plan_acquire};
+pub use config::{BackendConfig, ConfigError, NetworkConfig, VxlanConfig};
+pub use dataplane::{FdbEntry, KernelState, NeighEntry, Op, RouteEntry};
+pub use lease::{Lease, LeaseAttrs, LeaseError, VxlanBackendData};
+pub use mac::{MacAddr, MacParseError};
+pub use peer::{Peer, PeerVerdict, classify_lease};
+pub use rules::{Rule, Table};
+pub use subnet::KeyError;
+pub use subnet_env::{SubnetEnv, SubnetEnvError};

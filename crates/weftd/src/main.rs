@@ -1,1 +1,68 @@
-fn main() {}
+//! weftd: the node daemon, a drop-in for flanneld (etcd v3 leases, VXLAN backend).
+
+mod daemon;
+mod files;
+mod flags;
+mod health;
+mod peers;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let args = flags::normalize_args(std::env::args());
+    let flags = match flags::Flags::try_parse_from(args) {
+        Ok(f) => f,
+        Err(e) => {
+            // clap prints help/usage itself and names the offending flag.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    if flags.version {
+        eprintln!("weftd {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let level = match flags.verbosity {
+        0 => "info",
+        1 | 2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let validated = match flags.validate() {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(daemon::run(flags, validated)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

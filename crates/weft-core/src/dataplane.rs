@@ -1,0 +1,441 @@
+//! The VXLAN data plane as data: what the kernel should hold for a set of peers, and the
+//! operations that take it from what it holds now.
+//!
+//! Per peer flannel programs, in this order, a permanent neighbour (ARP) entry for the peer's
+//! subnet address with the peer's VTEP MAC, an FDB entry sending that MAC to the peer's public
+//! IP, and an on-link route to the subnet via the subnet address. The route comes last so the
+//! kernel never has to ARP for the gateway. Unlike flannel, the diff also removes entries that
+//! are no longer wanted (stale FDB entries after an IP change, peers deleted while weftd was
+//! down) and leaves correct entries alone, so a restart changes nothing.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::mac::MacAddr;
+use crate::peer::Peer;
+
+/// A permanent neighbour (ARP) entry on `flannel.<VNI>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NeighEntry {
+    /// The peer's subnet address (e.g. `10.244.2.0`).
+    pub ip: Ipv4Addr,
+    /// The peer's VTEP MAC.
+    pub mac: MacAddr,
+}
+
+/// A permanent `self` FDB entry with a destination on `flannel.<VNI>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FdbEntry {
+    /// The peer's VTEP MAC.
+    pub mac: MacAddr,
+    /// The peer's public IP.
+    pub dst: Ipv4Addr,
+}
+
+/// A main-table route out of `flannel.<VNI>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteEntry {
+    /// The peer's subnet.
+    pub dst: Ipv4Net,
+    /// The gateway (the peer's subnet address), if any.
+    pub gw: Option<Ipv4Addr>,
+    /// Whether the route has the `onlink` flag.
+    pub onlink: bool,
+}
+
+/// The VXLAN-related kernel state of one device (what weft-net reads, or what should be).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelState {
+    /// Permanent neighbour entries.
+    pub neighs: Vec<NeighEntry>,
+    /// FDB entries with a destination.
+    pub fdb: Vec<FdbEntry>,
+    /// Routes through the device.
+    pub routes: Vec<RouteEntry>,
+}
+
+/// One change to the kernel. `Set*` operations are "replace" (create or overwrite).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `ip route del <dst> [via <gw>] dev flannel.N`.
+    DelRoute(RouteEntry),
+    /// `bridge fdb del <mac> dev flannel.N dst <dst> self`.
+    DelFdb(FdbEntry),
+    /// `ip neigh del <ip> dev flannel.N`.
+    DelNeigh(NeighEntry),
+    /// `ip neigh replace <ip> lladdr <mac> dev flannel.N nud permanent`.
+    SetNeigh(NeighEntry),
+    /// `bridge fdb replace <mac> dev flannel.N dst <dst> self permanent`.
+    SetFdb(FdbEntry),
+    /// `ip route replace <dst> via <gw> dev flannel.N onlink`.
+    SetRoute(RouteEntry),
+}
+
+/// The peers that are programmed: sorted by subnet, one per subnet (the first given wins).
+fn effective_peers(peers: &[Peer]) -> Vec<Peer> {
+    let mut sorted: Vec<(usize, Peer)> = peers.iter().copied().enumerate().collect();
+    sorted.sort_by_key(|(index, peer)| (peer.subnet.trunc(), *index));
+    let mut out: Vec<Peer> = Vec::with_capacity(sorted.len());
+    for (_, peer) in sorted {
+        if out
+            .last()
+            .is_none_or(|last| last.subnet.trunc() != peer.subnet.trunc())
+        {
+            out.push(peer);
+        }
+    }
+    out
+}
+
+fn neigh_of(peer: &Peer) -> NeighEntry {
+    NeighEntry {
+        ip: peer.subnet.network(),
+        mac: peer.vtep_mac,
+    }
+}
+
+fn fdb_of(peer: &Peer) -> FdbEntry {
+    FdbEntry {
+        mac: peer.vtep_mac,
+        dst: peer.public_ip,
+    }
+}
+
+fn route_of(peer: &Peer) -> RouteEntry {
+    RouteEntry {
+        dst: peer.subnet.trunc(),
+        gw: Some(peer.subnet.network()),
+        onlink: true,
+    }
+}
+
+/// The kernel state `peers` call for, without contradictions:
+///
+/// - peers are taken in subnet order, and for a subnet listed twice the first peer wins;
+/// - one neighbour entry per IP (the peer with the lowest subnet wins), since the kernel
+///   keeps one entry per address;
+/// - one FDB entry per MAC: when two peers claim the same VTEP MAC (a cloned VM, a hostile
+///   lease), the peer with the lowest subnet gets the FDB entry. `bridge fdb replace` keeps a
+///   single destination per MAC, so two entries would overwrite each other on every sync.
+///   The other peer's neighbour and route are still programmed; its traffic reaches the first
+///   peer's host, which is the best a shared MAC allows.
+pub fn desired_state(peers: &[Peer]) -> KernelState {
+    let mut state = KernelState::default();
+    let mut neigh_ips = BTreeSet::new();
+    let mut fdb_macs = BTreeSet::new();
+    for peer in effective_peers(peers) {
+        let neigh = neigh_of(&peer);
+        if neigh_ips.insert(neigh.ip) {
+            state.neighs.push(neigh);
+        }
+        let fdb = fdb_of(&peer);
+        if fdb_macs.insert(fdb.mac) {
+            state.fdb.push(fdb);
+        }
+        state.routes.push(route_of(&peer));
+    }
+    state
+}
+
+/// The operations that turn `actual` into the state `desired` calls for.
+///
+/// Order: deletions first (routes, then FDB, then neighbours; each sorted), then for each peer
+/// in subnet order the missing or different entries in the order neighbour, FDB, route.
+///
+/// - An entry that exists exactly as wanted yields no operation, so an unchanged peer set
+///   yields no operations at all.
+/// - A neighbour with the right IP but another MAC, or a route with the right destination but
+///   another gateway or flags, is replaced (`Set*`), not deleted first.
+/// - FDB entries are keyed by (MAC, destination): a peer whose public IP changed yields
+///   `DelFdb(mac, old)` and `SetFdb(mac, new)`; a peer whose MAC changed yields
+///   `DelFdb(old_mac, ip)` and `SetFdb(new_mac, ip)`.
+/// - If the kernel holds several entries for one wanted route destination or neighbour IP,
+///   one is kept (the exact match, else the first, which is then replaced) and the rest are
+///   deleted.
+pub fn diff(desired: &[Peer], actual: &KernelState) -> Vec<Op> {
+    let want = desired_state(desired);
+    let mut ops = Vec::new();
+
+    // Routes keyed by destination.
+    let mut route_dels: Vec<RouteEntry> = Vec::new();
+    let mut actual_routes: Vec<RouteEntry> = actual.routes.clone();
+    actual_routes.sort();
+    actual_routes.dedup();
+    for dst in actual_routes.iter().map(|r| r.dst).collect::<BTreeSet<_>>() {
+        let have: Vec<RouteEntry> = actual_routes
+            .iter()
+            .copied()
+            .filter(|r| r.dst == dst)
+            .collect();
+        match want.routes.iter().find(|w| w.dst == dst) {
+            None => route_dels.extend(have),
+            Some(w) => {
+                let keep = have.iter().position(|r| r == w).unwrap_or(0);
+                route_dels.extend(
+                    have.iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != keep)
+                        .map(|(_, r)| *r),
+                );
+            }
+        }
+    }
+    ops.extend(route_dels.into_iter().map(Op::DelRoute));
+
+    // FDB keyed by (mac, dst).
+    let mut actual_fdb: Vec<FdbEntry> = actual.fdb.clone();
+    actual_fdb.sort();
+    actual_fdb.dedup();
+    ops.extend(
+        actual_fdb
+            .iter()
+            .filter(|entry| !want.fdb.contains(entry))
+            .map(|entry| Op::DelFdb(*entry)),
+    );
+
+    // Neighbours keyed by IP.
+    let mut neigh_dels: Vec<NeighEntry> = Vec::new();
+    let mut actual_neighs: Vec<NeighEntry> = actual.neighs.clone();
+    actual_neighs.sort();
+    actual_neighs.dedup();
+    for ip in actual_neighs.iter().map(|n| n.ip).collect::<BTreeSet<_>>() {
+        let have: Vec<NeighEntry> = actual_neighs
+            .iter()
+            .copied()
+            .filter(|n| n.ip == ip)
+            .collect();
+        match want.neighs.iter().find(|w| w.ip == ip) {
+            None => neigh_dels.extend(have),
+            Some(w) => {
+                let keep = have.iter().position(|n| n == w).unwrap_or(0);
+                neigh_dels.extend(
+                    have.iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != keep)
+                        .map(|(_, n)| *n),
+                );
+            }
+        }
+    }
+    ops.extend(neigh_dels.into_iter().map(Op::DelNeigh));
+
+    // Additions and replacements, peer by peer.
+    let mut emitted: BTreeSet<FdbEntry> = BTreeSet::new();
+    for peer in effective_peers(desired) {
+        let neigh = neigh_of(&peer);
+        if want.neighs.contains(&neigh) && !actual_neighs.contains(&neigh) {
+            ops.push(Op::SetNeigh(neigh));
+        }
+        let fdb = fdb_of(&peer);
+        if want.fdb.contains(&fdb) && !actual_fdb.contains(&fdb) && emitted.insert(fdb) {
+            ops.push(Op::SetFdb(fdb));
+        }
+        let route = route_of(&peer);
+        if !actual_routes.contains(&route) {
+            ops.push(Op::SetRoute(route));
+        }
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(last: u8) -> MacAddr {
+        MacAddr([0xaa, 0xbb, 0xcc, 0xdd, 0xee, last])
+    }
+
+    fn peer(third: u8, ip_last: u8, mac_last: u8) -> Peer {
+        Peer {
+            subnet: format!("10.244.{third}.0/24").parse().unwrap(),
+            public_ip: Ipv4Addr::new(192, 168, 1, ip_last),
+            vtep_mac: mac(mac_last),
+        }
+    }
+
+    fn neigh(third: u8, mac_last: u8) -> NeighEntry {
+        NeighEntry {
+            ip: Ipv4Addr::new(10, 244, third, 0),
+            mac: mac(mac_last),
+        }
+    }
+
+    fn fdb(mac_last: u8, ip_last: u8) -> FdbEntry {
+        FdbEntry {
+            mac: mac(mac_last),
+            dst: Ipv4Addr::new(192, 168, 1, ip_last),
+        }
+    }
+
+    fn route(third: u8) -> RouteEntry {
+        RouteEntry {
+            dst: format!("10.244.{third}.0/24").parse().unwrap(),
+            gw: Some(Ipv4Addr::new(10, 244, third, 0)),
+            onlink: true,
+        }
+    }
+
+    fn peers() -> Vec<Peer> {
+        // Deliberately unsorted.
+        vec![peer(3, 13, 3), peer(2, 12, 2)]
+    }
+
+    #[test]
+    fn empty_to_full_adds_in_order() {
+        let ops = diff(&peers(), &KernelState::default());
+        assert_eq!(
+            ops,
+            vec![
+                Op::SetNeigh(neigh(2, 2)),
+                Op::SetFdb(fdb(2, 12)),
+                Op::SetRoute(route(2)),
+                Op::SetNeigh(neigh(3, 3)),
+                Op::SetFdb(fdb(3, 13)),
+                Op::SetRoute(route(3)),
+            ]
+        );
+    }
+
+    #[test]
+    fn full_to_same_is_no_ops() {
+        let state = desired_state(&peers());
+        assert_eq!(
+            state,
+            KernelState {
+                neighs: vec![neigh(2, 2), neigh(3, 3)],
+                fdb: vec![fdb(2, 12), fdb(3, 13)],
+                routes: vec![route(2), route(3)],
+            }
+        );
+        assert_eq!(diff(&peers(), &state), vec![]);
+        // Order of what the kernel reports does not matter.
+        let shuffled = KernelState {
+            neighs: state.neighs.iter().rev().copied().collect(),
+            fdb: state.fdb.iter().rev().copied().collect(),
+            routes: state.routes.iter().rev().copied().collect(),
+        };
+        assert_eq!(diff(&peers(), &shuffled), vec![]);
+    }
+
+    #[test]
+    fn changed_mac_replaces_neigh_and_moves_fdb() {
+        let state = desired_state(&peers());
+        let new = vec![peer(3, 13, 3), peer(2, 12, 0x22)];
+        assert_eq!(
+            diff(&new, &state),
+            vec![
+                Op::DelFdb(fdb(2, 12)),
+                Op::SetNeigh(neigh(2, 0x22)),
+                Op::SetFdb(fdb(0x22, 12)),
+            ]
+        );
+    }
+
+    #[test]
+    fn changed_public_ip_moves_fdb_only() {
+        let state = desired_state(&peers());
+        let new = vec![peer(3, 13, 3), peer(2, 99, 2)];
+        assert_eq!(
+            diff(&new, &state),
+            vec![Op::DelFdb(fdb(2, 12)), Op::SetFdb(fdb(2, 99))]
+        );
+    }
+
+    #[test]
+    fn removed_peer_is_deleted_route_first() {
+        let state = desired_state(&peers());
+        assert_eq!(
+            diff(&[peer(3, 13, 3)], &state),
+            vec![
+                Op::DelRoute(route(2)),
+                Op::DelFdb(fdb(2, 12)),
+                Op::DelNeigh(neigh(2, 2)),
+            ]
+        );
+        assert_eq!(
+            diff(&[], &state),
+            vec![
+                Op::DelRoute(route(2)),
+                Op::DelRoute(route(3)),
+                Op::DelFdb(fdb(2, 12)),
+                Op::DelFdb(fdb(3, 13)),
+                Op::DelNeigh(neigh(2, 2)),
+                Op::DelNeigh(neigh(3, 3)),
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_route_is_replaced() {
+        let mut state = desired_state(&peers());
+        state.routes[0].gw = Some(Ipv4Addr::new(192, 168, 1, 12));
+        state.routes[1].onlink = false;
+        assert_eq!(
+            diff(&peers(), &state),
+            vec![Op::SetRoute(route(2)), Op::SetRoute(route(3))]
+        );
+    }
+
+    #[test]
+    fn extra_routes_for_a_wanted_destination_are_deleted() {
+        let mut state = desired_state(&peers());
+        let wrong = RouteEntry {
+            gw: None,
+            onlink: false,
+            ..route(2)
+        };
+        state.routes.push(wrong);
+        assert_eq!(diff(&peers(), &state), vec![Op::DelRoute(wrong)]);
+    }
+
+    #[test]
+    fn duplicate_mac_gets_one_fdb_entry() {
+        // Two leases claim the same MAC with different public IPs.
+        let dup = vec![peer(2, 12, 7), peer(3, 13, 7)];
+        let ops = diff(&dup, &KernelState::default());
+        assert_eq!(
+            ops,
+            vec![
+                Op::SetNeigh(neigh(2, 7)),
+                Op::SetFdb(fdb(7, 12)),
+                Op::SetRoute(route(2)),
+                Op::SetNeigh(neigh(3, 7)),
+                Op::SetRoute(route(3)),
+            ]
+        );
+        // Applying them converges: no flapping on the next sync.
+        assert_eq!(diff(&dup, &desired_state(&dup)), vec![]);
+        // Same MAC and same IP: still one FdbEntry, one SetFdb.
+        let same = vec![peer(2, 12, 7), peer(3, 12, 7)];
+        let sets = diff(&same, &KernelState::default())
+            .into_iter()
+            .filter(|op| matches!(op, Op::SetFdb(_)))
+            .count();
+        assert_eq!(sets, 1);
+    }
+
+    #[test]
+    fn duplicate_subnet_first_peer_wins() {
+        let dup = vec![peer(2, 12, 2), peer(2, 99, 9)];
+        assert_eq!(desired_state(&dup), desired_state(&[peer(2, 12, 2)]));
+    }
+
+    #[test]
+    fn unrelated_stale_entries_are_removed() {
+        let mut state = desired_state(&peers());
+        state.neighs.push(neigh(9, 9));
+        state.fdb.push(fdb(9, 19));
+        state.routes.push(route(9));
+        assert_eq!(
+            diff(&peers(), &state),
+            vec![
+                Op::DelRoute(route(9)),
+                Op::DelFdb(fdb(9, 19)),
+                Op::DelNeigh(neigh(9, 9)),
+            ]
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! Subnet arithmetic and the etcd key layout flannel uses (`<prefix>/config`,
+//! `<prefix>/subnets/<A.B.C.D-len>`).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+
+/// The example shown in key errors so the user sees the expected form.
+const KEY_FORM: &str = "expected A.B.C.D-LEN such as \"10.244.1.0-24\", optionally followed by \"&<ipv6>-<len>\" such as \"10.244.1.0-24&fc00:0:0:1::-64\"";
+
+/// A subnet key (the part of an etcd key after `<prefix>/subnets/`) that weft cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The key does not have the `A.B.C.D-LEN[&IPV6-LEN]` form.
+    #[error("subnet key {key:?} is malformed: {reason}; {KEY_FORM}")]
+    Malformed {
+        /// The rejected key tail.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The address in the key is not the network address of its prefix.
+    #[error(
+        "subnet key {key:?} has host bits set: {addr}/{prefix_len} is not a network address; the key for that subnet is {expected:?}"
+    )]
+    HostBitsSet {
+        /// The rejected key tail.
+        key: String,
+        /// The address as written in the key.
+        addr: String,
+        /// The prefix length as written in the key.
+        prefix_len: u8,
+        /// The correctly masked key.
+        expected: String,
+    },
+}
+
+/// The key tail of an IPv4 subnet, `10.244.1.0-24` (flannel `MakeSubnetKey`).
+///
+/// Host bits are cleared first so the key always parses back with [`parse_subnet_key`].
+pub fn subnet_key(net: Ipv4Net) -> String {
+    let net = net.trunc();
+    format!("{}-{}", net.addr(), net.prefix_len())
+}
+
+/// The dual-stack key tail, `10.244.1.0-24&fc00:0:0:1::-64` (flannel `MakeSubnetKey` with an
+/// IPv6 subnet; the IPv6 address uses the compressed lowercase form, like Go).
+pub fn subnet_key_dual(net: Ipv4Net, net6: Option<Ipv6Net>) -> String {
+    match net6 {
+        None => subnet_key(net),
+        Some(net6) => {
+            let net6 = net6.trunc();
+            format!("{}&{}-{}", subnet_key(net), net6.addr(), net6.prefix_len())
+        }
+    }
+}
+
+/// Parses a key tail (the part after `<prefix>/subnets/`) and returns the IPv4 subnet.
+///
+/// Accepts `A.B.C.D-LEN` and the dual-stack `A.B.C.D-LEN&<ipv6>-<len6>` form; rejects host
+/// bits, prefix lengths over 32 and anything else. Unlike flannel's unanchored regex this
+/// matches the whole tail, so `x10.244.1.0-24` or `a/10.244.1.0-24` are not subnets.
+pub fn parse_subnet_key(s: &str) -> Result<Ipv4Net, KeyError> {
+    parse_subnet_key_dual(s).map(|(net, _)| net)
+}
+
+/// Like [`parse_subnet_key`], also returning the IPv6 subnet of a dual-stack key.
+pub fn parse_subnet_key_dual(s: &str) -> Result<(Ipv4Net, Option<Ipv6Net>), KeyError> {
+    let malformed = |reason: String| KeyError::Malformed {
+        key: s.to_owned(),
+        reason,
+    };
+    let (v4_part, v6_part) = match s.split_once('&') {
+        Some((v4, v6)) => (v4, Some(v6)),
+        None => (s, None),
+    };
+
+    let (addr_text, len_text) = v4_part
+        .rsplit_once('-')
+        .ok_or_else(|| malformed("no '-' between the address and the prefix length".into()))?;
+    let addr: Ipv4Addr = addr_text
+        .parse()
+        .map_err(|_| malformed(format!("{addr_text:?} is not an IPv4 address")))?;
+    let len = parse_prefix_len(len_text, 32).ok_or_else(|| {
+        malformed(format!(
+            "prefix length {len_text:?} is not a number from 0 to 32"
+        ))
+    })?;
+    let net = Ipv4Net::new(addr, len)
+        .map_err(|_| malformed(format!("prefix length {len} is not a number from 0 to 32")))?;
+    if net.trunc().addr() != addr {
+        return Err(KeyError::HostBitsSet {
+            key: s.to_owned(),
+            addr: addr.to_string(),
+            prefix_len: len,
+            expected: subnet_key_dual_text(net.trunc(), v6_part),
+        });
+    }
+
+    let net6 = match v6_part {
+        None => None,
+        Some(v6) => {
+            let (addr6_text, len6_text) = v6.rsplit_once('-').ok_or_else(|| {
+                malformed("no '-' between the IPv6 address and its prefix length".into())
+            })?;
+            let addr6: Ipv6Addr = addr6_text
+                .parse()
+                .map_err(|_| malformed(format!("{addr6_text:?} is not an IPv6 address")))?;
+            let len6 = parse_prefix_len(len6_text, 128).ok_or_else(|| {
+                malformed(format!(
+                    "IPv6 prefix length {len6_text:?} is not a number from 0 to 128"
+                ))
+            })?;
+            let net6 = Ipv6Net::new(addr6, len6).map_err(|_| {
+                malformed(format!(
+                    "IPv6 prefix length {len6} is not a number from 0 to 128"
+                ))
+            })?;
+            if net6.trunc().addr() != addr6 {
+                return Err(KeyError::HostBitsSet {
+                    key: s.to_owned(),
+                    addr: addr6.to_string(),
+                    prefix_len: len6,
+                    expected: subnet_key_dual(net, Some(net6.trunc())),
+                });
+            }
+            Some(net6)
+        }
+    };
+    Ok((net, net6))
+}
+
+/// The corrected key for a host-bits error, keeping the IPv6 part verbatim when present.
+fn subnet_key_dual_text(net: Ipv4Net, v6_part: Option<&str>) -> String {
+    match v6_part {
+        Some(v6) => format!("{}&{v6}", subnet_key(net)),
+        None => subnet_key(net),
+    }
+}
+
+/// Parses a decimal prefix length of at most `max`; only ASCII digits are allowed (no sign).
+fn parse_prefix_len(text: &str, max: u8) -> Option<u8> {
+    if text.is_empty() || text.len() > 3 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<u8>().ok().filter(|len| *len <= max)
+}
+
+/// The first host address of a subnet (network address + 1), used for `FLANNEL_SUBNET`.
+pub fn first_host(net: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()).wrapping_add(1))
+}
+
+/// The first host address of an IPv6 subnet, used for `FLANNEL_IPV6_SUBNET`.
+pub fn first_host_v6(net: Ipv6Net) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(net.network()).wrapping_add(1))
+}
+
+/// Normalises an etcd prefix like Go's `path.Join`/`path.Clean` and makes it absolute:
+/// duplicate and trailing slashes collapse, `.` disappears, `..` removes the previous element.
+/// The result has a leading slash and no trailing slash (`/` for an empty prefix).
+pub fn normalize_prefix(prefix: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in prefix.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+fn join_prefix(prefix: &str, name: &str) -> String {
+    let base = normalize_prefix(prefix);
+    if base == "/" {
+        format!("/{name}")
+    } else {
+        format!("{base}/{name}")
+    }
+}
+
+/// The directory of lease keys, `<prefix>/subnets/`, with the trailing slash.
+///
+/// flannel lists `<prefix>/subnets` without the slash, which also matches siblings such as
+/// `<prefix>/subnets2/...`; listing with the slash avoids that.
+pub fn subnets_key_prefix(prefix: &str) -> String {
+    format!("{}/", join_prefix(prefix, "subnets"))
+}
+
+/// The network config key, `<prefix>/config`.
+pub fn config_key(prefix: &str) -> String {
+    join_prefix(prefix, "config")
+}
+
+/// The lease key of `net`, `<prefix>/subnets/10.244.1.0-24`.
+pub fn lease_key(prefix: &str, net: Ipv4Net) -> String {
+    format!("{}{}", subnets_key_prefix(prefix), subnet_key(net))
+}
+
+/// Number of addresses in a subnet of length `len` (`len <= 32`), as u64 so /0 fits.
+pub(crate) fn block_size(len: u8) -> u64 {
+    1u64 << (32 - u32::from(len.min(32)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn key_round_trip() {
+        for s in [
+            "10.244.1.0/24",
+            "0.0.0.0/0",
+            "10.244.1.4/30",
+            "192.168.0.7/32",
+        ] {
+            let n = net(s);
+            assert_eq!(parse_subnet_key(&subnet_key(n)).unwrap(), n);
+        }
+        assert_eq!(subnet_key(net("10.244.1.0/24")), "10.244.1.0-24");
+    }
+
+    #[test]
+    fn subnet_key_masks_host_bits() {
+        assert_eq!(subnet_key(net("10.244.1.5/24")), "10.244.1.0-24");
+    }
+
+    #[test]
+    fn dual_stack_keys() {
+        let v6: Ipv6Net = "fc00:0:0:1::/64".parse().unwrap();
+        let key = subnet_key_dual(net("10.244.1.0/24"), Some(v6));
+        assert_eq!(key, "10.244.1.0-24&fc00:0:0:1::-64");
+        assert_eq!(
+            parse_subnet_key_dual(&key).unwrap(),
+            (net("10.244.1.0/24"), Some(v6))
+        );
+        assert_eq!(parse_subnet_key(&key).unwrap(), net("10.244.1.0/24"));
+        assert_eq!(
+            parse_subnet_key_dual("10.244.1.0-24").unwrap(),
+            (net("10.244.1.0/24"), None)
+        );
+    }
+
+    #[test]
+    fn bad_keys_are_rejected_with_the_expected_form() {
+        for bad in [
+            "",
+            "garbage",
+            "10.244.1.0",
+            "10.244.1.0-",
+            "10.244.1.0-33",
+            "10.244.1.0-+24",
+            "10.244.1.0--24",
+            "10.244.1.0-24x",
+            "10.244.1-24",
+            "010.244.1.0-24",
+            "x10.244.1.0-24",
+            "sub/10.244.1.0-24",
+            " 10.244.1.0-24",
+            "10.244.1.0-24&",
+            "10.244.1.0-24&fc00::",
+            "10.244.1.0-24&fc00::-129",
+            "10.244.1.0-24&zz::-64",
+            "10.244.1.0-24&fc00::-64&x",
+            "fc00::-64",
+        ] {
+            let err = parse_subnet_key(bad).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("{bad:?}")), "{msg}");
+            assert!(msg.contains("10.244.1.0-24"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn host_bits_error_suggests_the_masked_key() {
+        let err = parse_subnet_key("10.244.1.5-24").unwrap_err();
+        assert!(matches!(err, KeyError::HostBitsSet { .. }));
+        let msg = err.to_string();
+        assert!(msg.contains("host bits"), "{msg}");
+        assert!(msg.contains("\"10.244.1.0-24\""), "{msg}");
+
+        let err = parse_subnet_key("10.244.1.0-24&fc00:0:0:1::5-64").unwrap_err();
+        assert!(
+            err.to_string().contains("10.244.1.0-24&fc00:0:0:1::-64"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn first_hosts() {
+        assert_eq!(
+            first_host(net("10.244.1.0/24")),
+            Ipv4Addr::new(10, 244, 1, 1)
+        );
+        assert_eq!(
+            first_host(net("10.244.1.7/24")),
+            Ipv4Addr::new(10, 244, 1, 1)
+        );
+        let v6: Ipv6Net = "fc00:0:0:1::/64".parse().unwrap();
+        assert_eq!(first_host_v6(v6).to_string(), "fc00:0:0:1::1");
+    }
+
+    #[test]
+    fn key_prefixes_follow_path_join() {
+        let cases = [
+            ("/coreos.com/network", "/coreos.com/network"),
+            ("/coreos.com/network/", "/coreos.com/network"),
+            ("//coreos.com//network//", "/coreos.com/network"),
+            ("coreos.com/network", "/coreos.com/network"),
+            ("/a/./b/../c", "/a/c"),
+            ("", "/"),
+            ("/", "/"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalize_prefix(input), want, "{input:?}");
+        }
+        assert_eq!(
+            subnets_key_prefix("/coreos.com/network/"),
+            "/coreos.com/network/subnets/"
+        );
+        assert_eq!(subnets_key_prefix(""), "/subnets/");
+        assert_eq!(
+            config_key("/coreos.com/network"),
+            "/coreos.com/network/config"
+        );
+        assert_eq!(config_key("/"), "/config");
+        assert_eq!(
+            lease_key("/coreos.com/network", net("10.244.1.0/24")),
+            "/coreos.com/network/subnets/10.244.1.0-24"
+        );
+    }
+}

@@ -1,0 +1,848 @@
+//! The daemon: acquire a lease, build the VXLAN device, then keep the kernel in step with
+//! etcd. Four tasks share one [`Shared`] state:
+//! - the lease watch (list, then watch from revision + 1; re-list on compaction),
+//! - the reconciler (desired peers vs. what the kernel holds, minimal changes, also on a timer
+//!   so that deleted routes or a deleted device come back within seconds),
+//! - the lease keeper (renew in place; re-acquire if our key vanishes or is taken),
+//! - the firewall keeper (one iptables-save per period; rewrite only on drift).
+//!
+//! Nothing is torn down on exit: a restarted weftd finds its device and entries already right
+//! and changes nothing, so traffic that flows keeps flowing.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use ipnet::Ipv4Net;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::{Notify, mpsc};
+use tracing::{debug, error, info, warn};
+use weft_core::alloc::{AcquireAction, plan_acquire_excluding};
+use weft_core::config::{BackendConfig, NetworkConfig};
+use weft_core::dataplane::diff;
+use weft_core::lease::{Lease, LeaseAttrs};
+use weft_core::mac::MacAddr;
+use weft_core::rules::{Rule, forward_rules, masq_rules};
+use weft_core::subnet::lease_key;
+use weft_core::subnet_env::SubnetEnv;
+use weft_net::iface::{self, ExtIface, IfaceRequest};
+use weft_net::{Iptables, Netlink, VxlanSpec};
+use weft_store::{HeldLease, LeaseEvent, RawLease, Store, StoreConfig, WatchBatch};
+
+use crate::files;
+use crate::flags::{Flags, Validated};
+use crate::health::{self, ErrorKind, Health};
+use crate::peers::{Notice, PeerTable, parse_entry};
+
+/// How often the reconciler looks at the kernel even when etcd is quiet.
+const RESYNC: Duration = Duration::from_secs(3);
+
+/// A change to our own lease key seen by the watch.
+#[derive(Debug)]
+enum OwnKey {
+    Deleted,
+    Put(RawLease),
+}
+
+struct Shared {
+    table: Mutex<PeerTable>,
+    own: Mutex<HeldLease>,
+    kick: Notify,
+    health: Arc<Health>,
+}
+
+impl Shared {
+    fn own(&self) -> HeldLease {
+        *self.own.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn set_own(&self, l: HeldLease) {
+        *self.own.lock().unwrap_or_else(|p| p.into_inner()) = l;
+    }
+    fn table(&self) -> std::sync::MutexGuard<'_, PeerTable> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Everything fixed at start-up.
+struct Node {
+    flags: Flags,
+    store: Store,
+    nl: Netlink,
+    fw: Iptables,
+    cfg: NetworkConfig,
+    network: Ipv4Net,
+    ext: ExtIface,
+    spec: VxlanSpec,
+    random_fully: bool,
+    ttl: i64,
+}
+
+/// Runs weftd until SIGTERM/SIGINT.
+pub async fn run(flags: Flags, v: Validated) -> Result<()> {
+    if flags.kube_subnet_mgr {
+        bail!(
+            "--kube-subnet-mgr is not available in weft yet: weft keeps leases in etcd. Run etcd and pass --etcd-endpoints (on EKS nodes never get a pod CIDR, which is why the etcd mode exists)"
+        );
+    }
+    if flags.public_ipv6.as_deref().is_some_and(|s| !s.is_empty()) {
+        bail!("--public-ipv6 is set, but IPv6 is not available in weft yet; remove the flag");
+    }
+    let health = Health::new();
+    if flags.healthz_port > 0 {
+        let addr = SocketAddr::new(v.healthz_ip, flags.healthz_port);
+        let server = health::bind(addr, health.clone())
+            .await
+            .with_context(|| format!("cannot listen on --healthz-ip/--healthz-port {addr}"))?;
+        tokio::spawn(async move {
+            if let Err(e) = server.await {
+                error!(error = %e, "health server stopped");
+            }
+        });
+        info!(%addr, "serving /healthz, /readyz and /metrics");
+    }
+
+    let previous = std::fs::read_to_string(&flags.subnet_file)
+        .ok()
+        .and_then(|t| weft_core::subnet_env::previous_subnet(&t));
+    if let Some(p) = previous {
+        info!(subnet = %p, file = %flags.subnet_file.display(), "previous subnet found");
+    }
+
+    let store_cfg = StoreConfig {
+        endpoints: v.endpoints.clone(),
+        prefix: flags.etcd_prefix.clone(),
+        ca_file: flags.etcd_cafile.clone(),
+        cert_file: flags.etcd_certfile.clone(),
+        key_file: flags.etcd_keyfile.clone(),
+        username: flags.etcd_username.clone(),
+        password: flags.etcd_password.clone(),
+    };
+    if store_cfg.ca_file.is_none() && store_cfg.cert_file.is_none() {
+        warn!(
+            "no etcd TLS files given: connecting to etcd over plain http; use --etcd-cafile (and --etcd-certfile/--etcd-keyfile) in production"
+        );
+    }
+    let store = connect_store(&store_cfg, &health).await?;
+    let cfg = wait_for_config(&store, &health).await?;
+    let vx = match &cfg.backend {
+        BackendConfig::Vxlan(vx) => *vx,
+        BackendConfig::Other { type_name } => bail!(
+            "backend {type_name:?} in {} is not available in weft yet; weft implements \"vxlan\": set \"Backend\": {{\"Type\": \"vxlan\"}}",
+            store.config_key()
+        ),
+    };
+    if cfg.backend_defaulted {
+        warn!(key = %store.config_key(), "the network config has no Backend: weft uses vxlan, but flanneld would use udp; set \"Backend\": {{\"Type\": \"vxlan\"}} so both agree");
+    }
+    if cfg.enable_ipv6 {
+        bail!(
+            "EnableIPv6 is set in {}, but IPv6 is not available in weft yet; set it to false",
+            store.config_key()
+        );
+    }
+    if cfg.enable_nftables {
+        bail!(
+            "EnableNFTables is set in {}, but weft's nftables mode is not available yet; set it to false (weft then uses iptables, like flanneld's default)",
+            store.config_key()
+        );
+    }
+    let network = cfg
+        .network
+        .with_context(|| format!("{} has no Network", store.config_key()))?;
+    if !std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
+        warn!(
+            "br_netfilter is not loaded (no /proc/sys/net/bridge/bridge-nf-call-iptables): kube-proxy needs it for service traffic between pods on one node; run `modprobe br_netfilter`"
+        );
+    }
+
+    let nl = Netlink::connect().context("cannot open a netlink socket")?;
+    let req = IfaceRequest {
+        ifaces: flags.iface.clone(),
+        regexes: flags.iface_regex.clone(),
+        can_reach: v.can_reach,
+        public_ip: v.public_ip,
+    };
+    let snap = iface::discover(&nl, &req)
+        .await
+        .context("cannot list interfaces")?;
+    let ext = iface::select(&req, &snap)?;
+    info!(iface = %ext.name, addr = %ext.iface_addr, public_ip = %ext.public_ip, mtu = ext.mtu, "using external interface");
+
+    let underlay_mtu = vx.mtu.unwrap_or(ext.mtu);
+    if underlay_mtu <= 50 + 68 {
+        bail!(
+            "the underlay MTU {underlay_mtu} is too small for VXLAN (needs 50 bytes of headroom); check Backend.MTU or the interface MTU"
+        );
+    }
+    let dev_name = format!("flannel.{}", vx.vni);
+    let mac_path = files::mac_file(&flags.state_dir, &dev_name);
+    let stored_mac = match files::load_mac(&mac_path) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(error = %e, "ignoring the stored VTEP MAC");
+            None
+        }
+    };
+    let spec = VxlanSpec {
+        name: dev_name.clone(),
+        vni: vx.vni,
+        port: vx.port,
+        local: ext.public_ip,
+        underlay_index: ext.index,
+        mtu: underlay_mtu - 50,
+        learning: vx.learning,
+        gbp: vx.gbp,
+        mac: stored_mac.unwrap_or_else(|| MacAddr::random_local(&mut rand::rng())),
+    };
+    let dev = nl
+        .ensure_vxlan(&spec)
+        .await
+        .with_context(|| format!("cannot set up VXLAN device {dev_name}"))?;
+    if stored_mac != Some(dev.mac) {
+        // Persist the MAC so a re-created device (after a reboot, or a deletion) keeps it and
+        // peers' neighbour entries stay right (flannel #533).
+        if let Err(e) = files::save_mac(&mac_path, dev.mac) {
+            warn!(error = %e, "cannot persist the VTEP MAC; it will change if the device is re-created");
+        }
+    }
+    let spec = VxlanSpec {
+        mac: dev.mac,
+        ..spec
+    };
+
+    let fw = Iptables::default();
+    let random_fully = !flags.ip_masq_fully_random_disable && fw.supports_random_fully().await;
+    let node = Arc::new(Node {
+        ttl: flags.subnet_lease_ttl,
+        flags,
+        store,
+        nl,
+        fw,
+        cfg,
+        network,
+        ext,
+        spec,
+        random_fully,
+    });
+
+    health.not_ready("acquiring a subnet lease");
+    let own = acquire_until_done(&node, previous, &health).await;
+    let shared = Arc::new(Shared {
+        table: Mutex::new(PeerTable::default()),
+        own: Mutex::new(own),
+        kick: Notify::new(),
+        health: health.clone(),
+    });
+    set_lease_metrics(&health, &own);
+    info!(subnet = %own.subnet, key = %lease_key(&node.flags.etcd_prefix, own.subnet), "holding lease");
+
+    // Data plane, rules and peers first; subnet.env (and readiness) last.
+    health.not_ready("programming the data plane");
+    loop {
+        match bring_up(&node, &shared).await {
+            Ok(rev) => {
+                let (tx, rx) = mpsc::channel(16);
+                spawn_tasks(node.clone(), shared.clone(), rev, tx, rx);
+                break;
+            }
+            Err(e) => {
+                error!(error = format!("{e:#}"), "bring-up failed; retrying in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+    shutdown_signal().await;
+    info!("stopping; the device, routes, rules and lease stay in place so traffic keeps flowing");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers, run until killed.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn connect_store(cfg: &StoreConfig, health: &Health) -> Result<Store> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match Store::connect(cfg).await {
+            Ok(s) => return Ok(s),
+            Err(e @ weft_store::StoreError::File { .. })
+            | Err(e @ weft_store::StoreError::Tls(_)) => {
+                return Err(e.into());
+            }
+            Err(e) => {
+                health.metrics.error(ErrorKind::Etcd);
+                health.not_ready(format!("etcd unreachable: {e}"));
+                warn!(error = %e, "cannot reach etcd; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Reads `<prefix>/config` until it exists and is valid. Meanwhile /readyz says why, and the
+/// log says what to do; a repeated problem is logged again only every 30 s.
+async fn wait_for_config(store: &Store, health: &Health) -> Result<NetworkConfig> {
+    let key = store.config_key();
+    let mut last: Option<(String, Instant)> = None;
+    loop {
+        let problem = match store.get_config().await {
+            Ok(Some(bytes)) => match NetworkConfig::parse(&bytes) {
+                Ok(cfg) => {
+                    info!(key = %key, network = ?cfg.network, subnet_len = cfg.subnet_len, "network config loaded");
+                    return Ok(cfg);
+                }
+                Err(e) => {
+                    health.metrics.error(ErrorKind::Config);
+                    format!("the network config in {key} is invalid: {e}")
+                }
+            },
+            Ok(None) => format!(
+                "network config key {key} not found in etcd (v3 API). Write it with: ETCDCTL_API=3 etcdctl put {key} '{{\"Network\":\"10.244.0.0/16\",\"Backend\":{{\"Type\":\"vxlan\"}}}}' (or `weft network init`). A config written with the v2 API (etcdctl set, ETCDCTL_API=2) is invisible to v3 readers"
+            ),
+            Err(e) => {
+                health.metrics.error(ErrorKind::Etcd);
+                format!("cannot read {key} from etcd: {e}")
+            }
+        };
+        health.not_ready(problem.clone());
+        let repeat = matches!(&last, Some((p, at)) if *p == problem && at.elapsed() < Duration::from_secs(30));
+        if !repeat {
+            error!("{problem}; retrying every second");
+            last = Some((problem, Instant::now()));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn lease_value(node: &Node) -> String {
+    LeaseAttrs::vxlan(node.ext.public_ip, node.spec.vni, node.spec.mac).to_json()
+}
+
+fn parsed_leases(raws: &[RawLease]) -> Vec<Lease> {
+    raws.iter()
+        .filter_map(|r| {
+            let subnet = r.subnet.clone().ok()?;
+            let attrs = LeaseAttrs::parse(&r.value).ok()?;
+            Some(Lease { subnet, attrs })
+        })
+        .collect()
+}
+
+/// flannel's acquire (reuse by public IP, then the previous subnet, then a random free one),
+/// with a lost race retried instead of being fatal.
+async fn acquire(
+    node: &Node,
+    mut previous: Option<Ipv4Net>,
+    exclude: Option<Ipv4Net>,
+) -> Result<HeldLease> {
+    let value = lease_value(node);
+    let mut rng = StdRng::from_os_rng();
+    for attempt in 0..100u32 {
+        let (raws, _) = node.store.list_leases().await?;
+        let leases = parsed_leases(&raws);
+        // `exclude`: a subnet another node now holds under our old key; never take it back.
+        let excluded: Vec<Ipv4Net> = exclude.into_iter().collect();
+        let plan = plan_acquire_excluding(
+            &node.cfg,
+            &leases,
+            node.ext.public_ip,
+            previous,
+            &excluded,
+            &mut rng,
+        )?;
+        for stale in &plan.delete {
+            info!(subnet = %stale, "deleting our old lease that no longer fits the network config");
+            node.store.delete_lease(*stale).await?;
+        }
+        let got = match plan.action {
+            AcquireAction::Reuse(sn) => {
+                match raws.iter().find(|r| r.subnet.as_ref().ok() == Some(&sn)) {
+                    Some(existing) => node.store.take_over(existing, &value, node.ttl).await?,
+                    None => None,
+                }
+            }
+            AcquireAction::Create(sn) => {
+                let got = node.store.create_lease(sn, &value, node.ttl).await?;
+                if got.is_none() {
+                    info!(subnet = %sn, attempt, "subnet was taken by another node at the same moment; picking again");
+                    if previous == Some(sn) {
+                        previous = None;
+                    }
+                }
+                got
+            }
+        };
+        if let Some(l) = got {
+            return Ok(l);
+        }
+        let jitter = rand::random::<u64>() % 50;
+        tokio::time::sleep(Duration::from_millis(10 + jitter)).await;
+    }
+    bail!("could not acquire a subnet lease after 100 attempts (constant contention on etcd)")
+}
+
+async fn acquire_until_done(node: &Node, previous: Option<Ipv4Net>, health: &Health) -> HeldLease {
+    acquire_retrying(node, previous, None, health).await
+}
+
+async fn acquire_retrying(
+    node: &Node,
+    previous: Option<Ipv4Net>,
+    exclude: Option<Ipv4Net>,
+    health: &Health,
+) -> HeldLease {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match acquire(node, previous, exclude).await {
+            Ok(l) => return l,
+            Err(e) => {
+                health.metrics.error(ErrorKind::Lease);
+                health.not_ready(format!("no subnet lease: {e:#}"));
+                error!(
+                    error = format!("{e:#}"),
+                    "failed to acquire a subnet lease; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+fn set_lease_metrics(health: &Health, l: &HeldLease) {
+    health.metrics.lease_held.set(1);
+    let expiry = if l.lease_id == 0 {
+        0.0
+    } else {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+            + l.ttl as f64
+    };
+    health.metrics.lease_expiry.set(expiry);
+}
+
+fn desired_rules(node: &Node, own: Ipv4Net) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    if node.flags.ip_masq {
+        rules.extend(masq_rules(node.network, own, node.random_fully));
+    }
+    if node.flags.iptables_forward_rules {
+        rules.extend(forward_rules(node.network));
+    }
+    rules
+}
+
+fn subnet_env(node: &Node, own: Ipv4Net) -> String {
+    SubnetEnv {
+        network: Some(node.network),
+        subnet: Some(own),
+        ipv6_network: None,
+        ipv6_subnet: None,
+        mtu: node.spec.mtu,
+        ipmasq: node.flags.ip_masq,
+    }
+    .render()
+}
+
+/// Writes subnet.env unless it already holds exactly this content.
+fn write_subnet_env(node: &Node, shared: &Shared, own: Ipv4Net) -> Result<bool> {
+    let text = subnet_env(node, own);
+    if std::fs::read_to_string(&node.flags.subnet_file)
+        .ok()
+        .as_deref()
+        == Some(text.as_str())
+    {
+        return Ok(false);
+    }
+    if let Err(e) = files::write_atomic(&node.flags.subnet_file, text.as_bytes(), 0o644) {
+        shared.health.metrics.error(ErrorKind::SubnetFile);
+        return Err(e.into());
+    }
+    Ok(true)
+}
+
+/// Address, rules, the first full peer sync, then subnet.env and readiness. Returns the
+/// revision the peers were listed at, for the watch to continue from.
+async fn bring_up(node: &Node, shared: &Shared) -> Result<i64> {
+    let own = shared.own();
+    let dev = node.nl.ensure_vxlan(&node.spec).await?;
+    node.nl
+        .ensure_address_and_up(dev.index, own.subnet.network(), node.network)
+        .await?;
+    let changed = node.fw.sync(&desired_rules(node, own.subnet)).await?;
+    if !changed.is_empty() {
+        info!(tables = ?changed.iter().map(|t| t.name()).collect::<Vec<_>>(), "iptables rules programmed");
+    }
+    let (raws, rev) = node.store.list_leases().await?;
+    shared.table().reset(
+        raws.into_iter()
+            .map(|r| (r.key.clone(), parse_entry(r.subnet.clone(), &r.value))),
+    );
+    reconcile(node, shared).await?;
+    if write_subnet_env(node, shared, own.subnet)? {
+        info!(file = %node.flags.subnet_file.display(), "wrote subnet file");
+    }
+    shared.health.set_ready();
+    info!(subnet = %own.subnet, "weftd is ready");
+    Ok(rev)
+}
+
+/// One pass: make sure the device exists and is right, then diff peers against the kernel and
+/// apply only the difference.
+async fn reconcile(node: &Node, shared: &Shared) -> Result<()> {
+    let started = Instant::now();
+    let own = shared.own();
+    let dev = node.nl.ensure_vxlan(&node.spec).await?;
+    if dev.created {
+        warn!(device = %node.spec.name, "the VXLAN device was missing; re-created it with the same MAC");
+    }
+    node.nl
+        .ensure_address_and_up(dev.index, own.subnet.network(), node.network)
+        .await?;
+    let (peers, notices) = shared.table().peers(&node.cfg, Some(own.subnet));
+    for n in notices {
+        match n {
+            Notice::Rejected { key, why } => warn!(%key, %why, "skipping lease"),
+            Notice::Ignored { key, why } => debug!(%key, %why, "not a VXLAN peer"),
+        }
+    }
+    let actual = node.nl.read_state(dev.index).await?;
+    let ops = diff(&peers, &actual);
+    let mut failed_peers = 0usize;
+    if !ops.is_empty() {
+        info!(
+            changes = ops.len(),
+            peers = peers.len(),
+            "reconciling VXLAN peers"
+        );
+        let failed = node.nl.apply(dev.index, &ops).await;
+        for (op, e) in &failed {
+            node_error(shared, ErrorKind::Netlink);
+            warn!(?op, error = %e, "kernel change failed; will retry");
+        }
+        failed_peers = failed.len().min(peers.len());
+        shared
+            .health
+            .metrics
+            .reconcile_changes
+            .inc_by((ops.len() - failed.len()) as u64);
+    }
+    shared.health.metrics.peers_known.set(peers.len() as i64);
+    shared
+        .health
+        .metrics
+        .peers_programmed
+        .set((peers.len() - failed_peers) as i64);
+    shared
+        .health
+        .metrics
+        .reconcile_seconds
+        .observe(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn node_error(shared: &Shared, kind: ErrorKind) {
+    shared.health.metrics.error(kind);
+}
+
+fn spawn_tasks(
+    node: Arc<Node>,
+    shared: Arc<Shared>,
+    rev: i64,
+    tx: mpsc::Sender<OwnKey>,
+    rx: mpsc::Receiver<OwnKey>,
+) {
+    tokio::spawn(watch_task(node.clone(), shared.clone(), rev, tx));
+    tokio::spawn(reconcile_task(node.clone(), shared.clone()));
+    tokio::spawn(lease_task(node.clone(), shared.clone(), rx));
+    tokio::spawn(firewall_task(node, shared));
+}
+
+async fn reconcile_task(node: Arc<Node>, shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            _ = shared.kick.notified() => {}
+            _ = tokio::time::sleep(RESYNC) => {}
+        }
+        if let Err(e) = reconcile(&node, &shared).await {
+            node_error(&shared, ErrorKind::Netlink);
+            error!(error = format!("{e:#}"), "reconcile failed; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            shared.kick.notify_one();
+        }
+    }
+}
+
+async fn watch_task(
+    node: Arc<Node>,
+    shared: Arc<Shared>,
+    mut rev: i64,
+    own_tx: mpsc::Sender<OwnKey>,
+) {
+    let mut delay = Duration::from_millis(100);
+    let mut first = true;
+    let mut need_relist = false;
+    loop {
+        if need_relist {
+            match node.store.list_leases().await {
+                Ok((raws, r)) => {
+                    info!(revision = r, keys = raws.len(), "re-listed leases");
+                    let own_key = lease_key(&node.flags.etcd_prefix, shared.own().subnet);
+                    if let Some(mine) = raws.iter().find(|x| x.key == own_key) {
+                        let _ = own_tx.try_send(OwnKey::Put(mine.clone()));
+                    } else {
+                        let _ = own_tx.try_send(OwnKey::Deleted);
+                    }
+                    shared.table().reset(
+                        raws.into_iter()
+                            .map(|x| (x.key.clone(), parse_entry(x.subnet.clone(), &x.value))),
+                    );
+                    rev = r;
+                    need_relist = false;
+                    shared.kick.notify_one();
+                }
+                Err(e) => {
+                    lost_etcd(&shared, &e.to_string());
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        match node.store.watch_leases(rev + 1).await {
+            Ok(mut w) => {
+                if !first {
+                    shared.health.metrics.watch_reconnects.inc();
+                    info!(from_revision = rev + 1, "lease watch re-established");
+                }
+                first = false;
+                shared.health.set_ready();
+                loop {
+                    match w.next().await {
+                        Ok(Some(WatchBatch::Events { events, revision })) => {
+                            delay = Duration::from_millis(100);
+                            let own_key = lease_key(&node.flags.etcd_prefix, shared.own().subnet);
+                            {
+                                let mut t = shared.table();
+                                for ev in events {
+                                    match ev {
+                                        LeaseEvent::Put(r) => {
+                                            if r.key == own_key {
+                                                let _ = own_tx.try_send(OwnKey::Put(r.clone()));
+                                            }
+                                            let entry = parse_entry(r.subnet.clone(), &r.value);
+                                            t.put(r.key, entry);
+                                        }
+                                        LeaseEvent::Delete { key, .. } => {
+                                            if key == own_key {
+                                                let _ = own_tx.try_send(OwnKey::Deleted);
+                                            }
+                                            t.delete(&key);
+                                        }
+                                    }
+                                }
+                            }
+                            if revision > rev {
+                                rev = revision;
+                            }
+                            shared.kick.notify_one();
+                        }
+                        Ok(Some(WatchBatch::Compacted(c))) => {
+                            warn!(
+                                compact_revision = c,
+                                "lease watch fell behind a compaction; re-listing"
+                            );
+                            need_relist = true;
+                            break;
+                        }
+                        Ok(None) => {
+                            lost_etcd(&shared, "the watch stream ended");
+                            break;
+                        }
+                        Err(e) => {
+                            lost_etcd(&shared, &e.to_string());
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => lost_etcd(&shared, &e.to_string()),
+        }
+        // Capped at 1 s: the watch is back within a second of etcd's return.
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+fn lost_etcd(shared: &Shared, why: &str) {
+    if shared.health.is_ready() {
+        warn!(
+            error = why,
+            "lost the etcd lease watch; the data plane stays as it is while reconnecting"
+        );
+    } else {
+        debug!(error = why, "etcd still unreachable");
+    }
+    node_error(shared, ErrorKind::Etcd);
+    shared.health.not_ready(format!("etcd unreachable: {why}"));
+}
+
+/// When to renew: `margin` before expiry, but never later than half the TTL (so short test
+/// TTLs still renew in time).
+fn renew_after(ttl: i64, margin_minutes: i64) -> Duration {
+    let margin = (margin_minutes * 60).min(ttl / 2).max(1);
+    Duration::from_secs((ttl - margin).max(1) as u64)
+}
+
+async fn lease_task(node: Arc<Node>, shared: Arc<Shared>, mut rx: mpsc::Receiver<OwnKey>) {
+    let mut renew_at =
+        Instant::now() + renew_after(shared.own().ttl, node.flags.subnet_lease_renew_margin);
+    loop {
+        let own = shared.own();
+        let sleep = async {
+            if own.lease_id == 0 {
+                std::future::pending::<()>().await
+            } else {
+                tokio::time::sleep_until(renew_at.into()).await
+            }
+        };
+        let reacquire: Option<(Option<Ipv4Net>, Option<Ipv4Net>)> = tokio::select! {
+            _ = sleep => {
+                match node.store.renew(own.lease_id).await {
+                    Ok(Some(ttl)) => {
+                        debug!(subnet = %own.subnet, ttl, "renewed lease");
+                        shared.set_own(HeldLease { ttl, ..own });
+                        set_lease_metrics(&shared.health, &shared.own());
+                        renew_at = Instant::now() + renew_after(ttl, node.flags.subnet_lease_renew_margin);
+                        None
+                    }
+                    Ok(None) => {
+                        warn!(subnet = %own.subnet, "our etcd lease expired; re-acquiring (the same subnet if still free)");
+                        Some((Some(own.subnet), None))
+                    }
+                    Err(e) => {
+                        node_error(&shared, ErrorKind::Lease);
+                        warn!(error = %e, "lease renewal failed; retrying in 5 s");
+                        renew_at = Instant::now() + Duration::from_secs(5);
+                        None
+                    }
+                }
+            }
+            ev = rx.recv() => match ev {
+                None => return,
+                Some(OwnKey::Deleted) => {
+                    warn!(subnet = %own.subnet, "our lease key was deleted; re-acquiring (the same subnet if still free)");
+                    Some((Some(own.subnet), None))
+                }
+                Some(OwnKey::Put(raw)) => match LeaseAttrs::parse(&raw.value) {
+                    Ok(attrs) if attrs.public_ip != node.ext.public_ip => {
+                        warn!(subnet = %own.subnet, holder = %attrs.public_ip, "our subnet is now leased by another node (our lease expired while we were cut off); taking another subnet");
+                        Some((None, Some(own.subnet)))
+                    }
+                    Ok(_) => {
+                        if raw.lease_id != own.lease_id && raw.lease_id != 0 && own.lease_id != 0 {
+                            debug!(subnet = %own.subnet, "our key was rewritten with another etcd lease; adopting it");
+                            shared.set_own(HeldLease { lease_id: raw.lease_id, ..own });
+                        }
+                        None
+                    }
+                    Err(e) => {
+                        warn!(subnet = %own.subnet, error = %e, "our lease key holds an unparseable value; rewriting it");
+                        Some((Some(own.subnet), None))
+                    }
+                },
+            }
+        };
+        if let Some((previous, exclude)) = reacquire {
+            shared.health.not_ready("re-acquiring the subnet lease");
+            let new = acquire_retrying(&node, previous, exclude, &shared.health).await;
+            if new.subnet != own.subnet {
+                warn!(old = %own.subnet, new = %new.subnet, "subnet changed; pods on the old subnet must be re-created");
+            } else {
+                info!(subnet = %new.subnet, "lease re-acquired");
+            }
+            shared.set_own(new);
+            set_lease_metrics(&shared.health, &new);
+            renew_at = Instant::now() + renew_after(new.ttl, node.flags.subnet_lease_renew_margin);
+            loop {
+                match apply_own_subnet(&node, &shared, new.subnet).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        error!(
+                            error = format!("{e:#}"),
+                            "cannot apply the new lease; retrying"
+                        );
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            shared.health.set_ready();
+        }
+    }
+}
+
+async fn apply_own_subnet(node: &Node, shared: &Shared, subnet: Ipv4Net) -> Result<()> {
+    let dev = node.nl.ensure_vxlan(&node.spec).await?;
+    node.nl
+        .ensure_address_and_up(dev.index, subnet.network(), node.network)
+        .await?;
+    node.fw.sync(&desired_rules(node, subnet)).await?;
+    reconcile(node, shared).await?;
+    if write_subnet_env(node, shared, subnet)? {
+        info!(file = %node.flags.subnet_file.display(), "rewrote subnet file");
+    }
+    Ok(())
+}
+
+async fn firewall_task(node: Arc<Node>, shared: Arc<Shared>) {
+    let period = Duration::from_secs(node.flags.iptables_resync);
+    loop {
+        tokio::time::sleep(period).await;
+        let rules = desired_rules(&node, shared.own().subnet);
+        if rules.is_empty() {
+            continue;
+        }
+        match node.fw.sync(&rules).await {
+            Ok(changed) if !changed.is_empty() => {
+                warn!(tables = ?changed.iter().map(|t| t.name()).collect::<Vec<_>>(), "iptables rules had drifted; repaired");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                node_error(&shared, ErrorKind::Iptables);
+                error!(error = %e, "cannot check the iptables rules");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renews_at_margin_or_half_ttl() {
+        assert_eq!(renew_after(86400, 60), Duration::from_secs(86400 - 3600));
+        assert_eq!(renew_after(10, 60), Duration::from_secs(5));
+        assert_eq!(renew_after(3, 60), Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,351 @@
+//! flanneld's command line, with `FLANNELD_*` environment fallbacks (flannel-compat.md 7).
+//!
+//! flanneld uses Go's `flag` package, which takes `-flag` and `--flag`, `-flag=v` and
+//! `-flag v`. [`normalize_args`] rewrites single-dash long flags so clap sees `--flag`; an
+//! environment variable only fills a flag that was not given on the command line.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser};
+
+/// weftd: a drop-in for flanneld (etcd v3 subnet manager, VXLAN backend).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "weftd", disable_version_flag = true, about, long_about = None)]
+pub struct Flags {
+    /// Comma-separated etcd endpoints.
+    #[arg(
+        long,
+        env = "FLANNELD_ETCD_ENDPOINTS",
+        default_value = "http://127.0.0.1:4001,http://127.0.0.1:2379"
+    )]
+    pub etcd_endpoints: String,
+    /// etcd prefix under which the network config and the subnet leases live.
+    #[arg(
+        long,
+        env = "FLANNELD_ETCD_PREFIX",
+        default_value = "/coreos.com/network"
+    )]
+    pub etcd_prefix: String,
+    /// Client key for etcd TLS (with --etcd-certfile).
+    #[arg(long, env = "FLANNELD_ETCD_KEYFILE")]
+    pub etcd_keyfile: Option<PathBuf>,
+    /// Client certificate for etcd TLS (with --etcd-keyfile).
+    #[arg(long, env = "FLANNELD_ETCD_CERTFILE")]
+    pub etcd_certfile: Option<PathBuf>,
+    /// CA that signed etcd's server certificate. On its own it gives server-verified TLS.
+    #[arg(long, env = "FLANNELD_ETCD_CAFILE")]
+    pub etcd_cafile: Option<PathBuf>,
+    /// etcd username.
+    #[arg(long, env = "FLANNELD_ETCD_USERNAME")]
+    pub etcd_username: Option<String>,
+    /// etcd password.
+    #[arg(long, env = "FLANNELD_ETCD_PASSWORD", hide_env_values = true)]
+    pub etcd_password: Option<String>,
+
+    /// Use the Kubernetes API instead of etcd (not available in weft yet).
+    #[arg(long, env = "FLANNELD_KUBE_SUBNET_MGR", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    pub kube_subnet_mgr: bool,
+
+    /// Interface (name or IP address) to use for inter-host traffic; repeatable, first match wins.
+    #[arg(long, env = "FLANNELD_IFACE", action = ArgAction::Append)]
+    pub iface: Vec<String>,
+    /// Regex matched against interface addresses, then names; repeatable.
+    #[arg(long, env = "FLANNELD_IFACE_REGEX", action = ArgAction::Append)]
+    pub iface_regex: Vec<String>,
+    /// Use the interface that routes to this IP (like `ip route get`).
+    #[arg(long, env = "FLANNELD_IFACE_CAN_REACH")]
+    pub iface_can_reach: Option<String>,
+    /// IP address other nodes should use to reach this one (e.g. behind NAT).
+    #[arg(long, env = "FLANNELD_PUBLIC_IP")]
+    pub public_ip: Option<String>,
+    /// IPv6 public address (IPv6 is not available in weft yet).
+    #[arg(long, env = "FLANNELD_PUBLIC_IPV6")]
+    pub public_ipv6: Option<String>,
+
+    /// Where to write the subnet file the CNI plugin reads.
+    #[arg(
+        long,
+        env = "FLANNELD_SUBNET_FILE",
+        default_value = "/run/flannel/subnet.env"
+    )]
+    pub subnet_file: PathBuf,
+    /// Renew the lease this many minutes before it expires (1..1439).
+    #[arg(long, env = "FLANNELD_SUBNET_LEASE_RENEW_MARGIN", default_value_t = 60)]
+    pub subnet_lease_renew_margin: i64,
+    /// Advanced (weft only): lease TTL in seconds. flanneld hard-codes 24 h; short TTLs are for tests.
+    #[arg(long, env = "WEFT_SUBNET_LEASE_TTL", default_value_t = 86400)]
+    pub subnet_lease_ttl: i64,
+
+    /// Masquerade traffic leaving the overlay network.
+    #[arg(long, env = "FLANNELD_IP_MASQ", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    pub ip_masq: bool,
+    /// Do not add --random-fully to the MASQUERADE rules.
+    #[arg(long, env = "FLANNELD_IP_MASQ_FULLY_RANDOM_DISABLE", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    pub ip_masq_fully_random_disable: bool,
+    /// Seconds between checks that the iptables rules are still in place.
+    #[arg(long, env = "FLANNELD_IPTABLES_RESYNC", default_value_t = 5)]
+    pub iptables_resync: u64,
+    /// Add FLANNEL-FWD rules accepting the overlay network in FORWARD.
+    #[arg(long, env = "FLANNELD_IPTABLES_FORWARD_RULES", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = true)]
+    pub iptables_forward_rules: bool,
+
+    /// Address the health server listens on.
+    #[arg(long, env = "FLANNELD_HEALTHZ_IP", default_value = "0.0.0.0")]
+    pub healthz_ip: String,
+    /// Port of /healthz, /readyz and /metrics; 0 disables the server.
+    #[arg(long, env = "FLANNELD_HEALTHZ_PORT", default_value_t = 0)]
+    pub healthz_port: u16,
+
+    /// Directory for state that must survive restarts and reboots (the VTEP MAC).
+    #[arg(long, env = "WEFT_STATE_DIR", default_value = "/var/lib/weft")]
+    pub state_dir: PathBuf,
+
+    /// Log verbosity like flanneld's klog -v (0 info, 1+ debug, 3+ trace); RUST_LOG overrides.
+    #[arg(short = 'v', long = "v", env = "FLANNELD_V", default_value_t = 0)]
+    pub verbosity: u8,
+
+    /// Print the version and exit.
+    #[arg(long, action = ArgAction::SetTrue)]
+    pub version: bool,
+}
+
+/// A flag value that does not make sense, with the flag named.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FlagError {
+    #[error(
+        "--subnet-lease-renew-margin {0} is out of range: it must be between 1 and 1439 minutes"
+    )]
+    RenewMargin(i64),
+    #[error(
+        "--subnet-lease-ttl {0} is out of range: use 5 to 31536000 seconds (default 86400 = 24 h, as flanneld)"
+    )]
+    LeaseTtl(i64),
+    #[error("--{flag} {value:?} is not an IPv4 address: {hint}")]
+    BadIp {
+        flag: &'static str,
+        value: String,
+        hint: &'static str,
+    },
+    #[error("--etcd-endpoints {0:?} holds no endpoint; pass e.g. http://10.0.0.5:2379")]
+    NoEndpoints(String),
+    #[error("--etcd-endpoints entry {0:?} must start with http:// or https://")]
+    BadEndpoint(String),
+    #[error("--iptables-resync 0 is out of range: use a number of seconds ≥ 1")]
+    Resync,
+    #[error("--healthz-ip {0:?} is not an IP address")]
+    HealthzIp(String),
+}
+
+impl Flags {
+    /// Checks what clap's types cannot. Runs before anything touches etcd or the kernel.
+    pub fn validate(&self) -> Result<Validated, FlagError> {
+        if !(1..1440).contains(&self.subnet_lease_renew_margin) {
+            return Err(FlagError::RenewMargin(self.subnet_lease_renew_margin));
+        }
+        if !(5..=31_536_000).contains(&self.subnet_lease_ttl) {
+            return Err(FlagError::LeaseTtl(self.subnet_lease_ttl));
+        }
+        if self.iptables_resync == 0 {
+            return Err(FlagError::Resync);
+        }
+        let endpoints: Vec<String> = self
+            .etcd_endpoints
+            .split(',')
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(FlagError::NoEndpoints(self.etcd_endpoints.clone()));
+        }
+        if let Some(bad) = endpoints
+            .iter()
+            .find(|e| !(e.starts_with("http://") || e.starts_with("https://")))
+        {
+            return Err(FlagError::BadEndpoint(bad.clone()));
+        }
+        let public_ip = parse_ip(
+            "public-ip",
+            &self.public_ip,
+            "pass the address other nodes reach this node at",
+        )?;
+        let can_reach = parse_ip(
+            "iface-can-reach",
+            &self.iface_can_reach,
+            "pass an IPv4 address such as the etcd server's",
+        )?;
+        let healthz_ip: IpAddr = self
+            .healthz_ip
+            .parse()
+            .map_err(|_| FlagError::HealthzIp(self.healthz_ip.clone()))?;
+        Ok(Validated {
+            endpoints,
+            public_ip,
+            can_reach,
+            healthz_ip,
+        })
+    }
+}
+
+fn parse_ip(
+    flag: &'static str,
+    v: &Option<String>,
+    hint: &'static str,
+) -> Result<Option<Ipv4Addr>, FlagError> {
+    match v.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|_| FlagError::BadIp {
+            flag,
+            value: s.to_string(),
+            hint,
+        }),
+    }
+}
+
+/// Flag values parsed beyond strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validated {
+    pub endpoints: Vec<String>,
+    pub public_ip: Option<Ipv4Addr>,
+    pub can_reach: Option<Ipv4Addr>,
+    pub healthz_ip: IpAddr,
+}
+
+/// Rewrites Go-style `-long-flag` into `--long-flag` (single-letter flags such as `-v` stay),
+/// up to a bare `--`.
+pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut passthrough = false;
+    for (i, a) in args.into_iter().enumerate() {
+        if i == 0 || passthrough {
+            out.push(a);
+            continue;
+        }
+        if a == "--" {
+            passthrough = true;
+            out.push(a);
+            continue;
+        }
+        let name_len = a
+            .strip_prefix('-')
+            .filter(|rest| !rest.starts_with('-'))
+            .map(|rest| rest.split('=').next().unwrap_or("").len());
+        match name_len {
+            Some(n) if n > 1 => out.push(format!("-{a}")),
+            _ => out.push(a),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Flags, clap::Error> {
+        let argv = normalize_args(
+            std::iter::once("weftd".to_string()).chain(args.iter().map(|s| s.to_string())),
+        );
+        Flags::try_parse_from(argv)
+    }
+
+    #[test]
+    fn flanneld_defaults() {
+        let f = parse(&[]).unwrap();
+        assert_eq!(
+            f.etcd_endpoints,
+            "http://127.0.0.1:4001,http://127.0.0.1:2379"
+        );
+        assert_eq!(f.etcd_prefix, "/coreos.com/network");
+        assert_eq!(f.subnet_file, PathBuf::from("/run/flannel/subnet.env"));
+        assert_eq!(f.subnet_lease_renew_margin, 60);
+        assert!(!f.ip_masq);
+        assert!(f.iptables_forward_rules);
+        assert_eq!(f.iptables_resync, 5);
+        assert_eq!(f.healthz_port, 0);
+        assert_eq!(f.healthz_ip, "0.0.0.0");
+        assert_eq!(f.subnet_lease_ttl, 86400);
+    }
+
+    #[test]
+    fn go_style_single_dash_and_bool_forms() {
+        let f = parse(&[
+            "-etcd-endpoints=http://10.0.0.1:2379",
+            "-ip-masq",
+            "--iptables-forward-rules=false",
+            "-iface",
+            "eth1",
+            "--iface=10.0.0.9",
+            "-v",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(f.etcd_endpoints, "http://10.0.0.1:2379");
+        assert!(f.ip_masq);
+        assert!(!f.iptables_forward_rules);
+        assert_eq!(f.iface, vec!["eth1", "10.0.0.9"]);
+        assert_eq!(f.verbosity, 2);
+    }
+
+    #[test]
+    fn the_seed_manifest_args_parse() {
+        let f = parse(&[
+            "--ip-masq",
+            "--kube-subnet-mgr=false",
+            "--etcd-endpoints=http://10.0.1.20:2379",
+        ])
+        .unwrap();
+        assert!(f.ip_masq && !f.kube_subnet_mgr);
+        assert_eq!(
+            f.validate().unwrap().endpoints,
+            vec!["http://10.0.1.20:2379"]
+        );
+    }
+
+    #[test]
+    fn unknown_flag_is_named() {
+        let err = parse(&["--etcd-endpoint=http://x"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--etcd-endpoint"), "{err}");
+    }
+
+    #[test]
+    fn validation_errors_name_the_flag() {
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (
+                vec!["--subnet-lease-renew-margin=0"],
+                "--subnet-lease-renew-margin",
+            ),
+            (
+                vec!["--subnet-lease-renew-margin=1440"],
+                "--subnet-lease-renew-margin",
+            ),
+            (vec!["--public-ip=10.0.0.300"], "--public-ip"),
+            (vec!["--iface-can-reach=nope"], "--iface-can-reach"),
+            (vec!["--etcd-endpoints=10.0.0.1:2379"], "--etcd-endpoints"),
+            (vec!["--etcd-endpoints=,"], "--etcd-endpoints"),
+            (vec!["--subnet-lease-ttl=1"], "--subnet-lease-ttl"),
+            (vec!["--iptables-resync=0"], "--iptables-resync"),
+            (vec!["--healthz-ip=localhost"], "--healthz-ip"),
+        ];
+        for (args, flag) in cases {
+            let err = parse(&args).unwrap().validate().unwrap_err().to_string();
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn malformed_values_are_rejected_by_clap_with_the_flag() {
+        let err = parse(&["--healthz-port=http"]).unwrap_err().to_string();
+        assert!(err.contains("--healthz-port"), "{err}");
+        let err = parse(&["--ip-masq=maybe"]).unwrap_err().to_string();
+        assert!(err.contains("--ip-masq"), "{err}");
+    }
+
+    #[test]
+    fn normalize_leaves_values_and_passthrough_alone() {
+        let v = normalize_args(["weftd", "-iface", "-x", "--", "-keep"].map(String::from));
+        assert_eq!(v, ["weftd", "--iface", "-x", "--", "-keep"]);
+    }
+}

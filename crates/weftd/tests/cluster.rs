@@ -1,0 +1,470 @@
+//! weftd on the namespaced testbed with a real etcd (root only; CI runs as root).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ipnet::Ipv4Net;
+use weft_testbed::Signal;
+
+const READY: Duration = Duration::from_secs(20);
+
+fn all_pairs_ping(c: &Cluster, pods: &[weft_testbed::Pod]) {
+    for a in pods {
+        for b in pods {
+            if a.ns == b.ns {
+                continue;
+            }
+            let st =
+                c.tb.ping(&a.ns, b.ip, 3, Duration::from_secs(5))
+                    .expect("ping");
+            assert_eq!(st.received, 3, "{} -> {}: {st:?}", a.ip, b.ip);
+        }
+    }
+}
+
+#[test]
+fn three_nodes_get_distinct_subnets_and_pods_reach_each_other() {
+    let mut c = Cluster::new("three-nodes", 3, Some(NET_CONFIG));
+    let t0 = Instant::now();
+    for i in 0..3 {
+        c.start(i, &[]);
+    }
+    let envs: Vec<_> = (0..3).map(|i| c.wait_ready(i, READY)).collect();
+    eprintln!(
+        "3 weftd ready in {:?} (testbed up in {:?})",
+        t0.elapsed(),
+        c.tb.bring_up_time()
+    );
+    let network: Ipv4Net = "10.244.0.0/16".parse().unwrap();
+    let subnets: BTreeSet<Ipv4Net> = envs.iter().map(|e| e.subnet.unwrap()).collect();
+    assert_eq!(subnets.len(), 3, "distinct subnets: {subnets:?}");
+    for e in &envs {
+        assert_eq!(e.network, Some(network));
+        assert_eq!(e.mtu, 9001 - 50);
+        assert!(e.ipmasq);
+        let sn = e.subnet.unwrap();
+        assert_eq!(sn.prefix_len(), 24);
+        assert!(
+            network.contains(&sn) && sn.network() != network.network(),
+            "{sn} skips the first subnet"
+        );
+    }
+    let pods: Vec<_> = (0..3).map(|i| c.pod(i, 10)).collect();
+    // every node has every other node's entries before any pod traffic
+    for i in 0..3 {
+        for (j, env) in envs.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            let mac = c.vtep_mac(j);
+            let ip = c.tb.node(j).ip;
+            let sn = env.subnet.unwrap();
+            c.eventually(i, "peer entries", Duration::from_secs(5), || {
+                c.has_peer(i, sn, &mac, ip) == (true, true, true)
+            });
+        }
+    }
+    all_pairs_ping(&c, &pods);
+    // health endpoints
+    assert_eq!(c.http_get(0, "/healthz").map(|r| r.0), Some(200));
+    let (code, body) = c.http_get(0, "/readyz").expect("readyz");
+    assert_eq!((code, body.trim()), (200, "weftd is ready"));
+    let (_, metrics) = c.http_get(0, "/metrics").expect("metrics");
+    for m in [
+        "weft_lease_held 1",
+        "weft_peers_known 2",
+        "weft_peers_programmed 2",
+        "weft_reconcile_duration_seconds_count",
+        "weft_etcd_watch_reconnects_total",
+    ] {
+        assert!(metrics.contains(m), "metrics lack {m}:\n{metrics}");
+    }
+    // RSS of one weftd with 2 peers, for the record
+    if let Some(pid) = c.weftd[0] {
+        let status = read(std::path::Path::new(&format!("/proc/{pid}/status")));
+        let rss = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS"))
+            .unwrap_or("VmRSS: ?");
+        eprintln!("weftd with 2 peers: {rss}");
+    }
+}
+
+#[test]
+fn a_departed_node_is_removed_from_its_peers() {
+    let mut c = Cluster::new("departed", 3, Some(NET_CONFIG));
+    for i in 0..3 {
+        c.start(i, &[]);
+    }
+    let gone = c.subnet(2);
+    let mac = c.vtep_mac(2);
+    let ip = c.tb.node(2).ip;
+    for i in 0..2 {
+        c.subnet(i);
+        c.eventually(i, "peer 2 programmed", Duration::from_secs(5), || {
+            c.has_peer(i, gone, &mac, ip) == (true, true, true)
+        });
+    }
+    c.kill(2, Signal::SIGKILL);
+    // its lease expires (here: is deleted, as etcd does when the TTL runs out)
+    let key = format!("{SUBNETS}{}-{}", gone.network(), gone.prefix_len());
+    c.tb.etcdctl(&["del", &key]).expect("del");
+    for i in 0..2 {
+        c.eventually(i, "peer 2 removed", Duration::from_secs(5), || {
+            c.has_peer(i, gone, &mac, ip) == (false, false, false)
+        });
+    }
+    // and the survivors still reach each other
+    let a = c.pod(0, 10);
+    let b = c.pod(1, 10);
+    assert_eq!(
+        c.tb.ping(&a.ns, b.ip, 2, Duration::from_secs(5))
+            .unwrap()
+            .received,
+        2
+    );
+}
+
+#[test]
+fn ten_nodes_starting_at_once_get_distinct_subnets() {
+    let mut c = Cluster::new("ten-at-once", 10, Some(NET_CONFIG));
+    let t0 = Instant::now();
+    for i in 0..10 {
+        c.start(i, &[]);
+    }
+    let subnets: BTreeSet<Ipv4Net> = (0..10)
+        .map(|i| c.wait_ready(i, READY).subnet.unwrap())
+        .collect();
+    eprintln!("10 nodes ready in {:?}", t0.elapsed());
+    assert_eq!(subnets.len(), 10, "{subnets:?}");
+    let keys =
+        c.tb.etcdctl(&["get", "--prefix", "--keys-only", SUBNETS])
+            .unwrap();
+    assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 10, "{keys}");
+    for i in 0..10 {
+        assert!(
+            c.tb.is_running(c.weftd[i].unwrap()),
+            "node {i} crashed:\n{}",
+            c.log(i)
+        );
+        // each sees nine peers
+        c.eventually(i, "nine peer routes", Duration::from_secs(10), || {
+            c.routes(i).lines().count() == 9
+        });
+    }
+}
+
+#[test]
+fn restart_under_traffic_loses_nothing_and_keeps_subnet_and_mac() {
+    let mut c = Cluster::new("restart", 2, Some(NET_CONFIG));
+    c.start(0, &[]);
+    c.start(1, &[]);
+    let sn1 = c.subnet(1);
+    c.subnet(0);
+    let mac1 = c.vtep_mac(1);
+    let a = c.pod(0, 10);
+    let b = c.pod(1, 10);
+    assert_eq!(
+        c.tb.ping(&a.ns, b.ip, 2, Duration::from_secs(5))
+            .unwrap()
+            .received,
+        2
+    );
+    let p1 =
+        c.tb.start_pinger(&a.ns, b.ip, Duration::from_millis(20))
+            .unwrap();
+    let p2 =
+        c.tb.start_pinger(&b.ns, a.ip, Duration::from_millis(20))
+            .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let routes_before = c.routes(1);
+    for sig in [Signal::SIGKILL, Signal::SIGTERM] {
+        let env_before = read(&c.subnet_file(1));
+        c.kill(1, sig);
+        std::thread::sleep(Duration::from_millis(300));
+        c.start(1, &[]);
+        c.eventually(1, "ready again", READY, || {
+            c.http_get(1, "/readyz").map(|r| r.0) == Some(200)
+        });
+        assert_eq!(
+            read(&c.subnet_file(1)),
+            env_before,
+            "subnet.env unchanged after {sig}"
+        );
+        assert_eq!(c.subnet(1), sn1, "same subnet after {sig}");
+        assert_eq!(c.vtep_mac(1), mac1, "same VTEP MAC after {sig}");
+        assert_eq!(c.routes(1), routes_before, "routes unchanged after {sig}");
+        assert!(
+            !c.log(1).contains("reconciling VXLAN peers")
+                || c.log(1).matches("reconciling VXLAN peers").count() == 1,
+            "a restart found everything in place:\n{}",
+            c.log(1)
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let s1 = p1.stop(&mut c.tb).unwrap();
+    let s2 = p2.stop(&mut c.tb).unwrap();
+    assert!(s1.transmitted > 50, "{s1:?}");
+    assert_eq!(
+        (s1.lost(), s2.lost()),
+        (0, 0),
+        "pings lost across restarts: {s1:?} {s2:?}"
+    );
+}
+
+#[test]
+fn survives_etcd_restart_and_compaction_without_losing_routes() {
+    let mut c = Cluster::new("etcd-restart", 2, Some(NET_CONFIG));
+    c.start(0, &[]);
+    c.start(1, &[]);
+    let sn1 = c.subnet(1);
+    c.subnet(0);
+    let mac1 = c.vtep_mac(1);
+    let ip1 = c.tb.node(1).ip;
+    c.eventually(0, "peer programmed", Duration::from_secs(5), || {
+        c.has_peer(0, sn1, &mac1, ip1) == (true, true, true)
+    });
+
+    c.tb.stop_etcd().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        c.has_peer(0, sn1, &mac1, ip1),
+        (true, true, true),
+        "routes kept while etcd is down"
+    );
+    c.eventually(
+        0,
+        "not ready while etcd is down",
+        Duration::from_secs(10),
+        || c.http_get(0, "/readyz").map(|r| r.0) == Some(503),
+    );
+    c.tb.start_etcd().unwrap();
+    // a peer that appears after the restart is programmed (the watch came back)
+    let fake: Ipv4Net = "10.244.250.0/24".parse().unwrap();
+    let fake_mac = "02:aa:00:00:00:fa";
+    let fake_ip = Ipv4Addr::new(10, 250, 1, 250);
+    let val = format!(
+        r#"{{"PublicIP":"{fake_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{fake_mac}"}}}}"#
+    );
+    c.tb.etcdctl(&["put", &format!("{SUBNETS}10.244.250.0-24"), &val])
+        .unwrap();
+    c.eventually(
+        0,
+        "peer added after etcd restart",
+        Duration::from_secs(10),
+        || c.has_peer(0, fake, fake_mac, fake_ip) == (true, true, true),
+    );
+    c.eventually(0, "ready again", Duration::from_secs(10), || {
+        c.http_get(0, "/readyz").map(|r| r.0) == Some(200)
+    });
+
+    // compaction while node 0 is cut off from etcd: its watch resumes from a compacted revision
+    c.tb.link_set(&c.tb.node(0).ns.clone(), "eth0", false)
+        .unwrap();
+    let lost_before = c.log(0).matches("lost the etcd lease watch").count();
+    c.eventually(
+        0,
+        "watch loss noticed while cut off",
+        Duration::from_secs(20),
+        || c.log(0).matches("lost the etcd lease watch").count() > lost_before,
+    );
+    c.tb.etcdctl(&["del", &format!("{SUBNETS}10.244.250.0-24")])
+        .unwrap();
+    let fake2: Ipv4Net = "10.244.251.0/24".parse().unwrap();
+    let val2 = val.replace("fa\"", "fb\"").replace("1.250", "1.251");
+    c.tb.etcdctl(&["put", &format!("{SUBNETS}10.244.251.0-24"), &val2])
+        .unwrap();
+    for n in 0..20 {
+        c.tb.etcdctl(&["put", "/weft-test/noise", &n.to_string()])
+            .unwrap();
+    }
+    let status = c.tb.etcdctl(&["endpoint", "status", "-w", "json"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let rev = v[0]["Status"]["header"]["revision"].as_i64().unwrap();
+    c.tb.etcdctl(&["compact", &rev.to_string()]).unwrap();
+    c.tb.link_set(&c.tb.node(0).ns.clone(), "eth0", true)
+        .unwrap();
+    c.eventually(
+        0,
+        "deleted peer removed after compaction",
+        Duration::from_secs(15),
+        || c.has_peer(0, fake, fake_mac, fake_ip) == (false, false, false),
+    );
+    c.eventually(
+        0,
+        "new peer added after compaction",
+        Duration::from_secs(15),
+        || {
+            c.has_peer(
+                0,
+                fake2,
+                "02:aa:00:00:00:fb",
+                Ipv4Addr::new(10, 250, 1, 251),
+            ) == (true, true, true)
+        },
+    );
+    assert_eq!(
+        c.has_peer(0, sn1, &mac1, ip1),
+        (true, true, true),
+        "the real peer was never dropped"
+    );
+    let log = c.log(0);
+    assert!(
+        log.contains("fell behind a compaction") && log.contains("re-listed leases"),
+        "compaction path taken:\n{log}"
+    );
+}
+
+#[test]
+fn deleted_routes_entries_and_device_are_repaired() {
+    let mut c = Cluster::new("repair", 2, Some(NET_CONFIG));
+    c.start(0, &[]);
+    c.start(1, &[]);
+    let sn1 = c.subnet(1);
+    let sn0 = c.subnet(0);
+    let mac0 = c.vtep_mac(0);
+    let mac1 = c.vtep_mac(1);
+    let ip1 = c.tb.node(1).ip;
+    let a = c.pod(0, 10);
+    let b = c.pod(1, 10);
+    c.eventually(0, "programmed", Duration::from_secs(5), || {
+        c.has_peer(0, sn1, &mac1, ip1) == (true, true, true)
+    });
+
+    c.sh(0, &["ip", "route", "del", &sn1.to_string()]);
+    c.sh(0, &["ip", "neigh", "flush", "dev", "flannel.1"]);
+    c.sh(
+        0,
+        &[
+            "bridge",
+            "fdb",
+            "del",
+            &mac1,
+            "dev",
+            "flannel.1",
+            "dst",
+            &ip1.to_string(),
+        ],
+    );
+    c.eventually(0, "entries repaired", Duration::from_secs(5), || {
+        c.has_peer(0, sn1, &mac1, ip1) == (true, true, true)
+    });
+    assert_eq!(
+        c.tb.ping(&a.ns, b.ip, 2, Duration::from_secs(5))
+            .unwrap()
+            .received,
+        2
+    );
+
+    c.sh(0, &["ip", "link", "del", "flannel.1"]);
+    c.eventually(0, "device re-created", Duration::from_secs(5), || {
+        c.has_peer(0, sn1, &mac1, ip1) == (true, true, true)
+    });
+    assert_eq!(c.vtep_mac(0), mac0, "the re-created device keeps its MAC");
+    let addrs = c.sh(0, &["ip", "-4", "addr", "show", "dev", "flannel.1"]);
+    assert!(addrs.contains(&format!("{}/32", sn0.network())), "{addrs}");
+    assert_eq!(
+        c.tb.ping(&a.ns, b.ip, 3, Duration::from_secs(5))
+            .unwrap()
+            .received,
+        3
+    );
+    assert!(c.log(0).contains("re-created"), "{}", c.log(0));
+
+    // flushed iptables chain is repaired too
+    c.sh(0, &["iptables", "-t", "nat", "-F", "FLANNEL-POSTRTG"]);
+    c.eventually(
+        0,
+        "FLANNEL-POSTRTG repaired",
+        Duration::from_secs(10),
+        || {
+            c.sh(0, &["iptables-save", "-t", "nat"])
+                .matches("-A FLANNEL-POSTRTG")
+                .count()
+                == 6
+        },
+    );
+}
+
+#[test]
+fn missing_then_malformed_config_is_explained_until_fixed() {
+    let mut c = Cluster::new("config-msgs", 1, None);
+    c.start(0, &[]);
+    c.eventually(0, "missing-key message", Duration::from_secs(10), || {
+        let l = c.log(0);
+        l.contains("/coreos.com/network/config")
+            && l.contains("etcdctl put")
+            && l.contains("not found")
+    });
+    let (code, body) = c.http_get(0, "/readyz").expect("readyz");
+    assert_eq!(code, 503);
+    assert!(body.contains("/coreos.com/network/config"), "{body}");
+    assert!(!c.subnet_file(0).exists());
+
+    c.tb.etcdctl(&[
+        "put",
+        CONFIG_KEY,
+        r#"{"Network":"10.244.0.0/29","Backend":{"Type":"vxlan"}}"#,
+    ])
+    .unwrap();
+    c.eventually(0, "too-small message", Duration::from_secs(10), || {
+        c.log(0).contains("Minimum useful network prefix is /28")
+    });
+    c.tb.etcdctl(&[
+        "put",
+        CONFIG_KEY,
+        r#"{"Network":"10.244.0.0/16","SubnetLen":"24"}"#,
+    ])
+    .unwrap();
+    c.eventually(
+        0,
+        "wrong-type message naming SubnetLen",
+        Duration::from_secs(10),
+        || c.log(0).contains("SubnetLen"),
+    );
+    assert!(!c.subnet_file(0).exists());
+
+    c.tb.etcdctl(&["put", CONFIG_KEY, r#"{"Network":"10.244.0.0/16"}"#])
+        .unwrap();
+    c.wait_ready(0, READY);
+    assert!(
+        c.log(0).contains("flanneld would use udp"),
+        "missing-Backend warning:\n{}",
+        c.log(0)
+    );
+}
+
+#[test]
+fn unsupported_backend_and_kube_mode_fail_clearly() {
+    let mut c = Cluster::new(
+        "unsupported",
+        2,
+        Some(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#),
+    );
+    let pid = c.start(0, &[]);
+    let st =
+        c.tb.wait_exit(pid, Duration::from_secs(10))
+            .unwrap()
+            .expect("weftd exits");
+    assert!(!st.success());
+    assert!(
+        c.log(0).contains("\"host-gw\"") && c.log(0).contains("vxlan"),
+        "{}",
+        c.log(0)
+    );
+    let pid = c.start(1, &["--kube-subnet-mgr"]);
+    let st =
+        c.tb.wait_exit(pid, Duration::from_secs(10))
+            .unwrap()
+            .expect("weftd exits");
+    assert!(!st.success());
+    assert!(
+        c.log(1).contains("--kube-subnet-mgr is not available"),
+        "{}",
+        c.log(1)
+    );
+}

@@ -1,0 +1,217 @@
+//! Shared helpers for weftd's integration tests: a testbed with weftd on its nodes.
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use weft_core::subnet_env::SubnetEnv;
+use weft_testbed::{Pid, Pod, Signal, Testbed, TestbedConfig, wait_until};
+
+pub const NET_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
+pub const CONFIG_KEY: &str = "/coreos.com/network/config";
+pub const SUBNETS: &str = "/coreos.com/network/subnets/";
+
+pub fn weftd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_weftd"))
+}
+
+/// A testbed plus the weftd processes running on its nodes.
+pub struct Cluster {
+    pub tb: Testbed,
+    pub weftd: Vec<Option<Pid>>,
+    pub extra_args: Vec<String>,
+}
+
+impl Cluster {
+    /// A bed with `nodes` nodes and the network config written (unless `config` is None).
+    pub fn new(label: &str, nodes: usize, config: Option<&str>) -> Cluster {
+        let tb = Testbed::new(label, TestbedConfig::with_nodes(nodes))
+            .unwrap_or_else(|e| panic!("{label}: testbed: {e}"));
+        if let Some(c) = config {
+            tb.etcdctl(&["put", CONFIG_KEY, c]).expect("put config");
+        }
+        Cluster {
+            weftd: vec![None; nodes],
+            tb,
+            extra_args: vec!["--ip-masq".into()],
+        }
+    }
+
+    pub fn subnet_file(&self, i: usize) -> PathBuf {
+        self.tb.node(i).dir.join("run/flannel/subnet.env")
+    }
+
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.tb.node(i).dir.join("weftd.log")
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
+    }
+
+    pub fn args(&self, i: usize) -> Vec<String> {
+        let n = self.tb.node(i);
+        let mut a = vec![
+            format!("--etcd-endpoints={}", self.tb.etcd_endpoint()),
+            format!("--subnet-file={}", self.subnet_file(i).display()),
+            format!("--state-dir={}", n.dir.join("state").display()),
+            "--healthz-port=8081".into(),
+        ];
+        a.extend(self.extra_args.iter().cloned());
+        a
+    }
+
+    /// Starts weftd on node `i` with the standard args plus `extra`.
+    pub fn start(&mut self, i: usize, extra: &[&str]) -> Pid {
+        let mut args = self.args(i);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let ns = self.tb.node(i).ns.clone();
+        let log = self.log_path(i);
+        let env = vec![("RUST_LOG".to_string(), "info,weftd=debug".to_string())];
+        let pid = self
+            .tb
+            .spawn(&ns, &weftd_bin(), &args, &env, &log)
+            .expect("spawn weftd");
+        self.weftd[i] = Some(pid);
+        pid
+    }
+
+    pub fn kill(&mut self, i: usize, sig: Signal) {
+        if let Some(pid) = self.weftd[i].take() {
+            self.tb.signal(pid, sig).expect("signal weftd");
+            self.tb
+                .wait_exit(pid, Duration::from_secs(10))
+                .expect("wait weftd");
+        }
+    }
+
+    /// Waits until node `i` has written subnet.env, and returns it.
+    pub fn wait_ready(&self, i: usize, timeout: Duration) -> SubnetEnv {
+        let path = self.subnet_file(i);
+        wait_until(timeout, Duration::from_millis(20), || {
+            std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| SubnetEnv::parse(&t).ok())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "node {i} not ready after {timeout:?}; log:\n{}",
+                self.log(i)
+            )
+        })
+    }
+
+    pub fn subnet(&self, i: usize) -> Ipv4Net {
+        self.wait_ready(i, Duration::from_secs(15))
+            .subnet
+            .expect("FLANNEL_SUBNET")
+    }
+
+    /// A hand-plumbed pod on node `i` at host number `host` of its subnet.
+    pub fn pod(&mut self, i: usize, host: u32) -> Pod {
+        let env = self.wait_ready(i, Duration::from_secs(15));
+        let sn = env.subnet.expect("subnet");
+        let ip = Ipv4Addr::from(u32::from(sn.network()) + host);
+        let gw = Ipv4Addr::from(u32::from(sn.network()) + 1);
+        self.tb
+            .add_pod(i, ip, sn.prefix_len(), gw, env.mtu)
+            .expect("add pod")
+    }
+
+    /// `cmd` inside node `i`'s namespace.
+    pub fn sh(&self, i: usize, cmd: &[&str]) -> String {
+        let ns = self.tb.node(i).ns.clone();
+        self.tb
+            .exec(&ns, cmd)
+            .unwrap_or_else(|e| panic!("{cmd:?} on node {i}: {e}"))
+    }
+
+    /// An HTTP GET to weftd's health port inside node `i`: (status code, body).
+    pub fn http_get(&self, i: usize, path: &str) -> Option<(u16, String)> {
+        let ns = self.tb.node(i).ns.clone();
+        let ip = self.tb.node(i).ip;
+        let path = path.to_string();
+        weft_testbed::in_netns(&ns, move || http_get(ip, 8081, &path))
+            .ok()
+            .flatten()
+    }
+
+    /// Waits until `f` holds, panicking with node `i`'s log otherwise.
+    pub fn eventually(&self, i: usize, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        if wait_until(timeout, Duration::from_millis(50), || f().then_some(())).is_none() {
+            panic!(
+                "{what}: not true after {timeout:?}; node {i} log:\n{}",
+                self.log(i)
+            );
+        }
+    }
+
+    /// `cmd`'s stdout inside node `i`, or "" if it fails (e.g. the device is gone).
+    pub fn sh_lenient(&self, i: usize, cmd: &[&str]) -> String {
+        let ns = self.tb.node(i).ns.clone();
+        match self.tb.exec_output(&ns, cmd) {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            _ => String::new(),
+        }
+    }
+    pub fn routes(&self, i: usize) -> String {
+        self.sh_lenient(i, &["ip", "route", "show", "dev", "flannel.1"])
+    }
+    pub fn neighs(&self, i: usize) -> String {
+        self.sh_lenient(i, &["ip", "neigh", "show", "dev", "flannel.1"])
+    }
+    pub fn fdb(&self, i: usize) -> String {
+        self.sh_lenient(i, &["bridge", "fdb", "show", "dev", "flannel.1"])
+    }
+
+    /// The VTEP MAC of flannel.1 on node `i`.
+    pub fn vtep_mac(&self, i: usize) -> String {
+        let j = self.sh(i, &["ip", "-j", "link", "show", "flannel.1"]);
+        let v: serde_json::Value = serde_json::from_str(&j).expect("ip -j");
+        v[0]["address"].as_str().expect("address").to_string()
+    }
+
+    /// Entries node `i` holds for a peer subnet: (neigh, fdb, route) present?
+    pub fn has_peer(
+        &self,
+        i: usize,
+        subnet: Ipv4Net,
+        mac: &str,
+        public_ip: Ipv4Addr,
+    ) -> (bool, bool, bool) {
+        let gw = subnet.network();
+        let neigh = self.neighs(i).lines().any(|l| {
+            l.starts_with(&format!("{gw} ")) && l.contains(mac) && l.contains("PERMANENT")
+        });
+        let fdb = self.fdb(i).lines().any(|l| {
+            l.starts_with(mac)
+                && l.contains(&format!("dst {public_ip} "))
+                && l.contains("self permanent")
+        });
+        let route = self
+            .routes(i)
+            .lines()
+            .any(|l| l.starts_with(&format!("{subnet} via {gw} ")) && l.contains("onlink"));
+        (neigh, fdb, route)
+    }
+}
+
+/// A minimal HTTP/1.0 GET (the health server is plain HTTP).
+pub fn http_get(ip: Ipv4Addr, port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((code, body))
+}
+
+pub fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}

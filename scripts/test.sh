@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, unit tests and the root-only integration tests on the
+# namespaced testbed. Needs root (sudo) and the packages .ci/run installs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "scripts/test.sh: the integration tests build network namespaces and need root: run it with sudo" >&2
+    exit 1
+fi
+for tool in etcd etcdctl ip bridge iptables-save iptables-restore ping protoc; do
+    command -v "$tool" >/dev/null || { echo "scripts/test.sh: $tool is missing; install the packages listed in .ci/run" >&2; exit 1; }
+done
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
