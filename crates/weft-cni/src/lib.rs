@@ -1,0 +1,58 @@
+//! weft-cni: a CNI plugin of type `flannel`, a drop-in for flannel's plugin.
+//!
+//! It reads the node's subnet lease from subnet.env (written by weftd or flanneld), renders a
+//! delegate config (bridge + host-local by default) with flannel's exact rules, saves it per
+//! container and runs the delegate found in CNI_PATH, passing its result through. DEL and
+//! CHECK replay the saved config.
+//!
+//! Modules: [`conf`] (the input config), [`subnet`] (subnet.env), [`delegate`] (the pure
+//! delegate config builder), [`state`] (saved configs), [`invoke`] (running plugins),
+//! [`mod@env`] (the CNI_* variables), [`version`], [`error`], and [`plugin`] (the verbs).
+//!
+//! Where weft-cni deliberately differs from flannel's plugin:
+//! - DEL removes the saved config only when the delegate DEL succeeded (flannel removes it
+//!   either way), so the runtime's retry can still release the IP.
+//! - A failed delegate ADD is undone: the delegate is asked to DEL and the saved config is
+//!   removed (kept if that DEL fails too, for the runtime's DEL).
+//! - CHECK (spec 0.4.0 and later) runs the delegate's CHECK with the saved config and the
+//!   runtime's `prevResult`; flannel's CHECK does nothing. For the bridge plugin the routes of
+//!   `prevResult` get their gateway filled in ([`plugin::fill_route_gateways`]).
+//! - A missing subnet.env is CNI code 11 (try again later); config errors are reported
+//!   before subnet.env is read; STATUS and GC (spec 1.1.0) are answered.
+//! - The delegate's result is passed through byte for byte (flannel re-encodes it).
+//! - `FLANNEL_IPMASQ` must be a Go boolean (`true`, `false`, `1`, `0`, ...); flannel treats
+//!   anything but `true` as false. subnet.env parsing is weft-core's, with the comma lists of
+//!   `FLANNEL_NETWORK` / `FLANNEL_IPV6_NETWORK` handled in [`subnet`].
+
+pub mod conf;
+pub mod delegate;
+pub mod env;
+pub mod error;
+pub mod invoke;
+pub mod json;
+pub mod plugin;
+pub mod state;
+pub mod subnet;
+pub mod version;
+
+pub use error::{Error, Response};
+pub use plugin::{execute, run};
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// Compares `actual` with `tests/golden/<name>` byte for byte; `WEFT_UPDATE_GOLDEN=1`
+    /// rewrites the file instead (review the diff before committing it).
+    pub fn assert_golden(name: &str, actual: &[u8]) {
+        let path = format!("{}/tests/golden/{name}", env!("CARGO_MANIFEST_DIR"));
+        if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, actual).unwrap();
+        }
+        let want = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e} (WEFT_UPDATE_GOLDEN=1 writes it)"));
+        assert_eq!(
+            String::from_utf8_lossy(actual),
+            String::from_utf8_lossy(&want),
+            "golden file {path} differs"
+        );
+    }
+}

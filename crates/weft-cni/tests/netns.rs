@@ -1,0 +1,365 @@
+//! weft-cni with Debian's real bridge, host-local and loopback plugins, in network namespaces.
+//!
+//! Needs root (CI runs as root) and the `containernetworking-plugins` package (/usr/lib/cni).
+//! Each test makes two namespaces of its own: a "node" in which weft-cni runs (so `cni0` and
+//! the host-side veth live there, never in the host namespace) and a "pod". A guard deletes
+//! them, and the temp dir holds subnet.env, weft-cni's dataDir and host-local's dataDir.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_weft-cni");
+const PLUGINS: &str = "/usr/lib/cni";
+
+fn require_root() {
+    let status = fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("Uid line in /proc/self/status");
+    assert_eq!(
+        euid, "0",
+        "the weft-cni netns tests create network namespaces and need root: run `sudo cargo test -p weft-cni` (CI runs as root)"
+    );
+    for p in ["bridge", "host-local", "loopback"] {
+        assert!(
+            Path::new(PLUGINS).join(p).is_file(),
+            "{PLUGINS}/{p} is missing: apt-get install containernetworking-plugins"
+        );
+    }
+}
+
+fn ip(args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip (install iproute2)")
+}
+
+fn ip_ok(args: &[&str]) -> String {
+    let out = ip(args);
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn ip_json(args: &[&str]) -> Value {
+    let mut full = vec!["-j"];
+    full.extend_from_slice(args);
+    serde_json::from_str(&ip_ok(&full)).unwrap()
+}
+
+/// Two named namespaces, deleted on drop (also when the test panics).
+struct Namespaces {
+    node: String,
+    pod: String,
+}
+
+impl Namespaces {
+    fn new() -> Namespaces {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let tag = format!(
+            "{:x}{:x}{}",
+            std::process::id() & 0xffff,
+            nanos & 0xfffff,
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        // The guard exists before the first `ip netns add`, so a failure in between still
+        // deletes whatever was created.
+        let ns = Namespaces {
+            node: format!("wcni{tag}n"),
+            pod: format!("wcni{tag}p"),
+        };
+        ip_ok(&["netns", "add", &ns.node]);
+        ip_ok(&["netns", "add", &ns.pod]);
+        ip_ok(&["-n", &ns.node, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn pod_path(&self) -> String {
+        format!("/var/run/netns/{}", self.pod)
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in [&self.pod, &self.node] {
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+}
+
+/// A temp dir with subnet.env, plus the plugin config pointing into it.
+struct Setup {
+    dir: tempfile::TempDir,
+    ns: Namespaces,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        require_root();
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("subnet.env"),
+            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1400\nFLANNEL_IPMASQ=true\n",
+        )
+        .unwrap();
+        Setup {
+            dir,
+            ns: Namespaces::new(),
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn conf(&self, version: &str, extra: &str) -> String {
+        format!(
+            r#"{{"cniVersion":"{version}","name":"cbr0","type":"flannel","subnetFile":"{}","dataDir":"{}","ipam":{{"dataDir":"{}"}},"delegate":{{"hairpinMode":true,"isDefaultGateway":true}}{extra}}}"#,
+            self.path("subnet.env").display(),
+            self.path("flannel").display(),
+            self.path("ipam").display()
+        )
+    }
+
+    /// Runs weft-cni inside the node namespace.
+    fn cni(&self, verb: &str, id: &str, conf: &str) -> Output {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns.node, BIN])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", verb)
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_NETNS", self.ns.pod_path())
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", PLUGINS)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ip netns exec weft-cni");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn cni_ok(&self, verb: &str, id: &str, conf: &str) -> Vec<u8> {
+        let out = self.cni(verb, id, conf);
+        assert!(
+            out.status.success(),
+            "weft-cni {verb} failed: stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
+
+/// Whether the host namespace has a link called `name`.
+fn host_has_link(name: &str) -> bool {
+    ip(&["link", "show", "dev", name]).status.success()
+}
+
+/// The pod's IPv4 addresses on `dev` as "a.b.c.d/len", and its MTU.
+fn addrs_and_mtu(ns: &str, dev: &str) -> (Vec<String>, u64) {
+    let v = ip_json(&["-n", ns, "addr", "show", "dev", dev]);
+    let link = &v[0];
+    let addrs = link["addr_info"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["family"] == "inet")
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect();
+    (addrs, link["mtu"].as_u64().unwrap())
+}
+
+#[test]
+fn add_and_del_with_real_bridge_and_host_local() {
+    let s = Setup::new();
+    let host_had_cni0 = host_has_link("cni0");
+    let id = "0123456789abcdef-add-del";
+    let conf = s.conf("0.3.1", "");
+
+    let result: Value = serde_json::from_slice(&s.cni_ok("ADD", id, &conf)).unwrap();
+    assert_eq!(result["cniVersion"], "0.3.1", "{result}");
+    let address = result["ips"][0]["address"].as_str().unwrap().to_string();
+    let ip_only = address.split('/').next().unwrap().to_string();
+    assert!(
+        address.starts_with("10.244.1.") && address.ends_with("/24"),
+        "{result}"
+    );
+    assert_eq!(result["ips"][0]["gateway"], "10.244.1.1", "{result}");
+
+    // The pod has eth0 with that address and the MTU from subnet.env, and a route to the
+    // cluster network through the bridge.
+    let (addrs, mtu) = addrs_and_mtu(&s.ns.pod, "eth0");
+    assert_eq!(addrs, vec![address.clone()]);
+    assert_eq!(mtu, 1400);
+    let routes = ip_json(&["-n", &s.ns.pod, "route", "show"]);
+    assert!(
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["dst"] == "10.244.0.0/16" && r["gateway"] == "10.244.1.1"),
+        "{routes}"
+    );
+    // The node namespace has the bridge with the gateway address; the host does not.
+    let (bridge_addrs, _) = addrs_and_mtu(&s.ns.node, "cni0");
+    assert_eq!(bridge_addrs, vec!["10.244.1.1/24".to_string()]);
+    assert_eq!(
+        host_has_link("cni0"),
+        host_had_cni0,
+        "cni0 must not appear on the host"
+    );
+
+    // weft-cni's state and host-local's allocation live in the test's temp dir.
+    let state = s.path("flannel").join(id);
+    assert!(state.is_file());
+    let lease = s.path("ipam/cbr0").join(&ip_only);
+    assert!(
+        lease.is_file(),
+        "host-local lease {} missing",
+        lease.display()
+    );
+
+    // DEL releases the IP, removes the pod interface and the state; DEL again is fine.
+    assert!(s.cni_ok("DEL", id, &conf).is_empty());
+    assert!(!lease.exists(), "host-local still holds {ip_only}");
+    assert!(!state.exists());
+    assert!(
+        !ip(&["-n", &s.ns.pod, "link", "show", "dev", "eth0"])
+            .status
+            .success(),
+        "eth0 still in the pod"
+    );
+    assert!(s.cni_ok("DEL", id, &conf).is_empty());
+}
+
+#[test]
+fn check_with_real_bridge_at_1_0_0() {
+    let s = Setup::new();
+    let id = "0123456789abcdef-check";
+    let conf = s.conf("1.0.0", "");
+    let result = String::from_utf8(s.cni_ok("ADD", id, &conf)).unwrap();
+    let result_json: Value = serde_json::from_str(&result).unwrap();
+    assert_eq!(result_json["cniVersion"], "1.0.0");
+
+    // CHECK with the ADD result as prevResult: the bridge plugin verifies the pod.
+    let check_conf = s.conf("1.0.0", &format!(r#","prevResult":{}"#, result.trim()));
+    assert!(s.cni_ok("CHECK", id, &check_conf).is_empty());
+
+    // Break the pod (remove its address): CHECK must now fail with the delegate's error.
+    let address = result_json["ips"][0]["address"].as_str().unwrap();
+    ip_ok(&["-n", &s.ns.pod, "addr", "del", address, "dev", "eth0"]);
+    let out = s.cni("CHECK", id, &check_conf);
+    assert!(
+        !out.status.success(),
+        "CHECK passed on a pod without its IP"
+    );
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(err["code"].as_u64().is_some(), "{err}");
+
+    assert!(s.cni_ok("DEL", id, &conf).is_empty());
+    let leases: Vec<_> = fs::read_dir(s.path("ipam/cbr0"))
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("10."))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(leases.is_empty(), "leases left: {leases:?}");
+}
+
+#[test]
+fn two_pods_get_different_addresses_and_share_the_bridge() {
+    let s = Setup::new();
+    let second_pod = format!("{}2", s.ns.pod);
+    ip_ok(&["netns", "add", &second_pod]);
+    // Delete the extra namespace even if an assertion fails.
+    struct Extra(String);
+    impl Drop for Extra {
+        fn drop(&mut self) {
+            let _ = ip(&["netns", "del", &self.0]);
+        }
+    }
+    let _extra = Extra(second_pod.clone());
+
+    let conf = s.conf("0.3.1", "");
+    let first: Value = serde_json::from_slice(&s.cni_ok("ADD", "pod-one", &conf)).unwrap();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &s.ns.node, BIN])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "pod-two")
+        .env("CNI_NETNS", format!("/var/run/netns/{second_pod}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", PLUGINS)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let second: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(first["ips"][0]["address"], second["ips"][0]["address"]);
+
+    // Pod two reaches pod one over cni0 inside the node namespace.
+    let target = first["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let ping = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &second_pod,
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            &target,
+        ])
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "ping {target}: {ping:?}");
+
+    // Deleting pod one leaves pod two alone.
+    assert!(s.cni_ok("DEL", "pod-one", &conf).is_empty());
+    assert!(s.path("flannel/pod-two").is_file());
+    let (addrs, _) = addrs_and_mtu(&second_pod, "eth0");
+    assert_eq!(addrs.len(), 1);
+}
