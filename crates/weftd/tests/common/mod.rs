@@ -65,11 +65,17 @@ impl Cluster {
 
     /// Starts weftd on node `i` with the standard args plus `extra`.
     pub fn start(&mut self, i: usize, extra: &[&str]) -> Pid {
+        self.start_env(i, extra, &[])
+    }
+
+    /// Like [`Cluster::start`], with extra environment variables.
+    pub fn start_env(&mut self, i: usize, extra: &[&str], vars: &[(&str, &str)]) -> Pid {
         let mut args = self.args(i);
         args.extend(extra.iter().map(|s| s.to_string()));
         let ns = self.tb.node(i).ns.clone();
         let log = self.log_path(i);
-        let env = vec![("RUST_LOG".to_string(), "info,weftd=debug".to_string())];
+        let mut env = vec![("RUST_LOG".to_string(), "info,weftd=debug".to_string())];
+        env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let pid = self
             .tb
             .spawn(&ns, &weftd_bin(), &args, &env, &log)
@@ -88,6 +94,26 @@ impl Cluster {
     }
 
     /// Waits until node `i` has written subnet.env, and returns it.
+    /// The JSON of an etcd key (`etcdctl get -w json`), e.g. to read its lease id.
+    pub fn key_json(&self, key: &str) -> serde_json::Value {
+        let out = self
+            .tb
+            .etcdctl(&["get", key, "-w", "json"])
+            .expect("etcdctl get");
+        serde_json::from_str(&out).expect("etcdctl json")
+    }
+
+    /// The etcd lease id a key is attached to (0: none), or None if the key is absent.
+    pub fn key_lease(&self, key: &str) -> Option<i64> {
+        let v = self.key_json(key);
+        let kv = v["kvs"].get(0)?;
+        Some(kv["lease"].as_i64().unwrap_or(0))
+    }
+
+    pub fn lease_key(sn: Ipv4Net) -> String {
+        format!("{SUBNETS}{}-{}", sn.network(), sn.prefix_len())
+    }
+
     pub fn wait_ready(&self, i: usize, timeout: Duration) -> SubnetEnv {
         let path = self.subnet_file(i);
         wait_until(timeout, Duration::from_millis(20), || {
