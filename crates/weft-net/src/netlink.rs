@@ -10,6 +10,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_core::ErrorMessage;
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::{
     AddressFamily,
     address::{AddressAttribute, AddressMessage},
@@ -22,7 +24,7 @@ use netlink_packet_route::{
         RouteScope, RouteType,
     },
 };
-use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkUnspec, LinkVxlan, MulticastGroup, RouteMessageBuilder};
 use tracing::{debug, info, warn};
 use weft_core::{
     dataplane::{FdbEntry, KernelState, NeighEntry, Op, RouteEntry},
@@ -750,6 +752,86 @@ impl Netlink {
                 .map_err(NetError::req(format!("delete {name}")))?;
         }
         Ok(())
+    }
+}
+
+/// A change the kernel announced on one of the groups weft cares about, reduced to the link
+/// it concerns, so the daemon can react to changes on its own device only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelChange {
+    Link(u32),
+    Address(u32),
+    Route(Option<u32>),
+    Neighbour(u32),
+}
+
+impl KernelChange {
+    /// The link this change is about, if known.
+    pub fn ifindex(&self) -> Option<u32> {
+        match self {
+            KernelChange::Link(i) | KernelChange::Address(i) | KernelChange::Neighbour(i) => {
+                Some(*i)
+            }
+            KernelChange::Route(i) => *i,
+        }
+    }
+}
+
+/// Listens to the kernel's link, IPv4 address, IPv4 route and neighbour notifications (like
+/// `ip monitor`), so a deleted route, entry or device is noticed at once instead of at the next
+/// periodic check.
+pub struct ChangeMonitor {
+    _handle: Handle,
+    rx: futures::channel::mpsc::UnboundedReceiver<(
+        NetlinkMessage<RouteNetlinkMessage>,
+        netlink_sys::SocketAddr,
+    )>,
+}
+
+impl ChangeMonitor {
+    pub fn new() -> Result<ChangeMonitor, NetError> {
+        let (conn, handle, rx) = rtnetlink::new_multicast_connection(&[
+            MulticastGroup::Link,
+            MulticastGroup::Ipv4Ifaddr,
+            MulticastGroup::Ipv4Route,
+            MulticastGroup::Neigh,
+        ])
+        .map_err(NetError::Socket)?;
+        tokio::spawn(conn);
+        Ok(ChangeMonitor {
+            _handle: handle,
+            rx,
+        })
+    }
+
+    /// The next change; None when the socket closed.
+    pub async fn next(&mut self) -> Option<KernelChange> {
+        use futures::StreamExt;
+        loop {
+            let (msg, _) = self.rx.next().await?;
+            let NetlinkPayload::InnerMessage(inner) = msg.payload else {
+                continue;
+            };
+            let change = match inner {
+                RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l) => {
+                    KernelChange::Link(l.header.index)
+                }
+                RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
+                    KernelChange::Address(a.header.index)
+                }
+                RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
+                    KernelChange::Route(r.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Oif(i) => Some(*i),
+                        _ => None,
+                    }))
+                }
+                RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) => {
+                    KernelChange::Neighbour(n.header.ifindex)
+                }
+                _ => continue,
+            };
+            return Some(change);
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! and changes nothing, so traffic that flows keeps flowing.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,6 +29,7 @@ use weft_core::rules::{Rule, forward_rules, masq_rules};
 use weft_core::subnet::lease_key;
 use weft_core::subnet_env::SubnetEnv;
 use weft_net::iface::{self, ExtIface, IfaceRequest};
+use weft_net::netlink::{ChangeMonitor, KernelChange};
 use weft_net::{Iptables, Netlink, VxlanSpec};
 use weft_store::{HeldLease, LeaseEvent, RawLease, Store, StoreConfig, WatchBatch};
 
@@ -36,8 +38,9 @@ use crate::flags::{Flags, Validated};
 use crate::health::{self, ErrorKind, Health};
 use crate::peers::{Notice, PeerTable, parse_entry};
 
-/// How often the reconciler looks at the kernel even when etcd is quiet.
-const RESYNC: Duration = Duration::from_secs(3);
+/// How often the reconciler looks at the kernel even when nothing was announced. Changes to
+/// the device are normally seen at once through netlink notifications; this is the safety net.
+const RESYNC: Duration = Duration::from_secs(10);
 
 /// A change to our own lease key seen by the watch.
 #[derive(Debug)]
@@ -47,6 +50,8 @@ enum OwnKey {
 }
 
 struct Shared {
+    /// Index of the VXLAN device as of the last reconcile (0 before the first).
+    dev_index: AtomicU32,
     table: Mutex<PeerTable>,
     own: Mutex<HeldLease>,
     kick: Notify,
@@ -230,6 +235,7 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
     health.not_ready("acquiring a subnet lease");
     let own = acquire_until_done(&node, previous, &health).await;
     let shared = Arc::new(Shared {
+        dev_index: AtomicU32::new(0),
         table: Mutex::new(PeerTable::default()),
         own: Mutex::new(own),
         kick: Notify::new(),
@@ -516,6 +522,7 @@ async fn reconcile(node: &Node, shared: &Shared) -> Result<()> {
     if dev.created {
         warn!(device = %node.spec.name, "the VXLAN device was missing; re-created it with the same MAC");
     }
+    shared.dev_index.store(dev.index, Ordering::Relaxed);
     node.nl
         .ensure_address_and_up(dev.index, own.subnet.network(), node.network)
         .await?;
@@ -575,7 +582,33 @@ fn spawn_tasks(
     tokio::spawn(watch_task(node.clone(), shared.clone(), rev, tx));
     tokio::spawn(reconcile_task(node.clone(), shared.clone()));
     tokio::spawn(lease_task(node.clone(), shared.clone(), rx));
+    tokio::spawn(monitor_task(shared.clone()));
     tokio::spawn(firewall_task(node, shared));
+}
+
+/// Kicks the reconciler when the kernel reports a change on our device (a deleted route,
+/// neighbour or FDB entry, the device itself), so repairs take milliseconds, not a period.
+async fn monitor_task(shared: Arc<Shared>) {
+    let mut mon = match ChangeMonitor::new() {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(error = %e, "cannot listen to netlink notifications; kernel drift is repaired every {RESYNC:?} instead");
+            return;
+        }
+    };
+    while let Some(change) = mon.next().await {
+        let dev = shared.dev_index.load(Ordering::Relaxed);
+        let ours = match change {
+            KernelChange::Link(i) => i == dev,
+            other => other.ifindex() == Some(dev),
+        };
+        if ours {
+            shared.kick.notify_one();
+        }
+    }
+    warn!(
+        "the netlink notification socket closed; kernel drift is repaired every {RESYNC:?} instead"
+    );
 }
 
 async fn reconcile_task(node: Arc<Node>, shared: Arc<Shared>) {
