@@ -51,7 +51,7 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Er
 }
 
 /// Network names the way libcni's skel accepts them: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
-fn valid_network_name(name: &str) -> bool {
+pub(crate) fn valid_network_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_alphanumeric())
         && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))

@@ -7,7 +7,8 @@
 //!
 //! Modules: [`conf`] (the input config), [`subnet`] (subnet.env), [`delegate`] (the pure
 //! delegate config builder), [`state`] (saved configs), [`invoke`] (running plugins),
-//! [`mod@env`] (the CNI_* variables), [`version`], [`error`], and [`plugin`] (the verbs).
+//! [`mod@env`] (the CNI_* variables), [`version`], [`error`], [`plugin`] (the verbs), and
+//! [`install`] (putting the plugin and its conflist on a node).
 //!
 //! Where weft-cni deliberately differs from flannel's plugin:
 //! - DEL removes the saved config only when the delegate DEL succeeded (flannel removes it
@@ -28,6 +29,7 @@ pub mod conf;
 pub mod delegate;
 pub mod env;
 pub mod error;
+pub mod install;
 pub mod invoke;
 pub mod json;
 pub mod plugin;

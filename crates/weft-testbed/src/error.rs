@@ -116,9 +116,121 @@ pub enum TestbedError {
     #[error("invalid testbed request: {0}")]
     Invalid(String),
 
+    /// A CNI plugin failed (see [`CniFailure`]; boxed to keep results small).
+    #[error("{0}")]
+    Cni(Box<CniFailure>),
+
     /// One or more teardown steps failed (all steps were still attempted).
     #[error("testbed {id} teardown had {} error(s):\n  {}", errors.len(), errors.join("\n  "))]
     Teardown { id: String, errors: Vec<String> },
+}
+
+impl TestbedError {
+    /// The CNI failure, when this is one.
+    pub fn cni_failure(&self) -> Option<&CniFailure> {
+        match self {
+            TestbedError::Cni(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The CNI error code a plugin reported, when this is a CNI failure with an error JSON.
+    pub fn cni_code(&self) -> Option<u64> {
+        self.cni_failure().and_then(CniFailure::code)
+    }
+}
+
+/// A CNI plugin invocation that failed, with everything needed to see why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CniFailure {
+    /// `ADD` or `DEL`.
+    pub verb: &'static str,
+    /// The plugin's type (`flannel`, `portmap`, ...).
+    pub plugin: String,
+    /// Its position in the conflist.
+    pub index: usize,
+    /// The network's name.
+    pub network: String,
+    /// The pod namespace.
+    pub pod_ns: String,
+    /// The node namespace the plugin ran in.
+    pub node_ns: String,
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// Exit status (or why there is none).
+    pub status: String,
+    /// The plugin's CNI error JSON (`{"cniVersion","code","msg","details"}`), if it printed one.
+    pub error: Option<serde_json::Value>,
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+    /// The config it got on stdin.
+    pub config: String,
+    /// Problems met while undoing the failed ADD (or further failed DELs).
+    pub cleanup: Vec<String>,
+}
+
+impl CniFailure {
+    /// The CNI error code, if the plugin printed an error JSON.
+    pub fn code(&self) -> Option<u64> {
+        self.error.as_ref()?.get("code")?.as_u64()
+    }
+
+    /// The CNI error message, if the plugin printed an error JSON.
+    pub fn msg(&self) -> Option<&str> {
+        self.error.as_ref()?.get("msg")?.as_str()
+    }
+}
+
+impl std::fmt::Display for CniFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CNI {} by plugin {:?} (plugin {} of network {:?}) for pod {} (container id {}, run in netns {}) failed ({})",
+            self.verb,
+            self.plugin,
+            self.index,
+            self.network,
+            self.pod_ns,
+            self.container_id,
+            self.node_ns,
+            self.status
+        )?;
+        match (self.code(), &self.error) {
+            (Some(code), Some(err)) => {
+                write!(
+                    f,
+                    " with CNI error code {code}: {}",
+                    self.msg().unwrap_or("")
+                )?;
+                if let Some(d) = err
+                    .get("details")
+                    .and_then(|d| d.as_str())
+                    .filter(|d| !d.is_empty())
+                {
+                    write!(f, " ({d})")?;
+                }
+            }
+            _ => write!(
+                f,
+                " without a CNI error on stdout: {:?}",
+                self.stdout.trim()
+            )?,
+        }
+        if !self.stderr.trim().is_empty() {
+            write!(
+                f,
+                "\n  stderr: {}",
+                self.stderr.trim().replace('\n', "\n    ")
+            )?;
+        }
+        write!(f, "\n  config was: {}", self.config)?;
+        for c in &self.cleanup {
+            write!(f, "\n  rollback: {c}")?;
+        }
+        Ok(())
+    }
 }
 
 fn show_stderr(stderr: &str) -> String {

@@ -13,6 +13,11 @@
 //!   <id>-n<i>p<j>  pod j of node i: eth0 <-> vethp<j> on bridge cni0 in <id>-n<i>
 //! ```
 //!
+//! Pods come two ways: [`Testbed::add_pod`] plumbs one by hand, and
+//! [`Testbed::add_cni_pod`] runs a CNI conflist's plugin chain (weft-cni, bridge,
+//! host-local, portmap) inside the node's namespace the way a container runtime does,
+//! with all of the node's CNI state under its dir (see [`cni`]).
+//!
 //! `<id>` is `wt` + 6 random hex digits, claimed atomically by creating
 //! `<id>-sw`, so beds in parallel threads and processes never collide.
 //! Dropping the [`Testbed`] (also while a test panics) kills every process it
@@ -25,6 +30,7 @@
 //! binaries (default: `etcd` / `etcdctl` from `PATH`).
 
 mod cmd;
+pub mod cni;
 mod error;
 mod netns;
 mod ping;
@@ -42,7 +48,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tracing::{debug, info, warn};
 
-pub use error::TestbedError;
+pub use cni::{CniNodePaths, CniPod, CniSetup, KUBE_FLANNEL_CONFLIST};
+pub use error::{CniFailure, TestbedError};
 pub use netns::{NETNS_DIR, in_netns, list_namespaces_with_prefix, netns_path, require_root};
 pub use nix::sys::signal::Signal;
 /// Handle of a process started by the testbed (its kernel pid).

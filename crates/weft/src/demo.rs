@@ -68,6 +68,7 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
     tb.etcdctl(&["put", "/coreos.com/network/config", &config])?;
     step(&format!("wrote /coreos.com/network/config = {config}"), t0);
 
+    let mut pids: Vec<weft_testbed::Pid> = Vec::new();
     for i in 0..opts.nodes {
         let node = tb.node(i).clone();
         let args = vec![
@@ -77,13 +78,13 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
             "--ip-masq".to_string(),
             "--healthz-port=8081".to_string(),
         ];
-        tb.spawn(
+        pids.push(tb.spawn(
             &node.ns,
             &opts.weftd,
             &args,
             &[],
             &node.dir.join("weftd.log"),
-        )?;
+        )?);
     }
     step(&format!("started weftd on {} nodes", opts.nodes), t0);
 
@@ -118,8 +119,8 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
 
     println!();
     println!(
-        "{:<6} {:<12} {:<16} {:<19} pods",
-        "node", "public IP", "subnet", "VTEP MAC"
+        "{:<6} {:<12} {:<16} {:<19} {:<11} pods",
+        "node", "public IP", "subnet", "VTEP MAC", "weftd RSS"
     );
     for (i, env) in envs.iter().enumerate() {
         let node = tb.node(i);
@@ -133,12 +134,16 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
             .map(|p| p.ip.to_string())
             .collect();
         let subnet = env.subnet.map(|s| s.to_string()).unwrap_or_default();
+        let rss = rss_kib(pids[i])
+            .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+            .unwrap_or_else(|| "?".into());
         println!(
-            "{:<6} {:<12} {:<16} {:<19} {}",
+            "{:<6} {:<12} {:<16} {:<19} {:<11} {}",
             node.name,
             node.ip.to_string(),
             subnet,
             mac,
+            rss,
             ips.join(" ")
         );
     }
@@ -182,6 +187,13 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
         bail!("{failures} of {pairs} pod pairs could not connect");
     }
     Ok(())
+}
+
+/// Resident set size of a process in KiB, from /proc.
+fn rss_kib(pid: weft_testbed::Pid) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn log_tail(p: &Path) -> String {

@@ -468,3 +468,79 @@ fn unsupported_backend_and_kube_mode_fail_clearly() {
         c.log(1)
     );
 }
+
+#[test]
+fn a_peer_whose_lease_changes_leaves_no_stale_entries_and_bad_values_hurt_no_one() {
+    let mut c = Cluster::new("lease-change", 2, Some(NET_CONFIG));
+    c.start(0, &[]);
+    c.start(1, &[]);
+    c.subnet(0);
+    let sn1 = c.subnet(1);
+    let mac1 = c.vtep_mac(1);
+    let ip1 = c.tb.node(1).ip;
+    c.eventually(0, "peer 1", Duration::from_secs(5), || {
+        c.has_peer(0, sn1, &mac1, ip1) == (true, true, true)
+    });
+
+    let key = format!("{SUBNETS}10.244.240.0-24");
+    let sn: Ipv4Net = "10.244.240.0/24".parse().unwrap();
+    let lease = |ip: &str, mac: &str| {
+        format!(
+            r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
+        )
+    };
+    c.tb.etcdctl(&["put", &key, &lease("10.250.1.240", "02:00:00:00:f0:01")])
+        .unwrap();
+    c.eventually(0, "fake peer", Duration::from_secs(5), || {
+        c.has_peer(0, sn, "02:00:00:00:f0:01", Ipv4Addr::new(10, 250, 1, 240)) == (true, true, true)
+    });
+    // new public IP and new MAC (a rebooted node behind a new address)
+    c.tb.etcdctl(&["put", &key, &lease("10.250.1.241", "02:00:00:00:f0:02")])
+        .unwrap();
+    c.eventually(0, "updated peer", Duration::from_secs(5), || {
+        c.has_peer(0, sn, "02:00:00:00:f0:02", Ipv4Addr::new(10, 250, 1, 241)) == (true, true, true)
+    });
+    let fdb = c.fdb(0);
+    assert!(
+        !fdb.contains("02:00:00:00:f0:01") && !fdb.contains("10.250.1.240"),
+        "stale FDB entry left:\n{fdb}"
+    );
+    assert!(
+        !c.neighs(0).contains("02:00:00:00:f0:01"),
+        "stale neighbour left"
+    );
+
+    // hostile and malformed values are skipped, each for itself: the real peer stays
+    let bad = [
+        ("10.244.241.0-24", "{not json".to_string()),
+        ("10.244.242.0-24", r#"{"PublicIP":5}"#.to_string()),
+        (
+            "10.244.243.0-24",
+            lease("10.250.1.243", "01:00:5e:00:00:01"),
+        ),
+        ("10.99.0.0-24", lease("10.250.1.244", "02:00:00:00:f0:04")),
+        ("not-a-subnet", lease("10.250.1.245", "02:00:00:00:f0:05")),
+        ("10.244.244.0-24", "x".repeat(200_000)),
+    ];
+    for (k, v) in &bad {
+        c.tb.etcdctl_stdin(&["put", &format!("{SUBNETS}{k}")], v)
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        c.has_peer(0, sn1, &mac1, ip1),
+        (true, true, true),
+        "the real peer survives bad values:\n{}",
+        c.log(0)
+    );
+    assert_eq!(
+        c.routes(0).lines().count(),
+        2,
+        "only the two good peers are routed:\n{}",
+        c.routes(0)
+    );
+    for (k, _) in &bad {
+        assert!(c.log(0).contains(k), "a warning names {k}:\n{}", c.log(0));
+    }
+    assert!(c.tb.is_running(c.weftd[0].unwrap()));
+}
