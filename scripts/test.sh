@@ -14,4 +14,6 @@ done
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The integration tests run the binaries (weftd, weft-cni, weft) on the testbed: build them first.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked

@@ -53,7 +53,7 @@ fn three_nodes_get_distinct_subnets_and_pods_reach_each_other() {
             "{sn} skips the first subnet"
         );
     }
-    let pods: Vec<_> = (0..3).map(|i| c.pod(i, 10)).collect();
+    let pods: Vec<_> = (0..3).map(|i| c.pod(i)).collect();
     // every node has every other node's entries before any pod traffic
     for i in 0..3 {
         for (j, env) in envs.iter().enumerate() {
@@ -119,8 +119,8 @@ fn a_departed_node_is_removed_from_its_peers() {
         });
     }
     // and the survivors still reach each other
-    let a = c.pod(0, 10);
-    let b = c.pod(1, 10);
+    let a = c.pod(0);
+    let b = c.pod(1);
     assert_eq!(
         c.tb.ping(&a.ns, b.ip, 2, Duration::from_secs(5))
             .unwrap()
@@ -166,8 +166,8 @@ fn restart_under_traffic_loses_nothing_and_keeps_subnet_and_mac() {
     let sn1 = c.subnet(1);
     c.subnet(0);
     let mac1 = c.vtep_mac(1);
-    let a = c.pod(0, 10);
-    let b = c.pod(1, 10);
+    let a = c.pod(0);
+    let b = c.pod(1);
     assert_eq!(
         c.tb.ping(&a.ns, b.ip, 2, Duration::from_secs(5))
             .unwrap()
@@ -329,8 +329,8 @@ fn deleted_routes_entries_and_device_are_repaired() {
     let mac0 = c.vtep_mac(0);
     let mac1 = c.vtep_mac(1);
     let ip1 = c.tb.node(1).ip;
-    let a = c.pod(0, 10);
-    let b = c.pod(1, 10);
+    let a = c.pod(0);
+    let b = c.pod(1);
     c.eventually(0, "programmed", Duration::from_secs(5), || {
         c.has_peer(0, sn1, &mac1, ip1) == (true, true, true)
     });

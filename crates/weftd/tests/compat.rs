@@ -204,16 +204,17 @@ fn keys_values_device_and_entries_match_flanneld() {
     );
 
     // 4. pods across weftd and flanneld-style nodes
-    let pods = [c.pod(0, 10), c.pod(1, 10)];
-    let hand_pod =
-        c.tb.add_pod(
-            2,
-            Ipv4Addr::new(10, 244, 200, 10),
-            24,
-            Ipv4Addr::new(10, 244, 200, 1),
-            8951,
-        )
-        .unwrap();
+    let pods = [c.pod(0), c.pod(1)];
+    // the hand-made node's subnet.env, exactly as flanneld writes it; its pod goes through
+    // the same CNI chain
+    std::fs::create_dir_all(c.tb.subnet_file(2).parent().unwrap()).unwrap();
+    std::fs::write(
+        c.tb.subnet_file(2),
+        "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.200.1/24\nFLANNEL_MTU=8951\nFLANNEL_IPMASQ=true\n",
+    )
+    .unwrap();
+    let hand_pod = c.tb.add_cni_pod(2, &cni_setup()).unwrap().pod;
+    assert!(hand_sn.contains(&hand_pod.ip), "{}", hand_pod.ip);
     for p in &pods {
         assert_eq!(
             c.tb.ping(&p.ns, hand_pod.ip, 3, Duration::from_secs(5))

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use weft_core::subnet_env::SubnetEnv;
-use weft_testbed::{Pid, Pod, Signal, Testbed, TestbedConfig, wait_until};
+use weft_testbed::{CniSetup, Pid, Pod, Signal, Testbed, TestbedConfig, wait_until};
 
 pub const NET_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
 pub const CONFIG_KEY: &str = "/coreos.com/network/config";
@@ -15,6 +15,18 @@ pub const SUBNETS: &str = "/coreos.com/network/subnets/";
 
 pub fn weftd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_weftd"))
+}
+
+/// The weft-cni binary, built beside weftd (`cargo build --workspace --bins`, which
+/// scripts/test.sh runs first).
+pub fn cni_setup() -> CniSetup {
+    let plugin = weftd_bin().with_file_name("weft-cni");
+    assert!(
+        plugin.exists(),
+        "{} is missing: build it first with `cargo build -p weft-cni` (scripts/test.sh does)",
+        plugin.display()
+    );
+    CniSetup::new(plugin)
 }
 
 /// A testbed plus the weftd processes running on its nodes.
@@ -135,15 +147,15 @@ impl Cluster {
             .expect("FLANNEL_SUBNET")
     }
 
-    /// A hand-plumbed pod on node `i` at host number `host` of its subnet.
-    pub fn pod(&mut self, i: usize, host: u32) -> Pod {
-        let env = self.wait_ready(i, Duration::from_secs(15));
-        let sn = env.subnet.expect("subnet");
-        let ip = Ipv4Addr::from(u32::from(sn.network()) + host);
-        let gw = Ipv4Addr::from(u32::from(sn.network()) + 1);
+    /// A pod on node `i`, made the way kubelet makes one: weft-cni (type flannel) delegating to
+    /// the real bridge and host-local plugins, reading the subnet.env weftd wrote.
+    pub fn pod(&mut self, i: usize) -> Pod {
+        self.wait_ready(i, Duration::from_secs(15));
+        let cni = cni_setup();
         self.tb
-            .add_pod(i, ip, sn.prefix_len(), gw, env.mtu)
-            .expect("add pod")
+            .add_cni_pod(i, &cni)
+            .unwrap_or_else(|e| panic!("pod on node {i}: {e}"))
+            .pod
     }
 
     /// `cmd` inside node `i`'s namespace.
