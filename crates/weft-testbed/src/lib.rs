@@ -1207,6 +1207,18 @@ impl Testbed {
         }
     }
 
+    /// Leaves the bed running after this process exits (for `weft demo --keep`): its
+    /// processes, namespaces and directory stay, and `<dir>/testbed.json` records them.
+    /// [`destroy_detached`] removes it all later. Returns that directory.
+    pub fn detach(mut self) -> PathBuf {
+        self.write_manifest();
+        self.torn_down = true;
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.keep();
+        }
+        self.dir_path.clone()
+    }
+
     /// The teardown proper; idempotent, never panics, returns every problem.
     fn teardown_inner(&mut self) -> Vec<String> {
         if self.torn_down {
@@ -1291,6 +1303,47 @@ impl Drop for Testbed {
         for e in self.teardown_inner() {
             warn!(id = %self.id, label = %self.label, "testbed teardown: {e}");
         }
+    }
+}
+
+/// Removes a testbed left running by [`Testbed::detach`]: kills every process inside its
+/// namespaces (found by namespace identity, never by name), deletes the namespaces and removes
+/// its directory. Only namespaces named like a testbed's (`wt…`) are touched.
+pub fn destroy_detached(dir: &Path) -> Result<(), TestbedError> {
+    let path = dir.join("testbed.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| TestbedError::Io {
+        what: format!("reading {}", path.display()),
+        source,
+    })?;
+    let manifest: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| TestbedError::Invalid(format!("{} is not a testbed manifest: {e}", path.display())))?;
+    let mut namespaces: Vec<String> = manifest["namespaces"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    namespaces.retain(|n| n.starts_with(ID_PREFIX) && netns_path(n).exists());
+    namespaces.sort_by_key(|n| ns_rank(n));
+    let refs: Vec<&String> = namespaces.iter().collect();
+    let mut errors = Vec::new();
+    kill_strays(&refs, &mut errors);
+    for n in &namespaces {
+        let out = Command::new("ip").args(["netns", "del", n]).output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => errors.push(format!("ip netns del {n}: {}", String::from_utf8_lossy(&o.stderr).trim())),
+            Err(e) => errors.push(format!("ip netns del {n}: {e}")),
+        }
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        errors.push(format!("removing {}: {e}", dir.display()));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(TestbedError::Teardown {
+            id: manifest["id"].as_str().unwrap_or("?").to_string(),
+            errors,
+        })
     }
 }
 
