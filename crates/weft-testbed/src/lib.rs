@@ -1257,7 +1257,7 @@ impl Testbed {
         existing.dedup();
         // Descendants of our processes that are still inside our namespaces
         // (e.g. a daemon's children) would keep a deleted namespace alive.
-        kill_strays(&existing, &mut errors);
+        kill_strays(&existing, &mut errors, false);
         if !existing.is_empty() {
             let lines: Vec<String> = existing.iter().map(|n| format!("netns del {n}")).collect();
             let mut c = Command::new("ip");
@@ -1315,22 +1315,30 @@ pub fn destroy_detached(dir: &Path) -> Result<(), TestbedError> {
         what: format!("reading {}", path.display()),
         source,
     })?;
-    let manifest: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| TestbedError::Invalid(format!("{} is not a testbed manifest: {e}", path.display())))?;
+    let manifest: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        TestbedError::Invalid(format!("{} is not a testbed manifest: {e}", path.display()))
+    })?;
     let mut namespaces: Vec<String> = manifest["namespaces"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     namespaces.retain(|n| n.starts_with(ID_PREFIX) && netns_path(n).exists());
     namespaces.sort_by_key(|n| ns_rank(n));
     let refs: Vec<&String> = namespaces.iter().collect();
     let mut errors = Vec::new();
-    kill_strays(&refs, &mut errors);
+    kill_strays(&refs, &mut errors, true);
     for n in &namespaces {
         let out = Command::new("ip").args(["netns", "del", n]).output();
         match out {
             Ok(o) if o.status.success() => {}
-            Ok(o) => errors.push(format!("ip netns del {n}: {}", String::from_utf8_lossy(&o.stderr).trim())),
+            Ok(o) => errors.push(format!(
+                "ip netns del {n}: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
             Err(e) => errors.push(format!("ip netns del {n}: {e}")),
         }
     }
@@ -1409,7 +1417,7 @@ fn keep_dir() -> bool {
 
 /// SIGKILLs (by pid) every process still living in one of `namespaces`: they
 /// can only be descendants of processes this bed started.
-fn kill_strays(namespaces: &[&String], errors: &mut Vec<String>) {
+fn kill_strays(namespaces: &[&String], errors: &mut Vec<String>, expected: bool) {
     let ids: BTreeSet<(u64, u64)> = namespaces
         .iter()
         .filter_map(|n| netns::ns_identity(&netns_path(n)))
@@ -1444,10 +1452,17 @@ fn kill_strays(namespaces: &[&String], errors: &mut Vec<String>) {
         let Ok(raw) = i32::try_from(pid) else {
             continue;
         };
-        warn!(
-            "testbed teardown: killing leftover pid {pid} ({}) inside a testbed namespace",
-            cmdline.trim()
-        );
+        if expected {
+            debug!(
+                "killing pid {pid} ({}) inside a testbed namespace",
+                cmdline.trim()
+            );
+        } else {
+            warn!(
+                "testbed teardown: killing leftover pid {pid} ({}) inside a testbed namespace",
+                cmdline.trim()
+            );
+        }
         if let Err(e) = nix::sys::signal::kill(Pid::from_raw(raw), Signal::SIGKILL)
             && e != nix::errno::Errno::ESRCH
         {

@@ -1,13 +1,16 @@
 //! `weft demo`: a whole cluster on this machine. A namespaced VPC with a real etcd, weftd on
 //! every node, pods on every node, and an all-pairs connectivity matrix.
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use weft_core::subnet_env::SubnetEnv;
-use weft_testbed::{Pod, Testbed, TestbedConfig, wait_until};
+use weft_testbed::{CniSetup, Pod, Testbed, TestbedConfig, destroy_detached, wait_until};
+
+/// Where the demo records the testbed it is running, so `weft demo down` and the next run can
+/// remove it (also after a crash).
+const STATE_FILE: &str = "/run/weft-demo/testbed";
 
 /// What `weft demo` runs.
 #[derive(Debug, Clone)]
@@ -15,20 +18,48 @@ pub struct DemoOptions {
     pub nodes: usize,
     pub pods_per_node: usize,
     pub weftd: PathBuf,
+    pub cni: PathBuf,
     pub network: String,
+    /// Leave the cluster running (remove it later with `weft demo down`).
+    pub keep: bool,
 }
 
 fn step(msg: &str, t0: Instant) {
     eprintln!("[{:>6.2}s] {msg}", t0.elapsed().as_secs_f64());
 }
 
-/// Finds weftd next to this binary (target/release/weft → target/release/weftd).
-pub fn default_weftd() -> PathBuf {
+/// Finds a sibling binary (target/release/weft → target/release/weftd).
+pub fn sibling(name: &str) -> PathBuf {
     std::env::current_exe()
         .ok()
-        .and_then(|p| p.parent().map(|d| d.join("weftd")))
+        .and_then(|p| p.parent().map(|d| d.join(name)))
         .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("weftd"))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// Removes the demo cluster left by `--keep` or by a run that crashed. Returns whether there
+/// was one.
+pub fn down() -> Result<bool> {
+    let Ok(dir) = std::fs::read_to_string(STATE_FILE) else {
+        return Ok(false);
+    };
+    let dir = PathBuf::from(dir.trim());
+    if dir.join("testbed.json").exists() {
+        destroy_detached(&dir)
+            .with_context(|| format!("removing the demo testbed in {}", dir.display()))?;
+    }
+    std::fs::remove_file(STATE_FILE).with_context(|| format!("removing {STATE_FILE}"))?;
+    Ok(true)
+}
+
+fn record(dir: &Path) -> Result<()> {
+    let state = Path::new(STATE_FILE);
+    if let Some(parent) = state.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(state, dir.display().to_string())
+        .with_context(|| format!("writing {STATE_FILE}"))
 }
 
 pub fn run(opts: &DemoOptions) -> Result<()> {
@@ -41,13 +72,21 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
             opts.pods_per_node
         );
     }
-    if !opts.weftd.exists() {
-        bail!(
-            "weftd binary {} not found; build it with `cargo build --release` or pass --weftd <path>",
-            opts.weftd.display()
-        );
+    for (what, path, flag) in [
+        ("weftd", &opts.weftd, "--weftd"),
+        ("weft-cni", &opts.cni, "--cni"),
+    ] {
+        if !path.exists() {
+            bail!(
+                "{what} binary {} not found; build it with `cargo build --release` or pass {flag} <path>",
+                path.display()
+            );
+        }
     }
     let t0 = Instant::now();
+    if down()? {
+        step("removed the demo cluster left by a previous run", t0);
+    }
     step(
         &format!(
             "building a {}-node VPC in network namespaces with a real etcd",
@@ -57,6 +96,7 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
     );
     let mut tb = Testbed::new("demo", TestbedConfig::with_nodes(opts.nodes))
         .context("cannot build the testbed")?;
+    record(tb.dir())?;
     step(
         &format!("testbed {} up in {:?}", tb.id(), tb.bring_up_time()),
         t0,
@@ -73,7 +113,7 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
         let node = tb.node(i).clone();
         let args = vec![
             format!("--etcd-endpoints={}", tb.etcd_endpoint()),
-            format!("--subnet-file={}", node.dir.join("subnet.env").display()),
+            format!("--subnet-file={}", tb.subnet_file(i).display()),
             format!("--state-dir={}", node.dir.join("state").display()),
             "--ip-masq".to_string(),
             "--healthz-port=8081".to_string(),
@@ -90,7 +130,7 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
 
     let mut envs = Vec::new();
     for i in 0..opts.nodes {
-        let path = tb.node(i).dir.join("subnet.env");
+        let path = tb.subnet_file(i);
         let env = wait_until(Duration::from_secs(30), Duration::from_millis(20), || {
             std::fs::read_to_string(&path)
                 .ok()
@@ -106,13 +146,15 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
     }
     step("every node holds a lease and wrote subnet.env", t0);
 
+    // Pods the way kubelet makes them: weft-cni (type flannel) → bridge + host-local.
+    let cni = CniSetup::new(&opts.cni);
     let mut pods: Vec<Pod> = Vec::new();
-    for (i, env) in envs.iter().enumerate() {
-        let sn = env.subnet.context("subnet.env without FLANNEL_SUBNET")?;
-        for j in 0..opts.pods_per_node {
-            let ip = Ipv4Addr::from(u32::from(sn.network()) + 10 + j as u32);
-            let gw = Ipv4Addr::from(u32::from(sn.network()) + 1);
-            pods.push(tb.add_pod(i, ip, sn.prefix_len(), gw, env.mtu)?);
+    for i in 0..envs.len() {
+        for _ in 0..opts.pods_per_node {
+            let pod = tb
+                .add_cni_pod(i, &cni)
+                .with_context(|| format!("creating a pod on node {i} through weft-cni"))?;
+            pods.push(pod.pod);
         }
     }
     step(&format!("created {} pods", pods.len()), t0);
@@ -181,8 +223,22 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
         &format!("{} of {pairs} pod pairs connected", pairs - failures),
         t0,
     );
-    tb.teardown().context("teardown")?;
-    step("torn down: namespaces, etcd and weftd removed", t0);
+    if opts.keep {
+        let ids: Vec<String> = pods.iter().map(|p| p.ns.clone()).collect();
+        let dir = tb.detach();
+        println!(
+            "the cluster keeps running (testbed files in {}); try:",
+            dir.display()
+        );
+        if let Some(ns) = ids.first() {
+            println!("  ip netns exec {ns} ip addr show eth0");
+        }
+        println!("remove it with: weft demo down");
+    } else {
+        tb.teardown().context("teardown")?;
+        let _ = std::fs::remove_file(STATE_FILE);
+        step("torn down: namespaces, etcd and weftd removed", t0);
+    }
     if failures > 0 {
         bail!("{failures} of {pairs} pod pairs could not connect");
     }

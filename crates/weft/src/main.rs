@@ -1,12 +1,23 @@
 //! weft: the operator CLI.
 
+mod cli;
 mod demo;
+mod etcd;
+mod leases;
+mod netconf;
+mod network;
+mod output;
+mod report;
+mod v2;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+
+use crate::cli::{LeasesCommand, NetworkCommand};
+use crate::output::Outcome;
 
 #[derive(Debug, Parser)]
 #[command(name = "weft", version, about = "weft's operator CLI")]
@@ -16,10 +27,19 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum DemoAction {
+    /// Remove the demo cluster left by `weft demo --keep` (or by a crashed run).
+    Down,
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run a whole cluster on this machine (needs root): a namespaced VPC with a real etcd,
-    /// weftd on every node and pods on every node, then an all-pairs connectivity matrix.
+    /// weftd on every node, pods made through weft-cni on every node, then an all-pairs
+    /// connectivity matrix. `weft demo down` removes a cluster left by `--keep`.
     Demo {
+        #[command(subcommand)]
+        action: Option<DemoAction>,
         /// Number of nodes.
         #[arg(long, default_value_t = 3)]
         nodes: usize,
@@ -29,10 +49,36 @@ enum Command {
         /// Path of the weftd binary (default: next to this binary).
         #[arg(long)]
         weftd: Option<PathBuf>,
+        /// Path of the weft-cni binary (default: next to this binary).
+        #[arg(long)]
+        cni: Option<PathBuf>,
         /// The overlay network.
         #[arg(long, default_value = "10.244.0.0/16")]
         network: String,
+        /// Leave the cluster running; remove it later with `weft demo down`.
+        #[arg(long)]
+        keep: bool,
     },
+    /// Install the CNI plugin as <bin-dir>/flannel and write <conf-dir>/10-flannel.conflist
+    /// (kube-flannel's cbr0 config); idempotent. This is what the DaemonSet's init container runs.
+    InstallCni {
+        /// The weft-cni binary to install (default: next to this binary).
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+        #[arg(long, default_value = weft_cni::install::DEFAULT_BIN_DIR)]
+        bin_dir: PathBuf,
+        #[arg(long, default_value = weft_cni::install::DEFAULT_CONF_DIR)]
+        conf_dir: PathBuf,
+        /// Show what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The network config in etcd: write it, show it, check it, migrate it from etcd v2.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// The subnet leases in etcd.
+    #[command(subcommand)]
+    Leases(LeasesCommand),
 }
 
 fn main() -> ExitCode {
@@ -44,22 +90,95 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Demo {
+            action: Some(DemoAction::Down),
+            ..
+        } => demo::down().map(|had| {
+            if had {
+                eprintln!("weft: removed the demo cluster");
+            } else {
+                eprintln!("weft: no demo cluster is running");
+            }
+        }),
+        Command::Demo {
+            action: None,
             nodes,
             pods,
             weftd,
+            cni,
             network,
+            keep,
         } => demo::run(&demo::DemoOptions {
             nodes,
             pods_per_node: pods,
-            weftd: weftd.unwrap_or_else(demo::default_weftd),
+            weftd: weftd.unwrap_or_else(|| demo::sibling("weftd")),
+            cni: cni.unwrap_or_else(|| demo::sibling("weft-cni")),
             network,
+            keep,
         }),
+        Command::InstallCni {
+            plugin,
+            bin_dir,
+            conf_dir,
+            dry_run,
+        } => install_cni(plugin, bin_dir, conf_dir, dry_run),
+        Command::Network(cmd) => return finish(etcd_command(run_network(cmd))),
+        Command::Leases(LeasesCommand::List { out, etcd }) => {
+            return finish(etcd_command(leases::list(&etcd, out.output)));
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("weft: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn install_cni(
+    plugin: Option<PathBuf>,
+    bin_dir: PathBuf,
+    conf_dir: PathBuf,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let mut opts =
+        weft_cni::install::InstallOptions::new(plugin.unwrap_or_else(|| demo::sibling("weft-cni")));
+    opts.bin_dir = bin_dir;
+    opts.conf_dir = conf_dir;
+    opts.dry_run = dry_run;
+    let report = weft_cni::install::install(&opts)?;
+    print!("{report}");
+    Ok(())
+}
+
+async fn run_network(cmd: NetworkCommand) -> anyhow::Result<Outcome> {
+    match cmd {
+        NetworkCommand::Init(args) => network::init(&args).await,
+        NetworkCommand::Show { out, etcd } => network::show(&etcd, out.output).await,
+        NetworkCommand::Check { out, etcd } => network::check(&etcd, out.output).await,
+        NetworkCommand::MigrateV2 { write, etcd } => network::migrate_v2(&etcd, write).await,
+    }
+}
+
+/// Runs an etcd command on a small single-threaded runtime.
+fn etcd_command(fut: impl Future<Output = anyhow::Result<Outcome>>) -> anyhow::Result<Outcome> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?
+        .block_on(fut)
+}
+
+fn finish(result: anyhow::Result<Outcome>) -> ExitCode {
+    match result {
+        Ok(outcome) => outcome.emit(),
+        Err(e) => {
+            let mut o = Outcome {
+                failed: true,
+                ..Outcome::default()
+            };
+            o.note(format!("{e:#}"));
+            o.emit()
         }
     }
 }
