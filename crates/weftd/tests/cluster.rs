@@ -182,6 +182,26 @@ fn restart_under_traffic_loses_nothing_and_keeps_subnet_and_mac() {
             .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let routes_before = c.routes(1);
+    // Watch node 1's kernel tables through both restarts: nothing may be deleted or re-added.
+    let ns1 = c.tb.node(1).ns.clone();
+    let monitor_log = c.tb.node(1).dir.join("ip-monitor.log");
+    let monitor =
+        c.tb.spawn(
+            &ns1,
+            std::path::Path::new("ip"),
+            &[
+                "-o".into(),
+                "monitor".into(),
+                "link".into(),
+                "address".into(),
+                "route".into(),
+                "neigh".into(),
+            ],
+            &[],
+            &monitor_log,
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
     for sig in [Signal::SIGKILL, Signal::SIGTERM] {
         let env_before = read(&c.subnet_file(1));
         c.kill(1, sig);
@@ -206,6 +226,19 @@ fn restart_under_traffic_loses_nothing_and_keeps_subnet_and_mac() {
         );
     }
     std::thread::sleep(Duration::from_millis(500));
+    c.tb.signal(monitor, Signal::SIGKILL).unwrap();
+    // Only changes on weft's device matter; pod traffic refreshes ARP entries on cni0/eth0.
+    let changes: Vec<String> = read(&monitor_log)
+        .lines()
+        // (the kernel's own IPv6 link-local address may still be settling: not weft's doing)
+        .filter(|l| l.contains("flannel.1") && !l.contains("fe80:"))
+        .map(String::from)
+        .collect();
+    assert!(
+        changes.is_empty(),
+        "restarts changed weft's kernel state:\n{}",
+        changes.join("\n")
+    );
     let s1 = p1.stop(&mut c.tb).unwrap();
     let s2 = p2.stop(&mut c.tb).unwrap();
     assert!(s1.transmitted > 50, "{s1:?}");

@@ -132,3 +132,19 @@ fn flanneld_environment_variables_fill_unset_flags() {
         .unwrap();
     assert!(keys.contains(&format!("{}-24", sn.network())), "{keys}");
 }
+
+#[test]
+fn after_etcd_data_loss_a_node_takes_back_the_subnet_in_its_subnet_env() {
+    let mut c = Cluster::new("data-loss", 1, Some(NET_CONFIG));
+    c.start(0, &[]);
+    let sn = c.subnet(0);
+    c.kill(0, weft_testbed::Signal::SIGKILL);
+    // etcd loses every lease (restored from an old backup, or wiped)
+    c.tb.etcdctl(&["del", "--prefix", SUBNETS]).unwrap();
+    c.start(0, &[]);
+    c.eventually(0, "lease re-created", Duration::from_secs(10), || {
+        c.key_lease(&Cluster::lease_key(sn)).is_some()
+    });
+    assert_eq!(c.subnet(0), sn, "the subnet from subnet.env is reused");
+    assert!(c.log(0).contains("previous subnet found"), "{}", c.log(0));
+}
