@@ -42,11 +42,12 @@ use crate::peers::{Notice, PeerTable, parse_entry};
 /// the device are normally seen at once through netlink notifications; this is the safety net.
 const RESYNC: Duration = Duration::from_secs(10);
 
-/// A change to our own lease key seen by the watch.
+/// A change to our own lease key seen by the watch, with the subnet it was about (events
+/// queued before a re-acquire must not be mistaken for news about the new subnet).
 #[derive(Debug)]
 enum OwnKey {
-    Deleted,
-    Put(RawLease),
+    Deleted(Ipv4Net),
+    Put(Ipv4Net, RawLease),
 }
 
 struct Shared {
@@ -640,11 +641,12 @@ async fn watch_task(
             match node.store.list_leases().await {
                 Ok((raws, r)) => {
                     info!(revision = r, keys = raws.len(), "re-listed leases");
-                    let own_key = lease_key(&node.flags.etcd_prefix, shared.own().subnet);
+                    let own_subnet = shared.own().subnet;
+                    let own_key = lease_key(&node.flags.etcd_prefix, own_subnet);
                     if let Some(mine) = raws.iter().find(|x| x.key == own_key) {
-                        let _ = own_tx.try_send(OwnKey::Put(mine.clone()));
+                        let _ = own_tx.try_send(OwnKey::Put(own_subnet, mine.clone()));
                     } else {
-                        let _ = own_tx.try_send(OwnKey::Deleted);
+                        let _ = own_tx.try_send(OwnKey::Deleted(own_subnet));
                     }
                     shared.table().reset(
                         raws.into_iter()
@@ -674,21 +676,24 @@ async fn watch_task(
                     match w.next().await {
                         Ok(Some(WatchBatch::Events { events, revision })) => {
                             delay = Duration::from_millis(100);
-                            let own_key = lease_key(&node.flags.etcd_prefix, shared.own().subnet);
+                            let own_subnet = shared.own().subnet;
+                            let own_key = lease_key(&node.flags.etcd_prefix, own_subnet);
                             {
                                 let mut t = shared.table();
                                 for ev in events {
                                     match ev {
                                         LeaseEvent::Put(r) => {
                                             if r.key == own_key {
-                                                let _ = own_tx.try_send(OwnKey::Put(r.clone()));
+                                                let _ = own_tx
+                                                    .try_send(OwnKey::Put(own_subnet, r.clone()));
                                             }
                                             let entry = parse_entry(r.subnet.clone(), &r.value);
                                             t.put(r.key, entry);
                                         }
                                         LeaseEvent::Delete { key, .. } => {
                                             if key == own_key {
-                                                let _ = own_tx.try_send(OwnKey::Deleted);
+                                                let _ =
+                                                    own_tx.try_send(OwnKey::Deleted(own_subnet));
                                             }
                                             t.delete(&key);
                                         }
@@ -783,11 +788,15 @@ async fn lease_task(node: Arc<Node>, shared: Arc<Shared>, mut rx: mpsc::Receiver
             }
             ev = rx.recv() => match ev {
                 None => return,
-                Some(OwnKey::Deleted) => {
+                Some(OwnKey::Deleted(sn) | OwnKey::Put(sn, _)) if sn != own.subnet => {
+                    debug!(old = %sn, current = %own.subnet, "ignoring news about a subnet we no longer hold");
+                    None
+                }
+                Some(OwnKey::Deleted(_)) => {
                     warn!(subnet = %own.subnet, "our lease key was deleted; re-acquiring (the same subnet if still free)");
                     Some((Some(own.subnet), None))
                 }
-                Some(OwnKey::Put(raw)) => match LeaseAttrs::parse(&raw.value) {
+                Some(OwnKey::Put(_, raw)) => match LeaseAttrs::parse(&raw.value) {
                     Ok(attrs) if attrs.public_ip != node.ext.public_ip => {
                         warn!(subnet = %own.subnet, holder = %attrs.public_ip, "our subnet is now leased by another node (our lease expired while we were cut off); taking another subnet");
                         Some((None, Some(own.subnet)))

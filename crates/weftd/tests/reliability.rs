@@ -1,0 +1,245 @@
+//! Reliability on the testbed: lease expiry, partitions longer than the TTL (flannel #1289),
+//! many daemons at once, and an etcd outage under traffic (root only).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ipnet::Ipv4Net;
+use weft_testbed::Signal;
+
+fn env_subnet(c: &Cluster, i: usize) -> Option<Ipv4Net> {
+    std::fs::read_to_string(c.subnet_file(i))
+        .ok()
+        .and_then(|t| weft_core::subnet_env::SubnetEnv::parse(&t).ok())
+        .and_then(|e| e.subnet)
+}
+
+#[test]
+fn a_node_cut_off_past_its_ttl_never_shares_a_subnet_when_it_returns() {
+    let mut c = Cluster::new("partition", 2, Some(NET_CONFIG));
+    c.start(0, &["--subnet-lease-ttl=5"]);
+    c.start(1, &[]);
+    let sn0 = c.subnet(0);
+    c.subnet(1);
+    let key = Cluster::lease_key(sn0);
+    let ns0 = c.tb.node(0).ns.clone();
+    c.tb.link_set(&ns0, "eth0", false).unwrap();
+    c.eventually(0, "lease expired in etcd", Duration::from_secs(15), || {
+        c.key_lease(&key).is_none()
+    });
+    // meanwhile a new node takes the free subnet
+    let grant = c.tb.etcdctl(&["lease", "grant", "600"]).unwrap();
+    let id = grant.split_whitespace().nth(1).unwrap().to_string();
+    let other = r#"{"PublicIP":"10.250.1.77","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:77"}}"#;
+    c.tb.etcdctl(&["put", &format!("--lease={id}"), &key, other])
+        .unwrap();
+    c.tb.link_set(&ns0, "eth0", true).unwrap();
+    c.eventually(
+        0,
+        "moved to another subnet",
+        Duration::from_secs(20),
+        || env_subnet(&c, 0).is_some_and(|s| s != sn0),
+    );
+    let now = env_subnet(&c, 0).unwrap();
+    let value = c.tb.etcdctl(&["get", &key, "--print-value-only"]).unwrap();
+    assert_eq!(value.trim(), other, "the new holder keeps its subnet");
+    let mine =
+        c.tb.etcdctl(&["get", &Cluster::lease_key(now), "--print-value-only"])
+            .unwrap();
+    assert!(
+        mine.contains(&format!("\"PublicIP\":\"{}\"", c.tb.node(0).ip)),
+        "{mine}"
+    );
+    let log = c.log(0);
+    assert!(log.contains("subnet changed"), "the move is logged:\n{log}");
+    assert!(c.tb.is_running(c.weftd[0].unwrap()));
+    // node 1 routes node 0's new subnet and not the old one to node 0
+    let mac0 = c.vtep_mac(0);
+    let ip0 = c.tb.node(0).ip;
+    c.eventually(
+        1,
+        "peer 0 at its new subnet",
+        Duration::from_secs(5),
+        || c.has_peer(1, now, &mac0, ip0) == (true, true, true),
+    );
+    assert_ne!(c.has_peer(1, sn0, &mac0, ip0), (true, true, true));
+}
+
+#[test]
+fn a_dead_node_leaves_its_peers_within_the_ttl_and_its_subnet_is_reused() {
+    // a /28 cut into /30s: three usable subnets, so node 3 can only start once one frees up
+    let mut c = Cluster::new(
+        "expiry",
+        4,
+        Some(r#"{"Network":"10.244.0.0/28","Backend":{"Type":"vxlan"}}"#),
+    );
+    let ttl = 5;
+    for i in 0..3 {
+        c.start(i, &[&format!("--subnet-lease-ttl={ttl}")]);
+    }
+    let dead_sn = c.subnet(1);
+    c.subnet(0);
+    c.subnet(2);
+    let mac1 = c.vtep_mac(1);
+    let ip1 = c.tb.node(1).ip;
+    c.eventually(0, "peer 1", Duration::from_secs(5), || {
+        c.has_peer(0, dead_sn, &mac1, ip1) == (true, true, true)
+    });
+    c.start(3, &[]);
+    c.eventually(3, "waiting for a subnet", Duration::from_secs(10), || {
+        c.log(3).contains("out of subnets")
+    });
+
+    let t0 = Instant::now();
+    c.kill(1, Signal::SIGKILL);
+    c.eventually(0, "dead peer removed", Duration::from_secs(ttl + 6), || {
+        c.has_peer(0, dead_sn, &mac1, ip1) == (false, false, false)
+    });
+    let gone = t0.elapsed();
+    eprintln!("dead node removed from its peers {gone:?} after it died (TTL {ttl} s)");
+    assert!(
+        gone <= Duration::from_secs(ttl + 2),
+        "removed within TTL + 1 s of expiry: {gone:?}"
+    );
+    let env3 = c.wait_ready(3, Duration::from_secs(15));
+    assert_eq!(
+        env3.subnet,
+        Some(dead_sn),
+        "the freed subnet goes to the waiting node"
+    );
+}
+
+#[test]
+fn fifty_daemons_at_once_get_fifty_distinct_subnets() {
+    let n = 50;
+    let mut c = Cluster::new("fifty", n, Some(NET_CONFIG));
+    let t0 = Instant::now();
+    for i in 0..n {
+        c.start(i, &[]);
+    }
+    let subnets: BTreeSet<Ipv4Net> = (0..n)
+        .map(|i| c.wait_ready(i, Duration::from_secs(60)).subnet.unwrap())
+        .collect();
+    eprintln!("{n} daemons ready in {:?}", t0.elapsed());
+    assert_eq!(subnets.len(), n, "distinct subnets");
+    for i in 0..n {
+        assert!(
+            c.tb.is_running(c.weftd[i].unwrap()),
+            "node {i} crashed:\n{}",
+            c.log(i)
+        );
+    }
+    let races: usize = (0..n)
+        .map(|i| c.log(i).matches("taken by another node").count())
+        .sum();
+    eprintln!("lost create races retried: {races}");
+}
+
+#[test]
+fn when_subnets_run_out_every_daemon_without_one_says_so() {
+    // a /21 holds 8 /24s; the first is skipped: 7 leases for 10 daemons
+    let n = 10;
+    let mut c = Cluster::new(
+        "run-out",
+        n,
+        Some(r#"{"Network":"10.244.0.0/21","SubnetLen":24,"Backend":{"Type":"vxlan"}}"#),
+    );
+    for i in 0..n {
+        c.start(i, &[]);
+    }
+    let ready = |c: &Cluster| (0..n).filter(|&i| env_subnet(c, i).is_some()).count();
+    c.eventually(0, "seven nodes ready", Duration::from_secs(30), || {
+        ready(&c) == 7
+    });
+    let waiting: Vec<usize> = (0..n).filter(|&i| env_subnet(&c, i).is_none()).collect();
+    assert_eq!(waiting.len(), 3);
+    for &i in &waiting {
+        c.eventually(i, "out-of-subnets message", Duration::from_secs(10), || {
+            let l = c.log(i);
+            l.contains("out of subnets") && l.contains("10.244.0.0/21") && l.contains("/24")
+        });
+        assert!(
+            c.tb.is_running(c.weftd[i].unwrap()),
+            "node {i} keeps running"
+        );
+    }
+    let subnets: BTreeSet<Ipv4Net> = (0..n).filter_map(|i| env_subnet(&c, i)).collect();
+    assert_eq!(subnets.len(), 7, "no subnet handed out twice");
+}
+
+#[test]
+fn an_etcd_outage_loses_no_packet_and_a_node_joining_meanwhile_is_programmed_after() {
+    let mut c = Cluster::new("etcd-outage", 3, Some(NET_CONFIG));
+    c.start(0, &[]);
+    c.start(1, &[]);
+    let sn0 = c.subnet(0);
+    let sn1 = c.subnet(1);
+    let a = c.pod(0);
+    let b = c.pod(1);
+    let p1 =
+        c.tb.start_pinger(&a.ns, b.ip, Duration::from_millis(20))
+            .unwrap();
+    let p2 =
+        c.tb.start_pinger(&b.ns, a.ip, Duration::from_millis(20))
+            .unwrap();
+    let leases_before = c.tb.etcdctl(&["get", "--prefix", SUBNETS]).unwrap();
+
+    c.tb.stop_etcd().unwrap();
+    c.eventually(
+        0,
+        "not ready while etcd is down",
+        Duration::from_secs(10),
+        || c.http_get(0, "/readyz").map(|r| r.0) == Some(503),
+    );
+    let (_, metrics) = c.http_get(0, "/metrics").unwrap();
+    assert!(metrics.contains("weft_ready 0"), "{metrics}");
+    // a node joins while etcd is away
+    c.start(2, &[]);
+    std::thread::sleep(Duration::from_secs(8));
+    for i in 0..2 {
+        assert!(
+            c.tb.is_running(c.weftd[i].unwrap()),
+            "node {i} rides out the outage"
+        );
+    }
+    c.tb.start_etcd().unwrap();
+    let back = Instant::now();
+    c.eventually(0, "watch back", Duration::from_secs(5), || {
+        c.log(0).contains("lease watch re-established")
+    });
+    eprintln!(
+        "watch re-established {:?} after etcd returned",
+        back.elapsed()
+    );
+    assert!(
+        back.elapsed() < Duration::from_millis(2500),
+        "reconnects within about a second"
+    );
+    let sn2 = c.subnet(2);
+    let mac2 = c.vtep_mac(2);
+    let ip2 = c.tb.node(2).ip;
+    c.eventually(0, "late joiner programmed", Duration::from_secs(5), || {
+        c.has_peer(0, sn2, &mac2, ip2) == (true, true, true)
+    });
+    c.eventually(0, "ready again", Duration::from_secs(5), || {
+        c.http_get(0, "/readyz").map(|r| r.0) == Some(200)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let s1 = p1.stop(&mut c.tb).unwrap();
+    let s2 = p2.stop(&mut c.tb).unwrap();
+    assert_eq!(
+        (s1.lost(), s2.lost()),
+        (0, 0),
+        "packets lost during the outage: {s1:?} {s2:?}"
+    );
+    // no lease of the running nodes changed
+    let after = c.tb.etcdctl(&["get", "--prefix", SUBNETS]).unwrap();
+    for sn in [sn0, sn1] {
+        let key = Cluster::lease_key(sn);
+        let line = |t: &str| t.lines().skip_while(|l| *l != key).nth(1).map(String::from);
+        assert_eq!(line(&leases_before), line(&after), "lease {key} unchanged");
+    }
+}
