@@ -102,6 +102,15 @@ impl Iptables {
         }
     }
 
+    /// Whether this iptables is the nf_tables flavour (Debian 12's default), whose changes the
+    /// kernel announces on netlink (see [`watch_nftables_changes`]).
+    pub async fn is_nft(&self) -> bool {
+        self.run(&self.iptables, &["--version"], None)
+            .await
+            .map(|v| v.contains("nf_tables"))
+            .unwrap_or(false)
+    }
+
     /// Brings every table that `desired` mentions to the desired state. Returns the tables it
     /// had to change (empty when nothing drifted).
     pub async fn sync(&self, desired: &[Rule]) -> Result<Vec<Table>, FirewallError> {
@@ -126,6 +135,35 @@ impl Iptables {
         }
         Ok(changed)
     }
+}
+
+/// The netlink multicast group on which nf_tables announces every ruleset change.
+const NFNLGRP_NFTABLES: u32 = 7;
+/// ENOBUFS: the kernel dropped notifications because we were slow; something changed.
+const ENOBUFS: i32 = 105;
+
+/// Calls `on_change` (from a dedicated thread) whenever the nf_tables ruleset of this network
+/// namespace changes, e.g. someone flushed FLANNEL-POSTRTG with iptables-nft. Lets weftd check
+/// its rules right away instead of forking `iptables-save` every few seconds. Returns an error
+/// if the netlink socket cannot be opened (then the caller keeps polling).
+pub fn watch_nftables_changes(on_change: impl Fn() + Send + 'static) -> std::io::Result<()> {
+    let mut sock = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_NETFILTER)?;
+    sock.bind_auto()?;
+    sock.add_membership(NFNLGRP_NFTABLES)?;
+    std::thread::Builder::new()
+        .name("nftables-watch".into())
+        .spawn(move || {
+            let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+            loop {
+                buf.clear();
+                match sock.recv(&mut buf, 0) {
+                    Ok(_) => on_change(),
+                    Err(e) if e.raw_os_error() == Some(ENOBUFS) => on_change(),
+                    Err(_) => return,
+                }
+            }
+        })?;
+    Ok(())
 }
 
 /// The `*<table>` … `COMMIT` section of a full `iptables-save` dump (empty if absent).

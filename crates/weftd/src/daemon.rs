@@ -856,10 +856,34 @@ async fn apply_own_subnet(node: &Node, shared: &Shared, subnet: Ipv4Net) -> Resu
     Ok(())
 }
 
+/// Keeps the iptables rules in place. With iptables-nft the kernel announces every ruleset
+/// change, so a flushed chain is put back within a second and the periodic check (one
+/// `iptables-save`) runs only every max(--iptables-resync, 60 s) as a safety net; with
+/// iptables-legacy there are no announcements and the check runs every --iptables-resync.
 async fn firewall_task(node: Arc<Node>, shared: Arc<Shared>) {
-    let period = Duration::from_secs(node.flags.iptables_resync);
+    let resync = Duration::from_secs(node.flags.iptables_resync);
+    let changed = Arc::new(Notify::new());
+    let announced = node.fw.is_nft().await
+        && weft_net::firewall::watch_nftables_changes({
+            let changed = changed.clone();
+            move || changed.notify_one()
+        })
+        .map_err(|e| warn!(error = %e, "cannot watch nf_tables changes; checking iptables every --iptables-resync"))
+        .is_ok();
+    let period = if announced {
+        resync.max(Duration::from_secs(60))
+    } else {
+        resync
+    };
     loop {
-        tokio::time::sleep(period).await;
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = changed.notified() => {
+                // Let a burst of changes (ours included) settle, and check at most once per
+                // 200 ms however busy the ruleset is.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
         let rules = desired_rules(&node, shared.own().subnet);
         if rules.is_empty() {
             continue;

@@ -409,17 +409,45 @@ fn deleted_routes_entries_and_device_are_repaired() {
     assert!(c.log(0).contains("re-created"), "{}", c.log(0));
 
     // flushed iptables chain is repaired too
+    // flushed iptables chains are repaired at once (nf_tables announces the change), and a
+    // deleted jump rule too
+    let t0 = std::time::Instant::now();
     c.sh(0, &["iptables", "-t", "nat", "-F", "FLANNEL-POSTRTG"]);
+    c.sh(
+        0,
+        &[
+            "iptables",
+            "-t",
+            "filter",
+            "-D",
+            "FORWARD",
+            "-m",
+            "comment",
+            "--comment",
+            "flanneld forward",
+            "-j",
+            "FLANNEL-FWD",
+        ],
+    );
+    c.eventually(0, "FORWARD jump repaired", Duration::from_secs(3), || {
+        c.sh(0, &["iptables-save", "-t", "filter"])
+            .contains("-A FORWARD -m comment --comment \"flanneld forward\" -j FLANNEL-FWD")
+    });
     c.eventually(
         0,
         "FLANNEL-POSTRTG repaired",
-        Duration::from_secs(10),
+        Duration::from_secs(3),
         || {
             c.sh(0, &["iptables-save", "-t", "nat"])
                 .matches("-A FLANNEL-POSTRTG")
                 .count()
                 == 6
         },
+    );
+    eprintln!("iptables drift repaired in {:?}", t0.elapsed());
+    assert!(
+        c.log(0).contains("drifted; repaired"),
+        "the repair is logged"
     );
 }
 
