@@ -292,19 +292,34 @@ impl Store {
         ttl: i64,
     ) -> Result<Option<HeldLease>, StoreError> {
         let key = lease_key(&self.prefix, subnet);
+        let guard = Compare::version(key.clone(), CompareOp::Equal, 0);
+        self.put_with_new_lease(subnet, &key, value, ttl, guard, "create")
+            .await
+    }
+
+    /// Grants a `ttl` lease and puts `value` under `key` with it if `guard` holds. Returns
+    /// None when the guard failed (someone else wrote the key); the lease is then revoked, so
+    /// nothing leaks, and likewise on an error.
+    async fn put_with_new_lease(
+        &self,
+        subnet: Ipv4Net,
+        key: &str,
+        value: &str,
+        ttl: i64,
+        guard: Compare,
+        verb: &str,
+    ) -> Result<Option<HeldLease>, StoreError> {
         let mut c = self.client.clone();
         let grant = c
             .lease_grant(ttl, None)
             .await
             .map_err(StoreError::req(format!("grant a {ttl}s lease")))?;
         let id = grant.id();
-        let txn = Txn::new()
-            .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.clone(),
-                value,
-                Some(PutOptions::new().with_lease(id)),
-            )]);
+        let txn = Txn::new().when([guard]).and_then([TxnOp::put(
+            key,
+            value,
+            Some(PutOptions::new().with_lease(id)),
+        )]);
         match c.txn(txn).await {
             Ok(r) if r.succeeded() => Ok(Some(HeldLease {
                 subnet,
@@ -318,7 +333,7 @@ impl Store {
             Err(e) => {
                 self.revoke_quietly(id).await;
                 Err(StoreError::Request {
-                    what: format!("create {key}"),
+                    what: format!("{verb} {key}"),
                     source: e,
                 })
             }
@@ -373,43 +388,14 @@ impl Store {
                 ttl,
             }));
         }
-        let grant = c
-            .lease_grant(ttl, None)
-            .await
-            .map_err(StoreError::req(format!("grant a {ttl}s lease")))?;
-        let id = grant.id();
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                existing.mod_revision,
-            )])
-            .and_then([TxnOp::put(
-                key.clone(),
-                value,
-                Some(PutOptions::new().with_lease(id)),
-            )]);
-        match c.txn(txn).await {
-            Ok(r) if r.succeeded() => {
-                self.revoke_if_unused(existing.lease_id).await;
-                Ok(Some(HeldLease {
-                    subnet,
-                    lease_id: id,
-                    ttl: grant.ttl(),
-                }))
-            }
-            Ok(_) => {
-                self.revoke_quietly(id).await;
-                Ok(None)
-            }
-            Err(e) => {
-                self.revoke_quietly(id).await;
-                Err(StoreError::Request {
-                    what: format!("take over {key}"),
-                    source: e,
-                })
-            }
+        let guard = Compare::mod_revision(key.clone(), CompareOp::Equal, existing.mod_revision);
+        let held = self
+            .put_with_new_lease(subnet, &key, value, ttl, guard, "take over")
+            .await?;
+        if held.is_some() {
+            self.revoke_if_unused(existing.lease_id).await;
         }
+        Ok(held)
     }
 
     /// Renews our lease in place with one keep-alive, so the key, its value and its lease id

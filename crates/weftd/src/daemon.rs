@@ -234,7 +234,7 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
     });
 
     health.not_ready("acquiring a subnet lease");
-    let own = acquire_until_done(&node, previous, &health).await;
+    let own = acquire_retrying(&node, previous, None, &health).await;
     let shared = Arc::new(Shared {
         dev_index: AtomicU32::new(0),
         table: Mutex::new(PeerTable::default()),
@@ -404,10 +404,6 @@ async fn acquire(
         tokio::time::sleep(Duration::from_millis(10 + jitter)).await;
     }
     bail!("could not acquire a subnet lease after 100 attempts (constant contention on etcd)")
-}
-
-async fn acquire_until_done(node: &Node, previous: Option<Ipv4Net>, health: &Health) -> HeldLease {
-    acquire_retrying(node, previous, None, health).await
 }
 
 async fn acquire_retrying(

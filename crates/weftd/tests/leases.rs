@@ -148,3 +148,31 @@ fn after_etcd_data_loss_a_node_takes_back_the_subnet_in_its_subnet_env() {
     assert_eq!(c.subnet(0), sn, "the subnet from subnet.env is reused");
     assert!(c.log(0).contains("previous subnet found"), "{}", c.log(0));
 }
+
+#[test]
+fn a_reservation_is_used_and_stays_a_reservation() {
+    let mut c = Cluster::new("reservation", 1, Some(NET_CONFIG));
+    // a reservation: a key without an etcd lease, carrying this node's public IP
+    let key = format!("{SUBNETS}10.244.77.0-24");
+    let ip = c.tb.node(0).ip;
+    let reserved = format!(
+        r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}}}}"#
+    );
+    c.tb.etcdctl(&["put", &key, &reserved]).unwrap();
+    c.start(0, &[]);
+    assert_eq!(
+        c.subnet(0),
+        "10.244.77.0/24".parse().unwrap(),
+        "the reserved subnet is used"
+    );
+    assert_eq!(
+        c.key_lease(&key),
+        Some(0),
+        "still no TTL: a reservation (flannel #1329 attaches a 24 h lease)"
+    );
+    let value = c.tb.etcdctl(&["get", &key, "--print-value-only"]).unwrap();
+    assert!(
+        value.contains(&c.vtep_mac(0)),
+        "the value carries the real VTEP MAC: {value}"
+    );
+}
