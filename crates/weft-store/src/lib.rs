@@ -43,6 +43,36 @@ impl std::fmt::Debug for StoreConfig {
     }
 }
 
+/// A malformed `--etcd-endpoints` value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EndpointError {
+    #[error(
+        "--etcd-endpoints {0:?} holds no endpoint; pass e.g. --etcd-endpoints http://10.0.0.5:2379"
+    )]
+    Empty(String),
+    #[error("--etcd-endpoints entry {0:?} must start with http:// or https://, e.g. http://{0}")]
+    Scheme(String),
+}
+
+/// Splits flanneld's comma-separated `--etcd-endpoints` and checks each entry's scheme.
+pub fn parse_endpoints(value: &str) -> Result<Vec<String>, EndpointError> {
+    let endpoints: Vec<String> = value
+        .split(',')
+        .map(|e| e.trim().trim_end_matches('/').to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Err(EndpointError::Empty(value.to_string()));
+    }
+    if let Some(bad) = endpoints
+        .iter()
+        .find(|e| !(e.starts_with("http://") || e.starts_with("https://")))
+    {
+        return Err(EndpointError::Scheme(bad.clone()));
+    }
+    Ok(endpoints)
+}
+
 /// A store failure, naming what was being done and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -553,6 +583,25 @@ impl LeaseWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_are_split_and_checked() {
+        assert_eq!(
+            parse_endpoints(" http://a:2379, https://b:2379/ ,"),
+            Ok(vec![
+                "http://a:2379".to_string(),
+                "https://b:2379".to_string()
+            ])
+        );
+        assert_eq!(
+            parse_endpoints(" , "),
+            Err(EndpointError::Empty(" , ".into()))
+        );
+        assert_eq!(
+            parse_endpoints("10.0.0.1:2379"),
+            Err(EndpointError::Scheme("10.0.0.1:2379".into()))
+        );
+    }
 
     #[test]
     fn keys_map_to_subnets_and_strangers_are_named() {

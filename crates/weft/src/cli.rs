@@ -45,27 +45,7 @@ pub struct EtcdArgs {
 impl EtcdArgs {
     /// The endpoints, split on commas and checked, or an error naming the flag and the fix.
     pub fn endpoints(&self) -> anyhow::Result<Vec<String>> {
-        let endpoints: Vec<String> = self
-            .etcd_endpoints
-            .split(',')
-            .map(|e| e.trim().trim_end_matches('/').to_string())
-            .filter(|e| !e.is_empty())
-            .collect();
-        if endpoints.is_empty() {
-            anyhow::bail!(
-                "--etcd-endpoints {:?} holds no endpoint; pass e.g. --etcd-endpoints http://10.0.0.5:2379",
-                self.etcd_endpoints
-            );
-        }
-        if let Some(bad) = endpoints
-            .iter()
-            .find(|e| !(e.starts_with("http://") || e.starts_with("https://")))
-        {
-            anyhow::bail!(
-                "--etcd-endpoints entry {bad:?} must start with http:// or https://, e.g. http://{bad}"
-            );
-        }
-        Ok(endpoints)
+        Ok(weft_store::parse_endpoints(&self.etcd_endpoints)?)
     }
 
     /// The store config for weft-store.

@@ -127,10 +127,8 @@ pub enum FlagError {
         value: String,
         hint: &'static str,
     },
-    #[error("--etcd-endpoints {0:?} holds no endpoint; pass e.g. http://10.0.0.5:2379")]
-    NoEndpoints(String),
-    #[error("--etcd-endpoints entry {0:?} must start with http:// or https://")]
-    BadEndpoint(String),
+    #[error(transparent)]
+    Endpoints(#[from] weft_store::EndpointError),
     #[error("--iptables-resync 0 is out of range: use a number of seconds ≥ 1")]
     Resync,
     #[error("--healthz-ip {0:?} is not an IP address")]
@@ -149,21 +147,7 @@ impl Flags {
         if self.iptables_resync == 0 {
             return Err(FlagError::Resync);
         }
-        let endpoints: Vec<String> = self
-            .etcd_endpoints
-            .split(',')
-            .map(|e| e.trim().to_string())
-            .filter(|e| !e.is_empty())
-            .collect();
-        if endpoints.is_empty() {
-            return Err(FlagError::NoEndpoints(self.etcd_endpoints.clone()));
-        }
-        if let Some(bad) = endpoints
-            .iter()
-            .find(|e| !(e.starts_with("http://") || e.starts_with("https://")))
-        {
-            return Err(FlagError::BadEndpoint(bad.clone()));
-        }
+        let endpoints = weft_store::parse_endpoints(&self.etcd_endpoints)?;
         let public_ip = parse_ip(
             "public-ip",
             &self.public_ip,
