@@ -87,18 +87,23 @@ pub enum StoreError {
     #[error("{0}")]
     Tls(String),
     #[error(
-        "cannot connect to etcd at {endpoints}: {source}; check that etcd is running and reachable and that --etcd-endpoints is right"
+        "cannot connect to etcd at {endpoints}: {source}; {}",
+        hint.as_deref().unwrap_or("check that etcd is running and reachable and that --etcd-endpoints is right")
     )]
     Connect {
         endpoints: String,
         #[source]
         source: etcd_client::Error,
+        /// What the TLS setup says about the failure, if anything.
+        hint: Option<String>,
     },
-    #[error("etcd request failed ({what}): {source}")]
+    #[error("etcd request failed ({what}): {source}{}", hint.as_ref().map(|h| format!("; {h}")).unwrap_or_default())]
     Request {
         what: String,
         #[source]
         source: etcd_client::Error,
+        /// What the TLS setup says about the failure, if anything.
+        hint: Option<String>,
     },
     #[error("etcd watch on {prefix} was cancelled: {reason}")]
     WatchCancelled { prefix: String, reason: String },
@@ -106,11 +111,199 @@ pub enum StoreError {
     BadKey(String),
 }
 
-impl StoreError {
-    fn req(what: impl Into<String>) -> impl FnOnce(etcd_client::Error) -> StoreError {
-        let what = what.into();
-        move |source| StoreError::Request { what, source }
+/// Whether a request failed below gRPC (connect, TLS, connection lost), not with an etcd status.
+fn is_transport(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(st) => std::error::Error::source(st).is_some(),
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
     }
+}
+
+/// The TLS files a store was built with, to explain TLS failures.
+#[derive(Debug, Clone, Default)]
+struct TlsFiles {
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn of(cfg: &StoreConfig) -> Option<TlsFiles> {
+        (cfg.ca_file.is_some() || cfg.cert_file.is_some()).then(|| TlsFiles {
+            ca: cfg.ca_file.clone(),
+            cert: cfg.cert_file.clone(),
+        })
+    }
+
+    /// Why a request over TLS failed, in terms of the flags, or None when the failure does
+    /// not look like a TLS problem (etcd down, refused, an etcd error status).
+    fn hint(&self, e: &etcd_client::Error) -> Option<String> {
+        use rustls::{CertificateError, Error as TlsError};
+        let mut transport = matches!(
+            e,
+            etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_)
+        );
+        // etcd_client::Error has no source(): start below it.
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = match e {
+            etcd_client::Error::GRpcStatus(st) => {
+                transport |= std::error::Error::source(st).is_some();
+                Some(st)
+            }
+            etcd_client::Error::TransportError(t) => Some(t),
+            etcd_client::Error::IoError(io) => Some(io),
+            other => Some(other),
+        };
+        let mut found: Option<TlsError> = None;
+        while let Some(x) = cur {
+            if let Some(r) = x.downcast_ref::<TlsError>() {
+                found = Some(r.clone());
+                break;
+            }
+            if let Some(io) = x.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind::*;
+                if matches!(
+                    io.kind(),
+                    ConnectionRefused
+                        | TimedOut
+                        | HostUnreachable
+                        | NetworkUnreachable
+                        | AddrNotAvailable
+                ) {
+                    return None; // reachability, not TLS
+                }
+                if let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<TlsError>()) {
+                    found = Some(r.clone());
+                    break;
+                }
+            }
+            cur = x.source();
+        }
+        let ca = self
+            .ca
+            .as_ref()
+            .map(|p| format!("the CA in --etcd-cafile {}", p.display()))
+            .unwrap_or_else(|| "any CA weft was given (no --etcd-cafile)".into());
+        match found {
+            Some(TlsError::InvalidCertificate(
+                CertificateError::UnknownIssuer | CertificateError::BadSignature,
+            )) => Some(format!(
+                "etcd's server certificate is not signed by {ca}: pass the CA that signed etcd's --cert-file (for `weft etcd ignition`, ca.crt of its --out-dir)"
+            )),
+            Some(TlsError::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Some(
+                "etcd's server certificate does not name the address in --etcd-endpoints: use an address among the certificate's SANs, or reissue it with this address".into(),
+            ),
+            Some(TlsError::InvalidCertificate(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. },
+            )) => Some("etcd's server certificate has expired: renew the members' certificates".into()),
+            Some(other) => Some(self.rejected(&format!("TLS error: {other}"))),
+            None if transport => Some(self.rejected("etcd closed the TLS connection")),
+            None => None,
+        }
+    }
+
+    fn rejected(&self, what: &str) -> String {
+        match &self.cert {
+            None => format!(
+                "{what}; if this repeats, etcd runs with --client-cert-auth and needs a client certificate: pass --etcd-certfile and --etcd-keyfile"
+            ),
+            Some(c) => format!(
+                "{what}; if this repeats, etcd rejects the client certificate --etcd-certfile {} (not signed by the CA in etcd's --trusted-ca-file, or revoked): etcd's log says why (\"rejected connection\")",
+                c.display()
+            ),
+        }
+    }
+}
+
+/// A PEM file as given on the command line: its path and its bytes.
+type PemFile<'a> = (&'a Path, &'a [u8]);
+
+/// Checks TLS material before any connection: PEM that parses, a key that belongs to the
+/// cert, a client cert inside its validity period. These are mistakes in the files, so they
+/// are reported as [`StoreError::Tls`] (fatal for weftd) naming the flag, the file and the fix.
+fn check_tls_files(
+    ca: Option<PemFile<'_>>,
+    pair: Option<(PemFile<'_>, PemFile<'_>)>,
+) -> Result<(), StoreError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+    if let Some((path, pem)) = ca
+        && CertificateDer::pem_slice_iter(pem)
+            .filter_map(Result::ok)
+            .next()
+            .is_none()
+    {
+        return Err(StoreError::Tls(format!(
+            "--etcd-cafile {} holds no PEM certificate; pass the CA certificate (PEM) that signed etcd's server certificate",
+            path.display()
+        )));
+    }
+    let Some(((cert_path, cert_pem), (key_path, key_pem))) = pair else {
+        return Ok(());
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .filter_map(Result::ok)
+        .collect();
+    let Some(leaf) = certs.first().cloned() else {
+        return Err(StoreError::Tls(format!(
+            "--etcd-certfile {} holds no PEM certificate; pass the client certificate (PEM) whose key is --etcd-keyfile",
+            cert_path.display()
+        )));
+    };
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| {
+        StoreError::Tls(format!(
+            "--etcd-keyfile {} holds no PEM private key (PKCS#8, SEC1 or PKCS#1); pass the private key of --etcd-certfile {}",
+            key_path.display(),
+            cert_path.display()
+        ))
+    })?;
+    let provider = rustls::crypto::ring::default_provider();
+    let signer = provider.key_provider.load_private_key(key).map_err(|e| {
+        StoreError::Tls(format!(
+            "--etcd-keyfile {}: unusable private key ({e}); pass the private key of --etcd-certfile {}",
+            key_path.display(),
+            cert_path.display()
+        ))
+    })?;
+    if rustls::sign::CertifiedKey::new(certs, signer)
+        .keys_match()
+        .is_err()
+    {
+        return Err(StoreError::Tls(format!(
+            "--etcd-keyfile {} is not the private key of --etcd-certfile {}; pass the key that was issued with that certificate (e.g. client.key with client.crt)",
+            key_path.display(),
+            cert_path.display()
+        )));
+    }
+    if let Ok(ee) = webpki::EndEntityCert::try_from(&leaf) {
+        match ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &[],
+            &[],
+            UnixTime::now(),
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        ) {
+            Err(webpki::Error::CertExpired { not_after, .. }) => {
+                return Err(StoreError::Tls(format!(
+                    "--etcd-certfile {} expired (not after {} s since 1970, UTC); issue a new client certificate from etcd's CA (`weft etcd ignition` with the same --out-dir renews it) and restart",
+                    cert_path.display(),
+                    not_after.as_secs()
+                )));
+            }
+            Err(webpki::Error::CertNotValidYet { not_before, .. }) => {
+                return Err(StoreError::Tls(format!(
+                    "--etcd-certfile {} is not valid before {} s since 1970 (UTC); check this machine's clock",
+                    cert_path.display(),
+                    not_before.as_secs()
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// One key under `<prefix>/subnets/` as etcd holds it.
@@ -160,6 +353,10 @@ pub struct HeldLease {
 pub struct Store {
     client: Client,
     prefix: String,
+    tls: Option<TlsFiles>,
+    /// How many endpoints the client balances over: a request that hit a dead one is retried
+    /// on the others, at most this many times minus one.
+    endpoints: usize,
 }
 
 fn read(path: &Path, what: &'static str, flag: &'static str) -> Result<Vec<u8>, StoreError> {
@@ -190,6 +387,15 @@ fn raw(kv: &etcd_client::KeyValue, subnets_prefix: &str) -> RawLease {
 }
 
 impl Store {
+    fn req(&self, what: String) -> impl FnOnce(etcd_client::Error) -> StoreError + use<> {
+        let tls = self.tls.clone();
+        move |source| StoreError::Request {
+            what,
+            hint: tls.and_then(|t| t.hint(&source)),
+            source,
+        }
+    }
+
     /// Builds the connection options: TLS when a CA or a client cert is given (a CA alone
     /// means server-verified TLS, never a silent fallback to plain HTTP as in flanneld),
     /// username/password auth, short timeouts and HTTP/2 keep-alives so a dead etcd is
@@ -218,15 +424,30 @@ impl Store {
         }
         if cfg.ca_file.is_some() || cfg.cert_file.is_some() {
             let mut tls = TlsOptions::new();
-            if let Some(ca) = &cfg.ca_file {
-                tls =
-                    tls.ca_certificate(Certificate::from_pem(read(ca, "CA file", "etcd-cafile")?));
+            let ca_pem = match &cfg.ca_file {
+                Some(ca) => Some((ca.as_path(), read(ca, "CA file", "etcd-cafile")?)),
+                None => None,
+            };
+            let pair = match (&cfg.cert_file, &cfg.key_file) {
+                (Some(cert), Some(key)) => Some((
+                    (
+                        cert.as_path(),
+                        read(cert, "client certificate", "etcd-certfile")?,
+                    ),
+                    (key.as_path(), read(key, "client key", "etcd-keyfile")?),
+                )),
+                _ => None,
+            };
+            check_tls_files(
+                ca_pem.as_ref().map(|(p, b)| (*p, b.as_slice())),
+                pair.as_ref()
+                    .map(|((cp, cb), (kp, kb))| ((*cp, cb.as_slice()), (*kp, kb.as_slice()))),
+            )?;
+            if let Some((_, pem)) = ca_pem {
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
             }
-            if let (Some(cert), Some(key)) = (&cfg.cert_file, &cfg.key_file) {
-                tls = tls.identity(Identity::from_pem(
-                    read(cert, "client certificate", "etcd-certfile")?,
-                    read(key, "client key", "etcd-keyfile")?,
-                ));
+            if let Some(((_, cert), (_, key))) = pair {
+                tls = tls.identity(Identity::from_pem(cert, key));
             }
             opts = opts.with_tls(tls);
             if let Some(plain) = cfg.endpoints.iter().find(|e| e.starts_with("http://")) {
@@ -249,11 +470,14 @@ impl Store {
             .await
             .map_err(|source| StoreError::Connect {
                 endpoints: cfg.endpoints.join(","),
+                hint: TlsFiles::of(cfg).and_then(|t| t.hint(&source)),
                 source,
             })?;
         Ok(Store {
             client,
             prefix: cfg.prefix.clone(),
+            tls: TlsFiles::of(cfg),
+            endpoints: cfg.endpoints.len(),
         })
     }
 
@@ -271,10 +495,21 @@ impl Store {
     pub async fn get_config(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let key = self.config_key();
         let mut c = self.client.clone();
-        let resp = c
-            .get(key.clone(), None)
-            .await
-            .map_err(StoreError::req(format!("get {key}")))?;
+        let mut attempt = 0;
+        let resp = loop {
+            match c.get(key.clone(), None).await {
+                Ok(r) => break r,
+                // A dead member's endpoint fails the first requests that the balanced
+                // channel hands it; the live members answer the next ones.
+                // With a single endpoint there is nowhere else to go: fail at once and let
+                // the caller's backoff pace the retries (no retry storm against a bad etcd).
+                Err(e) if attempt + 1 < self.endpoints as u64 && is_transport(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(e) => return Err(self.req(format!("get {key}"))(e)),
+            }
+        };
         Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
@@ -284,7 +519,7 @@ impl Store {
         let mut c = self.client.clone();
         c.put(key.clone(), value.to_vec(), None)
             .await
-            .map_err(StoreError::req(format!("put {key}")))?;
+            .map_err(self.req(format!("put {key}")))?;
         Ok(())
     }
 
@@ -295,7 +530,7 @@ impl Store {
         let resp = c
             .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
             .await
-            .map_err(StoreError::req(format!("list {prefix}")))?;
+            .map_err(self.req(format!("list {prefix}")))?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
         Ok((resp.kvs().iter().map(|kv| raw(kv, &prefix)).collect(), rev))
     }
@@ -308,7 +543,7 @@ impl Store {
         let resp = c
             .get(key.clone(), None)
             .await
-            .map_err(StoreError::req(format!("get {key}")))?;
+            .map_err(self.req(format!("get {key}")))?;
         Ok(resp.kvs().first().map(|kv| raw(kv, &prefix)))
     }
 
@@ -343,7 +578,7 @@ impl Store {
         let grant = c
             .lease_grant(ttl, None)
             .await
-            .map_err(StoreError::req(format!("grant a {ttl}s lease")))?;
+            .map_err(self.req(format!("grant a {ttl}s lease")))?;
         let id = grant.id();
         let txn = Txn::new().when([guard]).and_then([TxnOp::put(
             key,
@@ -362,10 +597,7 @@ impl Store {
             }
             Err(e) => {
                 self.revoke_quietly(id).await;
-                Err(StoreError::Request {
-                    what: format!("{verb} {key}"),
-                    source: e,
-                })
+                Err(self.req(format!("{verb} {key}"))(e))
             }
         }
     }
@@ -397,7 +629,7 @@ impl Store {
                 let r = c
                     .txn(txn)
                     .await
-                    .map_err(StoreError::req(format!("update reservation {key}")))?;
+                    .map_err(self.req(format!("update reservation {key}")))?;
                 if !r.succeeded() {
                     return Ok(None);
                 }
@@ -436,15 +668,15 @@ impl Store {
         let (mut keeper, mut stream) = c
             .lease_keep_alive(lease_id)
             .await
-            .map_err(StoreError::req(format!("renew lease {lease_id:x}")))?;
+            .map_err(self.req(format!("renew lease {lease_id:x}")))?;
         keeper
             .keep_alive()
             .await
-            .map_err(StoreError::req(format!("renew lease {lease_id:x}")))?;
+            .map_err(self.req(format!("renew lease {lease_id:x}")))?;
         let resp = stream
             .message()
             .await
-            .map_err(StoreError::req(format!("renew lease {lease_id:x}")))?;
+            .map_err(self.req(format!("renew lease {lease_id:x}")))?;
         Ok(resp.map(|r| r.ttl()).filter(|ttl| *ttl > 0))
     }
 
@@ -457,7 +689,7 @@ impl Store {
         let r = c
             .lease_time_to_live(lease_id, None)
             .await
-            .map_err(StoreError::req(format!("read TTL of lease {lease_id:x}")))?;
+            .map_err(self.req(format!("read TTL of lease {lease_id:x}")))?;
         Ok(Some(r.ttl()).filter(|t| *t > 0))
     }
 
@@ -467,7 +699,7 @@ impl Store {
         let mut c = self.client.clone();
         c.delete(key.clone(), None)
             .await
-            .map_err(StoreError::req(format!("delete {key}")))?;
+            .map_err(self.req(format!("delete {key}")))?;
         Ok(())
     }
 
@@ -476,7 +708,7 @@ impl Store {
         let mut c = self.client.clone();
         c.lease_revoke(lease_id)
             .await
-            .map_err(StoreError::req(format!("revoke lease {lease_id:x}")))?;
+            .map_err(self.req(format!("revoke lease {lease_id:x}")))?;
         Ok(())
     }
 
@@ -512,7 +744,7 @@ impl Store {
                 ),
             )
             .await
-            .map_err(StoreError::req(format!("watch {prefix}")))?;
+            .map_err(self.req(format!("watch {prefix}")))?;
         Ok(LeaseWatch { stream, prefix })
     }
 
@@ -537,7 +769,11 @@ impl LeaseWatch {
                 .stream
                 .message()
                 .await
-                .map_err(StoreError::req(format!("watch {}", self.prefix)))?
+                .map_err(|source| StoreError::Request {
+                    what: format!("watch {}", self.prefix),
+                    hint: None,
+                    source,
+                })?
             else {
                 return Ok(None);
             };

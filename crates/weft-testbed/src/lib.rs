@@ -34,6 +34,7 @@ pub mod cni;
 mod error;
 mod netns;
 mod ping;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
@@ -55,6 +56,10 @@ pub use nix::sys::signal::Signal;
 /// Handle of a process started by the testbed (its kernel pid).
 pub use nix::unistd::Pid;
 pub use ping::{PingStats, Pinger, parse_ping_summary, parse_reply_seqs};
+pub use tls::{
+    CertSpec, ClientTlsFiles, EtcdMember, EtcdMembers, EtcdSetup, EtcdTls, EtcdTlsFiles,
+    IssuedCert, TestCa,
+};
 
 /// Every testbed id (and so every namespace it creates) starts with this.
 pub const ID_PREFIX: &str = "wt";
@@ -209,6 +214,8 @@ pub struct Testbed {
     pods_per_node: Vec<usize>,
     procs: Vec<Tracked>,
     etcd_pid: Option<Pid>,
+    /// TLS files and extra members (see [`tls`]).
+    etcd_state: tls::EtcdState,
     log_seq: usize,
     bring_up: Duration,
     torn_down: bool,
@@ -219,7 +226,23 @@ impl Testbed {
     /// until etcd is healthy. `label` (e.g. the test name) only appears in logs
     /// and in `<dir>/testbed.json`.
     pub fn new(label: &str, cfg: TestbedConfig) -> Result<Testbed, TestbedError> {
+        Self::new_with_etcd(label, cfg, EtcdSetup::Plain)
+    }
+
+    /// Like [`Testbed::new`], running etcd as `setup` says: over TLS, or as members started
+    /// from explicit command lines (see [`tls`]). `cfg.etcd` must be true unless `setup` is
+    /// [`EtcdSetup::Plain`].
+    pub fn new_with_etcd(
+        label: &str,
+        cfg: TestbedConfig,
+        setup: EtcdSetup,
+    ) -> Result<Testbed, TestbedError> {
         require_root()?;
+        if !cfg.etcd && setup != EtcdSetup::Plain {
+            return Err(TestbedError::Invalid(
+                "an EtcdSetup other than Plain needs TestbedConfig::etcd = true".into(),
+            ));
+        }
         if cfg.nodes > MAX_NODES {
             return Err(TestbedError::Invalid(format!(
                 "{} nodes requested, at most {MAX_NODES} are supported",
@@ -244,6 +267,7 @@ impl Testbed {
             pods_per_node: Vec::new(),
             procs: Vec::new(),
             etcd_pid: None,
+            etcd_state: tls::EtcdState::new(setup),
             log_seq: 0,
             bring_up: Duration::ZERO,
             torn_down: false,
@@ -257,6 +281,7 @@ impl Testbed {
             })?;
         tb.dir_path = dir.path().to_path_buf();
         tb.dir = Some(dir);
+        tb.prepare_etcd_tls()?;
         debug!(id = %tb.id, label, dir = %tb.dir_path.display(), "testbed: building");
         tb.plumb(0..cfg.nodes, cfg.etcd, true)?;
         tb.bring_up = started.elapsed();
@@ -307,9 +332,10 @@ impl Testbed {
         &self.namespaces
     }
 
-    /// `http://10.250.0.2:2379`, reachable from every node namespace.
+    /// `http://10.250.0.2:2379` (`https://` with TLS; every member's client URL,
+    /// comma-separated, for [`EtcdSetup::Members`]), reachable from every node namespace.
     pub fn etcd_endpoint(&self) -> String {
-        format!("http://{ETCD_IP}:{ETCD_CLIENT_PORT}")
+        self.etcd_state.endpoints()
     }
 
     /// `<id>-etcd` (the namespace exists only when the config enables etcd).
@@ -344,6 +370,9 @@ impl Testbed {
 
     /// SIGKILL etcd by pid and reap it; the data dir is kept for [`Testbed::start_etcd`].
     pub fn stop_etcd(&mut self) -> Result<(), TestbedError> {
+        if self.etcd_state.is_members() && self.etcd_pid.is_some() {
+            return self.stop_etcd_members();
+        }
         let pid = self.etcd_pid.ok_or_else(|| {
             TestbedError::EtcdUnavailable(format!(
                 "stop_etcd: etcd of testbed {} is not running",
@@ -899,7 +928,7 @@ impl Testbed {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", self.etcd_ns()])
             .arg(etcdctl)
-            .args(["--endpoints", "http://127.0.0.1:2379"])
+            .args(self.etcd_state.etcdctl_args())
             .args(args);
         strip_env(&mut c, &["ETCDCTL_"]);
         c.env("ETCDCTL_API", "3");
@@ -907,10 +936,15 @@ impl Testbed {
     }
 
     fn spawn_etcd(&mut self) -> Result<(), TestbedError> {
+        if self.etcd_state.is_members() {
+            return self.spawn_etcd_members();
+        }
         let id = self.id.clone();
         let data_dir = self.dir_path.join("etcd");
-        let client_urls = format!("http://{ETCD_IP}:{ETCD_CLIENT_PORT},http://127.0.0.1:2379");
-        let advertise = format!("http://{ETCD_IP}:{ETCD_CLIENT_PORT}");
+        let scheme = self.etcd_state.scheme();
+        let client_urls =
+            format!("{scheme}://{ETCD_IP}:{ETCD_CLIENT_PORT},{scheme}://127.0.0.1:2379");
+        let advertise = format!("{scheme}://{ETCD_IP}:{ETCD_CLIENT_PORT}");
         let cluster = format!("{id}=http://127.0.0.1:2380");
         let mut args: Vec<OsString> = [
             OsStr::new("--name"),
@@ -942,6 +976,7 @@ impl Testbed {
         if self.cfg.etcd_v2 {
             args.push("--enable-v2".into());
         }
+        args.extend(self.etcd_state.server_tls_args());
         let etcd = std::env::var_os(ETCD_ENV).unwrap_or_else(|| "etcd".into());
         let ns = self.etcd_ns().to_string();
         let log = self.etcd_log();
@@ -954,6 +989,9 @@ impl Testbed {
     /// and avoids etcdctl's 1 s gRPC reconnect back-off), then
     /// `etcdctl endpoint health`.
     fn wait_etcd_healthy(&mut self) -> Result<(), TestbedError> {
+        if self.etcd_state.is_members() {
+            return self.wait_members_healthy();
+        }
         let Some(pid) = self.etcd_pid else {
             return self.require_etcd();
         };

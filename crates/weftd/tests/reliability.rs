@@ -243,3 +243,127 @@ fn an_etcd_outage_loses_no_packet_and_a_node_joining_meanwhile_is_programmed_aft
         assert_eq!(line(&leases_before), line(&after), "lease {key} unchanged");
     }
 }
+
+/// A long-lived TCP flow between two pods: a request/response every 20 ms until `stop`.
+/// Returns the number of round trips, or the first error (a reset flow).
+fn tcp_flow(
+    server_ns: String,
+    server_ip: std::net::Ipv4Addr,
+    client_ns: String,
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Result<u64, String>> {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        weft_testbed::in_netns(&server_ns, move || {
+            let l = std::net::TcpListener::bind((server_ip, port)).map_err(|e| e.to_string())?;
+            ready_tx.send(()).ok();
+            let (mut s, _) = l.accept().map_err(|e| e.to_string())?;
+            let mut b = [0u8; 8];
+            loop {
+                match s.read(&mut b) {
+                    Ok(0) => return Ok::<(), String>(()),
+                    Ok(n) => s.write_all(&b[..n]).map_err(|e| e.to_string())?,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        })
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("server listening");
+    std::thread::spawn(move || {
+        weft_testbed::in_netns(&client_ns, move || {
+            let mut s =
+                std::net::TcpStream::connect((server_ip, port)).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut n = 0u64;
+            let mut b = [0u8; 8];
+            while !stop.load(Ordering::Relaxed) {
+                s.write_all(&n.to_be_bytes())
+                    .map_err(|e| format!("write after {n}: {e}"))?;
+                s.read_exact(&mut b)
+                    .map_err(|e| format!("read after {n}: {e}"))?;
+                if u64::from_be_bytes(b) != n {
+                    return Err(format!("echo mismatch at {n}"));
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(n)
+        })
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+    })
+}
+
+#[test]
+fn restarting_every_node_at_once_keeps_tcp_flows_and_pings() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut c = Cluster::new("restart-all", 3, Some(NET_CONFIG));
+    for i in 0..3 {
+        c.start(i, &[]);
+    }
+    let pods: Vec<_> = (0..3).map(|i| c.pod(i)).collect();
+    let macs: Vec<String> = (0..3).map(|i| c.vtep_mac(i)).collect();
+    let envs: Vec<String> = (0..3).map(|i| read(&c.subnet_file(i))).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flows: Vec<_> = (0..3)
+        .map(|i| {
+            let (a, b) = (&pods[i], &pods[(i + 1) % 3]);
+            tcp_flow(
+                b.ns.clone(),
+                b.ip,
+                a.ns.clone(),
+                5000 + i as u16,
+                stop.clone(),
+            )
+        })
+        .collect();
+    let pingers: Vec<_> = (0..3)
+        .map(|i| {
+            c.tb.start_pinger(&pods[i].ns, pods[(i + 2) % 3].ip, Duration::from_millis(20))
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for sig in [Signal::SIGKILL, Signal::SIGTERM] {
+        for i in 0..3 {
+            c.kill(i, sig);
+        }
+        for i in 0..3 {
+            c.start(i, &[]);
+        }
+        for i in 0..3 {
+            c.eventually(i, "ready again", Duration::from_secs(20), || {
+                c.http_get(i, "/readyz").map(|r| r.0) == Some(200)
+            });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for (i, f) in flows.into_iter().enumerate() {
+        let trips = f
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("TCP flow {i} broke: {e}"));
+        assert!(trips > 20, "flow {i} made {trips} round trips");
+    }
+    for p in pingers {
+        let st = p.stop(&mut c.tb).unwrap();
+        assert_eq!(st.lost(), 0, "pings lost: {st:?}");
+    }
+    for i in 0..3 {
+        assert_eq!(c.vtep_mac(i), macs[i], "same VTEP MAC on node {i}");
+        assert_eq!(
+            read(&c.subnet_file(i)),
+            envs[i],
+            "same subnet.env on node {i}"
+        );
+    }
+}
