@@ -8,8 +8,8 @@ if [ "$(id -u)" != 0 ]; then
     echo "scripts/test.sh: the integration tests build network namespaces and need root: run it with sudo" >&2
     exit 1
 fi
-for tool in etcd etcdctl ip bridge iptables-save iptables-restore ping protoc; do
-    command -v "$tool" >/dev/null || { echo "scripts/test.sh: $tool is missing; install the packages listed in .ci/run" >&2; exit 1; }
+for tool in etcd etcdctl ip bridge iptables-save iptables-restore nft ping protoc iperf3 kubernetes-validate; do
+    command -v "$tool" >/dev/null || { echo "scripts/test.sh: $tool is missing; install what .ci/run installs (apt packages, and pip install kubernetes-validate)" >&2; exit 1; }
 done
 
 cargo fmt --all -- --check

@@ -20,9 +20,14 @@ impl Etcd {
     pub async fn connect(args: &EtcdArgs) -> Result<Etcd> {
         let cfg = args.store_config()?;
         let store = Store::connect(&cfg).await.map_err(|e| match e {
-            weft_store::StoreError::Connect { endpoints, source } => anyhow!(
-                "cannot connect to etcd at {endpoints}: {}; is etcd running and reachable there? check --etcd-endpoints (or FLANNELD_ETCD_ENDPOINTS)",
-                root_cause(&source)
+            weft_store::StoreError::Connect {
+                endpoints,
+                source,
+                hint,
+            } => anyhow!(
+                "cannot connect to etcd at {endpoints}: {}; {}",
+                root_cause(&source),
+                hint.unwrap_or_else(|| "is etcd running and reachable there? check --etcd-endpoints (or FLANNELD_ETCD_ENDPOINTS)".into())
             ),
             other => anyhow!("{other}"),
         })?;

@@ -1,9 +1,14 @@
 //! weft: the operator CLI.
 
+mod cleanup;
 mod cli;
 mod demo;
+mod doctor;
+mod eks;
 mod etcd;
+mod etcd_cluster;
 mod leases;
+mod manifest;
 mod netconf;
 mod network;
 mod output;
@@ -79,6 +84,23 @@ enum Command {
     /// The subnet leases in etcd.
     #[command(subcommand)]
     Leases(LeasesCommand),
+    /// Plan the move of an EKS cluster from the AWS VPC CNI to weft (an offline runbook).
+    #[command(subcommand)]
+    Eks(eks::EksCommand),
+    /// A production etcd for weft: CA, TLS certs and Fedora CoreOS Ignition configs.
+    #[command(subcommand)]
+    Etcd(etcd_cluster::EtcdCommand),
+    /// Print the Kubernetes manifests that run weftd on every node (Namespace, ServiceAccount,
+    /// ConfigMap, DaemonSet) for `kubectl apply -f -`.
+    Manifest(manifest::ManifestArgs),
+    /// Commands run on one node (as root, on the node or in its network namespace).
+    #[command(subcommand)]
+    Node(cleanup::NodeCommand),
+    /// Check this node (as root, on the node or in its network namespace): etcd, the network
+    /// config, the lease and subnet.env, the VXLAN device and peers, masquerading, sysctls,
+    /// the CNI config, VPC CNI leftovers, kubelet max pods and the subnet manager mode; each
+    /// problem with its cause and fix. Exit 1 when any check fails.
+    Doctor(doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -121,10 +143,15 @@ fn main() -> ExitCode {
             conf_dir,
             dry_run,
         } => install_cni(plugin, bin_dir, conf_dir, dry_run),
+        Command::Etcd(cmd) => etcd_cluster::run(cmd),
         Command::Network(cmd) => return finish(etcd_command(run_network(cmd))),
+        Command::Eks(cmd) => return finish(eks::run(cmd)),
         Command::Leases(LeasesCommand::List { out, etcd }) => {
             return finish(etcd_command(leases::list(&etcd, out.output)));
         }
+        Command::Manifest(args) => return finish(manifest::run(&args)),
+        Command::Node(cmd) => return finish(cleanup::run(cmd)),
+        Command::Doctor(args) => return finish(doctor::run(&args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

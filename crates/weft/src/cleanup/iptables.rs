@@ -1,0 +1,255 @@
+//! What the VPC CNI left in one iptables table, found in `<backend>-save -t <table>` text,
+//! and the `<backend>-restore --noflush` payload that removes exactly that. Pure.
+//!
+//! Rules are recognised by what only the VPC CNI writes: its chain names (`AWS-SNAT-CHAIN-<n>`,
+//! `AWS-CONNMARK-CHAIN-<n>`, egress-cni's `CNI-E4-*` / `CNI-E6-*`) and its comment strings
+//! (`"AWS, primary ENI"`, `"AWS, CONNMARK"`, ...). Built-in chains are never flushed: kube-proxy,
+//! weft (`FLANNEL-POSTRTG`, `FLANNEL-FWD`) and the host own rules there. A rule is deleted
+//! with `-D <chain> <its spec as saved>`, which names that one rule exactly; duplicates get one
+//! `-D` each.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+/// Comments the VPC CNI puts on its rules (`pkg/networkutils/network.go`). A rule carrying
+/// one of them is removed wherever it sits.
+pub const AWS_COMMENTS: &[&str] = &[
+    "AWS SNAT CHAIN",
+    "AWS SNAT CHAIN EXCLUSION",
+    "AWS, SNAT",
+    "AWS, primary ENI",
+    "AWS, outbound connections",
+    "AWS, CONNMARK",
+    "AWS CONNMARK CHAIN, VPC CIDR",
+    "AWS CONNMARK CHAIN, EXCLUDED CIDR",
+];
+
+/// Comment prefix of the FORWARD REJECT of IPv6 / v6-egress clusters (`... via IPv4`, and
+/// `... via IPv6` in ip6tables).
+pub const BLOCK_COMMENT_PREFIX: &str = "Block Node Local Pod access via";
+
+/// Whether `chain` is one of the VPC CNI's own chains.
+pub fn is_aws_chain(chain: &str) -> bool {
+    let numbered = |prefix: &str| {
+        chain
+            .strip_prefix(prefix)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    // egress-cni names its per-pod chains `CNI-E4-<hash>` / `CNI-E6-<hash>`; the upstream
+    // plugins use `CNI-<hex>` and `CNI-DN-`/`CNI-HOSTPORT-*`, and hex has no '-', so the
+    // prefix cannot collide.
+    numbered("AWS-SNAT-CHAIN-")
+        || numbered("AWS-CONNMARK-CHAIN-")
+        || chain.starts_with("CNI-E4-")
+        || chain.starts_with("CNI-E6-")
+}
+
+/// Whether a rule's comment marks it as the VPC CNI's.
+pub fn is_aws_comment(comment: &str) -> bool {
+    AWS_COMMENTS.contains(&comment) || comment.starts_with(BLOCK_COMMENT_PREFIX)
+}
+
+/// One `-A` line of a saved table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedRule {
+    pub chain: String,
+    /// Everything after `-A <chain> `, exactly as saved.
+    pub spec: String,
+    /// `-j` / `-g` target.
+    pub target: Option<String>,
+    /// The `--comment` value, unquoted.
+    pub comment: Option<String>,
+}
+
+/// One table of `iptables-save` output.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SavedTable {
+    /// Chains declared with `:NAME`, in order.
+    pub chains: Vec<String>,
+    pub rules: Vec<SavedRule>,
+}
+
+impl SavedTable {
+    /// Parses the section of `table` in `text` (text without any `*table` header is taken as
+    /// that table's body). Comment lines and unknown lines are skipped.
+    pub fn parse(table: &str, text: &str) -> SavedTable {
+        let has_headers = text.lines().any(|l| l.trim_start().starts_with('*'));
+        let mut inside = !has_headers;
+        let mut out = SavedTable::default();
+        for raw in text.lines() {
+            let line = raw.trim();
+            if let Some(name) = line.strip_prefix('*') {
+                inside = name.trim() == table;
+                continue;
+            }
+            if line == "COMMIT" {
+                inside = !has_headers;
+                continue;
+            }
+            if !inside || line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(decl) = line.strip_prefix(':') {
+                if let Some(name) = decl.split_whitespace().next() {
+                    out.chains.push(name.to_string());
+                }
+            } else if let Some(rest) = line.strip_prefix("-A ") {
+                let (chain, spec) = rest.split_once(' ').unwrap_or((rest, ""));
+                let words = split_words(spec);
+                let after = |flag: &str| {
+                    words
+                        .windows(2)
+                        .find(|w| w[0] == flag)
+                        .map(|w| w[1].clone())
+                };
+                out.rules.push(SavedRule {
+                    chain: chain.to_string(),
+                    spec: spec.trim().to_string(),
+                    target: after("-j").or_else(|| after("-g")),
+                    comment: after("--comment"),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Splits a saved rule spec into words the way iptables-restore does: double quotes group,
+/// a backslash escapes the next character.
+pub fn split_words(spec: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quoted = false;
+    let mut chars = spec.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    word.push(next);
+                }
+                in_word = true;
+            }
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
+}
+
+/// Why a rule or chain goes; drives the step's explanation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Finding {
+    /// `AWS-SNAT-CHAIN-<n>` and the POSTROUTING jump.
+    Snat,
+    /// `AWS-CONNMARK-CHAIN-<n>`, the CONNMARK restore/set rules (nat and mangle).
+    Connmark,
+    /// The FORWARD REJECT of 169.254.172.0/22 (or its IPv6 twin).
+    BlockNodeLocal,
+    /// egress-cni's per-pod `CNI-E4-*` / `CNI-E6-*` chains.
+    Egress,
+}
+
+impl Finding {
+    fn of_chain(chain: &str) -> Finding {
+        if chain.starts_with("AWS-SNAT-CHAIN-") {
+            Finding::Snat
+        } else if chain.starts_with("AWS-CONNMARK-CHAIN-") {
+            Finding::Connmark
+        } else {
+            Finding::Egress
+        }
+    }
+
+    fn of_comment(comment: &str) -> Finding {
+        if comment.starts_with(BLOCK_COMMENT_PREFIX) {
+            Finding::BlockNodeLocal
+        } else if comment.contains("SNAT") {
+            Finding::Snat
+        } else {
+            Finding::Connmark
+        }
+    }
+}
+
+/// What to remove from one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableCleanup {
+    /// Rules outside the AWS chains to delete: (chain, spec), in saved order.
+    pub delete: Vec<(String, String)>,
+    /// AWS chains to flush and delete, in saved order.
+    pub chains: Vec<String>,
+    /// What was found, for the explanation.
+    pub findings: BTreeSet<Finding>,
+}
+
+impl TableCleanup {
+    pub fn is_empty(&self) -> bool {
+        self.delete.is_empty() && self.chains.is_empty()
+    }
+
+    /// The `iptables-restore --noflush` payload: every `-D` first (so no rule still jumps to
+    /// a chain being deleted), then `-F` of each AWS chain (they may jump to each other, as
+    /// the numbered SNAT chains of old releases did), then `-X`. `None` when there is nothing
+    /// to do.
+    pub fn restore_payload(&self, table: &str) -> Option<String> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut out = format!("*{table}\n");
+        for (chain, spec) in &self.delete {
+            let _ = writeln!(out, "-D {chain} {spec}");
+        }
+        for chain in &self.chains {
+            let _ = writeln!(out, "-F {chain}");
+        }
+        for chain in &self.chains {
+            let _ = writeln!(out, "-X {chain}");
+        }
+        out.push_str("COMMIT\n");
+        Some(out)
+    }
+}
+
+/// Decides what to remove from `table`'s saved text.
+pub fn plan_table(table: &str, text: &str) -> TableCleanup {
+    let saved = SavedTable::parse(table, text);
+    let mut out = TableCleanup::default();
+    for chain in saved.chains.iter().filter(|c| is_aws_chain(c)) {
+        if !out.chains.contains(chain) {
+            out.findings.insert(Finding::of_chain(chain));
+            out.chains.push(chain.clone());
+        }
+    }
+    for rule in &saved.rules {
+        if is_aws_chain(&rule.chain) {
+            // Goes with its chain's flush.
+            continue;
+        }
+        let jumps = rule.target.as_deref().filter(|t| is_aws_chain(t));
+        let comment = rule.comment.as_deref().filter(|c| is_aws_comment(c));
+        let finding = match (jumps, comment) {
+            (Some(target), _) => Finding::of_chain(target),
+            (None, Some(comment)) => Finding::of_comment(comment),
+            (None, None) => continue,
+        };
+        out.findings.insert(finding);
+        out.delete.push((rule.chain.clone(), rule.spec.clone()));
+    }
+    out
+}

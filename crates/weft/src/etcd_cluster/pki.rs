@@ -1,0 +1,415 @@
+//! The cluster's certificates (rcgen, ECDSA P-256): one CA, per member a server and a peer
+//! cert, and one client cert for weftd and weft.
+//!
+//! Server and peer certs carry the member's private IP and name as SANs and both the
+//! serverAuth and clientAuth usages (etcd dials itself and its peers with them). The client
+//! cert's CN is the etcd user it maps to when etcd auth is enabled without passwords.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::{Result, anyhow, bail};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+use super::base64;
+
+/// Years a new CA is valid.
+pub const CA_YEARS: i32 = 10;
+/// Years a member or client cert is valid (at most until the CA expires).
+pub const LEAF_YEARS: i32 = 5;
+/// CN (and so the etcd user name) of the client cert.
+pub const CLIENT_CN: &str = "weft";
+
+/// A calendar day (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Day {
+    pub year: i32,
+    pub month: u8,
+    pub day: u8,
+}
+
+impl std::fmt::Display for Day {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+impl Day {
+    /// Today (UTC) from the system clock.
+    pub fn today() -> Day {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Day::from_unix_days(i64::try_from(secs / 86_400).unwrap_or(0))
+    }
+
+    /// The civil date `days` days after 1970-01-01 (proleptic Gregorian calendar).
+    pub fn from_unix_days(days: i64) -> Day {
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        Day {
+            year: i32::try_from(year).unwrap_or(i32::MAX),
+            month: month as u8,
+            day: day as u8,
+        }
+    }
+
+    /// The same day `n` years later (Feb 29 becomes Feb 28).
+    pub fn plus_years(self, n: i32) -> Day {
+        let day = if self.month == 2 && self.day == 29 {
+            28
+        } else {
+            self.day
+        };
+        Day {
+            year: self.year + n,
+            day,
+            ..self
+        }
+    }
+
+    /// The day before (good enough for clock skew: the 1st goes back to the 28th).
+    pub fn minus_one(self) -> Day {
+        if self.day > 1 {
+            Day {
+                day: self.day - 1,
+                ..self
+            }
+        } else if self.month > 1 {
+            Day {
+                month: self.month - 1,
+                day: 28,
+                ..self
+            }
+        } else {
+            Day {
+                year: self.year - 1,
+                month: 12,
+                day: 31,
+            }
+        }
+    }
+}
+
+/// A cert and its key, PEM.
+#[derive(Clone)]
+pub struct Pem {
+    pub cert: String,
+    pub key: String,
+}
+
+/// The CA that signs everything.
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Last day the CA is valid.
+    pub not_after: Day,
+}
+
+/// What a leaf cert is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// etcd's client-facing cert (`--cert-file`).
+    Server,
+    /// etcd's peer cert (`--peer-cert-file`).
+    Peer,
+    /// weftd's and weft's cert (`--etcd-certfile`).
+    Client,
+}
+
+fn dn(common_name: &str) -> DistinguishedName {
+    let mut d = DistinguishedName::new();
+    d.push(DnType::OrganizationName, "weft");
+    d.push(DnType::CommonName, common_name);
+    d
+}
+
+fn gen_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> anyhow::Error {
+    move |e| anyhow!("cannot generate {what}: {e}")
+}
+
+/// A new CA valid from yesterday for [`CA_YEARS`] years.
+pub fn new_ca(today: Day) -> Result<Ca> {
+    let not_after = today.plus_years(CA_YEARS);
+    let mut p = CertificateParams::default();
+    p.distinguished_name = dn("weft etcd CA");
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    set_validity(&mut p, today.minus_one(), not_after);
+    let key = KeyPair::generate().map_err(gen_err("the CA key"))?;
+    let cert = p.self_signed(&key).map_err(gen_err("the CA certificate"))?;
+    Ok(Ca {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        issuer: Issuer::new(p, key),
+        not_after,
+    })
+}
+
+fn set_validity(p: &mut CertificateParams, from: Day, to: Day) {
+    p.not_before = rcgen::date_time_ymd(from.year, from.month, from.day);
+    p.not_after = rcgen::date_time_ymd(to.year, to.month, to.day);
+}
+
+/// The DER bodies of the `label` blocks of a PEM text.
+pub fn pem_blocks(text: &str, label: &str) -> Vec<Vec<u8>> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(b) = rest.find(&begin) {
+        let after = &rest[b + begin.len()..];
+        let Some(e) = after.find(&end) else { break };
+        if let Some(der) = base64::decode(&after[..e]) {
+            out.push(der);
+        }
+        rest = &after[e + end.len()..];
+    }
+    out
+}
+
+/// Loads an existing CA (`ca.crt`/`ca.key` named by `cert_name`/`key_name` in errors) and
+/// checks that it is a CA, that the key belongs to it and that it has not expired.
+pub fn load_ca(
+    cert_pem: &str,
+    key_pem: &str,
+    cert_name: &str,
+    key_name: &str,
+    today: Day,
+) -> Result<Ca> {
+    let key = KeyPair::from_pem(key_pem).map_err(|e| {
+        anyhow!("{key_name} is not a PEM private key weft can use ({e}); restore the CA key that belongs to {cert_name}, or use a new --out-dir for a new CA")
+    })?;
+    let der = pem_blocks(cert_pem, "CERTIFICATE")
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            anyhow!("{cert_name} holds no PEM certificate; restore it, or use a new --out-dir for a new CA")
+        })?;
+    let not_after = not_after(&der).ok_or_else(|| {
+        anyhow!("{cert_name} is not an X.509 certificate weft can read; restore it, or use a new --out-dir for a new CA")
+    })?;
+    let public = key.public_key_raw();
+    if public.is_empty() || !der.windows(public.len()).any(|w| w == public) {
+        bail!(
+            "{key_name} is not the private key of {cert_name}; restore the matching pair, or use a new --out-dir for a new CA"
+        );
+    }
+    if not_after <= today {
+        bail!(
+            "the CA in {cert_name} expired on {not_after}; use a new --out-dir to create a new CA (and hand the new ca.crt and client cert to every etcd member and node)"
+        );
+    }
+    let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(|e| {
+        anyhow!("{cert_name} cannot be used as an issuer ({e}); use a new --out-dir for a new CA")
+    })?;
+    if !issuer.key_usages().contains(&KeyUsagePurpose::KeyCertSign) {
+        bail!(
+            "{cert_name} is not a CA certificate (it may not sign certificates); put the cluster CA there, or use a new --out-dir for a new CA"
+        );
+    }
+    Ok(Ca {
+        issuer,
+        cert_pem: cert_pem.to_string(),
+        key_pem: key_pem.to_string(),
+        not_after,
+    })
+}
+
+/// One DER TLV: (tag, content, rest). Short and long length forms.
+fn tlv(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = buf.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The notAfter day of a DER certificate.
+pub fn not_after(der: &[u8]) -> Option<Day> {
+    let (0x30, cert, _) = tlv(der)? else {
+        return None;
+    };
+    let (0x30, tbs, _) = tlv(cert)? else {
+        return None;
+    };
+    let mut rest = tbs;
+    let (tag, _, r) = tlv(rest)?;
+    if tag == 0xa0 {
+        rest = r; // explicit version
+    }
+    for _ in 0..3 {
+        rest = tlv(rest)?.2; // serial, signature algorithm, issuer
+    }
+    let (0x30, validity, _) = tlv(rest)? else {
+        return None;
+    };
+    let (_, _, after) = tlv(validity)?;
+    let (tag, time, _) = tlv(after)?;
+    let digits = std::str::from_utf8(time).ok()?;
+    let num = |s: &str| s.parse::<i32>().ok();
+    let (year, md) = match tag {
+        0x17 => {
+            let yy = num(digits.get(..2)?)?;
+            (
+                if yy < 50 { 2000 + yy } else { 1900 + yy },
+                digits.get(2..6)?,
+            )
+        }
+        0x18 => (num(digits.get(..4)?)?, digits.get(4..8)?),
+        _ => return None,
+    };
+    Some(Day {
+        year,
+        month: u8::try_from(num(md.get(..2)?)?).ok()?,
+        day: u8::try_from(num(md.get(2..4)?)?).ok()?,
+    })
+}
+
+impl Ca {
+    /// The last day a leaf issued today can be valid: [`LEAF_YEARS`] on, or the CA's end.
+    pub fn leaf_not_after(&self, today: Day) -> Day {
+        today.plus_years(LEAF_YEARS).min(self.not_after)
+    }
+
+    /// Issues a cert with a fresh key: SANs `ips` and `dns_names`, usages for `role`.
+    pub fn issue(
+        &self,
+        common_name: &str,
+        ips: &[Ipv4Addr],
+        dns_names: &[String],
+        role: Role,
+        today: Day,
+    ) -> Result<Pem> {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = dn(common_name);
+        p.subject_alt_names = ips
+            .iter()
+            .map(|ip| SanType::IpAddress(IpAddr::V4(*ip)))
+            .collect();
+        for d in dns_names {
+            let name = d
+                .clone()
+                .try_into()
+                .map_err(|e| anyhow!("{d:?} cannot be a DNS name in a certificate: {e}"))?;
+            p.subject_alt_names.push(SanType::DnsName(name));
+        }
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = match role {
+            Role::Server | Role::Peer => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            Role::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        };
+        p.use_authority_key_identifier_extension = true;
+        set_validity(&mut p, today.minus_one(), self.leaf_not_after(today));
+        let key = KeyPair::generate().map_err(gen_err("a key"))?;
+        let cert = p
+            .signed_by(&key, &self.issuer)
+            .map_err(gen_err("a certificate"))?;
+        Ok(Pem {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TODAY: Day = Day {
+        year: 2026,
+        month: 3,
+        day: 1,
+    };
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(Day::from_unix_days(0).to_string(), "1970-01-01");
+        assert_eq!(Day::from_unix_days(11_016).to_string(), "2000-02-29");
+        assert_eq!(Day::from_unix_days(20_513).to_string(), "2026-03-01");
+        assert_eq!(Day::from_unix_days(-1).to_string(), "1969-12-31");
+        let leap = Day {
+            year: 2028,
+            month: 2,
+            day: 29,
+        };
+        assert_eq!(leap.plus_years(5).to_string(), "2033-02-28");
+        assert_eq!(TODAY.minus_one().to_string(), "2026-02-28");
+        assert!(Day::today().year >= 2025);
+    }
+
+    #[test]
+    fn ca_issues_and_reloads() {
+        let ca = new_ca(TODAY).unwrap();
+        assert_eq!(ca.not_after.to_string(), "2036-03-01");
+        assert_eq!(ca.leaf_not_after(TODAY).to_string(), "2031-03-01");
+        let ip: Ipv4Addr = "10.0.1.10".parse().unwrap();
+        let leaf = ca
+            .issue("etcd0", &[ip], &["etcd0".into()], Role::Server, TODAY)
+            .unwrap();
+        assert_eq!(pem_blocks(&leaf.cert, "CERTIFICATE").len(), 1);
+        assert!(leaf.key.contains("PRIVATE KEY"));
+
+        let again = load_ca(&ca.cert_pem, &ca.key_pem, "ca.crt", "ca.key", TODAY).unwrap();
+        assert_eq!(again.not_after, ca.not_after);
+        again.issue("weft", &[], &[], Role::Client, TODAY).unwrap();
+    }
+
+    #[test]
+    fn load_ca_names_the_problem() {
+        let ca = new_ca(TODAY).unwrap();
+        let other = new_ca(TODAY).unwrap();
+        let err = |c: &str, k: &str, today| {
+            load_ca(c, k, "ca.crt", "ca.key", today)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let e = err(&ca.cert_pem, &other.key_pem, TODAY);
+        assert!(e.contains("ca.key is not the private key of ca.crt"), "{e}");
+        let e = err(&ca.cert_pem, "junk", TODAY);
+        assert!(e.contains("ca.key is not a PEM private key"), "{e}");
+        let e = err("junk", &ca.key_pem, TODAY);
+        assert!(e.contains("ca.crt holds no PEM certificate"), "{e}");
+        let leaf = ca.issue("weft", &[], &[], Role::Client, TODAY).unwrap();
+        let e = err(&leaf.cert, &leaf.key, TODAY);
+        assert!(e.contains("not a CA certificate"), "{e}");
+        assert_eq!(
+            not_after(&pem_blocks(&leaf.cert, "CERTIFICATE")[0]),
+            Some(TODAY.plus_years(LEAF_YEARS))
+        );
+        let e = err(&ca.cert_pem, &ca.key_pem, TODAY.plus_years(11));
+        assert!(e.contains("expired on 2036-03-01"), "{e}");
+    }
+}
