@@ -10,7 +10,7 @@
 //! and changes nothing, so traffic that flows keeps flowing.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -39,8 +39,11 @@ use crate::health::{self, ErrorKind, Health};
 use crate::peers::{Notice, PeerTable, parse_entry};
 
 /// How often the reconciler looks at the kernel even when nothing was announced. Changes to
-/// the device are normally seen at once through netlink notifications; this is the safety net.
-const RESYNC: Duration = Duration::from_secs(10);
+/// the device are normally seen at once through netlink notifications; this is the safety net
+/// (a full dump of thousands of entries is not free, so it stays rare).
+const RESYNC: Duration = Duration::from_secs(60);
+/// The same when netlink notifications are not available.
+const RESYNC_UNANNOUNCED: Duration = Duration::from_secs(10);
 
 /// A change to our own lease key seen by the watch, with the subnet it was about (events
 /// queued before a re-acquire must not be mistaken for news about the new subnet).
@@ -53,6 +56,8 @@ enum OwnKey {
 struct Shared {
     /// Index of the VXLAN device as of the last reconcile (0 before the first).
     dev_index: AtomicU32,
+    /// Whether the netlink change monitor is running (then the periodic check is rare).
+    monitored: AtomicBool,
     table: Mutex<PeerTable>,
     own: Mutex<HeldLease>,
     kick: Notify,
@@ -237,6 +242,7 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
     let own = acquire_retrying(&node, previous, None, &health).await;
     let shared = Arc::new(Shared {
         dev_index: AtomicU32::new(0),
+        monitored: AtomicBool::new(false),
         table: Mutex::new(PeerTable::default()),
         own: Mutex::new(own),
         kick: Notify::new(),
@@ -589,10 +595,11 @@ async fn monitor_task(shared: Arc<Shared>) {
     let mut mon = match ChangeMonitor::new() {
         Ok(m) => m,
         Err(e) => {
-            warn!(error = %e, "cannot listen to netlink notifications; kernel drift is repaired every {RESYNC:?} instead");
+            warn!(error = %e, "cannot listen to netlink notifications; kernel drift is repaired every {RESYNC_UNANNOUNCED:?} instead");
             return;
         }
     };
+    shared.monitored.store(true, Ordering::Relaxed);
     while let Some(change) = mon.next().await {
         let dev = shared.dev_index.load(Ordering::Relaxed);
         let ours = match change {
@@ -603,16 +610,22 @@ async fn monitor_task(shared: Arc<Shared>) {
             shared.kick.notify_one();
         }
     }
+    shared.monitored.store(false, Ordering::Relaxed);
     warn!(
-        "the netlink notification socket closed; kernel drift is repaired every {RESYNC:?} instead"
+        "the netlink notification socket closed; kernel drift is repaired every {RESYNC_UNANNOUNCED:?} instead"
     );
 }
 
 async fn reconcile_task(node: Arc<Node>, shared: Arc<Shared>) {
     loop {
+        let period = if shared.monitored.load(Ordering::Relaxed) {
+            RESYNC
+        } else {
+            RESYNC_UNANNOUNCED
+        };
         tokio::select! {
             _ = shared.kick.notified() => {}
-            _ = tokio::time::sleep(RESYNC) => {}
+            _ = tokio::time::sleep(period) => {}
         }
         if let Err(e) = reconcile(&node, &shared).await {
             node_error(&shared, ErrorKind::Netlink);
