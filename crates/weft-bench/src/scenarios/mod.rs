@@ -1,0 +1,9 @@
+//! One module per scenario; each returns its table(s) and fails only when the measurement
+//! itself broke (a goal missed is printed, never an error).
+
+pub mod bulk;
+pub mod cni;
+pub mod convergence;
+pub mod dataplane;
+pub mod footprint;
+pub mod startup;
