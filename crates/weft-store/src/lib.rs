@@ -404,7 +404,9 @@ impl Store {
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(Duration::from_secs(5))
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            // HTTP/2 pings find a dead etcd in about 9 s. etcd refuses pings more often than its
+            // --grpc-keepalive-min-time (5 s by default) and drops the connection, so never go below.
+            .with_keep_alive(Duration::from_secs(6), Duration::from_secs(3))
             .with_keep_alive_while_idle(true)
             .with_require_leader(true);
         match (&cfg.cert_file, &cfg.key_file) {

@@ -582,24 +582,25 @@ fn spawn_tasks(
     tx: mpsc::Sender<OwnKey>,
     rx: mpsc::Receiver<OwnKey>,
 ) {
+    // Open the monitor before the reconciler's first wait, so it knows which period applies.
+    match ChangeMonitor::new() {
+        Ok(mon) => {
+            shared.monitored.store(true, Ordering::Relaxed);
+            tokio::spawn(monitor_task(shared.clone(), mon));
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot listen to netlink notifications; kernel drift is repaired every {RESYNC_UNANNOUNCED:?} instead")
+        }
+    }
     tokio::spawn(watch_task(node.clone(), shared.clone(), rev, tx));
     tokio::spawn(reconcile_task(node.clone(), shared.clone()));
     tokio::spawn(lease_task(node.clone(), shared.clone(), rx));
-    tokio::spawn(monitor_task(shared.clone()));
     tokio::spawn(firewall_task(node, shared));
 }
 
 /// Kicks the reconciler when the kernel reports a change on our device (a deleted route,
 /// neighbour or FDB entry, the device itself), so repairs take milliseconds, not a period.
-async fn monitor_task(shared: Arc<Shared>) {
-    let mut mon = match ChangeMonitor::new() {
-        Ok(m) => m,
-        Err(e) => {
-            warn!(error = %e, "cannot listen to netlink notifications; kernel drift is repaired every {RESYNC_UNANNOUNCED:?} instead");
-            return;
-        }
-    };
-    shared.monitored.store(true, Ordering::Relaxed);
+async fn monitor_task(shared: Arc<Shared>, mut mon: ChangeMonitor) {
     while let Some(change) = mon.next().await {
         let dev = shared.dev_index.load(Ordering::Relaxed);
         let ours = match change {
@@ -680,6 +681,7 @@ async fn watch_task(
                     info!(from_revision = rev + 1, "lease watch re-established");
                 }
                 first = false;
+                delay = Duration::from_millis(100);
                 shared.health.set_ready();
                 loop {
                     match w.next().await {

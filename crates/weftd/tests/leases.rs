@@ -32,6 +32,17 @@ fn renewal_keeps_the_same_key_and_etcd_lease_and_leaves_no_orphans() {
     assert!(ttl.contains("granted with TTL(6s)"), "{ttl}");
     assert!(c.tb.is_running(c.weftd[0].unwrap()));
     let (_, metrics) = c.http_get(0, "/metrics").expect("metrics");
+    // An idle watch stays up: etcd drops clients that ping more often than its
+    // --grpc-keepalive-min-time (5 s), which once cut weftd's watch every 8 s.
+    assert!(
+        !c.log(0).contains("lost the etcd lease watch"),
+        "the watch dropped while idle:\n{}",
+        c.log(0)
+    );
+    assert!(
+        metrics.contains("weft_etcd_watch_reconnects_total 0"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("weft_lease_expiry_timestamp_seconds"),
         "{metrics}"
