@@ -58,6 +58,9 @@ trap 'rm -f "$machine" "$machine".*' EXIT
     echo "| etcd | $(etcd --version 2>/dev/null | head -1 | awk '{print $3}') |"
     echo "| iperf3 | $(iperf3 --version 2>/dev/null | head -1 | awk '{print $2}') |"
     echo "| load average at start (1/5/15 min) | $(cut -d' ' -f1-3 /proc/loadavg) |"
+    if command -v git >/dev/null && git rev-parse --git-dir >/dev/null 2>&1; then
+        echo "| source | commit $(git rev-parse --short HEAD), $(git status --porcelain | wc -l) path(s) modified in the work tree |"
+    fi
 } > "$machine"
 replace_section machine "$machine"
 

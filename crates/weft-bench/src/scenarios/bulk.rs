@@ -363,7 +363,7 @@ pub fn run(bins: &Bins, sizes: &[usize]) -> Result<Table> {
             fmt_ms(Some(r.floor_split[2])),
         ));
         t.note(format!(
-            "{} peers, where a reconcile's time goes (measured in this process, same code as weftd): one dump of flannel.1's neighbours, FDB and routes through weft-net {}; weft-core's `dataplane::diff` against a kernel that already matches {} and against an empty one {}. weftd runs a full reconcile (dump + diff) on every lease event, after its own changes (netlink notifications kick it) and every 10 s.",
+            "{} peers, where a reconcile's time goes (measured in this process, same code as weftd): one dump of flannel.1's neighbours, FDB and routes through weft-net {}; weft-core's `dataplane::diff` against a kernel that already matches {} and against an empty one {}. weftd runs a full reconcile (dump + diff) on every batch of lease events, once more after its own changes (its netlink monitor kicks it), and on its periodic re-check.",
             r.n,
             fmt_ms(Some(r.dump_time)),
             fmt_ms(Some(r.diff_full)),

@@ -12,7 +12,7 @@ use crate::nlwatch;
 use crate::ns::NsRuntime;
 use crate::peers::fake_peers;
 use crate::procfs::{self, ForkCounter};
-use crate::report::{Table, met, mib, ratio};
+use crate::report::{Table, fmt_ms, met, mib, percentile, ratio, ratio_d};
 use crate::scenarios::bulk::{CONFIG, FIRST_PEER, OWN_PREVIOUS};
 
 struct Usage {
@@ -41,6 +41,8 @@ struct Idle {
     weft_programs: String,
     floor_forks: usize,
     counted: bool,
+    /// (seconds into the window, CPU seconds spent in the preceding 500 ms)
+    bursts: Vec<(f64, f64)>,
 }
 
 pub fn run(bins: &Bins, sizes: &[usize], idle_secs: u64) -> Result<Table> {
@@ -136,7 +138,16 @@ pub fn run(bins: &Bins, sizes: &[usize], idle_secs: u64) -> Result<Table> {
             String::new(),
         ]);
         if n == biggest && idle_secs > 0 {
+            let lost_before = cluster::log(&tb, 0)
+                .matches("lost the etcd lease watch")
+                .count();
             let idle = idle_window(&forks, pid.as_raw(), floor_pid.as_raw(), idle_secs)?;
+            let lost = cluster::log(&tb, 0)
+                .matches("lost the etcd lease watch")
+                .count()
+                - lost_before;
+            // Still alive after the quiet minute? One more lease must be programmed.
+            let probe = probe(&tb, &ns, n)?;
             let per_min = |cpu: f64| cpu * 60.0 / idle.secs as f64;
             let pct = |cpu: f64| 100.0 * cpu / idle.secs as f64;
             t.row(vec![
@@ -155,6 +166,39 @@ pub fn run(bins: &Bins, sizes: &[usize], idle_secs: u64) -> Result<Table> {
                 ratio(idle.weft_cpu, idle.floor_cpu),
                 "≈ 0 (≤ 0.1 % of a core)".into(),
                 met(pct(idle.weft_cpu) <= 0.1),
+            ]);
+            t.note(format!(
+                "Idle window at {n} peers, sampled every 500 ms: weftd's CPU came as {} (second into the window: CPU ms).",
+                if idle.bursts.is_empty() {
+                    "nothing measurable".to_string()
+                } else {
+                    idle.bursts
+                        .iter()
+                        .map(|(at, cpu)| format!("{at:.1} s: {:.0} ms", cpu * 1e3))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ));
+            t.row(vec![
+                n.to_string(),
+                format!(
+                    "etcd lease watch lost and re-established in those {} s (weftd's log)",
+                    idle.secs
+                ),
+                lost.to_string(),
+                String::new(),
+                String::new(),
+                "0".into(),
+                met(lost == 0),
+            ]);
+            t.row(vec![
+                n.to_string(),
+                format!("after the idle window: {PROBES} more lease PUTs, one at a time → route + neighbour + FDB, p50 / worst"),
+                format!("{} / {}", fmt_ms(probe.weft_p50), fmt_ms(probe.weft_max)),
+                fmt_ms(probe.floor_p50),
+                ratio_d(probe.weft_p50, probe.floor_p50),
+                format!("all {PROBES} programmed"),
+                met(probe.missing == 0),
             ]);
             t.row(vec![
                 n.to_string(),
@@ -197,6 +241,55 @@ pub fn run(bins: &Bins, sizes: &[usize], idle_secs: u64) -> Result<Table> {
     Ok(t)
 }
 
+/// PUTs `PROBES` more leases, one at a time, 200 ms apart, each waited for (10 s at most):
+/// is weftd still live after the quiet minute, and how fast is it with this many peers?
+/// Returns (weft p50, weft worst, floor p50, not programmed), the floor being a bare
+/// watcher's PUT-to-notify for the same PUT.
+fn probe(tb: &weft_testbed::Testbed, ns: &str, n: usize) -> Result<Probe> {
+    let peers = fake_peers(n + PROBES, FIRST_PEER, None, 0xf0);
+    let listener = crate::nlwatch::Listener::start(ns)?;
+    let etcd = Etcd::connect(ns, &tb.etcd_endpoint())?;
+    let notes = etcd.watch(SUBNETS)?;
+    let (mut weft, mut floor, mut missing) = (Vec::new(), Vec::new(), 0);
+    for p in &peers[n..] {
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = listener.drain();
+        let _ = notes.try_iter().count();
+        let t0 = Instant::now();
+        etcd.put(&p.key(), &p.value())?;
+        let mut overruns = 0;
+        match crate::scenarios::bulk::wait_all(
+            &listener,
+            std::slice::from_ref(p),
+            true,
+            t0,
+            Duration::from_secs(10),
+            &mut overruns,
+        ) {
+            Some(d) => weft.push(d),
+            None => missing += 1,
+        }
+        if let Some(e) = notes.try_iter().find(|e| e.key == p.key()) {
+            floor.push(e.at.saturating_duration_since(t0));
+        }
+    }
+    Ok(Probe {
+        weft_p50: percentile(&weft, 50.0),
+        weft_max: percentile(&weft, 100.0),
+        floor_p50: percentile(&floor, 50.0),
+        missing,
+    })
+}
+
+const PROBES: usize = 20;
+
+struct Probe {
+    weft_p50: Option<Duration>,
+    weft_max: Option<Duration>,
+    floor_p50: Option<Duration>,
+    missing: usize,
+}
+
 fn idle_window(forks: &Result<ForkCounter>, pid: i32, floor_pid: i32, secs: u64) -> Result<Idle> {
     if let Ok(f) = forks {
         f.reset();
@@ -204,7 +297,21 @@ fn idle_window(forks: &Result<ForkCounter>, pid: i32, floor_pid: i32, secs: u64)
         f.watch(floor_pid);
     }
     let (w0, f0) = (usage(pid)?, usage(floor_pid)?);
-    std::thread::sleep(Duration::from_secs(secs));
+    // Sample every 500 ms to see when the CPU is spent (periodic work shows as bursts).
+    let t0 = Instant::now();
+    let mut last = w0.cpu_s + w0.children_cpu_s;
+    let mut bursts = Vec::new();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(
+            Duration::from_millis(500).min(Duration::from_secs(secs).saturating_sub(t0.elapsed())),
+        );
+        let u = usage(pid)?;
+        let now = u.cpu_s + u.children_cpu_s;
+        if now > last + 1e-9 {
+            bursts.push((t0.elapsed().as_secs_f64(), now - last));
+        }
+        last = now;
+    }
     let (w1, f1) = (usage(pid)?, usage(floor_pid)?);
     let (weft_forks, programs, floor_forks, counted) = match forks {
         Ok(f) => {
@@ -236,5 +343,6 @@ fn idle_window(forks: &Result<ForkCounter>, pid: i32, floor_pid: i32, secs: u64)
         weft_programs: programs,
         floor_forks,
         counted,
+        bursts,
     })
 }
