@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
+use crate::clip::clip;
 use crate::json::{Json, MAX_DOCUMENT_BYTES, write_go_string};
 use crate::subnet::block_size;
 
@@ -208,7 +209,7 @@ pub enum ConfigError {
     Invalid {
         /// The key, e.g. `Network` or `SubnetMin`.
         key: String,
-        /// The offending value as written (strings quoted).
+        /// The offending value as written (strings quoted, cut if long).
         value: String,
         /// What is wrong, in flannel's words where flannel has them.
         problem: String,
@@ -220,7 +221,7 @@ pub enum ConfigError {
         "Backend.Type {type_name:?}: unknown backend type: {type_name}; flannel backends are {known}, and weft implements vxlan, so use \"Backend\": {{\"Type\": \"vxlan\"}}"
     )]
     UnknownBackend {
-        /// The type as written.
+        /// The type as written (cut if long).
         type_name: String,
         /// The known backend types, comma separated.
         known: String,
@@ -378,8 +379,9 @@ fn describe(value: &Json) -> String {
     }
 }
 
+/// The value quoted for an error message, cut if long (see [`clip`]).
 fn quoted(s: &str) -> String {
-    format!("{s:?}")
+    format!("{:?}", clip(s))
 }
 
 fn invalid(
@@ -1018,7 +1020,7 @@ fn parse_backend(value: Option<&Json>) -> Result<(BackendConfig, bool), ConfigEr
             false,
         )),
         _ => Err(ConfigError::UnknownBackend {
-            type_name: type_name.to_owned(),
+            type_name: clip(type_name),
             known: FLANNEL_BACKENDS.join(", "),
         }),
     }

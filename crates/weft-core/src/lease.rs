@@ -6,6 +6,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use crate::clip::clip;
 use crate::json::{
     Json, MAX_DOCUMENT_BYTES, value_get, value_kind, write_go_string, write_go_value,
 };
@@ -82,7 +83,7 @@ pub enum LeaseError {
     InvalidField {
         /// The field.
         field: &'static str,
-        /// The value as written.
+        /// The value as written (cut if long).
         value: String,
         /// What is wrong with it.
         reason: String,
@@ -189,7 +190,7 @@ impl LeaseAttrs {
                     text.parse::<Ipv6Addr>()
                         .map_err(|_| LeaseError::InvalidField {
                             field: "PublicIPv6",
-                            value: text.clone(),
+                            value: clip(text),
                             reason: "not an IPv6 address".into(),
                             example: r#""PublicIPv6":"2001:db8::11" or "PublicIPv6":null"#,
                         })?,
@@ -251,7 +252,7 @@ fn parse_public_ip(text: &str) -> Result<Ipv4Addr, LeaseError> {
         };
         LeaseError::InvalidField {
             field: "PublicIP",
-            value: text.to_owned(),
+            value: clip(text),
             reason: reason.into(),
             example: r#""PublicIP":"192.168.1.11""#,
         }
@@ -334,7 +335,7 @@ impl VxlanBackendData {
                 text.parse::<MacAddr>()
                     .map_err(|e| LeaseError::InvalidField {
                         field: "BackendData.VtepMAC",
-                        value: text.clone(),
+                        value: clip(text),
                         reason: format!("not a MAC address ({})", e.reason),
                         example: EXAMPLE_VXLAN_DATA,
                     })?

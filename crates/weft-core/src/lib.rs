@@ -12,8 +12,10 @@
 //! - [`rules`] — iptables masquerade/forward rules and `iptables-restore` plans.
 //! - [`subnet_env`] — `/run/flannel/subnet.env`.
 //! - [`mac`] — MAC addresses.
+//! - [`clip`] — cutting input echoed in error messages down to size.
 
 pub mod alloc;
+pub mod clip;
 pub mod config;
 pub mod dataplane;
 mod json;

@@ -117,19 +117,19 @@ pub fn classify_lease(cfg: &NetworkConfig, own: Option<Ipv4Net>, lease: &Lease) 
 
     let ip = lease.attrs.public_ip;
     let bad_ip = if ip.is_unspecified() {
-        Some("unspecified")
+        Some("an unspecified")
     } else if ip.is_loopback() {
-        Some("loopback")
+        Some("a loopback")
     } else if ip.is_multicast() {
-        Some("multicast")
+        Some("a multicast")
     } else if ip.is_broadcast() {
-        Some("broadcast")
+        Some("the broadcast")
     } else {
         None
     };
     if let Some(kind) = bad_ip {
         return PeerVerdict::Reject(format!(
-            "lease {key}: PublicIP {ip} is a {kind} address, not a reachable node address; set --public-ip (or the interface) on that node"
+            "lease {key}: PublicIP {ip} is {kind} address, not a reachable node address; set --public-ip (or the interface) on that node"
         ));
     }
 

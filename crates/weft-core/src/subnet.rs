@@ -5,6 +5,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
+use crate::clip::clip;
+
 /// The example shown in key errors so the user sees the expected form.
 const KEY_FORM: &str = "expected A.B.C.D-LEN such as \"10.244.1.0-24\", optionally followed by \"&<ipv6>-<len>\" such as \"10.244.1.0-24&fc00:0:0:1::-64\"";
 
@@ -14,7 +16,7 @@ pub enum KeyError {
     /// The key does not have the `A.B.C.D-LEN[&IPV6-LEN]` form.
     #[error("subnet key {key:?} is malformed: {reason}; {KEY_FORM}")]
     Malformed {
-        /// The rejected key tail.
+        /// The rejected key tail (cut if long).
         key: String,
         /// What is wrong with it.
         reason: String,
@@ -24,7 +26,7 @@ pub enum KeyError {
         "subnet key {key:?} has host bits set: {addr}/{prefix_len} is not a network address; the key for that subnet is {expected:?}"
     )]
     HostBitsSet {
-        /// The rejected key tail.
+        /// The rejected key tail (cut if long).
         key: String,
         /// The address as written in the key.
         addr: String,
@@ -67,7 +69,7 @@ pub fn parse_subnet_key(s: &str) -> Result<Ipv4Net, KeyError> {
 /// Like [`parse_subnet_key`], also returning the IPv6 subnet of a dual-stack key.
 pub fn parse_subnet_key_dual(s: &str) -> Result<(Ipv4Net, Option<Ipv6Net>), KeyError> {
     let malformed = |reason: String| KeyError::Malformed {
-        key: s.to_owned(),
+        key: clip(s),
         reason,
     };
     let (v4_part, v6_part) = match s.split_once('&') {
@@ -80,17 +82,18 @@ pub fn parse_subnet_key_dual(s: &str) -> Result<(Ipv4Net, Option<Ipv6Net>), KeyE
         .ok_or_else(|| malformed("no '-' between the address and the prefix length".into()))?;
     let addr: Ipv4Addr = addr_text
         .parse()
-        .map_err(|_| malformed(format!("{addr_text:?} is not an IPv4 address")))?;
+        .map_err(|_| malformed(format!("{:?} is not an IPv4 address", clip(addr_text))))?;
     let len = parse_prefix_len(len_text, 32).ok_or_else(|| {
         malformed(format!(
-            "prefix length {len_text:?} is not a number from 0 to 32"
+            "prefix length {:?} is not a number from 0 to 32",
+            clip(len_text)
         ))
     })?;
     let net = Ipv4Net::new(addr, len)
         .map_err(|_| malformed(format!("prefix length {len} is not a number from 0 to 32")))?;
     if net.trunc().addr() != addr {
         return Err(KeyError::HostBitsSet {
-            key: s.to_owned(),
+            key: clip(s),
             addr: addr.to_string(),
             prefix_len: len,
             expected: subnet_key_dual_text(net.trunc(), v6_part),
@@ -105,10 +108,11 @@ pub fn parse_subnet_key_dual(s: &str) -> Result<(Ipv4Net, Option<Ipv6Net>), KeyE
             })?;
             let addr6: Ipv6Addr = addr6_text
                 .parse()
-                .map_err(|_| malformed(format!("{addr6_text:?} is not an IPv6 address")))?;
+                .map_err(|_| malformed(format!("{:?} is not an IPv6 address", clip(addr6_text))))?;
             let len6 = parse_prefix_len(len6_text, 128).ok_or_else(|| {
                 malformed(format!(
-                    "IPv6 prefix length {len6_text:?} is not a number from 0 to 128"
+                    "IPv6 prefix length {:?} is not a number from 0 to 128",
+                    clip(len6_text)
                 ))
             })?;
             let net6 = Ipv6Net::new(addr6, len6).map_err(|_| {
@@ -118,7 +122,7 @@ pub fn parse_subnet_key_dual(s: &str) -> Result<(Ipv4Net, Option<Ipv6Net>), KeyE
             })?;
             if net6.trunc().addr() != addr6 {
                 return Err(KeyError::HostBitsSet {
-                    key: s.to_owned(),
+                    key: clip(s),
                     addr: addr6.to_string(),
                     prefix_len: len6,
                     expected: subnet_key_dual(net, Some(net6.trunc())),
@@ -133,7 +137,7 @@ pub fn parse_subnet_key_dual(s: &str) -> Result<(Ipv4Net, Option<Ipv6Net>), KeyE
 /// The corrected key for a host-bits error, keeping the IPv6 part verbatim when present.
 fn subnet_key_dual_text(net: Ipv4Net, v6_part: Option<&str>) -> String {
     match v6_part {
-        Some(v6) => format!("{}&{v6}", subnet_key(net)),
+        Some(v6) => format!("{}&{}", subnet_key(net), clip(v6)),
         None => subnet_key(net),
     }
 }

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use ipnet::{Ipv4Net, Ipv6Net};
 
+use crate::clip::clip;
 use crate::subnet::{first_host, first_host_v6};
 
 const FIX: &str = "weftd (or flanneld) writes this file once the node holds a lease: correct or remove the line, or delete the file and restart weftd";
@@ -37,7 +38,7 @@ pub enum SubnetEnvError {
     Syntax {
         /// 1-based line number.
         line: usize,
-        /// The line.
+        /// The line (cut if long).
         text: String,
     },
     /// A known key has an unusable value.
@@ -47,7 +48,7 @@ pub enum SubnetEnvError {
         line: usize,
         /// The key.
         key: &'static str,
-        /// The value as written (without quotes).
+        /// The value as written (without quotes, cut if long).
         value: String,
         /// What is wrong, including the expected form.
         reason: String,
@@ -148,7 +149,7 @@ impl SubnetEnv {
                     env.mtu = value.parse::<u32>().map_err(|_| SubnetEnvError::Invalid {
                         line,
                         key: "FLANNEL_MTU",
-                        value: value.clone(),
+                        value: clip(&value),
                         reason: "expected a whole number such as 1450".into(),
                     })?;
                     seen_mtu = true;
@@ -157,7 +158,7 @@ impl SubnetEnv {
                     env.ipmasq = parse_go_bool(&value).ok_or_else(|| SubnetEnvError::Invalid {
                         line,
                         key: "FLANNEL_IPMASQ",
-                        value: value.clone(),
+                        value: clip(&value),
                         reason: "expected true or false".into(),
                     })?;
                     seen_ipmasq = true;
@@ -236,14 +237,14 @@ fn entries(text: &str) -> impl Iterator<Item = Result<Entry<'_>, SubnetEnvError>
         let Some((key, value)) = split else {
             return Some(Err(SubnetEnvError::Syntax {
                 line,
-                text: raw.to_owned(),
+                text: clip(raw),
             }));
         };
         let key = key.trim();
         if key.is_empty() || key.contains(char::is_whitespace) {
             return Some(Err(SubnetEnvError::Syntax {
                 line,
-                text: raw.to_owned(),
+                text: clip(raw),
             }));
         }
         Some(Ok(Entry {
@@ -315,7 +316,7 @@ fn single_cidr<N: Cidr>(
     let invalid = |reason: String| SubnetEnvError::Invalid {
         line,
         key,
-        value: value.to_owned(),
+        value: clip(value),
         reason,
     };
     if value.contains(',') {
