@@ -7,6 +7,7 @@
 //! ```text
 //!   <id>-sw    bridge br0 10.250.0.1/16 (MTU = underlay MTU, default 9001)
 //!     ├── port "etcd" ── <id>-etcd  eth0 10.250.0.2/16, runs etcd on :2379
+//!     ├── port "etcd<k>" ── <id>-etcd<k>  one more etcd member (only with EtcdSetup::Members)
 //!     ├── port "n0"   ── <id>-n0    eth0 10.250.1.1/16, default via 10.250.0.1, ip_forward=1
 //!     ├── port "n1"   ── <id>-n1    eth0 10.250.1.2/16 ...
 //!     └── ...
@@ -57,8 +58,8 @@ pub use nix::sys::signal::Signal;
 pub use nix::unistd::Pid;
 pub use ping::{PingStats, Pinger, parse_ping_summary, parse_reply_seqs};
 pub use tls::{
-    CertSpec, ClientTlsFiles, EtcdMember, EtcdMembers, EtcdSetup, EtcdTls, EtcdTlsFiles,
-    IssuedCert, TestCa,
+    CertSpec, ClientTlsFiles, EtcdMember, EtcdMemberStatus, EtcdMembers, EtcdSetup, EtcdTls,
+    EtcdTlsFiles, IssuedCert, TestCa,
 };
 
 /// Every testbed id (and so every namespace it creates) starts with this.
@@ -915,18 +916,34 @@ impl Testbed {
     }
 
     fn etcd_hint(&self) -> String {
+        let log = if self.etcd_state.is_members() {
+            self.dir_path.join("etcd-<member>.log")
+        } else {
+            self.etcd_log()
+        };
         format!(
             "etcdctl ran inside netns {} against etcd of testbed {}; etcd's log is {}",
-            self.etcd_ns(),
+            self.etcdctl_ns(),
             self.id,
-            self.etcd_log().display()
+            log.display()
         )
+    }
+
+    /// Where etcdctl runs: inside `<id>-etcd` next to the single member, or in the switch
+    /// namespace for [`EtcdSetup::Members`] (it reaches every member over `br0`, whichever
+    /// member is partitioned).
+    fn etcdctl_ns(&self) -> &str {
+        if self.etcd_state.is_members() {
+            &self.sw_ns
+        } else {
+            &self.etcd_ns
+        }
     }
 
     fn etcdctl_command<'a>(&self, args: impl IntoIterator<Item = &'a OsStr>) -> Command {
         let etcdctl = std::env::var_os(ETCDCTL_ENV).unwrap_or_else(|| "etcdctl".into());
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", self.etcd_ns()])
+        c.args(["netns", "exec", self.etcdctl_ns()])
             .arg(etcdctl)
             .args(self.etcd_state.etcdctl_args())
             .args(args);
@@ -1438,7 +1455,7 @@ fn ns_rank(ns: &str) -> u8 {
     let suffix = ns.rsplit_once('-').map(|(_, s)| s).unwrap_or(ns);
     if suffix == "sw" {
         3
-    } else if suffix == "etcd" {
+    } else if suffix.starts_with("etcd") {
         2
     } else if suffix.contains('p') {
         0
@@ -1588,6 +1605,7 @@ mod tests {
         let mut v = vec![
             "wt000001-sw",
             "wt000001-etcd",
+            "wt000001-etcd2",
             "wt000001-n0",
             "wt000001-n0p1",
             "wt000001-n10",
@@ -1600,6 +1618,7 @@ mod tests {
                 "wt000001-n0",
                 "wt000001-n10",
                 "wt000001-etcd",
+                "wt000001-etcd2",
                 "wt000001-sw"
             ]
         );

@@ -8,21 +8,38 @@
 //!   a client cert generated with rcgen into `<bed dir>/tls/` ([`EtcdTlsFiles`]);
 //!   `--client-cert-auth` when [`EtcdTls::client_cert_auth`] is set. [`Testbed::etcd_ca`]
 //!   issues more certs from the same CA (expired ones, for instance).
-//! - [`EtcdSetup::Members`]: any number of etcd processes, all in `<id>-etcd`, each started
-//!   with the exact arguments given (e.g. the flags of a generated systemd unit). A member
-//!   whose address is not 10.250.0.2 gets it added to `eth0` of `<id>-etcd` (use addresses in
-//!   10.250.0.3..=10.250.0.254, which are never handed to nodes). Each member logs to
-//!   `<bed dir>/etcd-<name>.log`.
+//! - [`EtcdSetup::Members`]: any number of etcd processes, each started with the exact
+//!   arguments given (e.g. the flags of a generated systemd unit), or a plain-HTTP cluster
+//!   from [`EtcdMembers::plain`]. The member at 10.250.0.2 runs in `<id>-etcd`; every other
+//!   member gets a namespace of its own, `<id>-etcd<k>`, whose `eth0` (its address, use
+//!   10.250.0.3..=10.250.0.254, which are never handed to nodes) is a veth to switch port
+//!   `etcd<k>`. A member without `--data-dir` keeps its data in `<bed dir>/etcd-<name>.data`,
+//!   and each member logs to `<bed dir>/etcd-<name>.log`.
 //!
 //! In every mode [`Testbed::etcd_endpoint`] gives the client URL(s) (comma-separated for
 //! several members, as `--etcd-endpoints` takes them), and [`Testbed::etcdctl`] passes
-//! `--endpoints` and, with TLS, `--cacert/--cert/--key` by itself.
+//! `--endpoints` and, with TLS, `--cacert/--cert/--key` by itself (for members: the ones
+//! running and not partitioned, from the switch namespace).
 //! [`Testbed::restart_etcd_with`] switches a running bed to another setup (the data dir of
 //! the single-member modes is kept, so switching between plain and TLS keeps the keys).
+//!
+//! Members can be controlled one by one: [`Testbed::etcd_leader`] and
+//! [`Testbed::etcd_member_status`] ask each member what it knows (`etcdctl endpoint status`),
+//! [`Testbed::kill_etcd_member`] SIGKILLs one by pid, [`Testbed::start_etcd_member`] starts it
+//! again on the same data dir (it rejoins as the same member), and
+//! [`Testbed::partition_etcd_member`] sets the member's switch port down: its `eth0` loses
+//! carrier, so it can reach neither its peers nor any client, and nobody reaches it, while
+//! its process runs on ([`Testbed::heal_etcd_member`] sets the port up again). One namespace
+//! per member is what makes this a real partition: members sharing a namespace talk to each
+//! other over `lo`, where neither a link going down nor an iptables rule on one member's
+//! address stops them (a connection between two local addresses may even use the other
+//! member's address as its source).
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rcgen::{
@@ -77,6 +94,89 @@ pub struct EtcdMembers {
     pub members: Vec<EtcdMember>,
     /// What etcdctl (health checks and [`Testbed::etcdctl`]) uses against https members.
     pub client: Option<ClientTlsFiles>,
+}
+
+impl EtcdMembers {
+    /// A plain-HTTP cluster of `n` members `etcd0`, `etcd1`, ... at 10.250.0.2, 10.250.0.3, ...
+    /// (at most 253), with etcd's default timing (100 ms heartbeat, 1 s election timeout, as
+    /// in production) and data dirs under the bed dir.
+    pub fn plain(n: usize) -> EtcdMembers {
+        let n = n.min(253);
+        let ip = |i: usize| Ipv4Addr::new(10, 250, 0, 2 + i as u8);
+        let cluster = (0..n)
+            .map(|i| format!("etcd{i}=http://{}:2380", ip(i)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let members = (0..n)
+            .map(|i| {
+                let (name, ip) = (format!("etcd{i}"), ip(i));
+                EtcdMember {
+                    args: vec![
+                        format!("--name={name}"),
+                        format!("--listen-client-urls=http://{ip}:{ETCD_CLIENT_PORT}"),
+                        format!("--advertise-client-urls=http://{ip}:{ETCD_CLIENT_PORT}"),
+                        format!("--listen-peer-urls=http://{ip}:2380"),
+                        format!("--initial-advertise-peer-urls=http://{ip}:2380"),
+                        format!("--initial-cluster={cluster}"),
+                        "--initial-cluster-state=new".into(),
+                        "--initial-cluster-token=weft-testbed".into(),
+                    ],
+                    name,
+                    ip,
+                }
+            })
+            .collect();
+        EtcdMembers {
+            members,
+            client: None,
+        }
+    }
+}
+
+/// What one member of [`EtcdSetup::Members`] says about itself (`etcdctl endpoint status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdMemberStatus {
+    pub name: String,
+    pub member_id: u64,
+    /// The member it follows: its own id when it leads, 0 when it knows no leader.
+    pub leader: u64,
+    pub raft_term: u64,
+    pub raft_index: u64,
+    /// The revision of its key-value store.
+    pub revision: i64,
+}
+
+impl EtcdMemberStatus {
+    /// Whether this member says it is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.leader != 0 && self.leader == self.member_id
+    }
+
+    /// Parses one entry of `etcdctl endpoint status -w json`.
+    fn parse(name: &str, json: &str) -> Result<EtcdMemberStatus, String> {
+        let v: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        let st = &v[0]["Status"];
+        let num = |x: &serde_json::Value, what: &str| {
+            x.as_u64()
+                .ok_or_else(|| format!("no {what} in endpoint status {json}"))
+        };
+        Ok(EtcdMemberStatus {
+            name: name.to_string(),
+            member_id: num(&st["header"]["member_id"], "header.member_id")?,
+            leader: num(&st["leader"], "leader")?,
+            raft_term: num(&st["raftTerm"], "raftTerm")?,
+            raft_index: num(&st["raftIndex"], "raftIndex")?,
+            revision: st["header"]["revision"].as_i64().unwrap_or(0),
+        })
+    }
+}
+
+/// Where one member of [`EtcdSetup::Members`] runs: its namespace and its switch port.
+#[derive(Debug, Clone)]
+struct MemberNet {
+    ip: Ipv4Addr,
+    ns: String,
+    port: String,
 }
 
 /// Client-side TLS files (etcdctl's `--cacert/--cert/--key`, weftd's `--etcd-*file`).
@@ -347,7 +447,12 @@ pub(crate) struct EtcdState {
     pub(crate) setup: EtcdSetup,
     files: Option<EtcdTlsFiles>,
     ca: Option<TestCa>,
+    /// The running members, in the order of the setup.
     member_pids: Vec<(String, Pid)>,
+    /// Namespaces plumbed for members, by address (kept across restarts).
+    member_nets: Vec<MemberNet>,
+    /// Names of the members whose switch port is down.
+    partitioned: BTreeSet<String>,
 }
 
 impl EtcdState {
@@ -383,7 +488,59 @@ impl EtcdState {
         }
     }
 
-    /// What etcdctl needs to reach etcd from inside `<id>-etcd`.
+    fn members(&self) -> &[EtcdMember] {
+        match &self.setup {
+            EtcdSetup::Members(m) => &m.members,
+            _ => &[],
+        }
+    }
+
+    fn member(&self, name: &str) -> Result<&EtcdMember, TestbedError> {
+        self.members()
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.members().iter().map(|m| m.name.as_str()).collect();
+                TestbedError::Invalid(format!(
+                    "no etcd member {name:?} (members: {names:?}; only EtcdSetup::Members has members)"
+                ))
+            })
+    }
+
+    fn net(&self, ip: Ipv4Addr) -> Option<&MemberNet> {
+        self.member_nets.iter().find(|n| n.ip == ip)
+    }
+
+    /// TLS flags of etcdctl against the members.
+    fn member_client_args(&self) -> Vec<OsString> {
+        match &self.setup {
+            EtcdSetup::Members(EtcdMembers {
+                client: Some(c), ..
+            }) => c.etcdctl_args(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Client URLs of the members that run and are not partitioned (all of them if none is).
+    fn reachable_endpoints(&self) -> String {
+        let up: Vec<&str> = self
+            .members()
+            .iter()
+            .filter(|m| {
+                !self.partitioned.contains(&m.name)
+                    && self.member_pids.iter().any(|(n, _)| *n == m.name)
+            })
+            .filter_map(|m| flag_value(&m.args, "advertise-client-urls"))
+            .collect();
+        if up.is_empty() {
+            self.endpoints()
+        } else {
+            up.join(",")
+        }
+    }
+
+    /// What etcdctl needs to reach etcd from where it runs (`<id>-etcd`, or the switch
+    /// namespace for members).
     pub(crate) fn etcdctl_args(&self) -> Vec<OsString> {
         match &self.setup {
             EtcdSetup::Plain => vec!["--endpoints".into(), "http://127.0.0.1:2379".into()],
@@ -394,11 +551,9 @@ impl EtcdState {
                 }
                 v
             }
-            EtcdSetup::Members(m) => {
-                let mut v = vec!["--endpoints".into(), self.endpoints().into()];
-                if let Some(c) = &m.client {
-                    v.extend(c.etcdctl_args());
-                }
+            EtcdSetup::Members(_) => {
+                let mut v = vec!["--endpoints".into(), self.reachable_endpoints().into()];
+                v.extend(self.member_client_args());
                 v
             }
         }
@@ -507,57 +662,197 @@ impl Testbed {
         Ok(())
     }
 
-    /// Starts every member of [`EtcdSetup::Members`] (adding its address first).
+    /// Starts every member of [`EtcdSetup::Members`] that is not running, plumbing its
+    /// namespace first.
     pub(crate) fn spawn_etcd_members(&mut self) -> Result<(), TestbedError> {
-        let EtcdSetup::Members(m) = &self.etcd_state.setup else {
-            return Ok(());
-        };
-        let members = m.members.clone();
+        let members = self.etcd_state.members().to_vec();
         if members.is_empty() {
             return Err(TestbedError::Invalid(
                 "EtcdSetup::Members has no member".into(),
             ));
         }
-        let ns = self.etcd_ns().to_string();
-        let lines: Vec<String> = members
+        if let Some(m) = members
             .iter()
-            .filter(|m| m.ip != ETCD_IP)
-            .map(|m| format!("addr replace {}/{UNDERLAY_PREFIX} dev eth0", m.ip))
-            .collect();
-        if !lines.is_empty() {
-            cmd::start_ip_batch(
-                Some(&ns),
-                &lines,
-                "adding the etcd members' addresses to eth0 of the etcd namespace",
-            )?
-            .finish()?;
+            .find(|m| flag_value(&m.args, "advertise-client-urls").is_none())
+        {
+            return Err(TestbedError::Invalid(format!(
+                "etcd member {}: its args have no --advertise-client-urls",
+                m.name
+            )));
         }
-        let etcd = std::env::var_os(crate::ETCD_ENV).unwrap_or_else(|| "etcd".into());
-        self.etcd_state.member_pids.clear();
+        self.plumb_members(&members)?;
         for m in &members {
-            if flag_value(&m.args, "advertise-client-urls").is_none() {
+            if !self.member_running(&m.name) {
+                self.spawn_member(m)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives every member not at [`ETCD_IP`] a namespace `<id>-etcd<k>` (k: the last byte of
+    /// its address) wired to switch port `etcd<k>`; the member at [`ETCD_IP`] uses
+    /// `<id>-etcd`. Namespaces stay until teardown, so a restarted member finds its own.
+    fn plumb_members(&mut self, members: &[EtcdMember]) -> Result<(), TestbedError> {
+        let id = self.id().to_string();
+        let mtu = self.config().underlay_mtu;
+        let mut new: Vec<MemberNet> = Vec::new();
+        for m in members {
+            if self.etcd_state.net(m.ip).is_some() || new.iter().any(|n| n.ip == m.ip) {
+                continue;
+            }
+            if m.ip == ETCD_IP {
+                let ns = self.etcd_ns().to_string();
+                self.etcd_state.member_nets.push(MemberNet {
+                    ip: m.ip,
+                    ns,
+                    port: "etcd".into(),
+                });
+                continue;
+            }
+            let [a, b, c, k] = m.ip.octets();
+            if [a, b, c] != [10, 250, 0] || !(3..=254).contains(&k) {
                 return Err(TestbedError::Invalid(format!(
-                    "etcd member {}: its args have no --advertise-client-urls",
-                    m.name
+                    "etcd member {} has address {}; use 10.250.0.2 ..= 10.250.0.254 (nodes use 10.250.1.1 and up)",
+                    m.name, m.ip
                 )));
             }
-            let args: Vec<OsString> = m.args.iter().map(OsString::from).collect();
-            let log = self.etcd_member_log(&m.name);
-            let pid = self.spawn_tracked(&ns, &etcd, &args, &[], &log, true, &["ETCD"])?;
-            self.etcd_state.member_pids.push((m.name.clone(), pid));
+            new.push(MemberNet {
+                ip: m.ip,
+                ns: format!("{id}-etcd{k}"),
+                port: format!("etcd{k}"),
+            });
         }
-        self.etcd_pid = self.etcd_state.member_pids.first().map(|(_, p)| *p);
-        Ok(())
+        if new.is_empty() {
+            return Ok(());
+        }
+        let hint = format!("plumbing etcd member namespaces of testbed {id}");
+        // Recorded first: teardown deletes whichever of them exist.
+        self.namespaces.extend(new.iter().map(|n| n.ns.clone()));
+        self.etcd_state.member_nets.extend(new.iter().cloned());
+        let lines: Vec<String> = new.iter().map(|n| format!("netns add {}", n.ns)).collect();
+        cmd::start_ip_batch(None, &lines, &hint)?.finish()?;
+        let sw_lines: Vec<String> = new
+            .iter()
+            .flat_map(|n| {
+                [
+                    format!(
+                        "link add {} mtu {mtu} type veth peer name eth0 mtu {mtu} netns {}",
+                        n.port, n.ns
+                    ),
+                    format!("link set {} master br0", n.port),
+                    format!("link set {} up", n.port),
+                ]
+            })
+            .collect();
+        let sw = self.switch_ns().to_string();
+        cmd::start_ip_batch(Some(&sw), &sw_lines, &hint)?.finish()?;
+        let mut pending = Vec::new();
+        let mut first_err = None;
+        for n in &new {
+            let lines = [
+                "link set lo up".to_string(),
+                format!("addr add {}/{UNDERLAY_PREFIX} dev eth0", n.ip),
+                "link set eth0 up".to_string(),
+            ];
+            match cmd::start_ip_batch(Some(&n.ns), &lines, &hint) {
+                Ok(p) => pending.push(p),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        for p in pending {
+            if let Err(e) = p.finish() {
+                first_err.get_or_insert(e);
+            }
+        }
+        self.write_manifest();
+        first_err.map_or(Ok(()), Err)
+    }
+
+    fn member_pid(&self, name: &str) -> Option<Pid> {
+        self.etcd_state
+            .member_pids
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+    }
+
+    fn member_running(&mut self, name: &str) -> bool {
+        self.member_pid(name).is_some_and(|p| self.is_running(p))
+    }
+
+    /// Starts one member in its namespace and records its pid (in the setup's order).
+    fn spawn_member(&mut self, m: &EtcdMember) -> Result<Pid, TestbedError> {
+        let ns = self
+            .etcd_state
+            .net(m.ip)
+            .map(|n| n.ns.clone())
+            .ok_or_else(|| {
+                TestbedError::Invalid(format!("etcd member {} has no namespace yet", m.name))
+            })?;
+        let mut args: Vec<OsString> = m.args.iter().map(OsString::from).collect();
+        if flag_value(&m.args, "data-dir").is_none() {
+            args.push("--data-dir".into());
+            args.push(self.dir().join(format!("etcd-{}.data", m.name)).into());
+        }
+        let etcd = std::env::var_os(crate::ETCD_ENV).unwrap_or_else(|| "etcd".into());
+        let log = self.etcd_member_log(&m.name);
+        let pid = self.spawn_tracked(&ns, &etcd, &args, &[], &log, true, &["ETCD"])?;
+        let order: Vec<String> = self
+            .etcd_state
+            .members()
+            .iter()
+            .map(|x| x.name.clone())
+            .collect();
+        let pids = &mut self.etcd_state.member_pids;
+        pids.retain(|(n, _)| *n != m.name);
+        pids.push((m.name.clone(), pid));
+        pids.sort_by_key(|(n, _)| order.iter().position(|x| x == n));
+        self.etcd_pid = pids.first().map(|(_, p)| *p);
+        Ok(pid)
+    }
+
+    /// The address of a member's client URL (`scheme://ip:port`).
+    fn member_addr(&self, name: &str) -> Result<SocketAddr, TestbedError> {
+        let url = self.etcd_member_endpoint(name)?;
+        url.split_once("://")
+            .and_then(|(_, rest)| rest.parse().ok())
+            .ok_or_else(|| {
+                TestbedError::Invalid(format!(
+                    "etcd member {name}: --advertise-client-urls {url} is not scheme://ip:port"
+                ))
+            })
+    }
+
+    /// etcdctl in the switch namespace against one endpoint.
+    fn member_etcdctl(&self, endpoint: &str, args: &[&str]) -> Command {
+        let etcdctl = std::env::var_os(crate::ETCDCTL_ENV).unwrap_or_else(|| "etcdctl".into());
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", self.switch_ns()])
+            .arg(etcdctl)
+            .arg("--endpoints")
+            .arg(endpoint)
+            .args(self.etcd_state.member_client_args())
+            .args(args);
+        crate::strip_env(&mut c, &["ETCDCTL_"]);
+        c.env("ETCDCTL_API", "3");
+        c
+    }
+
+    /// Whether `addr` accepts TCP connections, seen from the switch namespace.
+    fn port_open_from_switch(&self, addr: SocketAddr) -> bool {
+        in_netns(self.switch_ns(), move || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+        })
+        .unwrap_or(false)
     }
 
     /// Waits until `etcdctl endpoint health` passes for every member.
     pub(crate) fn wait_members_healthy(&mut self) -> Result<(), TestbedError> {
         let ns = self.etcd_ns().to_string();
         let started = Instant::now();
-        let first_ip = match &self.etcd_state.setup {
-            EtcdSetup::Members(m) => m.members.first().map(|m| m.ip).unwrap_or(ETCD_IP),
-            _ => ETCD_IP,
-        };
+        let first = self.etcd_state.members().first().map(|m| m.name.clone());
         loop {
             for (name, pid) in self.etcd_state.member_pids.clone() {
                 if let Some(status) = self.tracked(pid)?.poll() {
@@ -570,11 +865,11 @@ impl Testbed {
                     });
                 }
             }
-            let port_open = in_netns(&ns, move || {
-                let addr = SocketAddr::from((first_ip, ETCD_CLIENT_PORT));
-                TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
-            })
-            .unwrap_or(false);
+            let first_addr = match &first {
+                Some(n) => Some(self.member_addr(n)?),
+                None => None,
+            };
+            let port_open = first_addr.is_some_and(|a| self.port_open_from_switch(a));
             let last_error = if port_open {
                 let mut c = self.etcdctl_command(
                     [
@@ -601,7 +896,7 @@ impl Testbed {
                     ),
                 }
             } else {
-                format!("{first_ip}:{ETCD_CLIENT_PORT} does not accept connections yet")
+                format!("{first_addr:?} does not accept connections yet")
             };
             if started.elapsed() >= ETCD_HEALTH_TIMEOUT {
                 let logs: Vec<String> = self
@@ -628,6 +923,62 @@ impl Testbed {
         }
     }
 
+    /// Waits until `etcdctl endpoint health` passes against member `name` alone (it has a
+    /// leader and serves a linearizable read), e.g. after [`Testbed::heal_etcd_member`];
+    /// returns how long that took.
+    pub fn wait_etcd_member_healthy(&mut self, name: &str) -> Result<Duration, TestbedError> {
+        let started = Instant::now();
+        let endpoint = self.etcd_member_endpoint(name)?;
+        let addr = self.member_addr(name)?;
+        let ns = self.etcd_member_ns(name)?;
+        let log = self.etcd_member_log(name);
+        let pid = self.member_pid(name).ok_or_else(|| {
+            TestbedError::EtcdUnavailable(format!("etcd member {name} is not running"))
+        })?;
+        loop {
+            if let Some(status) = self.tracked(pid)?.poll() {
+                return Err(TestbedError::EtcdExited {
+                    ns,
+                    status: format!("member {name}: {status}"),
+                    log: log.display().to_string(),
+                    log_tail: log_tail(&log, 30),
+                });
+            }
+            let last_error = if self.port_open_from_switch(addr) {
+                let mut c = self.member_etcdctl(
+                    &endpoint,
+                    &[
+                        "--dial-timeout=1s",
+                        "--command-timeout=2s",
+                        "endpoint",
+                        "health",
+                    ],
+                );
+                let out = cmd::output(&mut c, &self.etcd_hint())?;
+                if out.status.success() {
+                    return Ok(started.elapsed());
+                }
+                format!(
+                    "etcdctl endpoint health: {}{}",
+                    String::from_utf8_lossy(&out.stdout).trim(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
+            } else {
+                format!("{addr} does not accept connections yet")
+            };
+            if started.elapsed() >= ETCD_HEALTH_TIMEOUT {
+                return Err(TestbedError::EtcdUnhealthy {
+                    ns,
+                    waited: started.elapsed(),
+                    last_error,
+                    log: log.display().to_string(),
+                    log_tail: log_tail(&log, 30),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGKILLs every member and reaps it; data dirs are kept.
     pub(crate) fn stop_etcd_members(&mut self) -> Result<(), TestbedError> {
         let pids = std::mem::take(&mut self.etcd_state.member_pids);
@@ -648,6 +999,269 @@ impl Testbed {
         self.etcd_pid = None;
         Ok(())
     }
+
+    /// Names of the members of [`EtcdSetup::Members`], in the setup's order (running or not).
+    pub fn etcd_member_names(&self) -> Vec<String> {
+        self.etcd_state
+            .members()
+            .iter()
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
+    /// The client URL of member `name` (its `--advertise-client-urls`).
+    pub fn etcd_member_endpoint(&self, name: &str) -> Result<String, TestbedError> {
+        let m = self.etcd_state.member(name)?;
+        flag_value(&m.args, "advertise-client-urls")
+            .map(String::from)
+            .ok_or_else(|| {
+                TestbedError::Invalid(format!(
+                    "etcd member {name}: its args have no --advertise-client-urls"
+                ))
+            })
+    }
+
+    /// The namespace member `name` runs in.
+    pub fn etcd_member_ns(&self, name: &str) -> Result<String, TestbedError> {
+        let m = self.etcd_state.member(name)?;
+        self.etcd_state
+            .net(m.ip)
+            .map(|n| n.ns.clone())
+            .ok_or_else(|| {
+                TestbedError::EtcdUnavailable(format!("etcd member {name} was never started"))
+            })
+    }
+
+    /// What member `name` says about itself, asked from the switch namespace (1 s dial
+    /// timeout, 2 s command timeout).
+    pub fn etcd_member_status(&self, name: &str) -> Result<EtcdMemberStatus, TestbedError> {
+        let endpoint = self.etcd_member_endpoint(name)?;
+        let mut c = self.member_etcdctl(&endpoint, &STATUS_ARGS);
+        let out = cmd::checked(&mut c, &self.etcd_hint())?;
+        EtcdMemberStatus::parse(name, &out)
+            .map_err(|e| TestbedError::Invalid(format!("etcd member {name}: {e}")))
+    }
+
+    /// [`Testbed::etcd_member_status`] of every member, asked in parallel. A member that was
+    /// killed ([`Testbed::kill_etcd_member`]) or partitioned is not asked: its entry is an
+    /// error saying so.
+    pub fn etcd_members_status(&self) -> Vec<(String, Result<EtcdMemberStatus, TestbedError>)> {
+        let mut asked = Vec::new();
+        let mut answers = Vec::new();
+        for name in self.etcd_member_names() {
+            let skip = if self.etcd_state.partitioned.contains(&name) {
+                Some("is partitioned")
+            } else if self.member_pid(&name).is_none() {
+                Some("is stopped")
+            } else {
+                None
+            };
+            match (skip, self.etcd_member_endpoint(&name)) {
+                (Some(why), _) => answers.push((
+                    name.clone(),
+                    Err(TestbedError::EtcdUnavailable(format!(
+                        "etcd member {name} {why}"
+                    ))),
+                )),
+                (None, Err(e)) => answers.push((name, Err(e))),
+                (None, Ok(ep)) => {
+                    let c = self.member_etcdctl(&ep, &STATUS_ARGS);
+                    asked.push((name, c));
+                }
+            }
+        }
+        let hint = self.etcd_hint();
+        let got: Vec<(String, Result<EtcdMemberStatus, TestbedError>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = asked
+                .into_iter()
+                .map(|(name, mut c)| {
+                    let hint = &hint;
+                    s.spawn(move || {
+                        let r = cmd::checked(&mut c, hint).and_then(|out| {
+                            EtcdMemberStatus::parse(&name, &out).map_err(|e| {
+                                TestbedError::Invalid(format!("etcd member {name}: {e}"))
+                            })
+                        });
+                        (name, r)
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        answers.extend(got);
+        let order = self.etcd_member_names();
+        answers.sort_by_key(|(n, _)| order.iter().position(|x| x == n));
+        answers
+    }
+
+    /// The member that says it leads, among the members running and not partitioned (a
+    /// leader cut off from the switch may still believe it leads for an election timeout).
+    /// None while there is no leader (an election, or no quorum).
+    pub fn etcd_leader(&self) -> Option<String> {
+        self.etcd_members_status()
+            .into_iter()
+            .filter_map(|(_, r)| r.ok())
+            .filter(EtcdMemberStatus::is_leader)
+            .max_by_key(|s| s.raft_term)
+            .map(|s| s.name)
+    }
+
+    /// Polls [`Testbed::etcd_leader`] every 50 ms until a leader other than `not` is found;
+    /// returns it and how long that took.
+    pub fn wait_etcd_leader(
+        &self,
+        timeout: Duration,
+        not: Option<&str>,
+    ) -> Result<(String, Duration), TestbedError> {
+        let started = Instant::now();
+        crate::wait_until(timeout, Duration::from_millis(50), || {
+            self.etcd_leader().filter(|l| Some(l.as_str()) != not)
+        })
+        .map(|l| (l, started.elapsed()))
+        .ok_or_else(|| {
+            let status: Vec<String> = self
+                .etcd_members_status()
+                .into_iter()
+                .map(|(n, r)| match r {
+                    Ok(s) => format!("{n}: leader {:x}, term {}", s.leader, s.raft_term),
+                    Err(e) => format!("{n}: {e}"),
+                })
+                .collect();
+            TestbedError::EtcdUnavailable(format!(
+                "no etcd leader (other than {not:?}) within {timeout:?}; members say: {}",
+                status.join("; ")
+            ))
+        })
+    }
+
+    /// SIGKILLs member `name` (by the pid the testbed started it with) and reaps it; its data
+    /// dir is kept for [`Testbed::start_etcd_member`]. Returns the pid it had.
+    pub fn kill_etcd_member(&mut self, name: &str) -> Result<Pid, TestbedError> {
+        self.etcd_state.member(name)?;
+        let pid = self.member_pid(name).ok_or_else(|| {
+            TestbedError::EtcdUnavailable(format!("etcd member {name} is not running"))
+        })?;
+        if self.tracked(pid)?.poll().is_none() {
+            self.signal(pid, Signal::SIGKILL)?;
+            let timeout = Duration::from_secs(10);
+            if self.wait_exit(pid, timeout)?.is_none() {
+                return Err(TestbedError::Timeout {
+                    what: format!("etcd member {name} after SIGKILL"),
+                    pid,
+                    timeout,
+                });
+            }
+        }
+        self.etcd_state.member_pids.retain(|(n, _)| n != name);
+        self.etcd_pid = self.etcd_state.member_pids.first().map(|(_, p)| *p);
+        debug!(id = %self.id(), member = name, %pid, "etcd member killed");
+        Ok(pid)
+    }
+
+    /// Starts member `name` again with its arguments and data dir, so it rejoins the cluster
+    /// as the same member, and waits until it answers `endpoint health` (it has caught up
+    /// with a leader). Returns how long that took. A partitioned member never gets healthy:
+    /// heal it first.
+    pub fn start_etcd_member(&mut self, name: &str) -> Result<Duration, TestbedError> {
+        let m = self.etcd_state.member(name)?.clone();
+        if self.member_running(name) {
+            return Err(TestbedError::Invalid(format!(
+                "start_etcd_member: {name} is already running; call kill_etcd_member first"
+            )));
+        }
+        let started = Instant::now();
+        self.plumb_members(std::slice::from_ref(&m))?;
+        self.spawn_member(&m)?;
+        self.wait_etcd_member_healthy(name)?;
+        Ok(started.elapsed())
+    }
+
+    /// Cuts member `name` off: its switch port goes down, so its `eth0` loses carrier and
+    /// no packet passes between it and its peers or any node. The process keeps running.
+    pub fn partition_etcd_member(&mut self, name: &str) -> Result<(), TestbedError> {
+        self.set_member_port(name, false)
+    }
+
+    /// Undoes [`Testbed::partition_etcd_member`].
+    pub fn heal_etcd_member(&mut self, name: &str) -> Result<(), TestbedError> {
+        self.set_member_port(name, true)
+    }
+
+    fn set_member_port(&mut self, name: &str, up: bool) -> Result<(), TestbedError> {
+        let ip = self.etcd_state.member(name)?.ip;
+        let port = self
+            .etcd_state
+            .net(ip)
+            .map(|n| n.port.clone())
+            .ok_or_else(|| {
+                TestbedError::EtcdUnavailable(format!("etcd member {name} was never started"))
+            })?;
+        let sw = self.switch_ns().to_string();
+        self.link_set(&sw, &port, up)?;
+        if up {
+            self.etcd_state.partitioned.remove(name);
+        } else {
+            self.etcd_state.partitioned.insert(name.to_string());
+        }
+        debug!(id = %self.id(), member = name, port, up, "etcd member switch port");
+        Ok(())
+    }
+
+    /// The Prometheus text of a plain-HTTP member's `/metrics`, fetched from the switch
+    /// namespace (etcd serves it on the client port).
+    pub fn etcd_member_metrics(&self, name: &str) -> Result<String, TestbedError> {
+        let endpoint = self.etcd_member_endpoint(name)?;
+        if !endpoint.starts_with("http://") {
+            return Err(TestbedError::Invalid(format!(
+                "etcd member {name} serves {endpoint}: the testbed reads /metrics over plain http only"
+            )));
+        }
+        let addr = self.member_addr(name)?;
+        let got = in_netns(self.switch_ns(), move || -> std::io::Result<String> {
+            use std::io::{Read, Write};
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+            write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+            let mut buf = String::new();
+            s.read_to_string(&mut buf)?;
+            Ok(buf)
+        })?;
+        let text = got.map_err(|e| TestbedError::Io {
+            what: format!("GET http://{addr}/metrics of etcd member {name}"),
+            source: e,
+        })?;
+        Ok(text
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or(text))
+    }
+
+    /// One unlabelled sample of [`Testbed::etcd_member_metrics`], e.g.
+    /// `etcd_debugging_mvcc_watcher_total` (the watchers the member serves).
+    pub fn etcd_member_metric(
+        &self,
+        name: &str,
+        metric: &str,
+    ) -> Result<Option<f64>, TestbedError> {
+        Ok(metric_value(&self.etcd_member_metrics(name)?, metric))
+    }
+}
+
+const STATUS_ARGS: [&str; 6] = [
+    "--dial-timeout=1s",
+    "--command-timeout=2s",
+    "endpoint",
+    "status",
+    "-w",
+    "json",
+];
+
+/// The value of the unlabelled sample `metric` in Prometheus text.
+fn metric_value(text: &str, metric: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(metric))
+        .find_map(|rest| rest.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]
@@ -691,6 +1305,66 @@ mod tests {
             members.endpoints(),
             "https://10.250.0.2:2379,https://10.250.0.3:2379"
         );
+    }
+
+    #[test]
+    fn plain_members_form_one_cluster() {
+        let m = EtcdMembers::plain(3);
+        assert_eq!(m.client, None);
+        let names: Vec<&str> = m.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["etcd0", "etcd1", "etcd2"]);
+        assert_eq!(m.members[0].ip, ETCD_IP);
+        assert_eq!(m.members[2].ip, Ipv4Addr::new(10, 250, 0, 4));
+        let a = &m.members[1].args;
+        assert_eq!(
+            flag_value(a, "advertise-client-urls"),
+            Some("http://10.250.0.3:2379")
+        );
+        assert_eq!(
+            flag_value(a, "initial-cluster"),
+            Some(
+                "etcd0=http://10.250.0.2:2380,etcd1=http://10.250.0.3:2380,etcd2=http://10.250.0.4:2380"
+            )
+        );
+        assert_eq!(
+            flag_value(a, "data-dir"),
+            None,
+            "the bed picks the data dir"
+        );
+        let st = EtcdState::new(EtcdSetup::Members(m));
+        assert_eq!(
+            st.endpoints(),
+            "http://10.250.0.2:2379,http://10.250.0.3:2379,http://10.250.0.4:2379"
+        );
+    }
+
+    #[test]
+    fn member_status_and_metrics_parse() {
+        let json = r#"[{"Endpoint":"http://10.250.0.3:2379","Status":{"header":{"cluster_id":15118495548433857066,"member_id":13668033151171901709,"revision":7,"raft_term":2},"version":"3.4.23","dbSize":20480,"leader":13668033151171901709,"raftIndex":4,"raftTerm":2,"raftAppliedIndex":4,"dbSizeInUse":16384}}]"#;
+        let st = EtcdMemberStatus::parse("etcd1", json).unwrap();
+        assert!(st.is_leader());
+        assert_eq!((st.raft_term, st.raft_index, st.revision), (2, 4, 7));
+        let follower = EtcdMemberStatus {
+            leader: 1,
+            ..st.clone()
+        };
+        assert!(!follower.is_leader());
+        assert!(
+            !EtcdMemberStatus {
+                leader: 0,
+                member_id: 0,
+                ..st
+            }
+            .is_leader()
+        );
+        assert!(EtcdMemberStatus::parse("x", "[]").is_err());
+
+        let text = "# HELP etcd_debugging_mvcc_watcher_total x\netcd_debugging_mvcc_watcher_total_x 9\netcd_debugging_mvcc_watcher_total 3\n";
+        assert_eq!(
+            metric_value(text, "etcd_debugging_mvcc_watcher_total"),
+            Some(3.0)
+        );
+        assert_eq!(metric_value(text, "nope"), None);
     }
 
     #[test]

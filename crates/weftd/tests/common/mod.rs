@@ -1,13 +1,17 @@
 //! Shared helpers for weftd's integration tests: a testbed with weftd on its nodes.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use weft_core::subnet_env::SubnetEnv;
-use weft_testbed::{CniSetup, Pid, Pod, Signal, Testbed, TestbedConfig, wait_until};
+use weft_testbed::{CniSetup, EtcdSetup, Pid, Pod, Signal, Testbed, TestbedConfig, wait_until};
 
 pub const NET_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
 pub const CONFIG_KEY: &str = "/coreos.com/network/config";
@@ -49,6 +53,89 @@ impl Cluster {
             tb,
             extra_args: vec!["--ip-masq".into()],
         }
+    }
+
+    /// Like [`Cluster::new`], with etcd run as `setup` says (e.g. a 3-member cluster).
+    pub fn new_with_etcd(
+        label: &str,
+        nodes: usize,
+        setup: EtcdSetup,
+        config: Option<&str>,
+    ) -> Cluster {
+        let tb = Testbed::new_with_etcd(label, TestbedConfig::with_nodes(nodes), setup)
+            .unwrap_or_else(|e| panic!("{label}: testbed: {e}"));
+        if let Some(c) = config {
+            tb.etcdctl(&["put", CONFIG_KEY, c]).expect("put config");
+        }
+        Cluster {
+            weftd: vec![None; nodes],
+            tb,
+            extra_args: vec!["--ip-masq".into()],
+        }
+    }
+
+    /// Adds a node to the bed (weftd not started) and returns its index.
+    pub fn add_node(&mut self) -> usize {
+        let i = self.tb.add_node().expect("add node");
+        self.weftd.resize(i + 1, None);
+        i
+    }
+
+    /// Every key under the subnets prefix with its etcd metadata (value, lease, create and
+    /// mod revision, version: the `kvs` of `etcdctl get -w json`), by decoded key.
+    pub fn lease_kvs(&self) -> BTreeMap<String, serde_json::Value> {
+        let out = self
+            .tb
+            .etcdctl(&["get", "--prefix", SUBNETS, "-w", "json"])
+            .expect("etcdctl get --prefix");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("etcdctl json");
+        v["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|kv| {
+                        let key = base64_decode(kv["key"].as_str().unwrap_or(""));
+                        (String::from_utf8_lossy(&key).into_owned(), kv.clone())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Polls node `i`'s /readyz every `every` from inside its namespace until stopped.
+    pub fn watch_ready(&self, i: usize, every: Duration) -> ReadyWatch {
+        let ns = self.tb.node(i).ns.clone();
+        let ip = self.tb.node(i).ip;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            weft_testbed::in_netns(&ns, move || {
+                let start = Instant::now();
+                let mut log = ReadyLog::default();
+                let mut down_since: Option<Duration> = None;
+                while !flag.load(Ordering::Relaxed) {
+                    let ok = http_get(ip, 8081, "/readyz").is_some_and(|(code, _)| code == 200);
+                    let now = start.elapsed();
+                    log.samples += 1;
+                    match (ok, down_since) {
+                        (false, None) => down_since = Some(now),
+                        (true, Some(from)) => {
+                            log.not_ready.push((from, now - from));
+                            down_since = None;
+                        }
+                        _ => {}
+                    }
+                    std::thread::sleep(every);
+                }
+                if let Some(from) = down_since {
+                    log.not_ready.push((from, start.elapsed() - from));
+                    log.ends_not_ready = true;
+                }
+                log
+            })
+            .expect("enter the node's namespace")
+        });
+        ReadyWatch { stop, handle }
     }
 
     pub fn subnet_file(&self, i: usize) -> PathBuf {
@@ -252,4 +339,119 @@ pub fn http_get(ip: Ipv4Addr, port: u16, path: &str) -> Option<(u16, String)> {
 
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// A running [`Cluster::watch_ready`].
+pub struct ReadyWatch {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<ReadyLog>,
+}
+
+impl ReadyWatch {
+    pub fn stop(self) -> ReadyLog {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("readiness poller")
+    }
+}
+
+/// What a [`ReadyWatch`] saw.
+#[derive(Debug, Default, Clone)]
+pub struct ReadyLog {
+    pub samples: u64,
+    /// Every stretch without a 200 from /readyz: (start, since the watch began; length).
+    pub not_ready: Vec<(Duration, Duration)>,
+    /// Whether the last stretch was still going on when the watch stopped.
+    pub ends_not_ready: bool,
+}
+
+impl ReadyLog {
+    pub fn total(&self) -> Duration {
+        self.not_ready.iter().map(|(_, d)| *d).sum()
+    }
+    pub fn longest(&self) -> Duration {
+        self.not_ready
+            .iter()
+            .map(|(_, d)| *d)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// Standard base64 (etcdctl's JSON encodes keys and values so); invalid input yields garbage,
+/// never a panic.
+pub fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let digits: Vec<u8> = s.bytes().filter(|c| *c != b'=').map(val).collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, d)| n | (u32::from(*d) << (18 - 6 * i)));
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
+
+/// A long-lived TCP flow between two pods: a request/response every 20 ms until `stop`.
+/// Returns the number of round trips, or the first error (a reset flow).
+pub fn tcp_flow(
+    server_ns: String,
+    server_ip: Ipv4Addr,
+    client_ns: String,
+    port: u16,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<Result<u64, String>> {
+    use std::io::{Read, Write};
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        weft_testbed::in_netns(&server_ns, move || {
+            let l = std::net::TcpListener::bind((server_ip, port)).map_err(|e| e.to_string())?;
+            ready_tx.send(()).ok();
+            let (mut s, _) = l.accept().map_err(|e| e.to_string())?;
+            let mut b = [0u8; 8];
+            loop {
+                match s.read(&mut b) {
+                    Ok(0) => return Ok::<(), String>(()),
+                    Ok(n) => s.write_all(&b[..n]).map_err(|e| e.to_string())?,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        })
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("server listening");
+    std::thread::spawn(move || {
+        weft_testbed::in_netns(&client_ns, move || {
+            let mut s =
+                std::net::TcpStream::connect((server_ip, port)).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            let mut n = 0u64;
+            let mut b = [0u8; 8];
+            while !stop.load(Ordering::Relaxed) {
+                s.write_all(&n.to_be_bytes())
+                    .map_err(|e| format!("write after {n}: {e}"))?;
+                s.read_exact(&mut b)
+                    .map_err(|e| format!("read after {n}: {e}"))?;
+                if u64::from_be_bytes(b) != n {
+                    return Err(format!("echo mismatch at {n}"));
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(n)
+        })
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+    })
 }
