@@ -8,7 +8,7 @@
 //! are no longer wanted (stale FDB entries after an IP change, peers deleted while weftd was
 //! down) and leaves correct entries alone, so a restart changes nothing.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -122,19 +122,23 @@ fn route_of(peer: &Peer) -> RouteEntry {
 ///   The other peer's neighbour and route are still programmed; its traffic reaches the first
 ///   peer's host, which is the best a shared MAC allows.
 pub fn desired_state(peers: &[Peer]) -> KernelState {
+    desired_from_effective(&effective_peers(peers))
+}
+
+fn desired_from_effective(peers: &[Peer]) -> KernelState {
     let mut state = KernelState::default();
     let mut neigh_ips = BTreeSet::new();
     let mut fdb_macs = BTreeSet::new();
-    for peer in effective_peers(peers) {
-        let neigh = neigh_of(&peer);
+    for peer in peers {
+        let neigh = neigh_of(peer);
         if neigh_ips.insert(neigh.ip) {
             state.neighs.push(neigh);
         }
-        let fdb = fdb_of(&peer);
+        let fdb = fdb_of(peer);
         if fdb_macs.insert(fdb.mac) {
             state.fdb.push(fdb);
         }
-        state.routes.push(route_of(&peer));
+        state.routes.push(route_of(peer));
     }
     state
 }
@@ -154,90 +158,211 @@ pub fn desired_state(peers: &[Peer]) -> KernelState {
 /// - If the kernel holds several entries for one wanted route destination or neighbour IP,
 ///   one is kept (the exact match, else the first, which is then replaced) and the rest are
 ///   deleted.
+///
+/// O((n + m) log(n + m)) for n peers and m kernel entries: sorted vectors and ordered maps,
+/// no linear searches inside loops (at 5,000 peers the earlier quadratic version took 170 ms).
 pub fn diff(desired: &[Peer], actual: &KernelState) -> Vec<Op> {
-    let want = desired_state(desired);
+    let peers = effective_peers(desired);
+    let want = desired_from_effective(&peers);
+    let want_routes: BTreeMap<Ipv4Net, RouteEntry> =
+        want.routes.iter().map(|r| (r.dst, *r)).collect();
+    let want_neighs: BTreeMap<Ipv4Addr, NeighEntry> =
+        want.neighs.iter().map(|n| (n.ip, *n)).collect();
+    let want_fdb: BTreeSet<FdbEntry> = want.fdb.iter().copied().collect();
     let mut ops = Vec::new();
 
-    // Routes keyed by destination.
-    let mut route_dels: Vec<RouteEntry> = Vec::new();
-    let mut actual_routes: Vec<RouteEntry> = actual.routes.clone();
-    actual_routes.sort();
-    actual_routes.dedup();
-    for dst in actual_routes.iter().map(|r| r.dst).collect::<BTreeSet<_>>() {
-        let have: Vec<RouteEntry> = actual_routes
-            .iter()
-            .copied()
-            .filter(|r| r.dst == dst)
-            .collect();
-        match want.routes.iter().find(|w| w.dst == dst) {
-            None => route_dels.extend(have),
-            Some(w) => {
-                let keep = have.iter().position(|r| r == w).unwrap_or(0);
-                route_dels.extend(
-                    have.iter()
-                        .enumerate()
-                        .filter(|(i, _)| *i != keep)
-                        .map(|(_, r)| *r),
-                );
-            }
-        }
+    // Routes keyed by destination (sorted, so one destination's entries are adjacent).
+    let actual_routes = sorted_unique(&actual.routes);
+    for have in actual_routes.chunk_by(|a, b| a.dst == b.dst) {
+        let keep = want_routes
+            .get(&have[0].dst)
+            .map(|w| have.iter().position(|r| r == w).unwrap_or(0));
+        ops.extend(
+            have.iter()
+                .enumerate()
+                .filter(|(i, _)| Some(*i) != keep)
+                .map(|(_, r)| Op::DelRoute(*r)),
+        );
     }
-    ops.extend(route_dels.into_iter().map(Op::DelRoute));
 
     // FDB keyed by (mac, dst).
-    let mut actual_fdb: Vec<FdbEntry> = actual.fdb.clone();
-    actual_fdb.sort();
-    actual_fdb.dedup();
+    let actual_fdb = sorted_unique(&actual.fdb);
     ops.extend(
         actual_fdb
             .iter()
-            .filter(|entry| !want.fdb.contains(entry))
+            .filter(|entry| !want_fdb.contains(entry))
             .map(|entry| Op::DelFdb(*entry)),
     );
 
     // Neighbours keyed by IP.
-    let mut neigh_dels: Vec<NeighEntry> = Vec::new();
-    let mut actual_neighs: Vec<NeighEntry> = actual.neighs.clone();
-    actual_neighs.sort();
-    actual_neighs.dedup();
-    for ip in actual_neighs.iter().map(|n| n.ip).collect::<BTreeSet<_>>() {
-        let have: Vec<NeighEntry> = actual_neighs
-            .iter()
-            .copied()
-            .filter(|n| n.ip == ip)
-            .collect();
-        match want.neighs.iter().find(|w| w.ip == ip) {
-            None => neigh_dels.extend(have),
-            Some(w) => {
-                let keep = have.iter().position(|n| n == w).unwrap_or(0);
-                neigh_dels.extend(
-                    have.iter()
-                        .enumerate()
-                        .filter(|(i, _)| *i != keep)
-                        .map(|(_, n)| *n),
-                );
-            }
-        }
+    let actual_neighs = sorted_unique(&actual.neighs);
+    for have in actual_neighs.chunk_by(|a, b| a.ip == b.ip) {
+        let keep = want_neighs
+            .get(&have[0].ip)
+            .map(|w| have.iter().position(|n| n == w).unwrap_or(0));
+        ops.extend(
+            have.iter()
+                .enumerate()
+                .filter(|(i, _)| Some(*i) != keep)
+                .map(|(_, n)| Op::DelNeigh(*n)),
+        );
     }
-    ops.extend(neigh_dels.into_iter().map(Op::DelNeigh));
 
     // Additions and replacements, peer by peer.
     let mut emitted: BTreeSet<FdbEntry> = BTreeSet::new();
-    for peer in effective_peers(desired) {
-        let neigh = neigh_of(&peer);
-        if want.neighs.contains(&neigh) && !actual_neighs.contains(&neigh) {
+    for peer in &peers {
+        let neigh = neigh_of(peer);
+        if want_neighs.get(&neigh.ip) == Some(&neigh)
+            && actual_neighs.binary_search(&neigh).is_err()
+        {
             ops.push(Op::SetNeigh(neigh));
         }
-        let fdb = fdb_of(&peer);
-        if want.fdb.contains(&fdb) && !actual_fdb.contains(&fdb) && emitted.insert(fdb) {
+        let fdb = fdb_of(peer);
+        if want_fdb.contains(&fdb) && actual_fdb.binary_search(&fdb).is_err() && emitted.insert(fdb)
+        {
             ops.push(Op::SetFdb(fdb));
         }
-        let route = route_of(&peer);
-        if !actual_routes.contains(&route) {
+        let route = route_of(peer);
+        if actual_routes.binary_search(&route).is_err() {
             ops.push(Op::SetRoute(route));
         }
     }
     ops
+}
+
+fn sorted_unique<T: Ord + Copy>(items: &[T]) -> Vec<T> {
+    let mut v = items.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// One entry-level change the kernel announced on the device (a netlink notification,
+/// reduced to what weft owns there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    /// The neighbour for `ip` is now permanent with `mac` (`Some`), or it is gone or no
+    /// longer permanent (`None`). The kernel keeps one neighbour per address.
+    Neigh { ip: Ipv4Addr, mac: Option<MacAddr> },
+    /// An FDB entry with a destination appeared (`present`) or vanished.
+    Fdb { entry: FdbEntry, present: bool },
+    /// A route weft could own (main table, unicast, not a kernel route) appeared or vanished.
+    Route { entry: RouteEntry, present: bool },
+}
+
+/// What weftd believes its device holds: the last full dump, plus its own changes that the
+/// kernel acknowledged, plus the changes the kernel announced since.
+///
+/// It lets weftd apply a lease event without dumping thousands of kernel entries, and tell
+/// the echo of its own change (nothing to do) from drift (someone else changed the device:
+/// re-read it). It is never the only truth: any surprise, and a periodic timer, replace it
+/// with a fresh dump.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Programmed {
+    neighs: BTreeMap<Ipv4Addr, MacAddr>,
+    fdb: BTreeSet<FdbEntry>,
+    routes: BTreeSet<RouteEntry>,
+}
+
+impl Programmed {
+    /// The model of a freshly dumped device.
+    pub fn from_state(state: &KernelState) -> Programmed {
+        Programmed {
+            neighs: state.neighs.iter().map(|n| (n.ip, n.mac)).collect(),
+            fdb: state.fdb.iter().copied().collect(),
+            routes: state.routes.iter().copied().collect(),
+        }
+    }
+
+    /// The model as a [`KernelState`] (sorted), for [`diff`].
+    pub fn state(&self) -> KernelState {
+        KernelState {
+            neighs: self
+                .neighs
+                .iter()
+                .map(|(ip, mac)| NeighEntry { ip: *ip, mac: *mac })
+                .collect(),
+            fdb: self.fdb.iter().copied().collect(),
+            routes: self.routes.iter().copied().collect(),
+        }
+    }
+
+    /// Number of entries (neighbours + FDB entries + routes).
+    pub fn len(&self) -> usize {
+        self.neighs.len() + self.fdb.len() + self.routes.len()
+    }
+
+    /// Whether the model holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records an operation the kernel acknowledged (or a delete of something already gone),
+    /// with the kernel's semantics: a neighbour is keyed by IP, `bridge fdb replace` leaves a
+    /// MAC one destination, `ip route replace` leaves a destination one route.
+    pub fn applied(&mut self, op: &Op) {
+        match op {
+            Op::SetNeigh(n) => {
+                self.neighs.insert(n.ip, n.mac);
+            }
+            Op::DelNeigh(n) => {
+                self.neighs.remove(&n.ip);
+            }
+            Op::SetFdb(f) => {
+                self.fdb.retain(|e| e.mac != f.mac);
+                self.fdb.insert(*f);
+            }
+            Op::DelFdb(f) => {
+                self.fdb.remove(f);
+            }
+            Op::SetRoute(r) => {
+                self.routes.retain(|e| e.dst != r.dst);
+                self.routes.insert(*r);
+            }
+            Op::DelRoute(r) => {
+                self.routes.remove(r);
+            }
+        }
+    }
+
+    /// Records a change the kernel announced. Returns `true` when the kernel is where the
+    /// model expected it (the echo of weftd's own change, or a change to something weft does
+    /// not own), `false` when the device now differs from the model: drift, so the caller
+    /// should re-read the device and repair it.
+    pub fn observe(&mut self, change: &Observed) -> bool {
+        match *change {
+            Observed::Neigh { ip, mac } => {
+                let before = match mac {
+                    Some(m) => self.neighs.insert(ip, m),
+                    None => self.neighs.remove(&ip),
+                };
+                before == mac
+            }
+            Observed::Fdb { entry, present } => {
+                let had = if present {
+                    !self.fdb.insert(entry)
+                } else {
+                    self.fdb.remove(&entry)
+                };
+                had == present
+            }
+            Observed::Route { entry, present } => {
+                if present {
+                    // Expected only if this is the one route the model holds for the
+                    // destination (a replace announces the new route, not the old one's end).
+                    let alone = self
+                        .routes
+                        .iter()
+                        .filter(|r| r.dst == entry.dst)
+                        .all(|r| *r == entry);
+                    let had = !self.routes.insert(entry);
+                    had && alone
+                } else {
+                    !self.routes.remove(&entry)
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -437,5 +562,268 @@ mod tests {
                 Op::DelNeigh(neigh(9, 9)),
             ]
         );
+    }
+
+    // The straightforward quadratic version this module shipped first: the fast diff must
+    // agree with it on every input.
+    fn reference_diff(desired: &[Peer], actual: &KernelState) -> Vec<Op> {
+        let want = desired_state(desired);
+        let mut ops = Vec::new();
+
+        // Routes keyed by destination.
+        let mut route_dels: Vec<RouteEntry> = Vec::new();
+        let mut actual_routes: Vec<RouteEntry> = actual.routes.clone();
+        actual_routes.sort();
+        actual_routes.dedup();
+        for dst in actual_routes.iter().map(|r| r.dst).collect::<BTreeSet<_>>() {
+            let have: Vec<RouteEntry> = actual_routes
+                .iter()
+                .copied()
+                .filter(|r| r.dst == dst)
+                .collect();
+            match want.routes.iter().find(|w| w.dst == dst) {
+                None => route_dels.extend(have),
+                Some(w) => {
+                    let keep = have.iter().position(|r| r == w).unwrap_or(0);
+                    route_dels.extend(
+                        have.iter()
+                            .enumerate()
+                            .filter(|(i, _)| *i != keep)
+                            .map(|(_, r)| *r),
+                    );
+                }
+            }
+        }
+        ops.extend(route_dels.into_iter().map(Op::DelRoute));
+
+        // FDB keyed by (mac, dst).
+        let mut actual_fdb: Vec<FdbEntry> = actual.fdb.clone();
+        actual_fdb.sort();
+        actual_fdb.dedup();
+        ops.extend(
+            actual_fdb
+                .iter()
+                .filter(|entry| !want.fdb.contains(entry))
+                .map(|entry| Op::DelFdb(*entry)),
+        );
+
+        // Neighbours keyed by IP.
+        let mut neigh_dels: Vec<NeighEntry> = Vec::new();
+        let mut actual_neighs: Vec<NeighEntry> = actual.neighs.clone();
+        actual_neighs.sort();
+        actual_neighs.dedup();
+        for ip in actual_neighs.iter().map(|n| n.ip).collect::<BTreeSet<_>>() {
+            let have: Vec<NeighEntry> = actual_neighs
+                .iter()
+                .copied()
+                .filter(|n| n.ip == ip)
+                .collect();
+            match want.neighs.iter().find(|w| w.ip == ip) {
+                None => neigh_dels.extend(have),
+                Some(w) => {
+                    let keep = have.iter().position(|n| n == w).unwrap_or(0);
+                    neigh_dels.extend(
+                        have.iter()
+                            .enumerate()
+                            .filter(|(i, _)| *i != keep)
+                            .map(|(_, n)| *n),
+                    );
+                }
+            }
+        }
+        ops.extend(neigh_dels.into_iter().map(Op::DelNeigh));
+
+        // Additions and replacements, peer by peer.
+        let mut emitted: BTreeSet<FdbEntry> = BTreeSet::new();
+        for peer in effective_peers(desired) {
+            let neigh = neigh_of(&peer);
+            if want.neighs.contains(&neigh) && !actual_neighs.contains(&neigh) {
+                ops.push(Op::SetNeigh(neigh));
+            }
+            let fdb = fdb_of(&peer);
+            if want.fdb.contains(&fdb) && !actual_fdb.contains(&fdb) && emitted.insert(fdb) {
+                ops.push(Op::SetFdb(fdb));
+            }
+            let route = route_of(&peer);
+            if !actual_routes.contains(&route) {
+                ops.push(Op::SetRoute(route));
+            }
+        }
+        ops
+    }
+
+    #[test]
+    fn fast_diff_agrees_with_the_reference_on_random_states() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..3000 {
+            let n = rng.random_range(0..8);
+            let desired: Vec<Peer> = (0..n)
+                .map(|_| {
+                    peer(
+                        rng.random_range(0..6),
+                        rng.random_range(0..4),
+                        rng.random_range(0..4),
+                    )
+                })
+                .collect();
+            let mut actual = desired_state(
+                &(0..rng.random_range(0..8))
+                    .map(|_| {
+                        peer(
+                            rng.random_range(0..6),
+                            rng.random_range(0..4),
+                            rng.random_range(0..4),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            for _ in 0..rng.random_range(0..3) {
+                actual.routes.push(RouteEntry {
+                    gw: None,
+                    onlink: rng.random(),
+                    ..route(rng.random_range(0..6))
+                });
+                actual
+                    .neighs
+                    .push(neigh(rng.random_range(0..6), rng.random_range(0..4)));
+                actual
+                    .fdb
+                    .push(fdb(rng.random_range(0..4), rng.random_range(0..4)));
+            }
+            assert_eq!(
+                diff(&desired, &actual),
+                reference_diff(&desired, &actual),
+                "desired {desired:?} actual {actual:?}"
+            );
+            // Applying the ops to a model of `actual` reaches a state with nothing left to do.
+            // (The model keeps one neighbour per IP, as the kernel does.)
+            let mut model = Programmed::from_state(&actual);
+            for op in diff(&desired, &model.state()) {
+                model.applied(&op);
+            }
+            assert_eq!(
+                diff(&desired, &model.state()),
+                vec![],
+                "desired {desired:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn echoes_of_own_changes_are_expected() {
+        let mut model = Programmed::default();
+        let ops = diff(&peers(), &model.state());
+        for op in &ops {
+            model.applied(op);
+        }
+        assert_eq!(model.len(), 6);
+        // The kernel announces exactly what was applied: nothing unexpected.
+        assert!(model.observe(&Observed::Neigh {
+            ip: Ipv4Addr::new(10, 244, 2, 0),
+            mac: Some(mac(2))
+        }));
+        assert!(model.observe(&Observed::Fdb {
+            entry: fdb(2, 12),
+            present: true
+        }));
+        assert!(model.observe(&Observed::Route {
+            entry: route(2),
+            present: true
+        }));
+        // Deletions weft made itself.
+        for op in diff(&[peer(3, 13, 3)], &model.state()) {
+            model.applied(&op);
+        }
+        assert!(model.observe(&Observed::Route {
+            entry: route(2),
+            present: false
+        }));
+        assert!(model.observe(&Observed::Fdb {
+            entry: fdb(2, 12),
+            present: false
+        }));
+        assert!(model.observe(&Observed::Neigh {
+            ip: Ipv4Addr::new(10, 244, 2, 0),
+            mac: None
+        }));
+        // Changes to things weft does not own: a non-permanent neighbour coming and going.
+        assert!(model.observe(&Observed::Neigh {
+            ip: Ipv4Addr::new(10, 244, 9, 9),
+            mac: None
+        }));
+        assert_eq!(model.state(), desired_state(&[peer(3, 13, 3)]));
+    }
+
+    #[test]
+    fn drift_is_unexpected() {
+        let full = Programmed::from_state(&desired_state(&peers()));
+        let cases = [
+            // Someone deleted our route, neighbour or FDB entry.
+            Observed::Route {
+                entry: route(2),
+                present: false,
+            },
+            Observed::Neigh {
+                ip: Ipv4Addr::new(10, 244, 2, 0),
+                mac: None,
+            },
+            Observed::Fdb {
+                entry: fdb(2, 12),
+                present: false,
+            },
+            // Someone changed our neighbour's MAC.
+            Observed::Neigh {
+                ip: Ipv4Addr::new(10, 244, 2, 0),
+                mac: Some(mac(9)),
+            },
+            // Someone added entries weft does not want.
+            Observed::Route {
+                entry: route(9),
+                present: true,
+            },
+            Observed::Neigh {
+                ip: Ipv4Addr::new(10, 244, 9, 0),
+                mac: Some(mac(9)),
+            },
+            Observed::Fdb {
+                entry: fdb(9, 19),
+                present: true,
+            },
+            // Someone replaced our route with another one for the same destination.
+            Observed::Route {
+                entry: RouteEntry {
+                    gw: None,
+                    onlink: false,
+                    ..route(2)
+                },
+                present: true,
+            },
+        ];
+        for change in cases {
+            let mut model = full.clone();
+            assert!(!model.observe(&change), "{change:?}");
+            // And the model now says what the kernel holds, so a diff repairs it.
+            assert!(!diff(&peers(), &model.state()).is_empty(), "{change:?}");
+        }
+    }
+
+    #[test]
+    fn applied_follows_kernel_replace_semantics() {
+        let mut model = Programmed::from_state(&desired_state(&peers()));
+        let other_route = RouteEntry {
+            gw: None,
+            onlink: false,
+            ..route(2)
+        };
+        model.applied(&Op::SetRoute(other_route));
+        model.applied(&Op::SetFdb(fdb(2, 99)));
+        model.applied(&Op::SetNeigh(neigh(2, 9)));
+        let s = model.state();
+        assert_eq!(s.routes, vec![other_route, route(3)]);
+        assert_eq!(s.fdb, vec![fdb(2, 99), fdb(3, 13)]);
+        assert_eq!(s.neighs, vec![neigh(2, 9), neigh(3, 3)]);
+        model.applied(&Op::DelNeigh(neigh(2, 1)));
+        assert_eq!(model.state().neighs, vec![neigh(3, 3)]);
     }
 }

@@ -27,12 +27,15 @@ use netlink_packet_route::{
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, MulticastGroup, RouteMessageBuilder};
 use tracing::{debug, info, warn};
 use weft_core::{
-    dataplane::{FdbEntry, KernelState, NeighEntry, Op, RouteEntry},
+    dataplane::{FdbEntry, KernelState, NeighEntry, Observed, Op, RouteEntry},
     mac::MacAddr,
 };
 
 /// The kernel's default VXLAN UDP port, used when the config leaves `Port` at 0.
 pub const KERNEL_DEFAULT_VXLAN_PORT: u16 = 8472;
+
+/// How many netlink requests [`Netlink::apply`] keeps in flight at once.
+pub const APPLY_WINDOW: usize = 64;
 
 /// An error from a netlink request, naming the object and the operation.
 #[derive(Debug, thiserror::Error)]
@@ -533,125 +536,107 @@ impl Netlink {
     }
 
     /// The permanent neighbours, FDB entries with a destination, and main-table routes of the
-    /// device: what weft owns on it.
+    /// device: what weft owns on it. The dumps are read as streams, entry by entry, so
+    /// thousands of peers never sit in memory as netlink messages.
     pub async fn read_state(&self, index: u32) -> Result<KernelState, NetError> {
         let mut state = KernelState::default();
 
-        let neighs: Vec<NeighbourMessage> = self
+        let mut neighs = self
             .handle
             .neighbours()
             .get()
             .set_address_family(AddressFamily::Inet)
-            .execute()
-            .try_collect()
+            .execute();
+        while let Some(n) = neighs
+            .try_next()
             .await
-            .map_err(NetError::req("list neighbours"))?;
-        for n in neighs.iter().filter(|n| n.header.ifindex == index) {
-            if n.header.state != NeighbourState::Permanent {
-                continue;
-            }
-            let ip = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                _ => None,
-            });
-            let mac = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::LinkLayerAddress(b) => mac_from(b),
-                _ => None,
-            });
-            if let (Some(ip), Some(mac)) = (ip, mac) {
+            .map_err(NetError::req("list neighbours"))?
+        {
+            if n.header.ifindex == index
+                && let (ip, Some(mac)) = neigh_of_message(&n)
+                && let Some(ip) = ip
+            {
                 state.neighs.push(NeighEntry { ip, mac });
             }
         }
 
-        let fdb: Vec<NeighbourMessage> = self
+        let mut fdb = self
             .handle
             .neighbours()
             .get()
             .set_address_family(AddressFamily::Bridge)
-            .execute()
-            .try_collect()
+            .execute();
+        while let Some(n) = fdb
+            .try_next()
             .await
-            .map_err(NetError::req("list FDB entries"))?;
-        for n in fdb.iter().filter(|n| n.header.ifindex == index) {
-            let dst = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-                // FDB dumps carry NDA_DST as raw bytes (rust-stack.md pitfall 4).
-                NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
-                    Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-                }
-                _ => None,
-            });
-            let mac = n.attributes.iter().find_map(|a| match a {
-                NeighbourAttribute::LinkLayerAddress(b) => mac_from(b),
-                _ => None,
-            });
-            if let (Some(dst), Some(mac)) = (dst, mac) {
-                state.fdb.push(FdbEntry { mac, dst });
+            .map_err(NetError::req("list FDB entries"))?
+        {
+            if n.header.ifindex == index
+                && let Some(entry) = fdb_of_message(&n)
+            {
+                state.fdb.push(entry);
             }
         }
 
-        for r in self.ipv4_routes().await? {
-            let table = r
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    RouteAttribute::Table(t) => Some(*t),
-                    _ => None,
-                })
-                .unwrap_or(r.header.table as u32);
-            if table != RouteHeader::RT_TABLE_MAIN as u32
-                || r.header.kind != RouteType::Unicast
-                || r.header.protocol == RouteProtocol::Kernel
+        let mut routes = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute();
+        while let Some(r) = routes
+            .try_next()
+            .await
+            .map_err(NetError::req("list routes"))?
+        {
+            if let Some((oif, entry)) = route_of_message(&r)
+                && oif == index
             {
-                continue;
+                state.routes.push(entry);
             }
-            let oif = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(i) => Some(*i),
-                _ => None,
-            });
-            if oif != Some(index) {
-                continue;
-            }
-            let dst_ip = r
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
-                    _ => None,
-                })
-                .unwrap_or(Ipv4Addr::UNSPECIFIED);
-            let Ok(dst) = Ipv4Net::new(dst_ip, r.header.destination_prefix_length) else {
-                continue;
-            };
-            let gw = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
-                _ => None,
-            });
-            state.routes.push(RouteEntry {
-                dst,
-                gw,
-                onlink: r.header.flags.contains(RouteFlags::Onlink),
-            });
         }
         Ok(state)
     }
 
-    /// Applies the ops in order. A failed op does not stop the others (each peer's entries are
-    /// independent); failures are returned so the caller can count them and retry on its next
-    /// reconcile. Deleting something already gone counts as done.
-    pub async fn apply(&self, index: u32, ops: &[Op]) -> Vec<(Op, NetError)> {
-        let mut failed = Vec::new();
+    /// Applies the ops in order and returns, for each op, whether it failed. A failed op does
+    /// not stop the others (each peer's entries are independent); the caller counts failures
+    /// and retries. Deleting something already gone counts as done.
+    ///
+    /// Requests are pipelined: up to [`APPLY_WINDOW`] are in flight on the socket at once.
+    /// The kernel handles a netlink socket's requests one by one in the order they were
+    /// sent, so the order of the ops (neighbour, FDB, then route) still holds, but weftd no
+    /// longer waits for each acknowledgement before sending the next request.
+    pub async fn apply(&self, index: u32, ops: &[Op]) -> Vec<Option<NetError>> {
+        use futures::StreamExt;
+        use futures::stream::FuturesOrdered;
+        let mut results = Vec::with_capacity(ops.len());
+        let mut in_flight = FuturesOrdered::new();
         for op in ops {
-            debug!(?op, "applying");
-            if let Err(e) = self.apply_one(index, op).await {
+            if in_flight.len() >= APPLY_WINDOW
+                && let Some(r) = in_flight.next().await
+            {
+                results.push(r);
+            }
+            // A future's first poll sends its request; FuturesOrdered polls new futures in
+            // the order they were pushed, so requests leave in the order of `ops`.
+            in_flight.push_back(self.apply_checked(index, op));
+        }
+        while let Some(r) = in_flight.next().await {
+            results.push(r);
+        }
+        results
+    }
+
+    /// One op; `None` when done (a delete of something already gone counts as done).
+    async fn apply_checked(&self, index: u32, op: &Op) -> Option<NetError> {
+        debug!(?op, "applying");
+        match self.apply_one(index, op).await {
+            Ok(()) => None,
+            Err(e) => {
                 let gone = matches!(e.errno(), Some(ENOENT) | Some(ESRCH));
                 let is_delete = matches!(op, Op::DelNeigh(_) | Op::DelFdb(_) | Op::DelRoute(_));
-                if !(gone && is_delete) {
-                    failed.push((*op, e));
-                }
+                if gone && is_delete { None } else { Some(e) }
             }
         }
-        failed
     }
 
     async fn apply_one(&self, index: u32, op: &Op) -> Result<(), NetError> {
@@ -756,26 +741,40 @@ impl Netlink {
 }
 
 /// A change the kernel announced on one of the groups weft cares about, reduced to the link
-/// it concerns, so the daemon can react to changes on its own device only.
+/// it concerns and, for neighbours, FDB entries and routes, to the entry itself, so the
+/// daemon can tell the echo of its own change from drift.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelChange {
+    /// A link appeared, changed or vanished.
     Link(u32),
+    /// An IPv4 address on the link changed.
     Address(u32),
-    Route(Option<u32>),
-    Neighbour(u32),
+    /// An entry of a kind weft programs changed on the link.
+    Entry(u32, Observed),
+    /// Another neighbour or route change (IPv6, another table, a kernel route), with its
+    /// link if known.
+    Other(Option<u32>),
+    /// The kernel dropped notifications because the socket's buffer was full: whoever keeps
+    /// a model of the kernel must re-read it.
+    Overrun,
 }
 
 impl KernelChange {
     /// The link this change is about, if known.
     pub fn ifindex(&self) -> Option<u32> {
         match self {
-            KernelChange::Link(i) | KernelChange::Address(i) | KernelChange::Neighbour(i) => {
+            KernelChange::Link(i) | KernelChange::Address(i) | KernelChange::Entry(i, _) => {
                 Some(*i)
             }
-            KernelChange::Route(i) => *i,
+            KernelChange::Other(i) => *i,
+            KernelChange::Overrun => None,
         }
     }
 }
+
+/// The socket buffer asked for the notification socket (the kernel caps it at
+/// net.core.rmem_max). Programming thousands of peers at once announces each entry.
+const MONITOR_RCVBUF: usize = 4 << 20;
 
 /// Listens to the kernel's link, IPv4 address, IPv4 route and neighbour notifications (like
 /// `ip monitor`), so a deleted route, entry or device is noticed at once instead of at the next
@@ -790,13 +789,17 @@ pub struct ChangeMonitor {
 
 impl ChangeMonitor {
     pub fn new() -> Result<ChangeMonitor, NetError> {
-        let (conn, handle, rx) = rtnetlink::new_multicast_connection(&[
+        use netlink_sys::AsyncSocket;
+        let (mut conn, handle, rx) = rtnetlink::new_multicast_connection(&[
             MulticastGroup::Link,
             MulticastGroup::Ipv4Ifaddr,
             MulticastGroup::Ipv4Route,
             MulticastGroup::Neigh,
         ])
         .map_err(NetError::Socket)?;
+        if let Err(e) = conn.socket_mut().socket_mut().set_rx_buf_sz(MONITOR_RCVBUF) {
+            warn!(error = %e, "cannot enlarge the netlink notification buffer; bursts may overrun it (handled by a full re-read)");
+        }
         tokio::spawn(conn);
         Ok(ChangeMonitor {
             _handle: handle,
@@ -809,8 +812,10 @@ impl ChangeMonitor {
         use futures::StreamExt;
         loop {
             let (msg, _) = self.rx.next().await?;
-            let NetlinkPayload::InnerMessage(inner) = msg.payload else {
-                continue;
+            let inner = match msg.payload {
+                NetlinkPayload::InnerMessage(inner) => inner,
+                NetlinkPayload::Overrun(_) => return Some(KernelChange::Overrun),
+                _ => continue,
             };
             let change = match inner {
                 RouteNetlinkMessage::NewLink(l) | RouteNetlinkMessage::DelLink(l) => {
@@ -819,20 +824,126 @@ impl ChangeMonitor {
                 RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
                     KernelChange::Address(a.header.index)
                 }
-                RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r) => {
-                    KernelChange::Route(r.attributes.iter().find_map(|a| match a {
-                        RouteAttribute::Oif(i) => Some(*i),
-                        _ => None,
-                    }))
-                }
-                RouteNetlinkMessage::NewNeighbour(n) | RouteNetlinkMessage::DelNeighbour(n) => {
-                    KernelChange::Neighbour(n.header.ifindex)
-                }
+                RouteNetlinkMessage::NewRoute(r) => route_change(&r, true),
+                RouteNetlinkMessage::DelRoute(r) => route_change(&r, false),
+                RouteNetlinkMessage::NewNeighbour(n) => neighbour_change(&n, true),
+                RouteNetlinkMessage::DelNeighbour(n) => neighbour_change(&n, false),
                 _ => continue,
             };
             return Some(change);
         }
     }
+}
+
+fn route_change(r: &RouteMessage, present: bool) -> KernelChange {
+    match route_of_message(r) {
+        Some((oif, entry)) => KernelChange::Entry(oif, Observed::Route { entry, present }),
+        None => KernelChange::Other(route_oif(r)),
+    }
+}
+
+fn neighbour_change(n: &NeighbourMessage, present: bool) -> KernelChange {
+    let index = n.header.ifindex;
+    match n.header.family {
+        AddressFamily::Inet => match neigh_of_message(n) {
+            (Some(ip), mac) => KernelChange::Entry(
+                index,
+                Observed::Neigh {
+                    ip,
+                    mac: if present { mac } else { None },
+                },
+            ),
+            (None, _) => KernelChange::Other(Some(index)),
+        },
+        AddressFamily::Bridge => match fdb_of_message(n) {
+            Some(entry) => KernelChange::Entry(index, Observed::Fdb { entry, present }),
+            None => KernelChange::Other(Some(index)),
+        },
+        _ => KernelChange::Other(Some(index)),
+    }
+}
+
+/// A neighbour message's IPv4 address, and its MAC if the entry is permanent (the only kind
+/// weft programs; any other state means weft's entry is not there).
+fn neigh_of_message(n: &NeighbourMessage) -> (Option<Ipv4Addr>, Option<MacAddr>) {
+    let ip = n.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    });
+    let mac = if n.header.state == NeighbourState::Permanent {
+        n.attributes.iter().find_map(|a| match a {
+            NeighbourAttribute::LinkLayerAddress(b) => mac_from(b),
+            _ => None,
+        })
+    } else {
+        None
+    };
+    (ip, mac)
+}
+
+/// An FDB message as the (MAC, destination) entry weft programs, if it has both.
+fn fdb_of_message(n: &NeighbourMessage) -> Option<FdbEntry> {
+    let dst = n.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        // FDB dumps carry NDA_DST as raw bytes (rust-stack.md pitfall 4).
+        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+            Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        }
+        _ => None,
+    })?;
+    let mac = n.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(b) => mac_from(b),
+        _ => None,
+    })?;
+    Some(FdbEntry { mac, dst })
+}
+
+fn route_oif(r: &RouteMessage) -> Option<u32> {
+    r.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(i) => Some(*i),
+        _ => None,
+    })
+}
+
+/// A route message as (output link, entry) if it is a route weft could own: main table,
+/// unicast, not one the kernel made for an address, with an output link.
+fn route_of_message(r: &RouteMessage) -> Option<(u32, RouteEntry)> {
+    let table = r
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(r.header.table as u32);
+    if table != RouteHeader::RT_TABLE_MAIN as u32
+        || r.header.kind != RouteType::Unicast
+        || r.header.protocol == RouteProtocol::Kernel
+    {
+        return None;
+    }
+    let oif = route_oif(r)?;
+    let dst_ip = r
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+            _ => None,
+        })
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let dst = Ipv4Net::new(dst_ip, r.header.destination_prefix_length).ok()?;
+    let gw = r.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
+        _ => None,
+    });
+    Some((
+        oif,
+        RouteEntry {
+            dst,
+            gw,
+            onlink: r.header.flags.contains(RouteFlags::Onlink),
+        },
+    ))
 }
 
 /// flannel's route: `<subnet> via <subnet address> dev flannel.N onlink`, protocol boot (what

@@ -22,7 +22,7 @@ use tokio::sync::{Notify, mpsc};
 use tracing::{debug, error, info, warn};
 use weft_core::alloc::{AcquireAction, plan_acquire_excluding};
 use weft_core::config::{BackendConfig, NetworkConfig};
-use weft_core::dataplane::diff;
+use weft_core::dataplane::{Op, Programmed, diff};
 use weft_core::lease::{Lease, LeaseAttrs};
 use weft_core::mac::MacAddr;
 use weft_core::rules::{Rule, forward_rules, masq_rules};
@@ -56,6 +56,14 @@ enum OwnKey {
 struct Shared {
     /// Index of the VXLAN device as of the last reconcile (0 before the first).
     dev_index: AtomicU32,
+    /// What the device holds as far as weftd knows (device index, entries): the last full
+    /// read plus weftd's own acknowledged changes and the kernel's announcements since.
+    /// `None` until the first full reconcile. Held for a whole reconcile pass, so passes
+    /// never interleave.
+    model: tokio::sync::Mutex<Option<(u32, Programmed)>>,
+    /// The next reconcile must re-read the device (drift was announced, notifications were
+    /// lost, or an earlier pass failed).
+    full_due: AtomicBool,
     /// Whether the netlink change monitor is running (then the periodic check is rare).
     monitored: AtomicBool,
     table: Mutex<PeerTable>,
@@ -242,6 +250,8 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
     let own = acquire_retrying(&node, previous, None, &health).await;
     let shared = Arc::new(Shared {
         dev_index: AtomicU32::new(0),
+        model: tokio::sync::Mutex::new(None),
+        full_due: AtomicBool::new(true),
         monitored: AtomicBool::new(false),
         table: Mutex::new(PeerTable::default()),
         own: Mutex::new(own),
@@ -507,7 +517,11 @@ async fn bring_up(node: &Node, shared: &Shared) -> Result<i64> {
         raws.into_iter()
             .map(|r| (r.key.clone(), parse_entry(r.subnet.clone(), &r.value))),
     );
-    reconcile(node, shared).await?;
+    if reconcile(node, shared).await? > 0 {
+        // Some kernel changes failed: the reconciler retries them.
+        shared.full_due.store(true, Ordering::Relaxed);
+        shared.kick.notify_one();
+    }
     if write_subnet_env(node, shared, own.subnet)? {
         info!(file = %node.flags.subnet_file.display(), "wrote subnet file");
     }
@@ -516,10 +530,14 @@ async fn bring_up(node: &Node, shared: &Shared) -> Result<i64> {
     Ok(rev)
 }
 
-/// One pass: make sure the device exists and is right, then diff peers against the kernel and
-/// apply only the difference.
-async fn reconcile(node: &Node, shared: &Shared) -> Result<()> {
+/// A full pass: make sure the device exists and is right, read what it holds, diff the peers
+/// against that and apply only the difference. Resets the model. Returns the number of
+/// kernel changes that failed (retried by the caller).
+async fn reconcile(node: &Node, shared: &Shared) -> Result<usize> {
     let started = Instant::now();
+    let mut model = shared.model.lock().await;
+    // Whatever was announced before this read is superseded by it.
+    shared.full_due.store(false, Ordering::Relaxed);
     let own = shared.own();
     let dev = node.nl.ensure_vxlan(&node.spec).await?;
     if dev.created {
@@ -529,6 +547,53 @@ async fn reconcile(node: &Node, shared: &Shared) -> Result<()> {
     node.nl
         .ensure_address_and_up(dev.index, own.subnet.network(), node.network)
         .await?;
+    let actual = node.nl.read_state(dev.index).await?;
+    shared.health.metrics.kernel_reads.inc();
+    let programmed = model.insert((dev.index, Programmed::from_state(&actual)));
+    let failed = apply_peers(node, shared, dev.index, &mut programmed.1, true);
+    let failed = failed.await;
+    shared
+        .health
+        .metrics
+        .reconcile_seconds
+        .observe(started.elapsed().as_secs_f64());
+    Ok(failed)
+}
+
+/// An event pass (leases changed): diff the peers against the model and apply the
+/// difference, without reading the device back. Falls back to a full pass when there is no
+/// model for the current device.
+async fn reconcile_peers(node: &Node, shared: &Shared) -> Result<usize> {
+    let started = Instant::now();
+    let mut model = shared.model.lock().await;
+    let dev = shared.dev_index.load(Ordering::Relaxed);
+    let failed = match model.as_mut() {
+        Some((index, programmed)) if *index == dev && !shared.full_due.load(Ordering::Relaxed) => {
+            apply_peers(node, shared, dev, programmed, false).await
+        }
+        _ => {
+            drop(model);
+            return reconcile(node, shared).await;
+        }
+    };
+    shared
+        .health
+        .metrics
+        .reconcile_seconds
+        .observe(started.elapsed().as_secs_f64());
+    Ok(failed)
+}
+
+/// Diffs the peers against `programmed`, applies the operations and records the ones the
+/// kernel acknowledged in `programmed`. Returns the number of failed operations.
+async fn apply_peers(
+    node: &Node,
+    shared: &Shared,
+    index: u32,
+    programmed: &mut Programmed,
+    full: bool,
+) -> usize {
+    let own = shared.own();
     let (peers, notices) = shared.table().peers(&node.cfg, Some(own.subnet));
     for n in notices {
         match n {
@@ -536,39 +601,57 @@ async fn reconcile(node: &Node, shared: &Shared) -> Result<()> {
             Notice::Ignored { key, why } => debug!(%key, %why, "not a VXLAN peer"),
         }
     }
-    let actual = node.nl.read_state(dev.index).await?;
-    let ops = diff(&peers, &actual);
-    let mut failed_peers = 0usize;
+    let ops = diff(&peers, &programmed.state());
+    let mut failed_ops = 0usize;
     if !ops.is_empty() {
-        info!(
-            changes = ops.len(),
-            peers = peers.len(),
-            "reconciling VXLAN peers"
-        );
-        let failed = node.nl.apply(dev.index, &ops).await;
-        for (op, e) in &failed {
-            node_error(shared, ErrorKind::Netlink);
-            warn!(?op, error = %e, "kernel change failed; will retry");
+        if full {
+            info!(
+                changes = ops.len(),
+                peers = peers.len(),
+                "reconciling VXLAN peers with the kernel"
+            );
+        } else {
+            debug!(
+                changes = ops.len(),
+                peers = peers.len(),
+                "applying lease changes"
+            );
         }
-        failed_peers = failed.len().min(peers.len());
+        let results = node.nl.apply(index, &ops).await;
+        for (op, result) in ops.iter().zip(results) {
+            match result {
+                None => programmed.applied(op),
+                Some(e) => {
+                    failed_ops += 1;
+                    node_error(shared, ErrorKind::Netlink);
+                    warn!(?op, error = %e, "kernel change failed; will retry");
+                    forget_failed(programmed, op);
+                }
+            }
+        }
         shared
             .health
             .metrics
             .reconcile_changes
-            .inc_by((ops.len() - failed.len()) as u64);
+            .inc_by((ops.len() - failed_ops) as u64);
     }
     shared.health.metrics.peers_known.set(peers.len() as i64);
     shared
         .health
         .metrics
         .peers_programmed
-        .set((peers.len() - failed_peers) as i64);
-    shared
-        .health
-        .metrics
-        .reconcile_seconds
-        .observe(started.elapsed().as_secs_f64());
-    Ok(())
+        .set((peers.len() - failed_ops.min(peers.len())) as i64);
+    failed_ops
+}
+
+/// After a failed operation the entry's kernel state is unknown; the retry re-reads the
+/// device anyway (a failure sets `full_due`), so the model only has to stop claiming it.
+fn forget_failed(programmed: &mut Programmed, op: &Op) {
+    match op {
+        Op::SetNeigh(n) | Op::DelNeigh(n) => programmed.applied(&Op::DelNeigh(*n)),
+        Op::SetFdb(f) | Op::DelFdb(f) => programmed.applied(&Op::DelFdb(*f)),
+        Op::SetRoute(r) | Op::DelRoute(r) => programmed.applied(&Op::DelRoute(*r)),
+    }
 }
 
 fn node_error(shared: &Shared, kind: ErrorKind) {
@@ -598,16 +681,39 @@ fn spawn_tasks(
     tokio::spawn(firewall_task(node, shared));
 }
 
-/// Kicks the reconciler when the kernel reports a change on our device (a deleted route,
-/// neighbour or FDB entry, the device itself), so repairs take milliseconds, not a period.
+/// Watches the kernel's announcements for our device. The echo of weftd's own change matches
+/// the model and is ignored; anything else (a deleted route, neighbour or FDB entry, an entry
+/// someone added, the device or its address changing, lost notifications) asks the
+/// reconciler for a full pass, so repairs take milliseconds, not a period.
 async fn monitor_task(shared: Arc<Shared>, mut mon: ChangeMonitor) {
     while let Some(change) = mon.next().await {
         let dev = shared.dev_index.load(Ordering::Relaxed);
-        let ours = match change {
-            KernelChange::Link(i) => i == dev,
-            other => other.ifindex() == Some(dev),
+        let drift = match change {
+            KernelChange::Overrun => {
+                warn!(
+                    "netlink notifications were lost (socket buffer full); re-reading the device"
+                );
+                true
+            }
+            KernelChange::Link(i) | KernelChange::Address(i) => i == dev,
+            KernelChange::Entry(i, observed) if i == dev => {
+                let mut model = shared.model.lock().await;
+                match model.as_mut() {
+                    Some((index, programmed)) if *index == dev => {
+                        let expected = programmed.observe(&observed);
+                        if !expected {
+                            debug!(?observed, "the kernel changed an entry on the device");
+                        }
+                        !expected
+                    }
+                    _ => true,
+                }
+            }
+            KernelChange::Entry(..) | KernelChange::Other(_) => false,
         };
-        if ours {
+        if drift {
+            shared.health.metrics.kernel_drift.inc();
+            shared.full_due.store(true, Ordering::Relaxed);
             shared.kick.notify_one();
         }
     }
@@ -626,11 +732,26 @@ async fn reconcile_task(node: Arc<Node>, shared: Arc<Shared>) {
         };
         tokio::select! {
             _ = shared.kick.notified() => {}
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep(period) => {
+                shared.full_due.store(true, Ordering::Relaxed);
+            }
         }
-        if let Err(e) = reconcile(&node, &shared).await {
-            node_error(&shared, ErrorKind::Netlink);
-            error!(error = format!("{e:#}"), "reconcile failed; retrying");
+        let result = if shared.full_due.load(Ordering::Relaxed) {
+            reconcile(&node, &shared).await
+        } else {
+            reconcile_peers(&node, &shared).await
+        };
+        let retry = match result {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) => {
+                node_error(&shared, ErrorKind::Netlink);
+                error!(error = format!("{e:#}"), "reconcile failed; retrying");
+                true
+            }
+        };
+        if retry {
+            shared.full_due.store(true, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(500)).await;
             shared.kick.notify_one();
         }
@@ -860,7 +981,11 @@ async fn apply_own_subnet(node: &Node, shared: &Shared, subnet: Ipv4Net) -> Resu
         .ensure_address_and_up(dev.index, subnet.network(), node.network)
         .await?;
     node.fw.sync(&desired_rules(node, subnet)).await?;
-    reconcile(node, shared).await?;
+    if reconcile(node, shared).await? > 0 {
+        // Some kernel changes failed: the reconciler retries them.
+        shared.full_due.store(true, Ordering::Relaxed);
+        shared.kick.notify_one();
+    }
     if write_subnet_env(node, shared, subnet)? {
         info!(file = %node.flags.subnet_file.display(), "rewrote subnet file");
     }

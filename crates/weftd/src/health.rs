@@ -49,6 +49,8 @@ pub struct Metrics {
     pub peers_programmed: Gauge,
     pub reconcile_seconds: Histogram,
     pub reconcile_changes: Counter,
+    pub kernel_reads: Counter,
+    pub kernel_drift: Counter,
     pub watch_reconnects: Counter,
     pub ready: Gauge,
     errors: Family<Vec<(String, String)>, Counter>,
@@ -63,6 +65,8 @@ impl Metrics {
         let peers_programmed = Gauge::default();
         let reconcile_seconds = Histogram::new(exponential_buckets(0.0001, 4.0, 10));
         let reconcile_changes = Counter::default();
+        let kernel_reads = Counter::default();
+        let kernel_drift = Counter::default();
         let watch_reconnects = Counter::default();
         let ready = Gauge::default();
         let errors = Family::<Vec<(String, String)>, Counter>::default();
@@ -88,13 +92,23 @@ impl Metrics {
         );
         registry.register(
             "reconcile_duration_seconds",
-            "Time to read the kernel state, diff it against the leases and apply the difference",
+            "Time of one reconcile pass: diff the leases against the device (read in full, or as last known) and apply the difference",
             reconcile_seconds.clone(),
         );
         registry.register(
             "reconcile_changes",
             "Kernel entries added, replaced or deleted by the reconciler",
             reconcile_changes.clone(),
+        );
+        registry.register(
+            "kernel_reads",
+            "Full reads of the VXLAN device's neighbours, FDB entries and routes (start-up, periodic check, after drift); lease changes are applied without one",
+            kernel_reads.clone(),
+        );
+        registry.register(
+            "kernel_drift",
+            "Changes on the VXLAN device that weftd did not make (each triggers a full read and repair)",
+            kernel_drift.clone(),
         );
         registry.register(
             "etcd_watch_reconnects",
@@ -115,6 +129,8 @@ impl Metrics {
             peers_programmed,
             reconcile_seconds,
             reconcile_changes,
+            kernel_reads,
+            kernel_drift,
             watch_reconnects,
             ready,
             errors,

@@ -605,3 +605,91 @@ fn a_peer_whose_lease_changes_leaves_no_stale_entries_and_bad_values_hurt_no_one
     }
     assert!(c.tb.is_running(c.weftd[0].unwrap()));
 }
+
+/// A counter from weftd's /metrics.
+fn metric(c: &Cluster, i: usize, name: &str) -> u64 {
+    let (_, body) = c.http_get(i, "/metrics").expect("metrics");
+    body.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {name} in:\n{body}")) as u64
+}
+
+fn synthetic_lease(i: u32) -> (String, String) {
+    let subnet = format!("10.244.{}.0", 100 + i);
+    let key = format!("/coreos.com/network/subnets/{subnet}-24");
+    let value = format!(
+        r#"{{"PublicIP":"192.0.2.{}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"0a:00:00:00:00:{:02x}"}}}}"#,
+        i + 1,
+        i + 1
+    );
+    (key, value)
+}
+
+/// Lease events are applied from weftd's model of its device, without re-reading every
+/// neighbour, FDB entry and route; the kernel's echo of weftd's own changes is not mistaken
+/// for drift; a change weftd did not make is.
+#[test]
+fn lease_changes_are_applied_without_rereading_the_kernel() {
+    let mut c = Cluster::new("incr", 1, Some(NET_CONFIG));
+    c.start(0, &[]);
+    c.wait_ready(0, Duration::from_secs(10));
+    let programmed = |c: &Cluster| -> (usize, usize, usize) {
+        (
+            c.neighs(0)
+                .lines()
+                .filter(|l| l.contains("PERMANENT"))
+                .count(),
+            c.fdb(0)
+                .lines()
+                .filter(|l| l.contains("dst 192.0.2."))
+                .count(),
+            c.routes(0).lines().filter(|l| l.contains("onlink")).count(),
+        )
+    };
+    let reads_at_start = metric(&c, 0, "weft_kernel_reads_total");
+    assert!(reads_at_start >= 1, "the first pass reads the device");
+
+    // 30 peers arrive one at a time, then 10 leave.
+    for i in 0..30 {
+        let (k, v) = synthetic_lease(i);
+        c.tb.etcdctl(&["put", &k, &v]).expect("put");
+    }
+    c.eventually(0, "30 peers programmed", Duration::from_secs(10), || {
+        programmed(&c) == (30, 30, 30)
+    });
+    for i in 0..10 {
+        let (k, _) = synthetic_lease(i);
+        c.tb.etcdctl(&["del", &k]).expect("del");
+    }
+    c.eventually(0, "10 peers removed", Duration::from_secs(10), || {
+        programmed(&c) == (20, 20, 20)
+    });
+    // Let the kernel's announcements of those 120 changes arrive.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        metric(&c, 0, "weft_kernel_reads_total"),
+        reads_at_start,
+        "lease changes must not trigger full reads of the device"
+    );
+    assert_eq!(
+        metric(&c, 0, "weft_kernel_drift_total"),
+        0,
+        "weftd's own changes are not drift"
+    );
+    assert_eq!(metric(&c, 0, "weft_peers_programmed"), 20);
+
+    // Someone else deletes a route: that is drift, repaired after a full read.
+    let victim: Ipv4Net = "10.244.120.0/24".parse().unwrap();
+    c.sh(0, &["ip", "route", "del", &victim.to_string()]);
+    c.eventually(0, "route repaired", Duration::from_secs(5), || {
+        programmed(&c) == (20, 20, 20)
+    });
+    assert!(metric(&c, 0, "weft_kernel_drift_total") >= 1);
+    assert!(metric(&c, 0, "weft_kernel_reads_total") > reads_at_start);
+}
