@@ -183,6 +183,36 @@ impl Cluster {
         pid
     }
 
+    /// Starts weftd on node `i` under `wrapper` (e.g. `["setpriv", <flags>, "--"]`), which
+    /// must exec weftd in place so that the pid is weftd's. Waits until it is.
+    pub fn start_wrapped(&mut self, i: usize, wrapper: &[&str], extra: &[&str]) -> Pid {
+        let (program, wrapper_args) = wrapper.split_first().expect("a wrapper program");
+        let mut args: Vec<String> = wrapper_args.iter().map(|s| s.to_string()).collect();
+        args.push(weftd_bin().display().to_string());
+        args.extend(self.args(i));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let ns = self.tb.node(i).ns.clone();
+        let log = self.log_path(i);
+        let env = [("RUST_LOG".to_string(), "info,weftd=debug".to_string())];
+        let pid = self
+            .tb
+            .spawn(&ns, Path::new(program), &args, &env, &log)
+            .expect("spawn the wrapper of weftd");
+        let exe = std::fs::canonicalize(weftd_bin()).expect("weftd binary");
+        let execd = wait_until(Duration::from_secs(5), Duration::from_millis(5), || {
+            let now = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+            (now == exe).then_some(())
+        });
+        if execd.is_none() && self.tb.is_running(pid) {
+            panic!(
+                "{program} did not exec weftd within 5 s; log:\n{}",
+                self.log(i)
+            );
+        }
+        self.weftd[i] = Some(pid);
+        pid
+    }
+
     pub fn kill(&mut self, i: usize, sig: Signal) {
         if let Some(pid) = self.weftd[i].take() {
             self.tb.signal(pid, sig).expect("signal weftd");
