@@ -94,7 +94,7 @@ impl NetConf {
         if !valid_network_name(&self.name) {
             return Err(Error::InvalidConfig(format!(
                 "\"name\" {:?} has invalid characters; a network name must start with a letter or digit and contain only letters, digits, '_', '.' and '-'",
-                self.name
+                weft_core::clip::clip(&self.name)
             )));
         }
         Ok(())

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use weft_core::clip::clip;
+
 use crate::Error;
 
 /// The CNI verbs (`CNI_COMMAND`).
@@ -110,7 +112,7 @@ impl Invocation {
             .as_deref()
             .and_then(Command::parse)
             .ok_or_else(|| Error::UnknownCommand {
-                value: raw.command.clone().unwrap_or_default(),
+                value: clip(raw.command.as_deref().unwrap_or_default()),
             })?;
         let cni_path: Vec<PathBuf> = raw
             .path
@@ -189,7 +191,7 @@ pub fn validate_container_id(id: &str) -> Result<(), Error> {
         None => Ok(()),
         Some(reason) => Err(Error::InvalidEnv {
             var: "CNI_CONTAINERID",
-            value: id.to_string(),
+            value: clip(id),
             reason: format!(
                 "{reason}; a container ID must be 1 to 255 bytes without '/', '\\\\', NUL or \"..\" (it names the state file under dataDir)"
             ),
@@ -218,7 +220,7 @@ pub fn validate_ifname(name: &str) -> Result<(), Error> {
         None => Ok(()),
         Some(reason) => Err(Error::InvalidEnv {
             var: "CNI_IFNAME",
-            value: name.to_string(),
+            value: clip(name),
             reason: format!(
                 "{reason}; an interface name must be 1 to 15 bytes without '/', ':' or whitespace, such as \"eth0\""
             ),

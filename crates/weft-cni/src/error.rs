@@ -41,7 +41,7 @@ pub enum Error {
         SUPPORTED_VERSIONS.join(", ")
     )]
     UnsupportedVersion {
-        /// The version as written in the config.
+        /// The version as written in the config (cut if long).
         version: String,
     },
 
@@ -64,7 +64,7 @@ pub enum Error {
         if value.is_empty() { "CNI_COMMAND is not set".to_string() } else { format!("CNI_COMMAND={value:?} is not a CNI verb") }
     )]
     UnknownCommand {
-        /// The value found (empty when unset).
+        /// The value found (empty when unset, cut if long).
         value: String,
     },
 
@@ -87,7 +87,7 @@ pub enum Error {
     InvalidEnv {
         /// The variable.
         var: &'static str,
-        /// Its value.
+        /// Its value (cut if long).
         value: String,
         /// What is wrong and what is expected.
         reason: String,
@@ -156,7 +156,7 @@ pub enum Error {
         if dirs.is_empty() { "no directories (CNI_PATH is empty)".to_string() } else { dirs.join(", ") }
     )]
     PluginNotFound {
-        /// The plugin (`type`).
+        /// The plugin (`type`, cut if long).
         plugin: String,
         /// The directories searched, in order.
         dirs: Vec<String>,

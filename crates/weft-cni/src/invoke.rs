@@ -79,14 +79,15 @@ impl Exec for ProcessExec {
 pub fn find_plugin(name: &str, dirs: &[PathBuf]) -> Result<PathBuf, Error> {
     if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
         return Err(Error::InvalidConfig(format!(
-            "plugin type {name:?} is not a plugin name; it must be the file name of a plugin in CNI_PATH, such as \"bridge\""
+            "plugin type {:?} is not a plugin name; it must be the file name of a plugin in CNI_PATH, such as \"bridge\"",
+            weft_core::clip::clip(name)
         )));
     }
     dirs.iter()
         .map(|dir| dir.join(name))
         .find(|candidate| std::fs::metadata(candidate).is_ok_and(|m| m.is_file()))
         .ok_or_else(|| Error::PluginNotFound {
-            plugin: name.to_string(),
+            plugin: weft_core::clip::clip(name),
             dirs: dirs.iter().map(|d| d.display().to_string()).collect(),
         })
 }

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use ipnet::{Ipv4Net, Ipv6Net};
+use weft_core::clip::clip;
 use weft_core::subnet_env::SubnetEnv;
 
 use crate::Error;
@@ -59,7 +60,9 @@ where
         let piece = piece.trim();
         let net = piece.parse::<N>().map(Masked::masked).map_err(|_| {
             format!(
-                "subnet.env line {line}: {key}={value:?}: {piece:?} is not an {family} CIDR; expected a comma-separated list of {family} CIDRs such as 10.244.0.0/16"
+                "subnet.env line {line}: {key}={:?}: {:?} is not an {family} CIDR; expected a comma-separated list of {family} CIDRs such as 10.244.0.0/16",
+                clip(value),
+                clip(piece)
             )
         })?;
         if !out.contains(&net) {

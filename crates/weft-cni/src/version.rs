@@ -59,7 +59,7 @@ pub fn check_supported(version: &str) -> Result<SpecVersion, crate::Error> {
         return Ok(v);
     }
     Err(crate::Error::UnsupportedVersion {
-        version: version.to_string(),
+        version: weft_core::clip::clip(version),
     })
 }
 

@@ -899,6 +899,14 @@ fn subnet_env_cases() -> Vec<Case> {
             &["line 5", "is not KEY=VALUE"],
         ),
         case(
+            "control characters quote long",
+            replace(
+                "FLANNEL_SUBNET",
+                &format!("FLANNEL_SUBNET={}", "\u{b}".repeat(2000)),
+            ),
+            &["line 2: FLANNEL_SUBNET", "expected an IPv4 CIDR"],
+        ),
+        case(
             "1 MiB garbage line",
             long_line,
             &["line 5", "is not KEY=VALUE", "restart weftd"],
