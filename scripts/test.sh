@@ -13,7 +13,12 @@ for tool in etcd etcdctl ip bridge iptables-save iptables-restore nft ping proto
 done
 
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The integration tests run the binaries (weftd, weft-cni, weft) on the testbed: build them first.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
+# The parsers' fuzz targets (fuzz/) for 20 s each: in CI, or locally with WEFT_FUZZ=1.
+if [ "${CI:-}" = true ] || [ "${WEFT_FUZZ:-}" = 1 ]; then
+    ./scripts/fuzz.sh 20
+fi
