@@ -120,6 +120,30 @@ fn is_transport(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// Whether a request failed before any etcd member got it: the balanced channel handed it to
+/// an endpoint it could not connect to (a dead member refuses, an unreachable one has no
+/// route). Sending it again, which reaches another endpoint, cannot apply it twice, so this
+/// is safe to retry for writes too.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    use std::io::ErrorKind::*;
+    let etcd_client::Error::GRpcStatus(st) = e else {
+        return false;
+    };
+    let mut cur = std::error::Error::source(st);
+    while let Some(x) = cur {
+        if let Some(io) = x.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable
+            )
+        {
+            return true;
+        }
+        cur = x.source();
+    }
+    false
+}
+
 /// The TLS files a store was built with, to explain TLS failures.
 #[derive(Debug, Clone, Default)]
 struct TlsFiles {
@@ -387,6 +411,33 @@ fn raw(kv: &etcd_client::KeyValue, subnets_prefix: &str) -> RawLease {
 }
 
 impl Store {
+    /// Runs one request. etcd-client's balanced channel keeps handing some requests to a dead
+    /// member's endpoint; one that never reached a member ([`never_sent`]) is sent again, at
+    /// most twice per endpoint, so a cluster with a member down answers every request.
+    /// With a single endpoint there is nowhere else to go: the error is returned at once and
+    /// the caller's back-off paces the retries (no retry storm against a bad etcd).
+    async fn call<T, F, Fut>(&self, mut op: F) -> Result<T, etcd_client::Error>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut attempt = 0u64;
+        loop {
+            match op(self.client.clone()).await {
+                Err(e)
+                    if self.endpoints > 1
+                        && attempt < 2 * self.endpoints as u64
+                        && never_sent(&e) =>
+                {
+                    attempt += 1;
+                    debug!(attempt, error = %e, "an etcd endpoint refused the connection; sending the request again");
+                    tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
     fn req(&self, what: String) -> impl FnOnce(etcd_client::Error) -> StoreError + use<> {
         let tls = self.tls.clone();
         move |source| StoreError::Request {
@@ -518,19 +569,23 @@ impl Store {
     /// Writes the network config.
     pub async fn put_config(&self, value: &[u8]) -> Result<(), StoreError> {
         let key = self.config_key();
-        let mut c = self.client.clone();
-        c.put(key.clone(), value.to_vec(), None)
-            .await
-            .map_err(self.req(format!("put {key}")))?;
+        self.call(|mut c| {
+            let (k, v) = (key.clone(), value.to_vec());
+            async move { c.put(k, v, None).await }
+        })
+        .await
+        .map_err(self.req(format!("put {key}")))?;
         Ok(())
     }
 
     /// Every key under `<prefix>/subnets/` and the revision the listing was taken at.
     pub async fn list_leases(&self) -> Result<(Vec<RawLease>, i64), StoreError> {
         let prefix = self.subnets_prefix();
-        let mut c = self.client.clone();
-        let resp = c
-            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+        let resp = self
+            .call(|mut c| {
+                let p = prefix.clone();
+                async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
+            })
             .await
             .map_err(self.req(format!("list {prefix}")))?;
         let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
@@ -541,9 +596,11 @@ impl Store {
     pub async fn get_lease(&self, subnet: Ipv4Net) -> Result<Option<RawLease>, StoreError> {
         let key = lease_key(&self.prefix, subnet);
         let prefix = self.subnets_prefix();
-        let mut c = self.client.clone();
-        let resp = c
-            .get(key.clone(), None)
+        let resp = self
+            .call(|mut c| {
+                let k = key.clone();
+                async move { c.get(k, None).await }
+            })
             .await
             .map_err(self.req(format!("get {key}")))?;
         Ok(resp.kvs().first().map(|kv| raw(kv, &prefix)))
@@ -576,9 +633,8 @@ impl Store {
         guard: Compare,
         verb: &str,
     ) -> Result<Option<HeldLease>, StoreError> {
-        let mut c = self.client.clone();
-        let grant = c
-            .lease_grant(ttl, None)
+        let grant = self
+            .call(|mut c| async move { c.lease_grant(ttl, None).await })
             .await
             .map_err(self.req(format!("grant a {ttl}s lease")))?;
         let id = grant.id();
@@ -587,7 +643,13 @@ impl Store {
             value,
             Some(PutOptions::new().with_lease(id)),
         )]);
-        match c.txn(txn).await {
+        match self
+            .call(|mut c| {
+                let t = txn.clone();
+                async move { c.txn(t).await }
+            })
+            .await
+        {
             Ok(r) if r.succeeded() => Ok(Some(HeldLease {
                 subnet,
                 lease_id: id,
@@ -618,7 +680,6 @@ impl Store {
     ) -> Result<Option<HeldLease>, StoreError> {
         let subnet = existing.subnet.clone().map_err(StoreError::BadKey)?;
         let key = existing.key.clone();
-        let mut c = self.client.clone();
         if existing.lease_id == 0 {
             if existing.value != value.as_bytes() {
                 let txn = Txn::new()
@@ -628,8 +689,11 @@ impl Store {
                         existing.mod_revision,
                     )])
                     .and_then([TxnOp::put(key.clone(), value, None)]);
-                let r = c
-                    .txn(txn)
+                let r = self
+                    .call(|mut c| {
+                        let t = txn.clone();
+                        async move { c.txn(t).await }
+                    })
                     .await
                     .map_err(self.req(format!("update reservation {key}")))?;
                 if !r.succeeded() {
@@ -666,9 +730,8 @@ impl Store {
     /// stay the same and no orphan lease is left (flannel grants a new lease every renewal).
     /// Returns the new TTL, or None when the lease no longer exists.
     pub async fn renew(&self, lease_id: i64) -> Result<Option<i64>, StoreError> {
-        let mut c = self.client.clone();
-        let (mut keeper, mut stream) = c
-            .lease_keep_alive(lease_id)
+        let (mut keeper, mut stream) = self
+            .call(|mut c| async move { c.lease_keep_alive(lease_id).await })
             .await
             .map_err(self.req(format!("renew lease {lease_id:x}")))?;
         keeper
@@ -687,9 +750,8 @@ impl Store {
         if lease_id == 0 {
             return Ok(None);
         }
-        let mut c = self.client.clone();
-        let r = c
-            .lease_time_to_live(lease_id, None)
+        let r = self
+            .call(|mut c| async move { c.lease_time_to_live(lease_id, None).await })
             .await
             .map_err(self.req(format!("read TTL of lease {lease_id:x}")))?;
         Ok(Some(r.ttl()).filter(|t| *t > 0))
@@ -698,17 +760,18 @@ impl Store {
     /// Deletes a subnet key (an incompatible lease of ours, per flannel's acquire).
     pub async fn delete_lease(&self, subnet: Ipv4Net) -> Result<(), StoreError> {
         let key = lease_key(&self.prefix, subnet);
-        let mut c = self.client.clone();
-        c.delete(key.clone(), None)
-            .await
-            .map_err(self.req(format!("delete {key}")))?;
+        self.call(|mut c| {
+            let k = key.clone();
+            async move { c.delete(k, None).await }
+        })
+        .await
+        .map_err(self.req(format!("delete {key}")))?;
         Ok(())
     }
 
     /// Revokes a lease, deleting the keys attached to it.
     pub async fn revoke(&self, lease_id: i64) -> Result<(), StoreError> {
-        let mut c = self.client.clone();
-        c.lease_revoke(lease_id)
+        self.call(|mut c| async move { c.lease_revoke(lease_id).await })
             .await
             .map_err(self.req(format!("revoke lease {lease_id:x}")))?;
         Ok(())
@@ -721,9 +784,12 @@ impl Store {
     }
 
     async fn revoke_if_unused(&self, id: i64) {
-        let mut c = self.client.clone();
-        match c
-            .lease_time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
+        let opts = LeaseTimeToLiveOptions::new().with_keys();
+        match self
+            .call(|mut c| {
+                let o = opts.clone();
+                async move { c.lease_time_to_live(id, Some(o)).await }
+            })
             .await
         {
             Ok(r) if r.ttl() > 0 && r.keys().is_empty() => self.revoke_quietly(id).await,
@@ -735,16 +801,14 @@ impl Store {
     /// Starts a watch on `<prefix>/subnets/` from `start_revision`.
     pub async fn watch_leases(&self, start_revision: i64) -> Result<LeaseWatch, StoreError> {
         let prefix = self.subnets_prefix();
-        let mut c = self.client.clone();
-        let stream = c
-            .watch(
-                prefix.clone(),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(start_revision),
-                ),
-            )
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(start_revision);
+        let stream = self
+            .call(|mut c| {
+                let (p, o) = (prefix.clone(), opts.clone());
+                async move { c.watch(p, Some(o)).await }
+            })
             .await
             .map_err(self.req(format!("watch {prefix}")))?;
         Ok(LeaseWatch { stream, prefix })
