@@ -44,7 +44,7 @@ pub struct Flags {
     pub etcd_password: Option<String>,
 
     /// Use the Kubernetes API instead of etcd (not available in weft yet).
-    #[arg(long, env = "FLANNELD_KUBE_SUBNET_MGR", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    #[arg(long, env = "FLANNELD_KUBE_SUBNET_MGR", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false, value_parser = go_bool)]
     pub kube_subnet_mgr: bool,
 
     /// Interface (name or IP address) to use for inter-host traffic; repeatable, first match wins.
@@ -78,16 +78,16 @@ pub struct Flags {
     pub subnet_lease_ttl: i64,
 
     /// Masquerade traffic leaving the overlay network.
-    #[arg(long, env = "FLANNELD_IP_MASQ", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    #[arg(long, env = "FLANNELD_IP_MASQ", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false, value_parser = go_bool)]
     pub ip_masq: bool,
     /// Do not add --random-fully to the MASQUERADE rules.
-    #[arg(long, env = "FLANNELD_IP_MASQ_FULLY_RANDOM_DISABLE", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    #[arg(long, env = "FLANNELD_IP_MASQ_FULLY_RANDOM_DISABLE", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false, value_parser = go_bool)]
     pub ip_masq_fully_random_disable: bool,
     /// Seconds between checks that the iptables rules are still in place.
     #[arg(long, env = "FLANNELD_IPTABLES_RESYNC", default_value_t = 5)]
     pub iptables_resync: u64,
     /// Add FLANNEL-FWD rules accepting the overlay network in FORWARD.
-    #[arg(long, env = "FLANNELD_IPTABLES_FORWARD_RULES", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = true)]
+    #[arg(long, env = "FLANNELD_IPTABLES_FORWARD_RULES", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = true, value_parser = go_bool)]
     pub iptables_forward_rules: bool,
 
     /// Address the health server listens on.
@@ -108,6 +108,60 @@ pub struct Flags {
     /// Print the version and exit.
     #[arg(long, action = ArgAction::SetTrue)]
     pub version: bool,
+}
+
+/// A boolean flag value the way Go's `flag` package (so flanneld) takes it, from the command
+/// line or a `FLANNELD_*` variable: `1`, `t`, `T`, `TRUE`, `true`, `True` and their false twins.
+fn go_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(
+            "expected true or false (or 1, 0, t, f, TRUE, FALSE, as flanneld takes them)".into(),
+        ),
+    }
+}
+
+/// When the rejected value of `--<long>` came from its environment variable rather than the
+/// command line, a line saying so (the error itself names only the flag). `args` is the
+/// command line, `lookup` reads the environment.
+pub fn env_source_note(
+    long: &str,
+    args: &[String],
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let cmd = <Flags as clap::CommandFactory>::command();
+    let arg = cmd.get_arguments().find(|a| a.get_long() == Some(long))?;
+    let var = arg.get_env()?.to_str()?;
+    let short = arg.get_short().map(|c| format!("-{c}"));
+    let on_command_line = args.iter().skip(1).take_while(|a| *a != "--").any(|a| {
+        let name = a.split('=').next().unwrap_or(a);
+        name == format!("--{long}") || short.as_deref().is_some_and(|s| a.starts_with(s))
+    });
+    if on_command_line {
+        return None;
+    }
+    let value = lookup(var)?;
+    let shown = if arg.is_hide_env_values_set() {
+        "(hidden)".to_string()
+    } else {
+        format!("{:?}", weft_core::clip::clip(&value))
+    };
+    Some(format!(
+        "the value of --{long} comes from the environment variable {var}={shown}; correct or unset {var}"
+    ))
+}
+
+/// The flag (long name) a clap error is about, when it rejected a value.
+pub fn rejected_flag(err: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let ContextValue::String(arg) = err.get(ContextKind::InvalidArg)? else {
+        return None;
+    };
+    // "--healthz-port <HEALTHZ_PORT>", "-v <VERBOSITY>"
+    let name = arg.split([' ', '=']).next()?;
+    let long = name.strip_prefix("--")?;
+    Some(long.to_string())
 }
 
 /// A flag value that does not make sense, with the flag named.
@@ -133,6 +187,20 @@ pub enum FlagError {
     Resync,
     #[error("--healthz-ip {0:?} is not an IP address")]
     HealthzIp(String),
+}
+
+impl FlagError {
+    /// The flag (long name) the error is about.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            FlagError::RenewMargin(_) => "subnet-lease-renew-margin",
+            FlagError::LeaseTtl(_) => "subnet-lease-ttl",
+            FlagError::BadIp { flag, .. } => flag,
+            FlagError::Endpoints(_) => "etcd-endpoints",
+            FlagError::Resync => "iptables-resync",
+            FlagError::HealthzIp(_) => "healthz-ip",
+        }
+    }
 }
 
 impl Flags {
@@ -161,7 +229,7 @@ impl Flags {
         let healthz_ip: IpAddr = self
             .healthz_ip
             .parse()
-            .map_err(|_| FlagError::HealthzIp(self.healthz_ip.clone()))?;
+            .map_err(|_| FlagError::HealthzIp(weft_core::clip::clip(&self.healthz_ip)))?;
         Ok(Validated {
             endpoints,
             public_ip,
@@ -180,7 +248,7 @@ fn parse_ip(
         None | Some("") => Ok(None),
         Some(s) => s.parse().map(Some).map_err(|_| FlagError::BadIp {
             flag,
-            value: s.to_string(),
+            value: weft_core::clip::clip(s),
             hint,
         }),
     }
@@ -325,6 +393,56 @@ mod tests {
         assert!(err.contains("--healthz-port"), "{err}");
         let err = parse(&["--ip-masq=maybe"]).unwrap_err().to_string();
         assert!(err.contains("--ip-masq"), "{err}");
+    }
+
+    #[test]
+    fn booleans_are_taken_as_go_takes_them() {
+        for (text, want) in [
+            ("1", true),
+            ("T", true),
+            ("True", true),
+            ("0", false),
+            ("F", false),
+        ] {
+            let f = parse(&[&format!("--ip-masq={text}")]).unwrap();
+            assert_eq!(f.ip_masq, want, "{text}");
+        }
+        let err = parse(&["--iptables-forward-rules=yes"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--iptables-forward-rules") && err.contains("1, 0"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn env_note_names_the_variable_only_when_the_value_came_from_it() {
+        let args = |a: &[&str]| -> Vec<String> {
+            std::iter::once("weftd")
+                .chain(a.iter().copied())
+                .map(String::from)
+                .collect()
+        };
+        let env = |var: &str| (var == "FLANNELD_HEALTHZ_PORT").then(|| "http".to_string());
+        let note = env_source_note("healthz-port", &args(&[]), env).unwrap();
+        assert!(note.contains("FLANNELD_HEALTHZ_PORT=\"http\""), "{note}");
+        assert_eq!(
+            env_source_note("healthz-port", &args(&["--healthz-port=x"]), env),
+            None
+        );
+        assert_eq!(
+            env_source_note("healthz-port", &args(&["--healthz-port", "x"]), env),
+            None
+        );
+        assert_eq!(env_source_note("public-ip", &args(&[]), env), None);
+        assert_eq!(env_source_note("no-such-flag", &args(&[]), env), None);
+        let secret = |_: &str| Some("s3cret".to_string());
+        let note = env_source_note("etcd-password", &args(&[]), secret).unwrap();
+        assert!(!note.contains("s3cret"), "{note}");
+        let v = |var: &str| (var == "FLANNELD_V").then(|| "x".to_string());
+        assert_eq!(env_source_note("v", &args(&["-v", "x"]), v), None);
+        assert!(env_source_note("v", &args(&[]), v).is_some());
     }
 
     #[test]

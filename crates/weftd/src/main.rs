@@ -13,11 +13,17 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = flags::normalize_args(std::env::args());
-    let flags = match flags::Flags::try_parse_from(args) {
+    let env = |var: &str| std::env::var(var).ok();
+    let flags = match flags::Flags::try_parse_from(&args) {
         Ok(f) => f,
         Err(e) => {
             // clap prints help/usage itself and names the offending flag.
             let _ = e.print();
+            if let Some(note) =
+                flags::rejected_flag(&e).and_then(|long| flags::env_source_note(&long, &args, env))
+            {
+                eprintln!("weftd: {note}");
+            }
             return if e.use_stderr() {
                 ExitCode::from(2)
             } else {
@@ -44,6 +50,9 @@ fn main() -> ExitCode {
         Ok(v) => v,
         Err(e) => {
             tracing::error!("{e}");
+            if let Some(note) = flags::env_source_note(e.flag(), &args, env) {
+                tracing::error!("{note}");
+            }
             return ExitCode::from(2);
         }
     };
