@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 use weft_store::StoreConfig;
 
+/// The environment fallback of `--etcd-endpoints`.
+const ENDPOINTS_ENV: &str = "FLANNELD_ETCD_ENDPOINTS";
+
 /// How to reach etcd: the same flags and `FLANNELD_*` environment fallbacks as weftd and
 /// flanneld, so a node's environment works unchanged.
 #[derive(Debug, Clone, Args)]
@@ -43,9 +46,22 @@ pub struct EtcdArgs {
 }
 
 impl EtcdArgs {
-    /// The endpoints, split on commas and checked, or an error naming the flag and the fix.
+    /// The endpoints, split on commas and checked, or an error naming the flag (and the
+    /// environment variable, when the value came from there) and the fix.
     pub fn endpoints(&self) -> anyhow::Result<Vec<String>> {
-        Ok(weft_store::parse_endpoints(&self.etcd_endpoints)?)
+        weft_store::parse_endpoints(&self.etcd_endpoints).map_err(|e| {
+            let on_command_line = std::env::args()
+                .skip(1)
+                .any(|a| a == "--etcd-endpoints" || a.starts_with("--etcd-endpoints="));
+            let from_env = std::env::var(ENDPOINTS_ENV).is_ok_and(|v| v == self.etcd_endpoints);
+            if from_env && !on_command_line {
+                anyhow::anyhow!(
+                    "{e} (the value comes from the environment variable {ENDPOINTS_ENV}; correct or unset it)"
+                )
+            } else {
+                e.into()
+            }
+        })
     }
 
     /// The store config for weft-store.
@@ -137,7 +153,7 @@ pub struct InitArgs {
     #[arg(long, value_name = "CIDR")]
     pub network: Option<String>,
     /// Prefix length of each node's subnet (default: 24, or network prefix + 2 for small networks).
-    #[arg(long, value_name = "N", conflicts_with_all = ["json", "from_file"])]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, conflicts_with_all = ["json", "from_file"])]
     pub subnet_len: Option<u64>,
     /// First subnet handed out (default: the second subnet of the network).
     #[arg(long, value_name = "IP", conflicts_with_all = ["json", "from_file"])]
@@ -149,13 +165,13 @@ pub struct InitArgs {
     #[arg(long, default_value = "vxlan", conflicts_with_all = ["json", "from_file"])]
     pub backend: String,
     /// VXLAN network identifier (vxlan; default 1).
-    #[arg(long, value_name = "N", conflicts_with_all = ["json", "from_file"])]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, conflicts_with_all = ["json", "from_file"])]
     pub vni: Option<u64>,
     /// VXLAN UDP port (vxlan; default 0 = kernel default 8472).
-    #[arg(long, value_name = "N", conflicts_with_all = ["json", "from_file"])]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, conflicts_with_all = ["json", "from_file"])]
     pub port: Option<u64>,
     /// Underlay MTU (vxlan; the VXLAN device gets MTU - 50; default: the node interface's MTU).
-    #[arg(long, value_name = "N", conflicts_with_all = ["json", "from_file"])]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, conflicts_with_all = ["json", "from_file"])]
     pub mtu: Option<u64>,
     /// Write this file's content as the config (validated first).
     #[arg(long, value_name = "PATH")]
