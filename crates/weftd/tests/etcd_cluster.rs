@@ -25,9 +25,17 @@ const PING_EVERY: Duration = Duration::from_millis(20);
 /// keep-alive (6 s + 3 s) that notices a silent connection.
 const PARTITION: Duration = Duration::from_secs(10);
 /// Longest a weftd may stay not ready after losing the etcd member it talked to.
-const MAX_NOT_READY: Duration = Duration::from_secs(5);
-/// Longest a peer change may take to reach every node, whatever member its watch was on.
-const MAX_PROGRAM: Duration = Duration::from_secs(12);
+const MAX_NOT_READY: Duration = Duration::from_secs(3);
+/// Longest a node joining while a member is down may take to get its lease (weft-store sends a
+/// request that a dead member's endpoint refused to another member; ~150 ms measured).
+const MAX_JOIN: Duration = Duration::from_secs(3);
+/// Longest a peer change may take to reach every node while their watches are up.
+const MAX_PROGRAM: Duration = Duration::from_secs(5);
+/// How long weftd takes at most to notice that the member its watch is on went silent: its
+/// HTTP/2 keep-alive (a ping every 6 s, 3 s to answer; see weft-store's connect options). A
+/// peer change made during a partition reaches every node within this plus
+/// [`MAX_NOT_READY`] of the cut.
+const SILENT_MEMBER_DETECTION: Duration = Duration::from_secs(9);
 
 fn cluster(label: &str, nodes: usize) -> Cluster {
     Cluster::new_with_etcd(
@@ -185,6 +193,11 @@ fn weftd_rides_out_leader_loss_follower_loss_and_a_partitioned_member() {
     c.start(n3, &[]);
     let sn3 = c.wait_ready(n3, Duration::from_secs(20)).subnet.unwrap();
     let joined = t_join.elapsed();
+    assert!(
+        joined <= MAX_JOIN,
+        "node {n3} took {joined:?} to get a lease with one member down (bound {MAX_JOIN:?}):\n{}",
+        c.log(n3)
+    );
     let (mac3, ip3) = (c.vtep_mac(n3), c.tb.node(n3).ip);
     let programmed = peer_everywhere(&c, &[0, 1, 2], (sn3, &mac3, ip3), true, MAX_PROGRAM);
     for i in 0..3 {
@@ -278,11 +291,14 @@ fn weftd_rides_out_leader_loss_follower_loss_and_a_partitioned_member() {
     c.tb.etcdctl(&["put", &format!("--lease={id}"), &fake_key, &value])
         .unwrap();
     let peer = (fake_sn, fake_mac, fake_ip);
-    let programmed = peer_everywhere(&c, &[0, 1, 2, n3], peer, true, MAX_PROGRAM);
+    let put_at = t_cut.elapsed();
+    let bound = (SILENT_MEMBER_DETECTION + MAX_NOT_READY).saturating_sub(put_at);
+    let programmed = peer_everywhere(&c, &[0, 1, 2, n3], peer, true, bound);
     eprintln!(
-        "a peer added {} into the partition was programmed on every node in {}",
-        ms(t_cut.elapsed() - programmed),
-        ms(programmed)
+        "a peer added {} into the partition was programmed on every node {} later ({} after the cut)",
+        ms(put_at),
+        ms(programmed),
+        ms(t_cut.elapsed())
     );
     if let Some(rest) = PARTITION.checked_sub(t_cut.elapsed()) {
         std::thread::sleep(rest);
