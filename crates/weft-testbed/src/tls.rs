@@ -1334,6 +1334,7 @@ mod tests {
             None,
             "the bed picks the data dir"
         );
+        assert_eq!(flag_value(a, "pre-vote"), Some("true"), "as etcd 3.5+ runs");
         let st = EtcdState::new(EtcdSetup::Members(m));
         assert_eq!(
             st.endpoints(),
