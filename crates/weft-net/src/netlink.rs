@@ -650,10 +650,10 @@ impl Netlink {
                 .replace()
                 .execute()
                 .await
-                .map_err(NetError::req(format!(
-                    "set neighbour {} lladdr {}",
-                    n.ip, n.mac
-                ))),
+                .map_err(|source| NetError::Request {
+                    what: format!("set neighbour {} lladdr {}", n.ip, n.mac),
+                    source,
+                }),
             Op::SetFdb(f) => self
                 .handle
                 .neighbours()
@@ -664,10 +664,10 @@ impl Netlink {
                 .replace()
                 .execute()
                 .await
-                .map_err(NetError::req(format!(
-                    "set FDB entry {} dst {}",
-                    f.mac, f.dst
-                ))),
+                .map_err(|source| NetError::Request {
+                    what: format!("set FDB entry {} dst {}", f.mac, f.dst),
+                    source,
+                }),
             Op::SetRoute(r) => self
                 .handle
                 .route()
@@ -675,14 +675,20 @@ impl Netlink {
                 .replace()
                 .execute()
                 .await
-                .map_err(NetError::req(format!("set route {}", r.dst))),
+                .map_err(|source| NetError::Request {
+                    what: format!("set route {}", r.dst),
+                    source,
+                }),
             Op::DelRoute(r) => self
                 .handle
                 .route()
                 .del(route_message(index, r))
                 .execute()
                 .await
-                .map_err(NetError::req(format!("delete route {}", r.dst))),
+                .map_err(|source| NetError::Request {
+                    what: format!("delete route {}", r.dst),
+                    source,
+                }),
             Op::DelNeigh(n) => {
                 let mut m = NeighbourMessage::default();
                 m.header.family = AddressFamily::Inet;
@@ -699,7 +705,10 @@ impl Netlink {
                     .del(m)
                     .execute()
                     .await
-                    .map_err(NetError::req(format!("delete neighbour {}", n.ip)))
+                    .map_err(|source| NetError::Request {
+                        what: format!("delete neighbour {}", n.ip),
+                        source,
+                    })
             }
             Op::DelFdb(f) => {
                 let mut m = NeighbourMessage::default();
@@ -718,10 +727,10 @@ impl Netlink {
                     .del(m)
                     .execute()
                     .await
-                    .map_err(NetError::req(format!(
-                        "delete FDB entry {} dst {}",
-                        f.mac, f.dst
-                    )))
+                    .map_err(|source| NetError::Request {
+                        what: format!("delete FDB entry {} dst {}", f.mac, f.dst),
+                        source,
+                    })
             }
         }
     }

@@ -247,7 +247,8 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
     });
 
     health.not_ready("acquiring a subnet lease");
-    let own = acquire_retrying(&node, previous, None, &health).await;
+    let (own, listing) = acquire_retrying(&node, previous, None, &health).await;
+    let mut listing = Some(listing);
     let shared = Arc::new(Shared {
         dev_index: AtomicU32::new(0),
         model: tokio::sync::Mutex::new(None),
@@ -264,7 +265,7 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
     // Data plane, rules and peers first; subnet.env (and readiness) last.
     health.not_ready("programming the data plane");
     loop {
-        match bring_up(&node, &shared).await {
+        match bring_up(&node, &shared, listing.take()).await {
             Ok(rev) => {
                 let (tx, rx) = mpsc::channel(16);
                 spawn_tasks(node.clone(), shared.clone(), rev, tx, rx);
@@ -359,27 +360,42 @@ fn lease_value(node: &Node) -> String {
     LeaseAttrs::vxlan(node.ext.public_ip, node.spec.vni, node.spec.mac).to_json()
 }
 
+/// The leases as the allocator sees them: subnet and public IP (the backend data is dropped
+/// at once, so thousands of leases never sit in memory as parsed JSON).
 fn parsed_leases(raws: &[RawLease]) -> Vec<Lease> {
     raws.iter()
         .filter_map(|r| {
             let subnet = r.subnet.clone().ok()?;
             let attrs = LeaseAttrs::parse(&r.value).ok()?;
-            Some(Lease { subnet, attrs })
+            Some(Lease {
+                subnet,
+                attrs: LeaseAttrs {
+                    public_ip: attrs.public_ip,
+                    public_ipv6: None,
+                    backend_type: None,
+                    backend_data: None,
+                    backend_v6_data: None,
+                },
+            })
         })
         .collect()
 }
 
+/// The leases as listed from etcd, and the revision of that listing.
+type Listing = (Vec<RawLease>, i64);
+
 /// flannel's acquire (reuse by public IP, then the previous subnet, then a random free one),
-/// with a lost race retried instead of being fatal.
+/// with a lost race retried instead of being fatal. Also returns the listing the decision
+/// was made on, so start-up can program the peers from it without listing them again.
 async fn acquire(
     node: &Node,
     mut previous: Option<Ipv4Net>,
     exclude: Option<Ipv4Net>,
-) -> Result<HeldLease> {
+) -> Result<(HeldLease, Listing)> {
     let value = lease_value(node);
     let mut rng = StdRng::from_os_rng();
     for attempt in 0..100u32 {
-        let (raws, _) = node.store.list_leases().await?;
+        let (raws, rev) = node.store.list_leases().await?;
         let leases = parsed_leases(&raws);
         // `exclude`: a subnet another node now holds under our old key; never take it back.
         let excluded: Vec<Ipv4Net> = exclude.into_iter().collect();
@@ -414,7 +430,7 @@ async fn acquire(
             }
         };
         if let Some(l) = got {
-            return Ok(l);
+            return Ok((l, (raws, rev)));
         }
         let jitter = rand::random::<u64>() % 50;
         tokio::time::sleep(Duration::from_millis(10 + jitter)).await;
@@ -427,7 +443,7 @@ async fn acquire_retrying(
     previous: Option<Ipv4Net>,
     exclude: Option<Ipv4Net>,
     health: &Health,
-) -> HeldLease {
+) -> (HeldLease, Listing) {
     let mut delay = Duration::from_millis(500);
     loop {
         match acquire(node, previous, exclude).await {
@@ -501,27 +517,40 @@ fn write_subnet_env(node: &Node, shared: &Shared, own: Ipv4Net) -> Result<bool> 
 }
 
 /// Address, rules, the first full peer sync, then subnet.env and readiness. Returns the
-/// revision the peers were listed at, for the watch to continue from.
-async fn bring_up(node: &Node, shared: &Shared) -> Result<i64> {
+/// revision the peers were listed at, for the watch to continue from. `listing` is the
+/// acquire's listing of the leases (listed again when absent, e.g. on a retry).
+async fn bring_up(node: &Node, shared: &Shared, listing: Option<Listing>) -> Result<i64> {
     let own = shared.own();
     let dev = node.nl.ensure_vxlan(&node.spec).await?;
     node.nl
         .ensure_address_and_up(dev.index, own.subnet.network(), node.network)
         .await?;
-    let changed = node.fw.sync(&desired_rules(node, own.subnet)).await?;
-    if !changed.is_empty() {
-        info!(tables = ?changed.iter().map(|t| t.name()).collect::<Vec<_>>(), "iptables rules programmed");
-    }
-    let (raws, rev) = node.store.list_leases().await?;
-    shared.table().reset(
-        raws.into_iter()
-            .map(|r| (r.key.clone(), parse_entry(r.subnet.clone(), &r.value))),
-    );
-    if reconcile(node, shared).await? > 0 {
-        // Some kernel changes failed: the reconciler retries them.
-        shared.full_due.store(true, Ordering::Relaxed);
-        shared.kick.notify_one();
-    }
+    // The rules (an iptables-save and -restore, two child processes) and the peers are
+    // independent: program both at once; readiness waits for both.
+    let rules = async {
+        let changed = node.fw.sync(&desired_rules(node, own.subnet)).await?;
+        if !changed.is_empty() {
+            info!(tables = ?changed.iter().map(|t| t.name()).collect::<Vec<_>>(), "iptables rules programmed");
+        }
+        anyhow::Ok(())
+    };
+    let peers = async {
+        let (raws, rev) = match listing {
+            Some(l) => l,
+            None => node.store.list_leases().await?,
+        };
+        shared.table().reset(raws.into_iter().map(|r| {
+            let entry = parse_entry(&node.cfg, r.subnet, &r.value);
+            (r.key, entry)
+        }));
+        if reconcile(node, shared).await? > 0 {
+            // Some kernel changes failed: the reconciler retries them.
+            shared.full_due.store(true, Ordering::Relaxed);
+            shared.kick.notify_one();
+        }
+        anyhow::Ok(rev)
+    };
+    let ((), rev) = tokio::try_join!(rules, peers)?;
     if write_subnet_env(node, shared, own.subnet)? {
         info!(file = %node.flags.subnet_file.display(), "wrote subnet file");
     }
@@ -594,7 +623,7 @@ async fn apply_peers(
     full: bool,
 ) -> usize {
     let own = shared.own();
-    let (peers, notices) = shared.table().peers(&node.cfg, Some(own.subnet));
+    let (peers, notices) = shared.table().peers(Some(own.subnet));
     for n in notices {
         match n {
             Notice::Rejected { key, why } => warn!(%key, %why, "skipping lease"),
@@ -779,10 +808,12 @@ async fn watch_task(
                     } else {
                         let _ = own_tx.try_send(OwnKey::Deleted(own_subnet));
                     }
-                    shared.table().reset(
-                        raws.into_iter()
-                            .map(|x| (x.key.clone(), parse_entry(x.subnet.clone(), &x.value))),
-                    );
+                    shared.table().reset(raws.into_iter().map(|x| {
+                        (
+                            x.key.clone(),
+                            parse_entry(&node.cfg, x.subnet.clone(), &x.value),
+                        )
+                    }));
                     rev = r;
                     need_relist = false;
                     shared.kick.notify_one();
@@ -819,7 +850,8 @@ async fn watch_task(
                                                 let _ = own_tx
                                                     .try_send(OwnKey::Put(own_subnet, r.clone()));
                                             }
-                                            let entry = parse_entry(r.subnet.clone(), &r.value);
+                                            let entry =
+                                                parse_entry(&node.cfg, r.subnet.clone(), &r.value);
                                             t.put(r.key, entry);
                                         }
                                         LeaseEvent::Delete { key, .. } => {
@@ -949,7 +981,7 @@ async fn lease_task(node: Arc<Node>, shared: Arc<Shared>, mut rx: mpsc::Receiver
         };
         if let Some((previous, exclude)) = reacquire {
             shared.health.not_ready("re-acquiring the subnet lease");
-            let new = acquire_retrying(&node, previous, exclude, &shared.health).await;
+            let (new, _) = acquire_retrying(&node, previous, exclude, &shared.health).await;
             if new.subnet != own.subnet {
                 warn!(old = %own.subnet, new = %new.subnet, "subnet changed; pods on the old subnet must be re-created");
             } else {

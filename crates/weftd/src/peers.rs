@@ -2,6 +2,11 @@
 //!
 //! Pure: events come in, peers and warnings come out. A key whose value cannot be parsed is
 //! rejected for itself alone (flanneld tears down every route on one bad event, compat 1.8).
+//!
+//! Each lease is judged once, when it arrives, and kept as the few bytes that matter (a
+//! [`Peer`], or why it is skipped), not as parsed JSON: at 5,000 peers that is the
+//! difference between about 0.5 MiB and 4 MiB. Only the checks against this node's own
+//! subnet, which can change, run on every pass.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,13 +14,16 @@ use ipnet::Ipv4Net;
 use weft_core::config::NetworkConfig;
 use weft_core::lease::{Lease, LeaseAttrs};
 use weft_core::peer::{Peer, PeerVerdict, classify_lease};
+use weft_core::subnet::subnet_key;
 
-/// One key of the subnets prefix after parsing.
+/// One key of the subnets prefix after judging it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
-    Lease(Lease),
-    /// A key that is not a subnet key, or a value that is not a lease: why.
-    Bad(String),
+    /// A VXLAN peer, unless it is (or overlaps) this node's own subnet.
+    Peer(Peer),
+    /// Never programmed: why, and whether it deserves a warning (`reject`) or only a debug
+    /// line (another backend's lease).
+    Skip { why: String, reject: bool },
 }
 
 /// What a verdict change should be logged as.
@@ -29,18 +37,29 @@ pub enum Notice {
 #[derive(Debug, Default, Clone)]
 pub struct PeerTable {
     entries: BTreeMap<String, Entry>,
-    /// Last verdict text per key, so each problem is logged once, not every reconcile.
+    /// Last notice text per key that has one, so each problem is logged once, not every
+    /// reconcile. Keys that are plain peers have no entry here.
     last_notice: HashMap<String, String>,
 }
 
-/// Parses one key/value pair into an [`Entry`].
-pub fn parse_entry(subnet: Result<Ipv4Net, String>, value: &[u8]) -> Entry {
-    match subnet {
-        Err(why) => Entry::Bad(why),
+/// Parses and judges one key/value pair (everything but the checks against our own subnet).
+pub fn parse_entry(cfg: &NetworkConfig, subnet: Result<Ipv4Net, String>, value: &[u8]) -> Entry {
+    let lease = match subnet {
+        Err(why) => return Entry::Skip { why, reject: true },
         Ok(subnet) => match LeaseAttrs::parse(value) {
-            Ok(attrs) => Entry::Lease(Lease { subnet, attrs }),
-            Err(e) => Entry::Bad(e.to_string()),
+            Ok(attrs) => Lease { subnet, attrs },
+            Err(e) => {
+                return Entry::Skip {
+                    why: e.to_string(),
+                    reject: true,
+                };
+            }
         },
+    };
+    match classify_lease(cfg, None, &lease) {
+        PeerVerdict::Peer(p) => Entry::Peer(p),
+        PeerVerdict::Ignore(why) => Entry::Skip { why, reject: false },
+        PeerVerdict::Reject(why) => Entry::Skip { why, reject: true },
     }
 }
 
@@ -61,44 +80,52 @@ impl PeerTable {
     }
 
     /// The VXLAN peers to program, plus notices for verdicts that changed since last time.
-    pub fn peers(&mut self, cfg: &NetworkConfig, own: Option<Ipv4Net>) -> (Vec<Peer>, Vec<Notice>) {
-        let mut peers = Vec::new();
+    pub fn peers(&mut self, own: Option<Ipv4Net>) -> (Vec<Peer>, Vec<Notice>) {
+        let mut peers = Vec::with_capacity(self.entries.len());
         let mut notices = Vec::new();
         for (key, entry) in &self.entries {
-            let (notice, text) = match entry {
-                Entry::Bad(why) => (
-                    Some(Notice::Rejected {
+            let notice = match entry {
+                Entry::Skip { why, reject: true } => Some(Notice::Rejected {
+                    key: key.clone(),
+                    why: why.clone(),
+                }),
+                Entry::Skip { why, reject: false } => Some(Notice::Ignored {
+                    key: key.clone(),
+                    why: why.clone(),
+                }),
+                Entry::Peer(p) => match own {
+                    Some(own) if own == p.subnet => Some(Notice::Ignored {
                         key: key.clone(),
-                        why: why.clone(),
+                        why: format!("lease {} is this node's own subnet", subnet_key(p.subnet)),
                     }),
-                    why.clone(),
-                ),
-                Entry::Lease(lease) => match classify_lease(cfg, own, lease) {
-                    PeerVerdict::Peer(p) => {
-                        peers.push(p);
-                        (None, String::new())
-                    }
-                    PeerVerdict::Ignore(why) => (
-                        Some(Notice::Ignored {
-                            key: key.clone(),
-                            why: why.clone(),
-                        }),
-                        why,
-                    ),
-                    PeerVerdict::Reject(why) => (
+                    Some(own) if own.contains(&p.subnet) || p.subnet.contains(&own) => {
                         Some(Notice::Rejected {
                             key: key.clone(),
-                            why: why.clone(),
-                        }),
-                        why,
-                    ),
+                            why: format!(
+                                "lease {}: subnet {} overlaps this node's subnet {own}; delete the stale lease",
+                                subnet_key(p.subnet),
+                                p.subnet
+                            ),
+                        })
+                    }
+                    _ => {
+                        peers.push(*p);
+                        None
+                    }
                 },
             };
-            let changed = self.last_notice.get(key) != Some(&text);
-            if changed {
-                self.last_notice.insert(key.clone(), text);
-                if let Some(n) = notice {
-                    notices.push(n);
+            match notice {
+                None => {
+                    self.last_notice.remove(key);
+                }
+                Some(n) => {
+                    let text = match &n {
+                        Notice::Rejected { why, .. } | Notice::Ignored { why, .. } => why,
+                    };
+                    if self.last_notice.get(key) != Some(text) {
+                        self.last_notice.insert(key.clone(), text.clone());
+                        notices.push(n);
+                    }
                 }
             }
         }
@@ -129,29 +156,34 @@ mod tests {
             (
                 key("10.244.1.0-24"),
                 parse_entry(
+                    &cfg(),
                     Ok("10.244.1.0/24".parse().unwrap()),
                     &lease_json("10.0.0.1", "02:00:00:00:00:01"),
                 ),
             ),
             (
                 key("10.244.2.0-24"),
-                parse_entry(Ok("10.244.2.0/24".parse().unwrap()), b"{not json"),
+                parse_entry(&cfg(), Ok("10.244.2.0/24".parse().unwrap()), b"{not json"),
             ),
-            (key("junk"), parse_entry(Err("bad key".into()), b"{}")),
+            (
+                key("junk"),
+                parse_entry(&cfg(), Err("bad key".into()), b"{}"),
+            ),
             (
                 key("10.244.3.0-24"),
                 parse_entry(
+                    &cfg(),
                     Ok("10.244.3.0/24".parse().unwrap()),
                     &lease_json("10.0.0.3", "02:00:00:00:00:03"),
                 ),
             ),
         ]);
-        let (peers, notices) = t.peers(&cfg(), None);
+        let (peers, notices) = t.peers(None);
         assert_eq!(peers.len(), 2);
         assert_eq!(notices.len(), 2);
         assert!(notices.iter().all(|n| matches!(n, Notice::Rejected { .. })));
         // the same verdicts are not reported twice
-        let (_, again) = t.peers(&cfg(), None);
+        let (_, again) = t.peers(None);
         assert!(again.is_empty());
     }
 
@@ -161,24 +193,25 @@ mod tests {
         let own: Ipv4Net = "10.244.1.0/24".parse().unwrap();
         t.put(
             key("10.244.1.0-24"),
-            parse_entry(Ok(own), &lease_json("10.0.0.1", "02:00:00:00:00:01")),
+            parse_entry(
+                &cfg(),
+                Ok(own),
+                &lease_json("10.0.0.1", "02:00:00:00:00:01"),
+            ),
         );
         t.put(
             key("10.244.2.0-24"),
             parse_entry(
+                &cfg(),
                 Ok("10.244.2.0/24".parse().unwrap()),
                 &lease_json("10.0.0.2", "02:00:00:00:00:02"),
             ),
         );
-        let (peers, _) = t.peers(&cfg(), Some(own));
+        let (peers, _) = t.peers(Some(own));
         assert_eq!(peers.len(), 1);
         assert_eq!(peers[0].subnet, "10.244.2.0/24".parse::<Ipv4Net>().unwrap());
         t.delete(&key("10.244.2.0-24"));
-        assert!(t.peers(&cfg(), Some(own)).0.is_empty());
-        assert_eq!(
-            t.peers(&cfg(), None).0.len(),
-            1,
-            "only our own lease is left"
-        );
+        assert!(t.peers(Some(own)).0.is_empty());
+        assert_eq!(t.peers(None).0.len(), 1, "only our own lease is left");
     }
 }
