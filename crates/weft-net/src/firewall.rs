@@ -19,12 +19,23 @@ pub enum FirewallError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{cmd} failed ({status}): {stderr}")]
+    #[error("{cmd} failed ({status}): {stderr}{}", failure_hint(stderr))]
     Failed {
         cmd: String,
         status: String,
         stderr: String,
     },
+}
+
+/// What usually lies behind an iptables failure message that does not say it.
+fn failure_hint(stderr: &str) -> &'static str {
+    if stderr.contains("Permission denied") || stderr.contains("Operation not permitted") {
+        "; weftd needs CAP_NET_ADMIN and CAP_NET_RAW to program iptables"
+    } else if stderr.contains("unable to initialize table") || stderr.contains("can't initialize") {
+        "; check that weftd has CAP_NET_RAW and CAP_NET_ADMIN (iptables-legacy needs both) and that the kernel has the table (modprobe iptable_nat iptable_filter, or nf_tables for iptables-nft)"
+    } else {
+        ""
+    }
 }
 
 /// The iptables binaries to use (`iptables`, or e.g. `iptables-legacy` to match kube-proxy).
@@ -202,6 +213,22 @@ fn version_at_least(text: &str, want: (u32, u32, u32)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_without_a_cause_get_a_hint() {
+        let failed = |stderr: &str| FirewallError::Failed {
+            cmd: "iptables-restore --noflush".into(),
+            status: "exit status: 1".into(),
+            stderr: stderr.into(),
+        };
+        let e = failed("iptables-restore: unable to initialize table 'nat'").to_string();
+        assert!(e.contains("CAP_NET_RAW"), "{e}");
+        let e = failed("iptables-restore v1.8.9 (legacy): Permission denied (you must be root)")
+            .to_string();
+        assert!(e.contains("CAP_NET_ADMIN"), "{e}");
+        let e = failed("line 3 failed").to_string();
+        assert!(!e.contains("CAP_"), "{e}");
+    }
 
     #[test]
     fn splits_tables_out_of_a_full_dump() {

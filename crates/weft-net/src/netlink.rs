@@ -42,11 +42,12 @@ pub const APPLY_WINDOW: usize = 64;
 pub enum NetError {
     #[error("failed to open a netlink socket: {0}; weftd needs CAP_NET_ADMIN")]
     Socket(#[source] std::io::Error),
-    #[error("failed to {what}: {source}")]
+    /// The kernel's answer is written once, with a hint for a missing privilege (the
+    /// rtnetlink error is not kept as a `source`: its own chain repeats the same text).
+    #[error("failed to {what}: {}", describe(cause))]
     Request {
         what: String,
-        #[source]
-        source: rtnetlink::Error,
+        cause: rtnetlink::Error,
     },
     #[error("network interface {0:?} not found")]
     NoSuchLink(String),
@@ -61,14 +62,14 @@ pub enum NetError {
 impl NetError {
     fn req(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetError {
         let what = what.into();
-        move |source| NetError::Request { what, source }
+        move |cause| NetError::Request { what, cause }
     }
 
     /// The errno of a failed netlink request, if the kernel returned one.
     pub fn errno(&self) -> Option<i32> {
         match self {
             NetError::Request {
-                source: rtnetlink::Error::NetlinkError(ErrorMessage { code, .. }),
+                cause: rtnetlink::Error::NetlinkError(ErrorMessage { code, .. }),
                 ..
             } => code.map(|c| -c.get()),
             _ => None,
@@ -76,6 +77,29 @@ impl NetError {
     }
 }
 
+/// The kernel's error for a netlink request as one short text, e.g. "Operation not
+/// permitted (os error 1); weftd needs CAP_NET_ADMIN".
+fn describe(e: &rtnetlink::Error) -> String {
+    match e {
+        rtnetlink::Error::NetlinkError(ErrorMessage {
+            code: Some(code), ..
+        }) => {
+            let errno = -code.get();
+            let text = std::io::Error::from_raw_os_error(errno).to_string();
+            if errno == EPERM || errno == EACCES {
+                format!(
+                    "{text}; weftd needs CAP_NET_ADMIN (run it as root or grant the capability)"
+                )
+            } else {
+                text
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+const EPERM: i32 = 1;
+const EACCES: i32 = 13;
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
 const EEXIST: i32 = 17;
@@ -249,7 +273,7 @@ impl Netlink {
             Err(e) => {
                 let err = NetError::Request {
                     what: format!("look up link {name}"),
-                    source: e,
+                    cause: e,
                 };
                 if matches!(err.errno(), Some(ENODEV) | Some(ENOENT)) {
                     Ok(None)
@@ -440,7 +464,7 @@ impl Netlink {
             Err(e) => {
                 let err = NetError::Request {
                     what: format!("create VXLAN device {}", spec.name),
-                    source: e,
+                    cause: e,
                 };
                 // Another writer (a second daemon, an operator) won the race: look again.
                 if err.errno() != Some(EEXIST) {
@@ -650,9 +674,9 @@ impl Netlink {
                 .replace()
                 .execute()
                 .await
-                .map_err(|source| NetError::Request {
+                .map_err(|cause| NetError::Request {
                     what: format!("set neighbour {} lladdr {}", n.ip, n.mac),
-                    source,
+                    cause,
                 }),
             Op::SetFdb(f) => self
                 .handle
@@ -664,9 +688,9 @@ impl Netlink {
                 .replace()
                 .execute()
                 .await
-                .map_err(|source| NetError::Request {
+                .map_err(|cause| NetError::Request {
                     what: format!("set FDB entry {} dst {}", f.mac, f.dst),
-                    source,
+                    cause,
                 }),
             Op::SetRoute(r) => self
                 .handle
@@ -675,9 +699,9 @@ impl Netlink {
                 .replace()
                 .execute()
                 .await
-                .map_err(|source| NetError::Request {
+                .map_err(|cause| NetError::Request {
                     what: format!("set route {}", r.dst),
-                    source,
+                    cause,
                 }),
             Op::DelRoute(r) => self
                 .handle
@@ -685,9 +709,9 @@ impl Netlink {
                 .del(route_message(index, r))
                 .execute()
                 .await
-                .map_err(|source| NetError::Request {
+                .map_err(|cause| NetError::Request {
                     what: format!("delete route {}", r.dst),
-                    source,
+                    cause,
                 }),
             Op::DelNeigh(n) => {
                 let mut m = NeighbourMessage::default();
@@ -705,9 +729,9 @@ impl Netlink {
                     .del(m)
                     .execute()
                     .await
-                    .map_err(|source| NetError::Request {
+                    .map_err(|cause| NetError::Request {
                         what: format!("delete neighbour {}", n.ip),
-                        source,
+                        cause,
                     })
             }
             Op::DelFdb(f) => {
@@ -727,9 +751,9 @@ impl Netlink {
                     .del(m)
                     .execute()
                     .await
-                    .map_err(|source| NetError::Request {
+                    .map_err(|cause| NetError::Request {
                         what: format!("delete FDB entry {} dst {}", f.mac, f.dst),
-                        source,
+                        cause,
                     })
             }
         }
@@ -978,6 +1002,21 @@ fn mac_from(b: &[u8]) -> Option<MacAddr> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_refused_request_is_described_once_with_the_privilege_it_needs() {
+        let mut msg = ErrorMessage::default();
+        msg.code = std::num::NonZeroI32::new(-1);
+        let e = NetError::Request {
+            what: "create VXLAN device flannel.1".into(),
+            cause: rtnetlink::Error::NetlinkError(msg),
+        };
+        let text = e.to_string();
+        assert_eq!(text.matches("Operation not permitted").count(), 1, "{text}");
+        assert!(text.contains("CAP_NET_ADMIN"), "{text}");
+        assert!(std::error::Error::source(&e).is_none());
+        assert_eq!(e.errno(), Some(EPERM));
+    }
+
     use super::*;
 
     fn spec() -> VxlanSpec {

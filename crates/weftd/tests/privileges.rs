@@ -146,6 +146,15 @@ fn without_net_admin_weftd_fails_with_an_error_not_a_panic() {
         error.contains("flannel.1") && error.contains("Operation not permitted"),
         "the error names the device and the kernel's refusal: {error}"
     );
+    assert!(
+        error.contains("CAP_NET_ADMIN"),
+        "the error names the missing privilege: {error}"
+    );
+    assert_eq!(
+        error.matches("Operation not permitted").count(),
+        1,
+        "the kernel's answer is said once: {error}"
+    );
     assert!(!c.subnet_file(0).exists(), "not ready without the device");
 }
 
@@ -202,8 +211,8 @@ fn net_raw_is_what_iptables_legacy_needs() {
         "node 1 became ready without CAP_NET_RAW under iptables-legacy:\n{log}"
     );
     assert!(
-        log.contains("iptables"),
-        "the failure names iptables:\n{log}"
+        log.contains("iptables") && log.contains("CAP_NET_RAW"),
+        "the failure names iptables and the capability it needs:\n{log}"
     );
     assert!(c.tb.is_running(c.weftd[1].unwrap()), "it keeps retrying");
 }
