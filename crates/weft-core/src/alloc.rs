@@ -4,6 +4,15 @@
 //! either re-put the reused lease or create the new one with a "must not exist" transaction.
 //! If the create loses a race, the caller re-lists (or passes the lost subnet in `exclude`)
 //! and plans again.
+//!
+//! Where weft differs from flannel: flannel picks at random among the *first 100* free
+//! subnets, so nodes that start together draw from the same 100 and collide often (50 nodes
+//! drawing from 100 make about 12 colliding pairs when they list at the same moment). weft
+//! first tries a subnet derived from the node's public IP ([`preferred_index`]): nodes whose
+//! addresses lie in one aligned block (the usual case, a VPC subnet) never share it. If that
+//! subnet is taken, weft picks uniformly among *all* free subnets, which spreads concurrent
+//! picks over the whole range. flannel's preferences (a lease carrying our IP, then the
+//! subnet from subnet.env) still come first.
 
 use std::net::Ipv4Addr;
 
@@ -11,10 +20,6 @@ use ipnet::Ipv4Net;
 
 use crate::config::NetworkConfig;
 use crate::lease::Lease;
-
-/// flannel collects at most this many free subnets and picks one of them at random, so nodes
-/// starting together rarely collide while allocation stays cheap on huge networks.
-pub const MAX_CANDIDATES: usize = 100;
 
 /// What to do to acquire a subnet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,8 +85,9 @@ pub enum AllocError {
 ///    leaves later ones to expire; weft reuses the first that fits).
 /// 2. `previous` (the subnet from subnet.env, masked) if it fits the config and no lease
 ///    overlaps it → [`AcquireAction::Create`].
-/// 3. Otherwise one of the first [`MAX_CANDIDATES`] free subnets from SubnetMin upward,
-///    chosen uniformly with `rng` → [`AcquireAction::Create`].
+/// 3. Otherwise the subnet [`preferred_subnet`] derives from `public_ip`, if free, else one
+///    of all the free subnets between SubnetMin and SubnetMax, chosen uniformly with `rng`
+///    → [`AcquireAction::Create`]. (flannel chooses among the first 100 free subnets only.)
 ///
 /// Leases listed in `delete` still count as taken in steps 2 and 3, as in flannel, so a
 /// subnet is never handed out in the same round in which its old lease is deleted.
@@ -147,8 +153,8 @@ pub fn plan_acquire_excluding(
         });
     }
 
-    let free = free_candidates(cfg, &taken);
-    if free.is_empty() {
+    let free = FreeSubnets::new(cfg, &taken);
+    if free.count() == 0 {
         let size = cfg.subnet_size();
         let start = u64::from(u32::from(cfg.subnet_min));
         let end = u64::from(u32::from(cfg.subnet_max)) + size - 1;
@@ -161,53 +167,140 @@ pub fn plan_acquire_excluding(
             subnet_max: cfg.subnet_max,
         });
     }
-    let pick = rng.random_range(0..free.len());
-    let subnet = free.get(pick).copied().ok_or(AllocError::NoIpv4Network)?;
+    let preferred = preferred_index(public_ip, free.total);
+    let index = if free.is_free(preferred) {
+        preferred
+    } else {
+        free.nth(rng.random_range(0..free.count()))
+    };
+    let subnet = free.subnet(index).ok_or(AllocError::NoIpv4Network)?;
     Ok(AcquirePlan {
         delete,
         action: AcquireAction::Create(subnet),
     })
 }
 
-/// The first [`MAX_CANDIDATES`] subnets from SubnetMin upward (to SubnetMax) that overlap no
-/// taken range, in ascending order.
-pub fn free_subnets(cfg: &NetworkConfig, leases: &[Lease]) -> Vec<Ipv4Net> {
-    free_candidates(cfg, &Taken::new(leases.iter().map(|lease| lease.subnet)))
+/// The subnet a node with `public_ip` tries first when it has no lease and no usable
+/// subnet.env (if it is free): see [`preferred_index`]. None when the config allocates no
+/// IPv4 subnets.
+pub fn preferred_subnet(cfg: &NetworkConfig, public_ip: Ipv4Addr) -> Option<Ipv4Net> {
+    let total = cfg.subnet_count();
+    if total == 0 {
+        return None;
+    }
+    subnet_at(cfg, preferred_index(public_ip, total))
 }
 
-fn free_candidates(cfg: &NetworkConfig, taken: &Taken) -> Vec<Ipv4Net> {
-    let size = cfg.subnet_size();
-    if size == 0 {
-        return Vec::new();
+/// Index (0 = SubnetMin) of the subnet a node with `public_ip` tries first, out of `total`
+/// (≥ 1): the IP's offset inside its aligned block of 2^k addresses, 2^k being the largest
+/// power of two ≤ `total`, plus a fixed hash of the block, modulo `total`.
+///
+/// So nodes whose IPs lie in one such block (for 255 subnets, a /25 of node addresses)
+/// always get distinct first choices, and nodes in different blocks share one only by
+/// chance, as uniformly random picks would. The mapping is fixed (it never changes between
+/// versions or runs), so a node that lost both its lease and subnet.env tries the same
+/// subnet again.
+pub fn preferred_index(public_ip: Ipv4Addr, total: u64) -> u64 {
+    if total <= 1 {
+        return 0;
     }
+    let bits = (63 - total.leading_zeros()).min(32);
+    let ip = u64::from(u32::from(public_ip));
+    let mask = (1u64 << bits) - 1;
+    let (offset, block) = (ip & mask, ip >> bits);
+    (offset + mix(block) % total) % total
+}
+
+/// splitmix64's finaliser: a fixed, well-spread 64-bit hash (std's hashers may change).
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The subnet at `index` (0 = SubnetMin), without range checks beyond the address space.
+fn subnet_at(cfg: &NetworkConfig, index: u64) -> Option<Ipv4Net> {
     let min = u64::from(u32::from(cfg.subnet_min));
-    let max = u64::from(u32::from(cfg.subnet_max));
-    let mut free = Vec::new();
-    let mut candidate = min;
-    // Walk candidates and taken ranges together; a large taken range (say a hostile /8
-    // lease) is skipped in one step instead of one subnet at a time.
-    let mut ranges = taken.ranges.iter().peekable();
-    while candidate <= max && free.len() < MAX_CANDIDATES {
-        let end = candidate + size - 1;
-        while ranges
-            .next_if(|(_, range_end)| *range_end < candidate)
-            .is_some()
-        {}
-        match ranges.peek() {
-            Some((range_start, range_end)) if *range_start <= end => {
-                // Jump to the first aligned candidate after this taken range.
-                let steps = (range_end + 1 - min).div_ceil(size);
-                candidate = min + steps * size;
-            }
-            _ => {
-                if let Ok(net) = Ipv4Net::new(to_v4(candidate), cfg.subnet_len) {
-                    free.push(net);
+    let addr = u32::try_from(min + index * cfg.subnet_size()).ok()?;
+    Ipv4Net::new(Ipv4Addr::from(addr), cfg.subnet_len).ok()
+}
+
+/// The free subnets between SubnetMin and SubnetMax as index intervals, without listing them
+/// (a /0 network with /30 subnets has 2^30 candidates).
+struct FreeSubnets<'a> {
+    cfg: &'a NetworkConfig,
+    /// Number of candidate subnets, SubnetMin..=SubnetMax.
+    total: u64,
+    /// Sorted, disjoint, inclusive index intervals of candidates overlapping a taken range.
+    blocked: Vec<(u64, u64)>,
+}
+
+impl<'a> FreeSubnets<'a> {
+    fn new(cfg: &'a NetworkConfig, taken: &Taken) -> FreeSubnets<'a> {
+        let total = cfg.subnet_count();
+        let size = cfg.subnet_size();
+        let min = u64::from(u32::from(cfg.subnet_min));
+        let mut blocked: Vec<(u64, u64)> = Vec::new();
+        if total > 0 {
+            let last = min + total * size - 1;
+            for &(start, end) in &taken.ranges {
+                if end < min || start > last {
+                    continue;
                 }
-                candidate += size;
+                // Candidate i covers [min + i·size, min + (i+1)·size − 1].
+                let lo = start.saturating_sub(min) / size;
+                let hi = ((end - min) / size).min(total - 1);
+                match blocked.last_mut() {
+                    Some((_, prev_hi)) if lo <= *prev_hi + 1 => *prev_hi = (*prev_hi).max(hi),
+                    _ => blocked.push((lo, hi)),
+                }
             }
         }
+        FreeSubnets {
+            cfg,
+            total,
+            blocked,
+        }
     }
-    free
+
+    fn count(&self) -> u64 {
+        self.total - self.blocked.iter().map(|(lo, hi)| hi - lo + 1).sum::<u64>()
+    }
+
+    fn is_free(&self, index: u64) -> bool {
+        index < self.total
+            && !self
+                .blocked
+                .iter()
+                .any(|(lo, hi)| *lo <= index && index <= *hi)
+    }
+
+    /// Index of the `n`-th free candidate (0-based, ascending); `n` < [`Self::count`].
+    fn nth(&self, mut n: u64) -> u64 {
+        let mut next = 0;
+        for &(lo, hi) in &self.blocked {
+            let gap = lo - next;
+            if n < gap {
+                return next + n;
+            }
+            n -= gap;
+            next = hi + 1;
+        }
+        next + n
+    }
+
+    fn subnet(&self, index: u64) -> Option<Ipv4Net> {
+        subnet_at(self.cfg, index)
+    }
+
+    /// Every free subnet in ascending order (tests only: may be huge).
+    #[cfg(test)]
+    fn all(&self) -> Vec<Ipv4Net> {
+        (0..self.count())
+            .filter_map(|n| self.subnet(self.nth(n)))
+            .collect()
+    }
 }
 
 /// Address range of a subnet as inclusive u64 bounds.
@@ -216,10 +309,6 @@ fn range(net: Ipv4Net) -> (u64, u64) {
         u64::from(u32::from(net.network())),
         u64::from(u32::from(net.broadcast())),
     )
-}
-
-fn to_v4(n: u64) -> Ipv4Addr {
-    Ipv4Addr::from(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// Taken address ranges: sorted, merged, plus the original subnets for counting.
@@ -260,8 +349,8 @@ mod tests {
     use super::*;
     use crate::lease::LeaseAttrs;
     use crate::mac::MacAddr;
-    use rand::SeedableRng;
     use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
     use std::collections::BTreeSet;
 
     const OURS: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 11);
@@ -392,36 +481,152 @@ mod tests {
         }
     }
 
+    fn free_of(cfg: &NetworkConfig, leases: &[Lease]) -> Vec<Ipv4Net> {
+        FreeSubnets::new(cfg, &Taken::new(leases.iter().map(|l| l.subnet))).all()
+    }
+
+    fn picked(plan: AcquirePlan) -> Ipv4Net {
+        match plan.action {
+            AcquireAction::Create(net) => net,
+            other => panic!("expected Create, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn random_pick_only_among_first_100_free() {
+    fn preferred_subnet_is_taken_when_free_whatever_the_rng() {
         let cfg = default_cfg();
-        // Every third subnet from 10.244.1.0 is taken.
-        let leases: Vec<Lease> = (1..=255u8)
+        let leases = [lease("10.244.5.0/24", other(1))];
+        let want = preferred_subnet(&cfg, OURS).unwrap();
+        assert!(cfg.contains_subnet(want));
+        for seed in 0..50 {
+            let plan =
+                plan_acquire(&cfg, &leases, OURS, None, &mut StdRng::seed_from_u64(seed)).unwrap();
+            assert_eq!(picked(plan), want);
+        }
+    }
+
+    #[test]
+    fn preferred_mapping_is_fixed() {
+        // A node that lost its lease and subnet.env tries the same subnet again, in every
+        // version: changing this mapping changes where restarted nodes land.
+        let cfg = default_cfg();
+        let got: Vec<String> = [
+            Ipv4Addr::new(10, 250, 1, 1),
+            Ipv4Addr::new(10, 250, 1, 2),
+            Ipv4Addr::new(10, 250, 1, 200),
+            Ipv4Addr::new(192, 168, 1, 11),
+        ]
+        .iter()
+        .map(|ip| preferred_subnet(&cfg, *ip).unwrap().to_string())
+        .collect();
+        assert_eq!(got, PREFERRED_GOLDEN);
+    }
+
+    const PREFERRED_GOLDEN: [&str; 4] = [
+        "10.244.160.0/24",
+        "10.244.161.0/24",
+        "10.244.74.0/24",
+        "10.244.104.0/24",
+    ];
+
+    #[test]
+    fn first_choices_are_distinct_within_an_aligned_block() {
+        // 255 subnets → blocks of 128 node addresses. The testbed's nodes (10.250.1.1 ...)
+        // and any /25 of node addresses get pairwise distinct first choices.
+        let cfg = default_cfg();
+        for base in [
+            Ipv4Addr::new(10, 250, 1, 0),
+            Ipv4Addr::new(10, 0, 7, 128),
+            Ipv4Addr::new(172, 31, 200, 0),
+        ] {
+            let firsts: BTreeSet<Ipv4Net> = (0..128u32)
+                .map(|i| {
+                    let ip = Ipv4Addr::from(u32::from(base) + i);
+                    picked(plan_acquire(&cfg, &[], ip, None, &mut rng()).unwrap())
+                })
+                .collect();
+            assert_eq!(firsts.len(), 128, "block {base}");
+        }
+        // Same property for other sizes: /20 subnets of a /16 (15 subnets → blocks of 8).
+        let small = NetworkConfig::parse(br#"{"Network":"10.244.0.0/16","SubnetLen":20}"#).unwrap();
+        let firsts: BTreeSet<Ipv4Net> = (0..8u32)
+            .map(|i| {
+                let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 1, 2, 8)) + i);
+                picked(plan_acquire(&small, &[], ip, None, &mut rng()).unwrap())
+            })
+            .collect();
+        assert_eq!(firsts.len(), 8);
+    }
+
+    /// Pairs of nodes (out of 50 with random addresses in a /16) whose first choices are the
+    /// same subnet, averaged over many clusters.
+    fn mean_colliding_pairs(choose: impl Fn(Ipv4Addr, &mut StdRng) -> Ipv4Net) -> f64 {
+        let mut gen_rng = StdRng::seed_from_u64(7);
+        let clusters = 400;
+        let mut pairs = 0usize;
+        for _ in 0..clusters {
+            let mut count = std::collections::BTreeMap::<Ipv4Net, usize>::new();
+            for _ in 0..50 {
+                let ip = Ipv4Addr::new(10, 0, gen_rng.random(), gen_rng.random());
+                *count.entry(choose(ip, &mut gen_rng)).or_default() += 1;
+            }
+            pairs += count.values().map(|c| c * (c - 1) / 2).sum::<usize>();
+        }
+        pairs as f64 / clusters as f64
+    }
+
+    #[test]
+    fn first_choices_of_scattered_nodes_spread_over_the_whole_range() {
+        let cfg = default_cfg();
+        let weft =
+            mean_colliding_pairs(|ip, r| picked(plan_acquire(&cfg, &[], ip, None, r).unwrap()));
+        // flannel's choice: uniform among the first 100 free subnets.
+        let flannel = mean_colliding_pairs(|_, r| subnet_at(&cfg, r.random_range(0..100)).unwrap());
+        eprintln!(
+            "colliding pairs of first choices per 50 nodes: weft {weft:.2}, flannel {flannel:.2}"
+        );
+        // Uniform over 255 subnets: C(50,2)/255 = 4.8 pairs; over 100: 12.25.
+        assert!(weft < 6.5, "weft: {weft:.2} colliding pairs per 50 nodes");
+        assert!(flannel > 10.0, "flannel: {flannel:.2}");
+    }
+
+    #[test]
+    fn taken_preferred_subnet_falls_back_uniformly_to_all_free() {
+        let cfg = default_cfg();
+        // Every third subnet from 10.244.1.0 is taken, and so is our preferred one.
+        let preferred = preferred_subnet(&cfg, OURS).unwrap();
+        let mut leases: Vec<Lease> = (1..=255u8)
             .filter(|i| i % 3 == 0)
             .map(|i| lease(&format!("10.244.{i}.0/24"), other(i)))
             .collect();
-        let free = free_subnets(&cfg, &leases);
-        assert_eq!(free.len(), MAX_CANDIDATES);
-        assert_eq!(free.first(), Some(&net("10.244.1.0/24")));
-        assert_eq!(free.get(1), Some(&net("10.244.2.0/24")));
-        assert_eq!(free.get(2), Some(&net("10.244.4.0/24")));
-        let allowed: BTreeSet<Ipv4Net> = free.iter().copied().collect();
-
+        if !leases.iter().any(|l| l.subnet == preferred) {
+            leases.push(lease(&preferred.to_string(), other(0)));
+        }
+        let free: BTreeSet<Ipv4Net> = free_of(&cfg, &leases).into_iter().collect();
+        assert!(free.len() >= 160, "{}", free.len());
+        assert!(!free.contains(&preferred));
         let mut seen = BTreeSet::new();
         for seed in 0..2000 {
-            let plan =
-                plan_acquire(&cfg, &leases, OURS, None, &mut StdRng::seed_from_u64(seed)).unwrap();
-            let AcquireAction::Create(picked) = plan.action else {
-                panic!("expected Create");
-            };
-            assert!(
-                allowed.contains(&picked),
-                "{picked} is not among the first 100 free"
+            let got = picked(
+                plan_acquire(&cfg, &leases, OURS, None, &mut StdRng::seed_from_u64(seed)).unwrap(),
             );
-            seen.insert(picked);
+            assert!(free.contains(&got), "{got} is not free");
+            seen.insert(got);
         }
-        // Uniform over 100 candidates: 2000 draws hit (nearly) all of them.
-        assert!(seen.len() > 95, "only {} distinct picks", seen.len());
+        // Uniform over all free subnets (not only the lowest 100): 2000 draws hit every one.
+        assert_eq!(seen, free);
+    }
+
+    #[test]
+    fn preferred_index_stays_in_range() {
+        let mut r = rng();
+        for total in (1..=600u64).chain([1 << 20, (1 << 30) + 3, u64::from(u32::MAX)]) {
+            for _ in 0..50 {
+                let ip = Ipv4Addr::from(r.random::<u32>());
+                assert!(preferred_index(ip, total) < total, "{ip} {total}");
+            }
+        }
+        assert_eq!(preferred_index(OURS, 1), 0);
     }
 
     #[test]
@@ -441,10 +646,17 @@ mod tests {
             lease("10.244.0.0/17", other(1)),
             lease("10.244.129.0/24", other(2)),
         ];
-        let free = free_subnets(&cfg, &leases);
+        let free = free_of(&cfg, &leases);
         assert_eq!(free.first(), Some(&net("10.244.128.0/24")));
         assert_eq!(free.get(1), Some(&net("10.244.130.0/24")));
-        assert_eq!(free.len(), 100);
+        // 255 candidates from 10.244.1.0, 127 under the /17, one more taken.
+        assert_eq!(free.len(), 127);
+        for seed in 0..200 {
+            let got = picked(
+                plan_acquire(&cfg, &leases, OURS, None, &mut StdRng::seed_from_u64(seed)).unwrap(),
+            );
+            assert!(free.contains(&got), "{got}");
+        }
     }
 
     #[test]
@@ -516,8 +728,21 @@ mod tests {
     fn huge_network_allocates_quickly() {
         let cfg = cfg(r#"{"Network":"0.0.0.0/0","SubnetLen":30}"#);
         let leases = [lease("0.0.0.0/1", other(1))];
-        let free = free_subnets(&cfg, &leases);
-        assert_eq!(free.first(), Some(&net("128.0.0.0/30")));
-        assert_eq!(free.len(), 100);
+        let free = FreeSubnets::new(&cfg, &Taken::new(leases.iter().map(|l| l.subnet)));
+        assert_eq!(free.subnet(free.nth(0)), Some(net("128.0.0.0/30")));
+        assert_eq!(free.count(), 1 << 29);
+        for seed in 0..100 {
+            let got = picked(
+                plan_acquire(
+                    &cfg,
+                    &leases,
+                    other(2),
+                    None,
+                    &mut StdRng::seed_from_u64(seed),
+                )
+                .unwrap(),
+            );
+            assert!(got.addr() >= Ipv4Addr::new(128, 0, 0, 0), "{got}");
+        }
     }
 }
