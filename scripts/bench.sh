@@ -2,7 +2,7 @@
 # The benchmark command: builds the release binaries, runs every weft-bench scenario on the
 # namespaced testbed and rewrites its tables in BENCHMARKS.md (between the
 # `<!-- bench:<name>:begin/end -->` markers; the prose around them is kept). Needs root.
-# About 10 minutes on 2 cores. Extra arguments go to every scenario, e.g.
+# About 13 minutes on 2 cores. Extra arguments go to every scenario, e.g.
 #   sudo scripts/bench.sh --quick        # tiny sizes, to check the harness (~1 minute)
 # A scenario whose measurement breaks still gets its section (saying so); the script then
 # exits non-zero. A goal that is missed is only printed.
@@ -66,7 +66,7 @@ replace_section machine "$machine"
 
 failed=0
 started=$(date +%s)
-for s in convergence bulk footprint startup dataplane cni; do
+for s in convergence bulk footprint startup etcd-load dataplane cni; do
     out="$machine.$s"
     if ! "$BIN" "$s" "$@" | tee "$out"; then
         failed=1

@@ -77,14 +77,20 @@ fn log_tail(tb: &Testbed, i: usize) -> String {
 /// Starts weftd on node `i` (flags as in weftd's integration tests, plus `--ip-masq` as in
 /// kube-flannel.yml); returns its pid once it runs.
 pub fn start_weftd(tb: &mut Testbed, bins: &Bins, i: usize) -> Result<Pid> {
+    start_weftd_with(tb, bins, i, &[])
+}
+
+/// [`start_weftd`] with `extra` flags appended (e.g. a short `--subnet-lease-ttl`).
+pub fn start_weftd_with(tb: &mut Testbed, bins: &Bins, i: usize, extra: &[String]) -> Result<Pid> {
     let n = tb.node(i).clone();
-    let args = vec![
+    let mut args = vec![
         format!("--etcd-endpoints={}", tb.etcd_endpoint()),
         format!("--subnet-file={}", tb.subnet_file(i).display()),
         format!("--state-dir={}", n.dir.join("state").display()),
         format!("--healthz-port={HEALTH_PORT}"),
         "--ip-masq".to_string(),
     ];
+    args.extend(extra.iter().cloned());
     let mut env = vec![("RUST_LOG".to_string(), "info".to_string())];
     env.extend(bins.weftd_env.iter().cloned());
     tb.spawn(&n.ns, &bins.weftd, &args, &env, &log_path(tb, i))

@@ -8,6 +8,7 @@
 
 mod cluster;
 mod etcd;
+mod etcdmetrics;
 mod nlwatch;
 mod ns;
 mod peers;
@@ -32,6 +33,7 @@ enum Scenario {
     Bulk,
     Footprint,
     Startup,
+    EtcdLoad,
     Dataplane,
     Cni,
     /// Every scenario above, in that order.
@@ -75,6 +77,15 @@ struct Cli {
     /// startup: node counts started at once.
     #[arg(long, value_delimiter = ',', default_values_t = [20, 50])]
     startup_nodes: Vec<usize>,
+    /// etcd-load: node counts (each runs weftd and the flannel replay, steady and renewing).
+    #[arg(long, value_delimiter = ',', default_values_t = [3, 20])]
+    etcd_load_nodes: Vec<usize>,
+    /// etcd-load: length of the measured window, in seconds.
+    #[arg(long, default_value_t = 60)]
+    etcd_load_secs: u64,
+    /// etcd-load: the short lease TTL (seconds) of the renewing beds; weftd renews at half of it.
+    #[arg(long, default_value_t = 20)]
+    etcd_load_ttl: i64,
     /// dataplane: iperf3 seconds per path and stream count (split over --iperf-reps runs).
     #[arg(long, default_value_t = 10)]
     iperf_secs: u64,
@@ -109,6 +120,9 @@ impl Cli {
         self.idle_secs = 3;
         self.startup_trials = 2;
         self.startup_nodes = vec![3];
+        self.etcd_load_nodes = vec![3];
+        self.etcd_load_secs = 6;
+        self.etcd_load_ttl = 6;
         self.iperf_secs = 1;
         self.iperf_reps = 1;
         self.mtus = vec![1500];
@@ -174,6 +188,14 @@ fn run_one(s: Scenario, cli: &Cli, bins: &Bins) -> Result<Vec<Table>> {
             cli.startup_trials,
             &cli.startup_nodes,
         )),
+        Scenario::EtcdLoad => one(scenarios::etcd_load::run(
+            bins,
+            &scenarios::etcd_load::Opts {
+                nodes: cli.etcd_load_nodes.clone(),
+                secs: cli.etcd_load_secs,
+                ttl: cli.etcd_load_ttl,
+            },
+        )),
         Scenario::Dataplane => scenarios::dataplane::run(
             bins,
             &scenarios::dataplane::Opts {
@@ -197,6 +219,7 @@ fn name(s: Scenario) -> &'static str {
         Scenario::Bulk => "bulk",
         Scenario::Footprint => "footprint",
         Scenario::Startup => "startup",
+        Scenario::EtcdLoad => "etcd-load",
         Scenario::Dataplane => "dataplane",
         Scenario::Cni => "cni",
         Scenario::All => "all",
@@ -240,6 +263,7 @@ fn main() -> ExitCode {
             Scenario::Bulk,
             Scenario::Footprint,
             Scenario::Startup,
+            Scenario::EtcdLoad,
             Scenario::Dataplane,
             Scenario::Cni,
         ],

@@ -7,11 +7,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "convergence",
     "bulk",
     "footprint",
     "startup",
+    "etcd-load",
     "dataplane",
     "cni",
 ];

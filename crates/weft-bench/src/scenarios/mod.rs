@@ -5,5 +5,6 @@ pub mod bulk;
 pub mod cni;
 pub mod convergence;
 pub mod dataplane;
+pub mod etcd_load;
 pub mod footprint;
 pub mod startup;
