@@ -715,31 +715,46 @@ fn spawn_tasks(
 /// someone added, the device or its address changing, lost notifications) asks the
 /// reconciler for a full pass, so repairs take milliseconds, not a period.
 async fn monitor_task(shared: Arc<Shared>, mut mon: ChangeMonitor) {
-    while let Some(change) = mon.next().await {
-        let dev = shared.dev_index.load(Ordering::Relaxed);
-        let drift = match change {
-            KernelChange::Overrun => {
-                warn!(
-                    "netlink notifications were lost (socket buffer full); re-reading the device"
-                );
-                true
-            }
-            KernelChange::Link(i) | KernelChange::Address(i) => i == dev,
-            KernelChange::Entry(i, observed) if i == dev => {
-                let mut model = shared.model.lock().await;
-                match model.as_mut() {
-                    Some((index, programmed)) if *index == dev => {
-                        let expected = programmed.observe(&observed);
-                        if !expected {
-                            debug!(?observed, "the kernel changed an entry on the device");
-                        }
-                        !expected
+    // Entry changes wait here, compact, while a reconcile pass holds the model (programming
+    // thousands of peers announces each entry): the socket is drained at once rather than
+    // queueing full netlink messages.
+    let mut pending: Vec<weft_core::dataplane::Observed> = Vec::new();
+    loop {
+        let mut drift = false;
+        tokio::select! {
+            biased;
+            change = mon.next() => {
+                let Some(change) = change else { break };
+                let dev = shared.dev_index.load(Ordering::Relaxed);
+                match change {
+                    KernelChange::Overrun => {
+                        warn!("netlink notifications were lost (socket buffer full); re-reading the device");
+                        drift = true;
                     }
-                    _ => true,
+                    KernelChange::Link(i) | KernelChange::Address(i) => drift = i == dev,
+                    KernelChange::Entry(i, observed) if i == dev => pending.push(observed),
+                    KernelChange::Entry(..) | KernelChange::Other(_) => {}
                 }
             }
-            KernelChange::Entry(..) | KernelChange::Other(_) => false,
-        };
+            mut model = shared.model.lock(), if !pending.is_empty() => {
+                let dev = shared.dev_index.load(Ordering::Relaxed);
+                match model.as_mut() {
+                    Some((index, programmed)) if *index == dev => {
+                        for observed in pending.drain(..) {
+                            if !programmed.observe(&observed) {
+                                debug!(?observed, "the kernel changed an entry on the device");
+                                drift = true;
+                            }
+                        }
+                    }
+                    _ => {
+                        pending.clear();
+                        drift = true;
+                    }
+                }
+                pending.shrink_to(1024);
+            }
+        }
         if drift {
             shared.health.metrics.kernel_drift.inc();
             shared.full_due.store(true, Ordering::Relaxed);
