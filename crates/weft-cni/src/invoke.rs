@@ -31,6 +31,10 @@ pub trait Exec {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcessExec;
 
+/// Bytes a new pipe always holds: Linux gives a pipe at least one page, even when the
+/// user's pipe quota is spent (a delegate config is a few hundred bytes).
+const PIPE_MIN: usize = 4096;
+
 /// ETXTBSY: the binary is still open for writing somewhere (a plugin being installed or
 /// copied, or a just-written file whose descriptor a concurrently forked child still holds).
 const ETXTBSY: i32 = 26;
@@ -54,8 +58,20 @@ impl Exec for ProcessExec {
             }
         };
         let mut input = child.stdin.take();
-        // Feed stdin from a second thread so a plugin that writes a lot before reading
-        // cannot deadlock against us.
+        if stdin.len() <= PIPE_MIN {
+            // Fits in the empty pipe, so the write cannot block: no thread needed.
+            if let Some(mut pipe) = input.take() {
+                // A plugin that exits without reading stdin closes the pipe: not our error.
+                let _ = pipe.write_all(stdin);
+            }
+            let output = child.wait_with_output()?;
+            return Ok(ExecOutput {
+                stdout: output.stdout,
+                exit_code: output.status.code(),
+            });
+        }
+        // Feed a larger stdin from a second thread so a plugin that writes a lot before
+        // reading cannot deadlock against us.
         let output = std::thread::scope(|scope| {
             let writer = scope.spawn(move || {
                 if let Some(pipe) = input.as_mut() {
@@ -250,6 +266,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out.len(), 300_000);
+    }
+
+    #[test]
+    fn small_stdin_is_written_without_a_thread_and_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        // The plugin writes more than a pipe holds before it reads stdin.
+        script(
+            dir.path(),
+            "late-reader",
+            "head -c 300000 /dev/zero; wc -c | tr -d ' '",
+        );
+        for len in [0, 1, PIPE_MIN] {
+            let out = delegate(
+                &ProcessExec,
+                &[dir.path().to_path_buf()],
+                "late-reader",
+                Command::Add,
+                &vec![b'x'; len],
+            )
+            .unwrap();
+            assert_eq!(out.len(), 300_000 + len.to_string().len() + 1, "{len}");
+            assert!(out.ends_with(format!("{len}\n").as_bytes()), "{len}");
+        }
     }
 
     #[test]

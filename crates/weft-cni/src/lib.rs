@@ -21,6 +21,8 @@
 //! - A missing subnet.env is CNI code 11 (try again later); config errors are reported
 //!   before subnet.env is read; STATUS and GC (spec 1.1.0) are answered.
 //! - The delegate's result is passed through byte for byte (flannel re-encodes it).
+//! - The saved config replaces the old one atomically (temp file + rename; flannel writes
+//!   in place). Like flannel's, it is not fsynced: [`state`] says why that is safe.
 //! - `FLANNEL_IPMASQ` must be a Go boolean (`true`, `false`, `1`, `0`, ...); flannel treats
 //!   anything but `true` as false. subnet.env parsing is weft-core's, with the comma lists of
 //!   `FLANNEL_NETWORK` / `FLANNEL_IPV6_NETWORK` handled in [`subnet`].
