@@ -47,11 +47,18 @@ impl std::fmt::Debug for StoreConfig {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EndpointError {
     #[error(
-        "--etcd-endpoints {0:?} holds no endpoint; pass e.g. --etcd-endpoints http://10.0.0.5:2379"
+        "--etcd-endpoints {:?} holds no endpoint; pass e.g. --etcd-endpoints http://10.0.0.5:2379", weft_core::clip::clip(.0)
     )]
     Empty(String),
-    #[error("--etcd-endpoints entry {0:?} must start with http:// or https://, e.g. http://{0}")]
+    #[error("--etcd-endpoints entry {:?} must start with http:// or https://, e.g. {}", weft_core::clip::clip(.0), scheme_example(.0))]
     Scheme(String),
+}
+
+/// A corrected example for an endpoint without an http(s) scheme: `x:2379` → `http://x:2379`,
+/// `ftp://x:2379` → `http://x:2379`.
+fn scheme_example(entry: &str) -> String {
+    let rest = entry.split_once("://").map_or(entry, |(_, rest)| rest);
+    format!("http://{}", weft_core::clip::clip(rest))
 }
 
 /// Splits flanneld's comma-separated `--etcd-endpoints` and checks each entry's scheme.
@@ -76,32 +83,31 @@ pub fn parse_endpoints(value: &str) -> Result<Vec<String>, EndpointError> {
 /// A store failure, naming what was being done and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot read {what} {path}: {source}; check --{flag}")]
+    // The causes below are written into the message (followed by what to do), so they are
+    // not also returned as `source()`: printed as a chain they would appear twice.
+    #[error("cannot read {what} {path}: {cause}; check --{flag}")]
     File {
         what: &'static str,
         flag: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{0}")]
     Tls(String),
     #[error(
-        "cannot connect to etcd at {endpoints}: {source}; {}",
+        "cannot connect to etcd at {endpoints}: {cause}; {}",
         hint.as_deref().unwrap_or("check that etcd is running and reachable and that --etcd-endpoints is right")
     )]
     Connect {
         endpoints: String,
-        #[source]
-        source: etcd_client::Error,
+        cause: etcd_client::Error,
         /// What the TLS setup says about the failure, if anything.
         hint: Option<String>,
     },
-    #[error("etcd request failed ({what}): {source}{}", hint.as_ref().map(|h| format!("; {h}")).unwrap_or_default())]
+    #[error("etcd request failed ({what}): {cause}{}", hint.as_ref().map(|h| format!("; {h}")).unwrap_or_default())]
     Request {
         what: String,
-        #[source]
-        source: etcd_client::Error,
+        cause: etcd_client::Error,
         /// What the TLS setup says about the failure, if anything.
         hint: Option<String>,
     },
@@ -384,11 +390,11 @@ pub struct Store {
 }
 
 fn read(path: &Path, what: &'static str, flag: &'static str) -> Result<Vec<u8>, StoreError> {
-    std::fs::read(path).map_err(|source| StoreError::File {
+    std::fs::read(path).map_err(|cause| StoreError::File {
         what,
         flag,
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 
@@ -440,10 +446,10 @@ impl Store {
 
     fn req(&self, what: String) -> impl FnOnce(etcd_client::Error) -> StoreError + use<> {
         let tls = self.tls.clone();
-        move |source| StoreError::Request {
+        move |cause| StoreError::Request {
             what,
-            hint: tls.and_then(|t| t.hint(&source)),
-            source,
+            hint: tls.and_then(|t| t.hint(&cause)),
+            cause,
         }
     }
 
@@ -521,10 +527,10 @@ impl Store {
         let opts = Self::connect_options(cfg)?;
         let client = Client::connect(&cfg.endpoints, Some(opts))
             .await
-            .map_err(|source| StoreError::Connect {
+            .map_err(|cause| StoreError::Connect {
                 endpoints: cfg.endpoints.join(","),
-                hint: TlsFiles::of(cfg).and_then(|t| t.hint(&source)),
-                source,
+                hint: TlsFiles::of(cfg).and_then(|t| t.hint(&cause)),
+                cause,
             })?;
         Ok(Store {
             client,
@@ -835,10 +841,10 @@ impl LeaseWatch {
                 .stream
                 .message()
                 .await
-                .map_err(|source| StoreError::Request {
+                .map_err(|cause| StoreError::Request {
                     what: format!("watch {}", self.prefix),
                     hint: None,
-                    source,
+                    cause,
                 })?
             else {
                 return Ok(None);
@@ -903,6 +909,37 @@ mod tests {
             parse_endpoints("10.0.0.1:2379"),
             Err(EndpointError::Scheme("10.0.0.1:2379".into()))
         );
+        let msg = |v: &str| parse_endpoints(v).unwrap_err().to_string();
+        assert!(
+            msg("10.0.0.1:2379").ends_with("e.g. http://10.0.0.1:2379"),
+            "{}",
+            msg("10.0.0.1:2379")
+        );
+        assert!(
+            msg("ftp://x:2379").ends_with("e.g. http://x:2379"),
+            "{}",
+            msg("ftp://x:2379")
+        );
+        let long = msg(&format!("ftp://{}", "a".repeat(100_000)));
+        assert!(
+            long.len() < 400,
+            "a huge value is not echoed whole: {} bytes",
+            long.len()
+        );
+    }
+
+    #[test]
+    fn causes_are_said_once() {
+        let e = read(Path::new("/nonexistent/ca.pem"), "CA file", "etcd-cafile").unwrap_err();
+        // Printed as a chain (what `{:#}` of anyhow does): the message, then each source.
+        let mut text = e.to_string();
+        let mut cur = std::error::Error::source(&e);
+        while let Some(s) = cur {
+            text.push_str(&format!(": {s}"));
+            cur = s.source();
+        }
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
+        assert!(text.contains("--etcd-cafile"), "{text}");
     }
 
     #[test]

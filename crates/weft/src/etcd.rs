@@ -22,11 +22,11 @@ impl Etcd {
         let store = Store::connect(&cfg).await.map_err(|e| match e {
             weft_store::StoreError::Connect {
                 endpoints,
-                source,
+                cause,
                 hint,
             } => anyhow!(
                 "cannot connect to etcd at {endpoints}: {}; {}",
-                root_cause(&source),
+                root_cause(&cause),
                 hint.unwrap_or_else(|| "is etcd running and reachable there? check --etcd-endpoints (or FLANNELD_ETCD_ENDPOINTS)".into())
             ),
             other => anyhow!("{other}"),

@@ -71,9 +71,7 @@ pub fn read_text(path: &Path) -> FileText {
 
 fn store_error(e: StoreError) -> String {
     match e {
-        StoreError::Connect { source, .. } | StoreError::Request { source, .. } => {
-            root_cause(&source)
-        }
+        StoreError::Connect { cause, .. } | StoreError::Request { cause, .. } => root_cause(&cause),
         other => other.to_string(),
     }
 }
