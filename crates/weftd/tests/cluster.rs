@@ -692,4 +692,6 @@ fn lease_changes_are_applied_without_rereading_the_kernel() {
     });
     assert!(metric(&c, 0, "weft_kernel_drift_total") >= 1);
     assert!(metric(&c, 0, "weft_kernel_reads_total") > reads_at_start);
+    // The log went to a file: plain text, no terminal colour codes.
+    assert!(!c.log(0).contains('\u{1b}'), "{}", c.log(0));
 }
