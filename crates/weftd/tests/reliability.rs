@@ -244,63 +244,6 @@ fn an_etcd_outage_loses_no_packet_and_a_node_joining_meanwhile_is_programmed_aft
     }
 }
 
-/// A long-lived TCP flow between two pods: a request/response every 20 ms until `stop`.
-/// Returns the number of round trips, or the first error (a reset flow).
-fn tcp_flow(
-    server_ns: String,
-    server_ip: std::net::Ipv4Addr,
-    client_ns: String,
-    port: u16,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<Result<u64, String>> {
-    use std::io::{Read, Write};
-    use std::sync::atomic::Ordering;
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        weft_testbed::in_netns(&server_ns, move || {
-            let l = std::net::TcpListener::bind((server_ip, port)).map_err(|e| e.to_string())?;
-            ready_tx.send(()).ok();
-            let (mut s, _) = l.accept().map_err(|e| e.to_string())?;
-            let mut b = [0u8; 8];
-            loop {
-                match s.read(&mut b) {
-                    Ok(0) => return Ok::<(), String>(()),
-                    Ok(n) => s.write_all(&b[..n]).map_err(|e| e.to_string())?,
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-        })
-        .map_err(|e| e.to_string())
-        .and_then(|r| r)
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("server listening");
-    std::thread::spawn(move || {
-        weft_testbed::in_netns(&client_ns, move || {
-            let mut s =
-                std::net::TcpStream::connect((server_ip, port)).map_err(|e| e.to_string())?;
-            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-            let mut n = 0u64;
-            let mut b = [0u8; 8];
-            while !stop.load(Ordering::Relaxed) {
-                s.write_all(&n.to_be_bytes())
-                    .map_err(|e| format!("write after {n}: {e}"))?;
-                s.read_exact(&mut b)
-                    .map_err(|e| format!("read after {n}: {e}"))?;
-                if u64::from_be_bytes(b) != n {
-                    return Err(format!("echo mismatch at {n}"));
-                }
-                n += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Ok(n)
-        })
-        .map_err(|e| e.to_string())
-        .and_then(|r| r)
-    })
-}
-
 #[test]
 fn restarting_every_node_at_once_keeps_tcp_flows_and_pings() {
     use std::sync::Arc;
