@@ -736,10 +736,18 @@ impl Store {
     /// stay the same and no orphan lease is left (flannel grants a new lease every renewal).
     /// Returns the new TTL, or None when the lease no longer exists.
     pub async fn renew(&self, lease_id: i64) -> Result<Option<i64>, StoreError> {
-        let (mut keeper, mut stream) = self
+        let (mut keeper, mut stream) = match self
             .call(|mut c| async move { c.lease_keep_alive(lease_id).await })
             .await
-            .map_err(self.req(format!("renew lease {lease_id:x}")))?;
+        {
+            Ok(k) => k,
+            // etcd answers a keep-alive for an expired lease with TTL 0, which etcd-client
+            // turns into this error: the lease is gone, which is an answer, not a failure.
+            Err(etcd_client::Error::LeaseKeepAliveError(m)) if m.contains("not found") => {
+                return Ok(None);
+            }
+            Err(e) => return Err(self.req(format!("renew lease {lease_id:x}"))(e)),
+        };
         keeper
             .keep_alive()
             .await
