@@ -579,49 +579,38 @@ async fn reconcile(node: &Node, shared: &Shared) -> Result<usize> {
     let actual = node.nl.read_state(dev.index).await?;
     shared.health.metrics.kernel_reads.inc();
     let programmed = model.insert((dev.index, Programmed::from_state(&actual)));
-    let failed = apply_peers(node, shared, dev.index, &mut programmed.1, true);
-    let failed = failed.await;
-    shared
-        .health
-        .metrics
-        .reconcile_seconds
-        .observe(started.elapsed().as_secs_f64());
-    Ok(failed)
+    Ok(apply_peers(node, shared, dev.index, &mut programmed.1, Some(started)).await)
 }
 
 /// An event pass (leases changed): diff the peers against the model and apply the
 /// difference, without reading the device back. Falls back to a full pass when there is no
 /// model for the current device.
 async fn reconcile_peers(node: &Node, shared: &Shared) -> Result<usize> {
-    let started = Instant::now();
     let mut model = shared.model.lock().await;
     let dev = shared.dev_index.load(Ordering::Relaxed);
-    let failed = match model.as_mut() {
+    match model.as_mut() {
         Some((index, programmed)) if *index == dev && !shared.full_due.load(Ordering::Relaxed) => {
-            apply_peers(node, shared, dev, programmed, false).await
+            Ok(apply_peers(node, shared, dev, programmed, None).await)
         }
         _ => {
             drop(model);
-            return reconcile(node, shared).await;
+            reconcile(node, shared).await
         }
-    };
-    shared
-        .health
-        .metrics
-        .reconcile_seconds
-        .observe(started.elapsed().as_secs_f64());
-    Ok(failed)
+    }
 }
 
 /// Diffs the peers against `programmed`, applies the operations and records the ones the
 /// kernel acknowledged in `programmed`. Returns the number of failed operations.
+/// `full_pass_started`: when the full pass this belongs to began (None for an event pass).
 async fn apply_peers(
     node: &Node,
     shared: &Shared,
     index: u32,
     programmed: &mut Programmed,
-    full: bool,
+    full_pass_started: Option<Instant>,
 ) -> usize {
+    let started = full_pass_started.unwrap_or_else(Instant::now);
+    let full = full_pass_started.is_some();
     let own = shared.own();
     let (peers, notices) = shared.table().peers(Some(own.subnet));
     for n in notices {
@@ -670,6 +659,11 @@ async fn apply_peers(
         .metrics
         .peers_programmed
         .set((peers.len() - failed_ops.min(peers.len())) as i64);
+    shared
+        .health
+        .metrics
+        .reconcile_seconds
+        .observe(started.elapsed().as_secs_f64());
     failed_ops
 }
 
