@@ -7,31 +7,19 @@
 //! (ENOBUFS), an [`Event::Overrun`] says so and the caller must not trust completion times.
 
 use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::Result;
 use ipnet::Ipv4Net;
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{
-    AddressFamily, RouteNetlinkMessage,
+    AddressFamily,
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
     route::{RouteAddress, RouteAttribute, RouteMessage},
 };
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
-use nix::errno::Errno;
-use nix::sys::socket::{setsockopt, sockopt};
-use nix::sys::time::TimeVal;
 use weft_core::dataplane::KernelState;
+use weft_testbed::nlmonitor::{Announced, Announcement, NetlinkMonitor};
 
-use crate::ns::{self, NsRuntime};
+use crate::ns::NsRuntime;
 
-const RTNLGRP_NEIGH: u32 = 3;
-const RTNLGRP_IPV4_ROUTE: u32 = 7;
 const RCVBUF: usize = 64 << 20;
 
 /// What the kernel announced.
@@ -45,143 +33,18 @@ pub enum Entry {
     Fdb([u8; 6]),
 }
 
-#[derive(Debug, Clone, Copy)]
-pub enum Event {
-    Change {
-        at: Instant,
-        new: bool,
-        entry: Entry,
-    },
-    /// The kernel dropped notifications (ENOBUFS): completion times are unreliable.
-    Overrun,
-}
+/// One announcement (`Overrun`: the kernel dropped some, completion times are unreliable).
+pub type Event = Announcement<Entry>;
 
 /// A running listener; stops when dropped.
-pub struct Listener {
-    rx: Receiver<Event>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<()>>>,
-}
+pub type Listener = NetlinkMonitor<Entry>;
 
-impl Listener {
-    /// Subscribes to neighbour and IPv4 route announcements in `ns`; returns once subscribed.
-    pub fn start(ns: &str) -> Result<Listener> {
-        let (tx, rx) = channel();
-        let (ready_tx, ready_rx) = channel::<Result<()>>();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let thread = ns::spawn_in(ns, move || {
-            let sock = match open() {
-                Ok(s) => {
-                    let _ = ready_tx.send(Ok(()));
-                    s
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(anyhow!("{e:#}")));
-                    return Err(e);
-                }
-            };
-            run(&sock, &tx, &stop2)
-        })?;
-        ready_rx
-            .recv()
-            .map_err(|_| anyhow!("the netlink listener thread died"))??;
-        Ok(Listener {
-            rx,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// The next event, waiting at most `timeout`.
-    pub fn next(&self, timeout: Duration) -> Option<Event> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(e) => Some(e),
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
-        }
-    }
-
-    /// Everything already received, without waiting.
-    pub fn drain(&self) -> Vec<Event> {
-        self.rx.try_iter().collect()
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn open() -> Result<Socket> {
-    let mut sock = Socket::new(NETLINK_ROUTE).context("opening a netlink socket")?;
-    sock.bind(&SocketAddr::new(0, 0))
-        .context("binding the netlink socket")?;
-    sock.add_membership(RTNLGRP_NEIGH)
-        .context("joining RTNLGRP_NEIGH")?;
-    sock.add_membership(RTNLGRP_IPV4_ROUTE)
-        .context("joining RTNLGRP_IPV4_ROUTE")?;
-    if setsockopt(&sock.as_fd(), sockopt::RcvBufForce, &RCVBUF).is_err() {
-        sock.set_rx_buf_sz(RCVBUF)
-            .context("setting the receive buffer")?;
-    }
-    setsockopt(
-        &sock.as_fd(),
-        sockopt::ReceiveTimeout,
-        &TimeVal::new(0, 100_000),
-    )
-    .context("setting SO_RCVTIMEO")?;
-    Ok(sock)
-}
-
-fn run(sock: &Socket, tx: &Sender<Event>, stop: &AtomicBool) -> Result<()> {
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 17);
-    while !stop.load(Ordering::SeqCst) {
-        buf.clear();
-        match sock.recv(&mut buf, 0) {
-            Ok(_) => {
-                let at = Instant::now();
-                parse(&buf, at, tx);
-            }
-            Err(e) => {
-                let code = e.raw_os_error();
-                if code == Some(Errno::ENOBUFS as i32) {
-                    let _ = tx.send(Event::Overrun);
-                } else if code != Some(Errno::EAGAIN as i32) && code != Some(Errno::EINTR as i32) {
-                    return Err(anyhow!("netlink listener: {e}"));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn parse(buf: &[u8], at: Instant, tx: &Sender<Event>) {
-    let mut off = 0usize;
-    while off + 16 <= buf.len() {
-        let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
-        if len < 16 || off + len > buf.len() {
-            break;
-        }
-        if let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..off + len])
-            && let NetlinkPayload::InnerMessage(inner) = msg.payload
-        {
-            let change = match inner {
-                RouteNetlinkMessage::NewRoute(r) => route(&r).map(|e| (true, e)),
-                RouteNetlinkMessage::DelRoute(r) => route(&r).map(|e| (false, e)),
-                RouteNetlinkMessage::NewNeighbour(n) => neigh(&n).map(|e| (true, e)),
-                RouteNetlinkMessage::DelNeighbour(n) => neigh(&n).map(|e| (false, e)),
-                _ => None,
-            };
-            if let Some((new, entry)) = change {
-                let _ = tx.send(Event::Change { at, new, entry });
-            }
-        }
-        off += (len + 3) & !3;
-    }
+/// Subscribes to neighbour and IPv4 route announcements in `ns`; returns once subscribed.
+pub fn listen(ns: &str) -> Result<Listener> {
+    Ok(NetlinkMonitor::start(ns, RCVBUF, |a| match a {
+        Announced::Route(r) => route(r),
+        Announced::Neighbour(n) => neigh(n),
+    })?)
 }
 
 fn route(r: &RouteMessage) -> Option<Entry> {

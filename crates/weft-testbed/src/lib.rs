@@ -34,6 +34,7 @@ mod cmd;
 pub mod cni;
 mod error;
 mod netns;
+pub mod nlmonitor;
 mod ping;
 pub mod tls;
 

@@ -1081,8 +1081,8 @@ impl Soak {
                 .collect();
             for ev in w.drain() {
                 let at = match ev {
-                    watch::NlEvent::Change { at, .. } => at,
-                    watch::NlEvent::Overrun => Instant::now(),
+                    weft_testbed::nlmonitor::Announcement::Change { at, .. } => at,
+                    weft_testbed::nlmonitor::Announcement::Overrun => Instant::now(),
                 };
                 // a little slack after the window: the listener reads a moment late
                 let caused = self.damage.iter().any(|d| {

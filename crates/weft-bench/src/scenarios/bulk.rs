@@ -78,7 +78,11 @@ pub fn wait_all(
         if let Some(ev) = listener.next(Duration::from_millis(20)) {
             match ev {
                 Event::Overrun => *overruns += 1,
-                Event::Change { at, new, entry } => {
+                Event::Change {
+                    at,
+                    new,
+                    item: entry,
+                } => {
                     if new == add && want.remove(&entry) {
                         last = Some(at);
                     }
@@ -189,7 +193,7 @@ fn run_size(bins: &Bins, n: usize) -> Result<SizeRun> {
 
     // weftd on node 0.
     let ons = tb.node(0).ns.clone();
-    let listener = Listener::start(&ons)?;
+    let listener = nlwatch::listen(&ons)?;
     let mut overruns = 0;
     let wall0 = cluster::now_day_seconds();
     let t0 = Instant::now();

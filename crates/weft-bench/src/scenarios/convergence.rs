@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 
 use crate::cluster::{self, Bins};
 use crate::etcd::{Etcd, SUBNETS};
-use crate::nlwatch::{Entry, Event, Listener};
+use crate::nlwatch::{self, Entry, Event, Listener};
 use crate::peers::{FakePeer, fake_peers};
 use crate::report::{Table, fmt_ms, met, percentile, ratio_d};
 
@@ -34,7 +34,7 @@ pub fn run(bins: &Bins, samples: usize) -> Result<Table> {
     let pid = cluster::start_weftd(&mut tb, bins, 0)?;
     let own = cluster::wait_ready(&tb, 0, Duration::from_secs(30))?;
     let observer = tb.node(0).ns.clone();
-    let listener = Listener::start(&observer)?;
+    let listener = nlwatch::listen(&observer)?;
     // The bare watcher sits where weftd's watch sits (the observer node); the writer is
     // another node, as a peer's daemon would be.
     let watcher = Etcd::connect(&observer, &tb.etcd_endpoint())?;
@@ -216,7 +216,11 @@ fn measure(
         if let Some(ev) = listener.next(Duration::from_millis(1)) {
             match ev {
                 Event::Overrun => *overruns += 1,
-                Event::Change { at, new, entry } => {
+                Event::Change {
+                    at,
+                    new,
+                    item: entry,
+                } => {
                     if new == add
                         && let Some(&i) = wanted.get(&entry)
                         && got[i].is_none()

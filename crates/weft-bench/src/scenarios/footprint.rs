@@ -247,7 +247,7 @@ pub fn run(bins: &Bins, sizes: &[usize], idle_secs: u64) -> Result<Table> {
 /// watcher's PUT-to-notify for the same PUT.
 fn probe(tb: &weft_testbed::Testbed, ns: &str, n: usize) -> Result<Probe> {
     let peers = fake_peers(n + PROBES, FIRST_PEER, None, 0xf0);
-    let listener = crate::nlwatch::Listener::start(ns)?;
+    let listener = crate::nlwatch::listen(ns)?;
     let etcd = Etcd::connect(ns, &tb.etcd_endpoint())?;
     let notes = etcd.watch(SUBNETS)?;
     let (mut weft, mut floor, mut missing) = (Vec::new(), Vec::new(), 0);

@@ -8,31 +8,20 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use ipnet::Ipv4Net;
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{
-    AddressFamily, RouteNetlinkMessage,
+    AddressFamily,
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
     route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage},
 };
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
-use nix::errno::Errno;
-use nix::sys::socket::{setsockopt, sockopt};
-use nix::sys::time::TimeVal;
 use serde::Serialize;
 use weft_core::mac::MacAddr;
 use weft_core::peer::Peer;
+use weft_testbed::nlmonitor::{Announced, Announcement, NetlinkMonitor};
 
-const RTNLGRP_NEIGH: u32 = 3;
-const RTNLGRP_IPV4_ROUTE: u32 = 7;
 const RCVBUF: usize = 8 << 20;
 
 /// An entry the kernel announced, with what the announcement says about it.
@@ -43,130 +32,25 @@ pub enum Seen {
     Fdb { mac: MacAddr, dst: Option<Ipv4Addr> },
 }
 
-/// One announcement.
-#[derive(Debug, Clone, Copy)]
-pub enum NlEvent {
-    Change {
-        at: Instant,
-        new: bool,
-        seen: Seen,
-    },
-    /// The kernel dropped announcements (ENOBUFS): the flap count may be short.
-    Overrun,
-}
+/// One announcement (`Overrun`: the kernel dropped some, so the flap count may be short).
+pub type NlEvent = Announcement<Seen>;
 
 /// A running listener in one namespace; stops when dropped.
-pub struct Watcher {
-    rx: Receiver<NlEvent>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct Watcher(NetlinkMonitor<Seen>);
 
 impl Watcher {
     /// Subscribes to neighbour (ARP and FDB) and IPv4 route announcements inside `ns`.
     pub fn start(ns: &str) -> Result<Watcher> {
-        let sock = weft_testbed::in_netns(ns, open)?
-            .with_context(|| format!("opening a netlink listener in {ns}"))?;
-        let (tx, rx) = channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("nlwatch:{ns}"))
-            .spawn(move || listen(&sock, &tx, &stop2))?;
-        Ok(Watcher {
-            rx,
-            stop,
-            thread: Some(thread),
-        })
+        Ok(Watcher(NetlinkMonitor::start(ns, RCVBUF, |a| match a {
+            Announced::Route(r) => route(r),
+            Announced::Neighbour(n) => neigh(n),
+        })?))
     }
 
     /// Everything announced since the last call.
     pub fn drain(&self) -> Vec<NlEvent> {
-        self.rx.try_iter().collect()
+        self.0.drain()
     }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn open() -> Result<Socket> {
-    let mut sock = Socket::new(NETLINK_ROUTE).context("opening a netlink socket")?;
-    sock.bind(&SocketAddr::new(0, 0))
-        .context("binding the netlink socket")?;
-    sock.add_membership(RTNLGRP_NEIGH)
-        .context("joining RTNLGRP_NEIGH")?;
-    sock.add_membership(RTNLGRP_IPV4_ROUTE)
-        .context("joining RTNLGRP_IPV4_ROUTE")?;
-    // root may exceed rmem_max: a burst (a device deleted with all its entries) must fit
-    if setsockopt(&sock.as_fd(), sockopt::RcvBufForce, &RCVBUF).is_err() {
-        sock.set_rx_buf_sz(RCVBUF)
-            .context("setting the receive buffer")?;
-    }
-    // wake up every 100 ms to notice a stop request
-    setsockopt(
-        &sock.as_fd(),
-        sockopt::ReceiveTimeout,
-        &TimeVal::new(0, 100_000),
-    )
-    .context("setting SO_RCVTIMEO")?;
-    Ok(sock)
-}
-
-fn listen(sock: &Socket, tx: &Sender<NlEvent>, stop: &AtomicBool) {
-    let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
-    while !stop.load(Ordering::SeqCst) {
-        buf.clear();
-        match sock.recv(&mut buf, 0) {
-            Ok(_) => {
-                let at = Instant::now();
-                for (new, seen) in parse(&buf) {
-                    let _ = tx.send(NlEvent::Change { at, new, seen });
-                }
-            }
-            Err(e) => match e.raw_os_error().map(Errno::from_raw) {
-                Some(Errno::ENOBUFS) => {
-                    let _ = tx.send(NlEvent::Overrun);
-                }
-                Some(Errno::EAGAIN) | Some(Errno::EINTR) => {}
-                _ => {
-                    tracing::warn!("netlink listener stopped: {e}");
-                    return;
-                }
-            },
-        }
-    }
-}
-
-/// The route and neighbour announcements in one datagram: (added?, entry).
-fn parse(buf: &[u8]) -> Vec<(bool, Seen)> {
-    let mut out = Vec::new();
-    let mut off = 0usize;
-    while off + 16 <= buf.len() {
-        let len = u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
-        if len < 16 || off + len > buf.len() {
-            break;
-        }
-        if let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[off..off + len])
-            && let NetlinkPayload::InnerMessage(inner) = msg.payload
-        {
-            let change = match inner {
-                RouteNetlinkMessage::NewRoute(r) => route(&r).map(|e| (true, e)),
-                RouteNetlinkMessage::DelRoute(r) => route(&r).map(|e| (false, e)),
-                RouteNetlinkMessage::NewNeighbour(n) => neigh(&n).map(|e| (true, e)),
-                RouteNetlinkMessage::DelNeighbour(n) => neigh(&n).map(|e| (false, e)),
-                _ => None,
-            };
-            out.extend(change);
-        }
-        off += (len + 3) & !3;
-    }
-    out
 }
 
 fn route(r: &RouteMessage) -> Option<Seen> {
@@ -282,7 +166,12 @@ impl FlapCounter {
         event: &NlEvent,
         caused_by_soak: bool,
     ) {
-        let NlEvent::Change { at, new, seen } = *event else {
+        let NlEvent::Change {
+            at,
+            new,
+            item: seen,
+        } = *event
+        else {
             self.overruns += 1;
             return;
         };
@@ -327,7 +216,11 @@ mod tests {
     }
 
     fn ev(at: Instant, new: bool, seen: Seen) -> NlEvent {
-        NlEvent::Change { at, new, seen }
+        NlEvent::Change {
+            at,
+            new,
+            item: seen,
+        }
     }
 
     #[test]
