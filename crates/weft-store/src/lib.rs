@@ -126,6 +126,20 @@ fn is_transport(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// Whether etcd refused a request because it is between leaders ("leader changed", "no
+/// leader"): transient, and for a read, safe to send again.
+fn electing(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(st) => {
+            // etcd's ErrGRPCLeaderChanged / ErrGRPCNoLeader (code Unavailable); tonic is not a
+            // direct dependency, so the message is what identifies them.
+            st.message().contains("etcdserver: leader changed")
+                || st.message().contains("etcdserver: no leader")
+        }
+        _ => false,
+    }
+}
+
 /// Whether a request failed before any etcd member got it: the balanced channel handed it to
 /// an endpoint it could not connect to (a dead member refuses, an unreachable one has no
 /// route). Sending it again, which reaches another endpoint, cannot apply it twice, so this
@@ -565,6 +579,12 @@ impl Store {
                 Err(e) if attempt + 1 < self.endpoints as u64 && is_transport(&e) => {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                // The cluster is electing a leader (a member died): a read is safe to send
+                // again, and an election takes about a second; wait up to ~3 s in all.
+                Err(e) if attempt < 5 && electing(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
                 }
                 Err(e) => return Err(self.req(format!("get {key}"))(e)),
             }

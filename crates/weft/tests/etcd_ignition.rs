@@ -530,11 +530,10 @@ fn three_member_config_forms_a_cluster_that_survives_one_member() {
     assert!(env.contains("FLANNEL_NETWORK=10.244.0.0/16"), "{env}");
 }
 
-/// With one of three members down, `weft network show` against all three endpoints should
-/// still answer from the quorum. Today every run fails with "Connection refused" from the dead
-/// member: weft makes one request and etcd-client's balanced channel hands it to the dead
-/// endpoint (weftd survives only because it retries). Needs a retry on `Unavailable` in
-/// weft's etcd layer (crates/weft/src/etcd.rs) or in weft-store; see the TLS report.
+/// With one of three members down, `weft network show` against all three endpoints still
+/// answers from the quorum: weft-store sends a read again when the balanced channel handed it
+/// to the dead endpoint, and when the killed member was the leader and the others are still
+/// electing one ("etcdserver: leader changed").
 #[test]
 fn weft_cli_reads_with_one_of_three_members_down() {
     let ips = [
