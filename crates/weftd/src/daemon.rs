@@ -35,7 +35,7 @@ use weft_store::{HeldLease, LeaseEvent, RawLease, Store, StoreConfig, WatchBatch
 
 use crate::files;
 use crate::flags::{Flags, Validated};
-use crate::health::{self, ErrorKind, Health};
+use crate::health::{self, Condition, ErrorKind, Health};
 use crate::peers::{Notice, PeerTable, parse_entry};
 
 /// How often the reconciler looks at the kernel even when nothing was announced. Changes to
@@ -246,7 +246,7 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
         random_fully,
     });
 
-    health.not_ready("acquiring a subnet lease");
+    health.unmet(Condition::Lease, "acquiring a subnet lease");
     let (own, listing) = acquire_retrying(&node, previous, None, &health).await;
     let mut listing = Some(listing);
     let shared = Arc::new(Shared {
@@ -263,7 +263,6 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
     info!(subnet = %own.subnet, key = %lease_key(&node.flags.etcd_prefix, own.subnet), "holding lease");
 
     // Data plane, rules and peers first; subnet.env (and readiness) last.
-    health.not_ready("programming the data plane");
     loop {
         match bring_up(&node, &shared, listing.take()).await {
             Ok(rev) => {
@@ -312,7 +311,7 @@ async fn connect_store(cfg: &StoreConfig, health: &Health) -> Result<Store> {
             }
             Err(e) => {
                 health.metrics.error(ErrorKind::Etcd);
-                health.not_ready(format!("etcd unreachable: {e}"));
+                health.unmet(Condition::Lease, format!("etcd unreachable: {e}"));
                 warn!(error = %e, "cannot reach etcd; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
@@ -346,7 +345,7 @@ async fn wait_for_config(store: &Store, health: &Health) -> Result<NetworkConfig
                 format!("cannot read {key} from etcd: {e}")
             }
         };
-        health.not_ready(problem.clone());
+        health.unmet(Condition::Lease, problem.clone());
         let repeat = matches!(&last, Some((p, at)) if *p == problem && at.elapsed() < Duration::from_secs(30));
         if !repeat {
             error!("{problem}; retrying every second");
@@ -450,7 +449,7 @@ async fn acquire_retrying(
             Ok(l) => return l,
             Err(e) => {
                 health.metrics.error(ErrorKind::Lease);
-                health.not_ready(format!("no subnet lease: {e:#}"));
+                health.unmet(Condition::Lease, format!("no subnet lease: {e:#}"));
                 error!(
                     error = format!("{e:#}"),
                     "failed to acquire a subnet lease; retrying"
@@ -528,10 +527,20 @@ async fn bring_up(node: &Node, shared: &Shared, listing: Option<Listing>) -> Res
     // The rules (an iptables-save and -restore, two child processes) and the peers are
     // independent: program both at once; readiness waits for both.
     let rules = async {
-        let changed = node.fw.sync(&desired_rules(node, own.subnet)).await?;
+        let changed = match node.fw.sync(&desired_rules(node, own.subnet)).await {
+            Ok(c) => c,
+            Err(e) => {
+                shared.health.unmet(
+                    Condition::Rules,
+                    format!("cannot program the iptables rules: {e}"),
+                );
+                return Err(e.into());
+            }
+        };
         if !changed.is_empty() {
             info!(tables = ?changed.iter().map(|t| t.name()).collect::<Vec<_>>(), "iptables rules programmed");
         }
+        shared.health.met(Condition::Rules);
         anyhow::Ok(())
     };
     let peers = async {
@@ -543,7 +552,9 @@ async fn bring_up(node: &Node, shared: &Shared, listing: Option<Listing>) -> Res
             let entry = parse_entry(&node.cfg, r.subnet, &r.value);
             (r.key, entry)
         }));
-        if reconcile(node, shared).await? > 0 {
+        let failed = reconcile(node, shared).await;
+        dataplane_condition(shared, &failed);
+        if failed? > 0 {
             // Some kernel changes failed: the reconciler retries them.
             shared.full_due.store(true, Ordering::Relaxed);
             shared.kick.notify_one();
@@ -554,7 +565,7 @@ async fn bring_up(node: &Node, shared: &Shared, listing: Option<Listing>) -> Res
     if write_subnet_env(node, shared, own.subnet)? {
         info!(file = %node.flags.subnet_file.display(), "wrote subnet file");
     }
-    shared.health.set_ready();
+    shared.health.met(Condition::Lease);
     info!(subnet = %own.subnet, "weftd is ready");
     Ok(rev)
 }
@@ -761,24 +772,44 @@ async fn monitor_task(shared: Arc<Shared>, mut mon: ChangeMonitor) {
     );
 }
 
+/// Sets the dataplane readiness condition from a reconcile pass's result.
+fn dataplane_condition(shared: &Shared, result: &Result<usize>) {
+    match result {
+        Ok(0) => shared.health.met(Condition::Dataplane),
+        Ok(n) => shared.health.unmet(
+            Condition::Dataplane,
+            format!("{n} kernel changes on the VXLAN device failed; retrying"),
+        ),
+        Err(e) => shared.health.unmet(
+            Condition::Dataplane,
+            format!("cannot program the VXLAN device: {e:#}"),
+        ),
+    }
+}
+
 async fn reconcile_task(node: Arc<Node>, shared: Arc<Shared>) {
+    let hb = shared.health.heartbeat("reconciler");
     loop {
         let period = if shared.monitored.load(Ordering::Relaxed) {
             RESYNC
         } else {
             RESYNC_UNANNOUNCED
         };
+        // The timer below ends this wait within `period` at the latest.
+        hb.busy("waiting for the next reconcile pass", period);
         tokio::select! {
             _ = shared.kick.notified() => {}
             _ = tokio::time::sleep(period) => {
                 shared.full_due.store(true, Ordering::Relaxed);
             }
         }
+        hb.busy("running a reconcile pass", Duration::ZERO);
         let result = if shared.full_due.load(Ordering::Relaxed) {
             reconcile(&node, &shared).await
         } else {
             reconcile_peers(&node, &shared).await
         };
+        dataplane_condition(&shared, &result);
         let retry = match result {
             Ok(0) => false,
             Ok(_) => true,
@@ -790,6 +821,10 @@ async fn reconcile_task(node: Arc<Node>, shared: Arc<Shared>) {
         };
         if retry {
             shared.full_due.store(true, Ordering::Relaxed);
+            hb.busy(
+                "waiting to retry a reconcile pass",
+                Duration::from_millis(500),
+            );
             tokio::time::sleep(Duration::from_millis(500)).await;
             shared.kick.notify_one();
         }
@@ -802,11 +837,14 @@ async fn watch_task(
     mut rev: i64,
     own_tx: mpsc::Sender<OwnKey>,
 ) {
+    let hb = shared.health.heartbeat("lease watch");
     let mut delay = Duration::from_millis(100);
     let mut first = true;
     let mut need_relist = false;
     loop {
         if need_relist {
+            // Every etcd request has a timeout (5 s), so each of these ends well within the bound.
+            hb.busy("re-listing the leases", Duration::ZERO);
             match node.store.list_leases().await {
                 Ok((raws, r)) => {
                     info!(revision = r, keys = raws.len(), "re-listed leases");
@@ -829,12 +867,14 @@ async fn watch_task(
                 }
                 Err(e) => {
                     lost_etcd(&shared, &e.to_string());
+                    hb.busy("waiting to re-list the leases", delay);
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                     continue;
                 }
             }
         }
+        hb.busy("opening the lease watch", Duration::ZERO);
         match node.store.watch_leases(rev + 1).await {
             Ok(mut w) => {
                 if !first {
@@ -843,9 +883,14 @@ async fn watch_task(
                 }
                 first = false;
                 delay = Duration::from_millis(100);
-                shared.health.set_ready();
+                shared.health.met(Condition::Watch);
                 loop {
-                    match w.next().await {
+                    // No deadline: a quiet cluster sends nothing for hours. A dead connection
+                    // ends the stream within about 9 s (HTTP/2 keep-alive), which is a beat.
+                    hb.waiting("lease events from etcd");
+                    let next = w.next().await;
+                    hb.busy("applying lease events", Duration::ZERO);
+                    match next {
                         Ok(Some(WatchBatch::Events { events, revision })) => {
                             delay = Duration::from_millis(100);
                             let own_subnet = shared.own().subnet;
@@ -883,6 +928,10 @@ async fn watch_task(
                                 compact_revision = c,
                                 "lease watch fell behind a compaction; re-listing"
                             );
+                            shared.health.unmet(
+                                Condition::Watch,
+                                "re-listing the leases after an etcd compaction",
+                            );
                             need_relist = true;
                             break;
                         }
@@ -900,13 +949,14 @@ async fn watch_task(
             Err(e) => lost_etcd(&shared, &e.to_string()),
         }
         // Capped at 1 s: the watch is back within a second of etcd's return.
+        hb.busy("waiting to reconnect the lease watch", delay);
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(1));
     }
 }
 
 fn lost_etcd(shared: &Shared, why: &str) {
-    if shared.health.is_ready() {
+    if shared.health.is_met(Condition::Watch) {
         warn!(
             error = why,
             "lost the etcd lease watch; the data plane stays as it is while reconnecting"
@@ -915,7 +965,10 @@ fn lost_etcd(shared: &Shared, why: &str) {
         debug!(error = why, "etcd still unreachable");
     }
     node_error(shared, ErrorKind::Etcd);
-    shared.health.not_ready(format!("etcd unreachable: {why}"));
+    shared.health.unmet(
+        Condition::Watch,
+        format!("lease watch: etcd unreachable: {why}"),
+    );
 }
 
 /// When to renew: `margin` before expiry, but never later than half the TTL (so short test
@@ -989,7 +1042,9 @@ async fn lease_task(node: Arc<Node>, shared: Arc<Shared>, mut rx: mpsc::Receiver
             }
         };
         if let Some((previous, exclude)) = reacquire {
-            shared.health.not_ready("re-acquiring the subnet lease");
+            shared
+                .health
+                .unmet(Condition::Lease, "re-acquiring the subnet lease");
             let (new, _) = acquire_retrying(&node, previous, exclude, &shared.health).await;
             if new.subnet != own.subnet {
                 warn!(old = %own.subnet, new = %new.subnet, "subnet changed; pods on the old subnet must be re-created");
@@ -1011,7 +1066,7 @@ async fn lease_task(node: Arc<Node>, shared: Arc<Shared>, mut rx: mpsc::Receiver
                     }
                 }
             }
-            shared.health.set_ready();
+            shared.health.met(Condition::Lease);
         }
     }
 }
@@ -1021,8 +1076,17 @@ async fn apply_own_subnet(node: &Node, shared: &Shared, subnet: Ipv4Net) -> Resu
     node.nl
         .ensure_address_and_up(dev.index, subnet.network(), node.network)
         .await?;
-    node.fw.sync(&desired_rules(node, subnet)).await?;
-    if reconcile(node, shared).await? > 0 {
+    if let Err(e) = node.fw.sync(&desired_rules(node, subnet)).await {
+        shared.health.unmet(
+            Condition::Rules,
+            format!("cannot program the iptables rules: {e}"),
+        );
+        return Err(e.into());
+    }
+    shared.health.met(Condition::Rules);
+    let failed = reconcile(node, shared).await;
+    dataplane_condition(shared, &failed);
+    if failed? > 0 {
         // Some kernel changes failed: the reconciler retries them.
         shared.full_due.store(true, Ordering::Relaxed);
         shared.kick.notify_one();
@@ -1066,12 +1130,18 @@ async fn firewall_task(node: Arc<Node>, shared: Arc<Shared>) {
             continue;
         }
         match node.fw.sync(&rules).await {
-            Ok(changed) if !changed.is_empty() => {
-                warn!(tables = ?changed.iter().map(|t| t.name()).collect::<Vec<_>>(), "iptables rules had drifted; repaired");
+            Ok(changed) => {
+                if !changed.is_empty() {
+                    warn!(tables = ?changed.iter().map(|t| t.name()).collect::<Vec<_>>(), "iptables rules had drifted; repaired");
+                }
+                shared.health.met(Condition::Rules);
             }
-            Ok(_) => {}
             Err(e) => {
                 node_error(&shared, ErrorKind::Iptables);
+                shared.health.unmet(
+                    Condition::Rules,
+                    format!("cannot program the iptables rules: {e}"),
+                );
                 error!(error = %e, "cannot check the iptables rules");
             }
         }

@@ -1,8 +1,9 @@
 //! Readiness, metrics and the /healthz, /readyz, /metrics server.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -53,6 +54,10 @@ pub struct Metrics {
     pub kernel_drift: Counter,
     pub watch_reconnects: Counter,
     pub ready: Gauge,
+    /// 1 per readiness condition that is met (`weft_ready_condition{condition}`).
+    pub condition: Family<Vec<(String, String)>, Gauge>,
+    /// /healthz answers that found a task wedged.
+    pub wedged: Counter,
     errors: Family<Vec<(String, String)>, Counter>,
 }
 
@@ -69,6 +74,8 @@ impl Metrics {
         let kernel_drift = Counter::default();
         let watch_reconnects = Counter::default();
         let ready = Gauge::default();
+        let condition = Family::<Vec<(String, String)>, Gauge>::default();
+        let wedged = Counter::default();
         let errors = Family::<Vec<(String, String)>, Counter>::default();
         registry.register(
             "lease_held",
@@ -117,8 +124,18 @@ impl Metrics {
         );
         registry.register(
             "ready",
-            "1 once subnet.env is written and the data plane is in place",
+            "1 while every /readyz condition is met (lease held and in subnet.env, device and peers programmed, rules in place, watch synced)",
             ready.clone(),
+        );
+        registry.register(
+            "ready_condition",
+            "1 per /readyz condition (lease, dataplane, rules, watch) that is met",
+            condition.clone(),
+        );
+        registry.register(
+            "liveness_wedged",
+            "/healthz answers that found the reconciler or the lease watch wedged past its bound",
+            wedged.clone(),
         );
         registry.register("errors", "Errors by kind", errors.clone());
         Metrics {
@@ -133,6 +150,8 @@ impl Metrics {
             kernel_drift,
             watch_reconnects,
             ready,
+            condition,
+            wedged,
             errors,
         }
     }
@@ -157,61 +176,344 @@ impl Default for Metrics {
     }
 }
 
+/// One thing /readyz requires. Each is either met or not met with a reason in words; weftd is
+/// ready when all are met. Adding a reason for a new wait (say "waiting for the xtables lock
+/// held by PID 12") is one `health.unmet(Condition::Rules, "...")` where the wait begins and
+/// one `health.met(Condition::Rules)` where it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Condition {
+    /// This node holds a subnet lease and subnet.env describes it.
+    Lease,
+    /// The VXLAN device has its address and is up, and every peer is programmed.
+    Dataplane,
+    /// The iptables rules are in place.
+    Rules,
+    /// The lease watch runs, in step with etcd.
+    Watch,
+}
+
+impl Condition {
+    pub const ALL: [Condition; 4] = [
+        Condition::Lease,
+        Condition::Dataplane,
+        Condition::Rules,
+        Condition::Watch,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Condition::Lease => "lease",
+            Condition::Dataplane => "dataplane",
+            Condition::Rules => "rules",
+            Condition::Watch => "watch",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The readiness conditions: `None` when met, else why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    unmet: [Option<String>; 4],
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness {
+            unmet: Condition::ALL.map(|c| {
+                Some(match c {
+                    Condition::Lease => "starting".to_string(),
+                    Condition::Dataplane => "not programmed yet".to_string(),
+                    Condition::Rules => "not programmed yet".to_string(),
+                    Condition::Watch => "not started yet".to_string(),
+                })
+            }),
+        }
+    }
+}
+
+impl Readiness {
+    pub fn set(&mut self, c: Condition, why_not: Option<String>) {
+        self.unmet[c.index()] = why_not;
+    }
+
+    pub fn is_met(&self, c: Condition) -> bool {
+        self.unmet[c.index()].is_none()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.unmet.iter().all(Option::is_none)
+    }
+
+    /// The unmet conditions with their reasons, in [`Condition::ALL`] order.
+    pub fn unmet(&self) -> impl Iterator<Item = (Condition, &str)> {
+        Condition::ALL
+            .into_iter()
+            .filter_map(|c| self.unmet[c.index()].as_deref().map(|w| (c, w)))
+    }
+
+    /// The /readyz body: the first unmet reason on the first line (what to fix first), then
+    /// one line per condition.
+    pub fn render(&self) -> String {
+        let mut out = match self.unmet().next() {
+            None => "weftd is ready\n".to_string(),
+            Some((_, why)) => format!("weftd is not ready yet: {why}\n"),
+        };
+        if !self.is_ready() {
+            for c in Condition::ALL {
+                match &self.unmet[c.index()] {
+                    None => out.push_str(&format!("{}: ok\n", c.name())),
+                    Some(why) => out.push_str(&format!("{}: {why}\n", c.name())),
+                }
+            }
+        }
+        out
+    }
+}
+
+/// How long one unit of work of a watched task (a reconcile pass, an etcd request of the
+/// watch, a timer that should have fired) may overrun before /healthz calls the daemon
+/// wedged. Every etcd request has a 5 s timeout and a reconcile pass of thousands of peers
+/// takes well under a second, so only a task that stopped making progress gets here.
+pub const WEDGE_BOUND: Duration = Duration::from_secs(60);
+
+/// What a watched task promised last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Beat {
+    /// Busy with `doing` since `since`: the next beat is due by `due`.
+    Due {
+        doing: &'static str,
+        since: Instant,
+        due: Instant,
+    },
+    /// Waiting for something that may legitimately take forever (lease events in a quiet
+    /// cluster: a dead etcd connection is ended by the HTTP/2 keep-alive within seconds, which
+    /// is a beat).
+    Waiting { on: &'static str },
+    /// The task ended (returned or panicked): nothing will ever beat again.
+    Stopped,
+}
+
+/// The liveness heartbeat of one long-running task. The task says what it starts and how long
+/// it may take ([`Heartbeat::busy`]) or that it waits for an event with no deadline
+/// ([`Heartbeat::waiting`]); /healthz fails once a promise is overdue, or once the task has
+/// ended. A task waiting for etcd to come back keeps promising short retries, so a daemon
+/// that waits for etcd stays healthy (and not ready); a task stuck on an await that never
+/// returns stops promising and is caught.
+pub struct Heartbeat {
+    name: &'static str,
+    beat: Mutex<Beat>,
+}
+
+impl Heartbeat {
+    fn new(name: &'static str, now: Instant) -> Heartbeat {
+        Heartbeat {
+            name,
+            beat: Mutex::new(Beat::Due {
+                doing: "starting",
+                since: now,
+                due: now + WEDGE_BOUND,
+            }),
+        }
+    }
+
+    fn set(&self, b: Beat) {
+        *self.beat.lock().unwrap_or_else(|p| p.into_inner()) = b;
+    }
+
+    /// Starts `doing`, which ends (with another beat) within `within` plus [`WEDGE_BOUND`].
+    pub fn busy(&self, doing: &'static str, within: Duration) {
+        self.busy_at(Instant::now(), doing, within);
+    }
+
+    pub fn busy_at(&self, now: Instant, doing: &'static str, within: Duration) {
+        self.set(Beat::Due {
+            doing,
+            since: now,
+            due: now + within + WEDGE_BOUND,
+        });
+    }
+
+    /// Waits for `on`, which may take forever without anything being wrong.
+    pub fn waiting(&self, on: &'static str) {
+        self.set(Beat::Waiting { on });
+    }
+
+    /// Marks the task as ended.
+    pub fn stopped(&self) {
+        self.set(Beat::Stopped);
+    }
+
+    /// What the task is doing at `now` and since when, for /healthz.
+    pub fn status_at(&self, now: Instant) -> String {
+        match *self.beat.lock().unwrap_or_else(|p| p.into_inner()) {
+            Beat::Due { doing, since, due } => format!(
+                "the {}: {doing} for {} s (bound {} s)",
+                self.name,
+                now.saturating_duration_since(since).as_secs(),
+                due.saturating_duration_since(since).as_secs()
+            ),
+            Beat::Waiting { on } => format!("the {}: waiting for {on} (no bound)", self.name),
+            Beat::Stopped => format!("the {}: stopped", self.name),
+        }
+    }
+
+    /// `Err(why)` when the task is wedged at `now`.
+    pub fn check_at(&self, now: Instant) -> Result<(), String> {
+        let beat = *self.beat.lock().unwrap_or_else(|p| p.into_inner());
+        match beat {
+            Beat::Due { doing, since, due } if now > due => Err(format!(
+                "the {} has been {doing} for {} s, longer than its bound of {} s",
+                self.name,
+                now.saturating_duration_since(since).as_secs(),
+                due.saturating_duration_since(since).as_secs()
+            )),
+            Beat::Due { .. } | Beat::Waiting { .. } => Ok(()),
+            Beat::Stopped => Err(format!("the {} has stopped", self.name)),
+        }
+    }
+}
+
+/// Held by a watched task: marks its heartbeat stopped when the task ends in any way (return,
+/// panic, abort), so /healthz never reports a dead task as alive.
+pub struct BeatGuard(pub Arc<Heartbeat>);
+
+impl Drop for BeatGuard {
+    fn drop(&mut self) {
+        self.0.stopped();
+    }
+}
+
+impl std::ops::Deref for BeatGuard {
+    type Target = Heartbeat;
+    fn deref(&self) -> &Heartbeat {
+        &self.0
+    }
+}
+
 /// State shared between the daemon's tasks and the health server.
 pub struct Health {
     pub metrics: Metrics,
-    ready: AtomicBool,
-    status: Mutex<String>,
+    readiness: Mutex<Readiness>,
+    heartbeats: Mutex<Vec<Arc<Heartbeat>>>,
 }
 
 impl Health {
     pub fn new() -> Arc<Health> {
         Arc::new(Health {
             metrics: Metrics::new(),
-            ready: AtomicBool::new(false),
-            status: Mutex::new("starting".into()),
+            readiness: Mutex::new(Readiness::default()),
+            heartbeats: Mutex::new(Vec::new()),
         })
     }
 
-    /// Not ready, with the reason /readyz reports.
-    pub fn not_ready(&self, why: impl Into<String>) {
-        self.ready.store(false, std::sync::atomic::Ordering::SeqCst);
-        self.metrics.ready.set(0);
-        if let Ok(mut s) = self.status.lock() {
-            *s = why.into();
+    fn update(&self, f: impl FnOnce(&mut Readiness)) {
+        let mut r = self.readiness.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut r);
+        self.metrics.ready.set(i64::from(r.is_ready()));
+        for c in Condition::ALL {
+            self.metrics
+                .condition
+                .get_or_create(&vec![("condition".to_string(), c.name().to_string())])
+                .set(i64::from(r.is_met(c)));
         }
     }
 
-    pub fn set_ready(&self) {
-        self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.metrics.ready.set(1);
-        if let Ok(mut s) = self.status.lock() {
-            *s = "ready".into();
-        }
+    /// Condition `c` is not met, for the reason `why` (shown by /readyz).
+    pub fn unmet(&self, c: Condition, why: impl Into<String>) {
+        let why = why.into();
+        self.update(|r| r.set(c, Some(why)));
     }
 
+    /// Condition `c` is met.
+    pub fn met(&self, c: Condition) {
+        self.update(|r| r.set(c, None));
+    }
+
+    pub fn is_met(&self, c: Condition) -> bool {
+        self.readiness().is_met(c)
+    }
+
+    #[cfg(test)]
     pub fn is_ready(&self) -> bool {
-        self.ready.load(std::sync::atomic::Ordering::SeqCst)
+        self.readiness().is_ready()
     }
 
-    fn status(&self) -> String {
-        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    pub fn readiness(&self) -> Readiness {
+        self.readiness
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A new heartbeat that /healthz checks from now on; `name` as in "the reconciler".
+    pub fn heartbeat(&self, name: &'static str) -> BeatGuard {
+        let hb = Arc::new(Heartbeat::new(name, Instant::now()));
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(hb.clone());
+        BeatGuard(hb)
+    }
+
+    /// One line per watched task: what it is doing.
+    pub fn heartbeat_status_at(&self, now: Instant) -> String {
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|h| h.status_at(now) + "\n")
+            .collect()
+    }
+
+    /// `Err(reasons)` when a watched task is wedged at `now`.
+    pub fn liveness_at(&self, now: Instant) -> Result<(), Vec<String>> {
+        let problems: Vec<String> = self
+            .heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|h| h.check_at(now).err())
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 }
 
-async fn healthz() -> &'static str {
-    "weftd is running\n"
+async fn healthz(State(h): State<Arc<Health>>) -> impl IntoResponse {
+    let now = Instant::now();
+    match h.liveness_at(now) {
+        Ok(()) => (
+            StatusCode::OK,
+            format!("weftd is running\n{}", h.heartbeat_status_at(now)),
+        ),
+        Err(problems) => {
+            h.metrics.wedged.inc();
+            let mut body = "weftd is wedged (restart it):\n".to_string();
+            for p in problems {
+                tracing::error!(problem = %p, "liveness check failed");
+                body.push_str(&p);
+                body.push('\n');
+            }
+            (StatusCode::SERVICE_UNAVAILABLE, body)
+        }
+    }
 }
 
 async fn readyz(State(h): State<Arc<Health>>) -> impl IntoResponse {
-    if h.is_ready() {
-        (StatusCode::OK, "weftd is ready\n".to_string())
+    let r = h.readiness();
+    let code = if r.is_ready() {
+        StatusCode::OK
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("weftd is not ready yet: {}\n", h.status()),
-        )
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, r.render())
 }
 
 async fn metrics(State(h): State<Arc<Health>>) -> impl IntoResponse {
@@ -236,4 +538,111 @@ pub async fn bind(
         .with_state(health);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     Ok(async move { axum::serve(listener, app).await })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_every_condition_is_met_and_says_why_not() {
+        let h = Health::new();
+        assert!(!h.is_ready());
+        for c in Condition::ALL {
+            h.met(c);
+        }
+        assert!(h.is_ready());
+        assert_eq!(h.readiness().render(), "weftd is ready\n");
+        assert!(h.metrics.render().contains("weft_ready 1"));
+        h.unmet(
+            Condition::Rules,
+            "waiting for the xtables lock held by PID 12",
+        );
+        assert!(!h.is_ready());
+        let body = h.readiness().render();
+        assert!(
+            body.starts_with(
+                "weftd is not ready yet: waiting for the xtables lock held by PID 12\n"
+            ),
+            "{body}"
+        );
+        assert!(body.contains("lease: ok\n"), "{body}");
+        assert!(
+            body.contains("rules: waiting for the xtables lock"),
+            "{body}"
+        );
+        let m = h.metrics.render();
+        assert!(m.contains("weft_ready 0"), "{m}");
+        assert!(
+            m.contains(r#"weft_ready_condition{condition="rules"} 0"#),
+            "{m}"
+        );
+        assert!(
+            m.contains(r#"weft_ready_condition{condition="lease"} 1"#),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn heartbeat_is_overdue_only_past_its_promise_plus_the_bound() {
+        let t0 = Instant::now();
+        let hb = Heartbeat::new("reconciler", t0);
+        // A new task has the bound to make its first promise.
+        assert!(hb.check_at(t0 + WEDGE_BOUND).is_ok());
+        assert!(
+            hb.check_at(t0 + WEDGE_BOUND + Duration::from_secs(1))
+                .is_err()
+        );
+        // Idle until the next periodic pass in 60 s: fine up to 60 s + the bound.
+        hb.busy_at(t0, "waiting for the next pass", Duration::from_secs(60));
+        assert!(hb.check_at(t0 + Duration::from_secs(119)).is_ok());
+        assert!(hb.check_at(t0 + Duration::from_secs(120)).is_ok());
+        let err = hb.check_at(t0 + Duration::from_secs(121)).unwrap_err();
+        assert!(err.contains("reconciler"), "{err}");
+        assert!(err.contains("waiting for the next pass for 121 s"), "{err}");
+        assert!(err.contains("bound of 120 s"), "{err}");
+        assert_eq!(
+            hb.status_at(t0 + Duration::from_secs(5)),
+            "the reconciler: waiting for the next pass for 5 s (bound 120 s)"
+        );
+        // Each beat renews the promise: a task that keeps beating is never wedged.
+        let mut now = t0;
+        for _ in 0..1000 {
+            now += Duration::from_secs(30);
+            hb.busy_at(now, "running a reconcile pass", Duration::ZERO);
+            assert!(hb.check_at(now + Duration::from_secs(59)).is_ok());
+        }
+    }
+
+    #[test]
+    fn waiting_without_deadline_is_alive_and_a_stopped_task_is_not() {
+        let t0 = Instant::now();
+        let hb = Arc::new(Heartbeat::new("lease watch", t0));
+        hb.waiting("lease events");
+        assert!(hb.check_at(t0 + Duration::from_secs(86400)).is_ok());
+        {
+            let _guard = BeatGuard(hb.clone());
+        }
+        let err = hb.check_at(t0).unwrap_err();
+        assert_eq!(err, "the lease watch has stopped");
+    }
+
+    #[test]
+    fn liveness_fails_when_any_heartbeat_is_overdue() {
+        let h = Health::new();
+        let a = h.heartbeat("reconciler");
+        let b = h.heartbeat("lease watch");
+        let now = Instant::now();
+        a.busy_at(now, "running a reconcile pass", Duration::ZERO);
+        b.waiting("lease events");
+        assert!(h.liveness_at(now + Duration::from_secs(30)).is_ok());
+        let err = h.liveness_at(now + Duration::from_secs(61)).unwrap_err();
+        assert_eq!(err.len(), 1);
+        assert!(
+            err[0].contains("the reconciler has been running a reconcile pass"),
+            "{err:?}"
+        );
+        drop(b);
+        assert_eq!(h.liveness_at(now).unwrap_err().len(), 1);
+    }
 }

@@ -196,6 +196,26 @@ fn an_etcd_outage_loses_no_packet_and_a_node_joining_meanwhile_is_programmed_aft
     );
     let (_, metrics) = c.http_get(0, "/metrics").unwrap();
     assert!(metrics.contains("weft_ready 0"), "{metrics}");
+    // Waiting for etcd is not being wedged: /healthz stays 200 (a liveness probe must not
+    // restart a daemon that keeps the data plane up), the lease watch keeps beating with short
+    // promises (its reconnect attempts), and /readyz names the condition that is not met.
+    let (code, body) = c.http_get(0, "/readyz").unwrap();
+    assert_eq!(code, 503);
+    assert!(
+        body.contains("watch: lease watch: etcd unreachable"),
+        "{body}"
+    );
+    assert!(body.contains("lease: ok"), "{body}");
+    assert!(body.contains("dataplane: ok"), "{body}");
+    assert!(body.contains("rules: ok"), "{body}");
+    let (code, body) = c.http_get(0, "/healthz").unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("the lease watch: "), "{body}");
+    assert!(
+        !body.contains("the lease watch: waiting for lease events"),
+        "the watch noticed the outage and retries with bounded steps: {body}"
+    );
+    assert!(body.contains("the reconciler: "), "{body}");
     // a node joins while etcd is away
     c.start(2, &[]);
     std::thread::sleep(Duration::from_secs(8));
@@ -204,6 +224,10 @@ fn an_etcd_outage_loses_no_packet_and_a_node_joining_meanwhile_is_programmed_aft
             c.tb.is_running(c.weftd[i].unwrap()),
             "node {i} rides out the outage"
         );
+    }
+    for i in 0..2 {
+        let (code, body) = c.http_get(i, "/healthz").unwrap();
+        assert_eq!(code, 200, "node {i} healthy after 8 s without etcd: {body}");
     }
     c.tb.start_etcd().unwrap();
     let back = Instant::now();
