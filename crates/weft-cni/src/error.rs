@@ -152,7 +152,7 @@ pub enum Error {
 
     /// The delegate (or cleanup) plugin binary is not in any CNI_PATH directory.
     #[error(
-        "failed to find plugin {plugin:?} in CNI_PATH; searched {}; install the CNI reference plugins (Debian/Ubuntu: apt-get install containernetworking-plugins, which puts them in /usr/lib/cni) or copy them to /opt/cni/bin, and make sure the runtime's CNI bin dir list contains that directory",
+        "failed to find plugin {plugin:?} in CNI_PATH; searched {}; run `weft install-cni --plugins-dir /usr/lib/weft/cni` from the weft image (the DaemonSet's install-cni init container does; an EKS node has no bridge once aws-node is gone), or install the CNI reference plugins (Debian/Ubuntu: apt-get install containernetworking-plugins, which puts them in /usr/lib/cni) and copy them to /opt/cni/bin, and make sure the runtime's CNI bin dir list contains that directory",
         if dirs.is_empty() { "no directories (CNI_PATH is empty)".to_string() } else { dirs.join(", ") }
     )]
     PluginNotFound {

@@ -11,9 +11,12 @@
 //!   moment it appears, and then the plugin must already be there.
 //! - Identical content is left alone (a wrong mode is fixed), so a second run changes
 //!   nothing and reports "unchanged".
+//! - The delegate plugins (bridge, host-local, portmap, loopback) are copied from a plugins dir
+//!   first, each only when missing or older than ours ([`plugins`]).
 //! - Warnings come back as data ([`InstallWarning`]): another config that sorts before ours
 //!   (the runtime uses the first one, so ours would be ignored; the VPC CNI's leftover
-//!   `10-aws.conflist` is the classic case, error E4), and missing companion plugins.
+//!   `10-aws.conflist` is the classic case, error E4), plugins whose version cannot be read,
+//!   and companion plugins still missing.
 //!
 //! The decisions (rendering, what sorts before, what to do with each file) are pure
 //! functions; [`install`] only gathers facts and applies the plan.
@@ -28,6 +31,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 use crate::version::SUPPORTED_VERSIONS;
+
+pub mod plugins;
+
+use plugins::{PluginAction, PluginVersion};
 
 /// Where kubelet / containerd look for CNI plugins by default.
 pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
@@ -47,6 +54,10 @@ pub const CONFIG_EXTENSIONS: &[&str] = &["conf", "conflist", "json"];
 /// Plugins that must sit next to ours: the delegate (`bridge`), its IPAM (`host-local`),
 /// the chained `portmap`, and `loopback`, which containerd runs for every pod sandbox.
 pub const COMPANION_PLUGINS: &[&str] = &["bridge", "host-local", "portmap", "loopback"];
+
+/// Where the weft image keeps the delegate plugins it installs (static builds of the reference
+/// plugins, see scripts/image.sh).
+pub const DEFAULT_PLUGINS_DIR: &str = "/usr/lib/weft/cni";
 
 /// Mode of the installed plugin.
 pub const PLUGIN_MODE: u32 = 0o755;
@@ -68,6 +79,10 @@ pub struct InstallOptions {
     pub cni_version: String,
     /// `name` of the network ([`DEFAULT_NETWORK_NAME`]).
     pub network_name: String,
+    /// Where to copy the delegate plugins ([`COMPANION_PLUGINS`]) from; `None`: copy none.
+    pub plugins_dir: Option<PathBuf>,
+    /// Replace delegate plugins that are as new or newer, or whose version cannot be read.
+    pub replace_plugins: bool,
     /// Report what would be done, change nothing.
     pub dry_run: bool,
 }
@@ -82,6 +97,8 @@ impl InstallOptions {
             conflist_name: DEFAULT_CONFLIST_NAME.to_string(),
             cni_version: DEFAULT_CNI_VERSION.to_string(),
             network_name: DEFAULT_NETWORK_NAME.to_string(),
+            plugins_dir: None,
+            replace_plugins: false,
             dry_run: false,
         }
     }
@@ -185,6 +202,13 @@ pub enum InstallWarning {
         /// The plugin the other config sends pods to (its first plugin's `type`), if readable.
         plugin: Option<String>,
     },
+    /// A delegate plugin in the bin dir prints no version, so it was kept as it is.
+    UnknownPluginVersion {
+        /// The plugin in the bin dir.
+        path: PathBuf,
+        /// The version of the copy that was not installed.
+        ours: Option<String>,
+    },
     /// Plugins our config or the runtime needs are not in the bin dir.
     MissingPlugins {
         /// The bin dir.
@@ -230,14 +254,31 @@ impl fmt::Display for InstallWarning {
                     )
                 }
             }
+            InstallWarning::UnknownPluginVersion { path, ours } => write!(
+                f,
+                "{} prints no version (run without CNI_COMMAND, a CNI plugin prints \"CNI <name> plugin <version>\"), so it was kept rather than replaced with weft's {}; if pods fail in it, run install-cni again with --replace-plugins",
+                path.display(),
+                ours.as_deref().unwrap_or("copy")
+            ),
             InstallWarning::MissingPlugins { bin_dir, missing } => write!(
                 f,
-                "{} missing from {}: the config delegates to bridge with host-local IPAM and chains portmap, and containerd runs loopback for every pod, so pods cannot start without them; install the CNI reference plugins there (Debian/Ubuntu: apt-get install containernetworking-plugins and copy them from /usr/lib/cni; on EKS AL2023 they came from the aws-vpc-cni-init container, so keep them when removing the VPC CNI)",
+                "{} missing from {}: the config delegates to bridge with host-local IPAM and chains portmap, and containerd runs loopback for every pod, so pods cannot start without them (an EKS node has no bridge once aws-node is gone: the VPC CNI's init container copies only loopback, portmap, bandwidth and host-local); run install-cni with --plugins-dir pointing at the reference plugins (the weft image has static builds in {DEFAULT_PLUGINS_DIR})",
                 missing.join(", "),
                 bin_dir.display()
             ),
         }
     }
+}
+
+/// One delegate plugin in the bin dir and what was done to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelegateChange {
+    /// `<bin_dir>/<name>`.
+    pub path: PathBuf,
+    /// What was (or would be) done.
+    pub action: PluginAction,
+    /// The version of the copy from the plugins dir.
+    pub ours: Option<String>,
 }
 
 /// What [`install`] did (or would do).
@@ -247,6 +288,8 @@ pub struct InstallReport {
     pub dry_run: bool,
     /// Directories that were (or would be) created.
     pub created_dirs: Vec<PathBuf>,
+    /// The delegate plugins, in [`COMPANION_PLUGINS`] order (empty without a plugins dir).
+    pub delegates: Vec<DelegateChange>,
     /// `<bin_dir>/flannel`.
     pub plugin: FileChange,
     /// `<conf_dir>/<conflist_name>`.
@@ -259,6 +302,10 @@ impl InstallReport {
     /// Whether anything was (or, in a dry run, would be) changed.
     pub fn changed(&self) -> bool {
         !self.created_dirs.is_empty()
+            || self
+                .delegates
+                .iter()
+                .any(|d| d.action.writes() || d.action == PluginAction::FixMode)
             || self.plugin.action != FileAction::Unchanged
             || self.conflist.action != FileAction::Unchanged
     }
@@ -276,6 +323,14 @@ impl fmt::Display for InstallReport {
                 "created"
             };
             writeln!(f, "directory {}: {verb}", dir.display())?;
+        }
+        for d in &self.delegates {
+            writeln!(
+                f,
+                "delegate {}: {}",
+                d.path.display(),
+                d.action.describe(self.dry_run, d.ours.as_deref())
+            )?;
         }
         for (what, change) in [("plugin", &self.plugin), ("config", &self.conflist)] {
             writeln!(
@@ -305,6 +360,18 @@ pub enum InstallError {
         path.display()
     )]
     PluginSource {
+        /// The source path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A delegate plugin to copy cannot be read.
+    #[error(
+        "cannot read the delegate plugin {}: {reason}; --plugins-dir must hold bridge, host-local, portmap and loopback (the weft image has them in {DEFAULT_PLUGINS_DIR}; Debian: /usr/lib/cni from containernetworking-plugins, which needs glibc 2.34 on the host)",
+        path.display()
+    )]
+    DelegateSource {
         /// The source path.
         path: PathBuf,
         /// What is wrong.
@@ -495,7 +562,26 @@ pub fn install(opts: &InstallOptions) -> Result<InstallReport, InstallError> {
     );
 
     let mut warnings = shadow_warnings(&opts.conf_dir, &opts.conflist_name)?;
-    let missing = missing_plugins(executables_in(&opts.bin_dir)?.iter().map(String::as_str));
+    let delegates = match &opts.plugins_dir {
+        Some(dir) => plan_delegates(dir, opts)?,
+        None => Vec::new(),
+    };
+    for (d, _) in &delegates {
+        if d.action == PluginAction::KeepUnknown {
+            warnings.push(InstallWarning::UnknownPluginVersion {
+                path: d.path.clone(),
+                ours: d.ours.clone(),
+            });
+        }
+    }
+    let mut present = executables_in(&opts.bin_dir)?;
+    present.extend(
+        delegates
+            .iter()
+            .filter(|(d, _)| d.action == PluginAction::Create)
+            .filter_map(|(d, _)| d.path.file_name()?.to_str().map(str::to_string)),
+    );
+    let missing = missing_plugins(present.iter().map(String::as_str));
     if !missing.is_empty() {
         warnings.push(InstallWarning::MissingPlugins {
             bin_dir: opts.bin_dir.clone(),
@@ -507,7 +593,15 @@ pub fn install(opts: &InstallOptions) -> Result<InstallReport, InstallError> {
         for dir in &created_dirs {
             create_dir(dir)?;
         }
-        // The plugin first: the runtime may use the config as soon as it appears.
+        // The plugins first: the runtime may use the config as soon as it appears.
+        for (d, bytes) in &delegates {
+            let action = match d.action {
+                PluginAction::FixMode => FileAction::FixMode,
+                ref a if a.writes() => FileAction::Replace,
+                _ => continue,
+            };
+            apply(&d.path, action, bytes, PLUGIN_MODE)?;
+        }
         apply(&plugin_path, plugin_action, &plugin_bytes, PLUGIN_MODE)?;
         apply(
             &conflist_path,
@@ -520,6 +614,7 @@ pub fn install(opts: &InstallOptions) -> Result<InstallReport, InstallError> {
     Ok(InstallReport {
         dry_run: opts.dry_run,
         created_dirs,
+        delegates: delegates.into_iter().map(|(d, _)| d).collect(),
         plugin: FileChange {
             path: plugin_path,
             action: plugin_action,
@@ -534,6 +629,48 @@ pub fn install(opts: &InstallOptions) -> Result<InstallReport, InstallError> {
     })
 }
 
+/// Reads each delegate plugin from `dir`, asks it and the bin dir's copy for their versions
+/// where that decides anything, and plans what to do; the bytes come along for applying.
+fn plan_delegates(
+    dir: &Path,
+    opts: &InstallOptions,
+) -> Result<Vec<(DelegateChange, Vec<u8>)>, InstallError> {
+    let mut out = Vec::new();
+    for name in COMPANION_PLUGINS {
+        let src = dir.join(name);
+        let bytes = read_source(&src).map_err(|reason| InstallError::DelegateSource {
+            path: src.clone(),
+            reason,
+        })?;
+        let dest = opts.bin_dir.join(name);
+        let existing = existing_file(&dest, &bytes)?;
+        let ours = plugins::probe_version(&src, name);
+        let theirs = match existing {
+            Existing::File {
+                same_content: false,
+                ..
+            } => plugins::probe_version(&dest, name),
+            _ => None,
+        };
+        let action = plugins::plan_plugin(
+            existing,
+            PLUGIN_MODE,
+            theirs.as_ref(),
+            ours.as_ref(),
+            opts.replace_plugins,
+        );
+        out.push((
+            DelegateChange {
+                path: dest,
+                action,
+                ours: ours.map(|v: PluginVersion| v.text),
+            },
+            bytes,
+        ));
+    }
+    Ok(out)
+}
+
 fn dir_fix(dir: &Path) -> String {
     format!(
         "make sure {} is a writable directory on the node (in a DaemonSet, mount the host directory as a hostPath volume, not read-only, and run the installer as root)",
@@ -542,17 +679,21 @@ fn dir_fix(dir: &Path) -> String {
 }
 
 fn read_plugin_source(path: &Path) -> Result<Vec<u8>, InstallError> {
-    let bad = |reason: String| InstallError::PluginSource {
+    read_source(path).map_err(|reason| InstallError::PluginSource {
         path: path.to_path_buf(),
         reason,
-    };
-    let meta = fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    })
+}
+
+/// A non-empty regular file's bytes, or why not.
+fn read_source(path: &Path) -> Result<Vec<u8>, String> {
+    let meta = fs::metadata(path).map_err(|e| e.to_string())?;
     if !meta.is_file() {
-        return Err(bad("it is not a regular file".to_string()));
+        return Err("it is not a regular file".to_string());
     }
-    let bytes = fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let bytes = fs::read(path).map_err(|e| e.to_string())?;
     if bytes.is_empty() {
-        return Err(bad("the file is empty".to_string()));
+        return Err("the file is empty".to_string());
     }
     Ok(bytes)
 }
@@ -956,7 +1097,14 @@ mod tests {
             missing.starts_with("bridge, portmap missing from /opt/cni/bin"),
             "{missing}"
         );
-        assert!(missing.contains("containernetworking-plugins"), "{missing}");
+        assert!(
+            missing.contains("--plugins-dir") && missing.contains(DEFAULT_PLUGINS_DIR),
+            "{missing}"
+        );
+        assert!(
+            missing.contains("no bridge once aws-node is gone"),
+            "{missing}"
+        );
     }
 
     // Effects, in temp dirs (no root needed).

@@ -66,8 +66,10 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
-    /// Install the CNI plugin as <bin-dir>/flannel and write <conf-dir>/10-flannel.conflist
-    /// (kube-flannel's cbr0 config); idempotent. This is what the DaemonSet's init container runs.
+    /// Install the CNI plugin as <bin-dir>/flannel, the delegate plugins it needs (bridge,
+    /// host-local, portmap, loopback) where missing or older, and write
+    /// <conf-dir>/10-flannel.conflist (kube-flannel's cbr0 config); idempotent. This is what the
+    /// DaemonSet's init container runs.
     InstallCni {
         /// The weft-cni binary to install (default: next to this binary).
         #[arg(long)]
@@ -76,6 +78,14 @@ enum Command {
         bin_dir: PathBuf,
         #[arg(long, default_value = weft_cni::install::DEFAULT_CONF_DIR)]
         conf_dir: PathBuf,
+        /// Where to copy bridge, host-local, portmap and loopback from [default: /usr/lib/weft/cni
+        /// when it exists, as in the weft image; otherwise none are copied].
+        #[arg(long)]
+        plugins_dir: Option<PathBuf>,
+        /// Also replace delegate plugins that are as new or newer than weft's, or whose version
+        /// cannot be read.
+        #[arg(long)]
+        replace_plugins: bool,
         /// Show what would change, change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -152,8 +162,23 @@ fn main() -> ExitCode {
             plugin,
             bin_dir,
             conf_dir,
+            plugins_dir,
+            replace_plugins,
             dry_run,
-        } => install_cni(plugin, bin_dir, conf_dir, dry_run),
+        } => {
+            let mut opts = weft_cni::install::InstallOptions::new(
+                plugin.unwrap_or_else(|| cluster::sibling("weft-cni")),
+            );
+            opts.bin_dir = bin_dir;
+            opts.conf_dir = conf_dir;
+            opts.plugins_dir = plugins_dir.or_else(|| {
+                let default = PathBuf::from(weft_cni::install::DEFAULT_PLUGINS_DIR);
+                default.is_dir().then_some(default)
+            });
+            opts.replace_plugins = replace_plugins;
+            opts.dry_run = dry_run;
+            install_cni(&opts)
+        }
         Command::Etcd(cmd) => etcd_cluster::run(cmd),
         Command::Network(cmd) => return finish(etcd_command(run_network(cmd))),
         Command::Eks(cmd) => return finish(eks::run(cmd)),
@@ -174,19 +199,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn install_cni(
-    plugin: Option<PathBuf>,
-    bin_dir: PathBuf,
-    conf_dir: PathBuf,
-    dry_run: bool,
-) -> anyhow::Result<()> {
-    let mut opts = weft_cni::install::InstallOptions::new(
-        plugin.unwrap_or_else(|| cluster::sibling("weft-cni")),
-    );
-    opts.bin_dir = bin_dir;
-    opts.conf_dir = conf_dir;
-    opts.dry_run = dry_run;
-    let report = weft_cni::install::install(&opts)?;
+fn install_cni(opts: &weft_cni::install::InstallOptions) -> anyhow::Result<()> {
+    let report = weft_cni::install::install(opts)?;
     print!("{report}");
     Ok(())
 }

@@ -21,8 +21,10 @@ use crate::output::Outcome;
 
 use self::yaml::{Map, Node};
 
-/// The image repository of the default `--image` (tagged with this crate's version).
-pub const IMAGE_REPOSITORY: &str = "ghcr.io/weft-net/weft";
+/// The image repository of the default `--image` (tagged with this crate's version): what
+/// `scripts/image.sh` builds. Load it on every node (`ctr -n k8s.io images import`), or push it
+/// to a registry and pass `--image`.
+pub const IMAGE_REPOSITORY: &str = "localhost/weft";
 /// Kubernetes minor versions the manifest is rendered and validated for (1.29 to 1.35).
 pub const KUBE_MINORS: std::ops::RangeInclusive<u32> = 29..=35;
 
@@ -570,7 +572,7 @@ mod tests {
             (
                 args(&["--image", "bad image"]),
                 "--image",
-                "--image ghcr.io/weft-net/weft:",
+                "--image localhost/weft:",
             ),
             (args(&["--iface", "fe80::1"]), "--iface", "--iface eth0"),
             (

@@ -72,3 +72,148 @@ fn installs_idempotently_and_warns_about_a_leftover_aws_config() {
     assert!(!ok, "{bad}");
     assert!(bad.contains("a-file/bin"), "{bad}");
 }
+
+/// A stand-in plugin that prints `about` the way the reference plugins do when run without
+/// CNI_COMMAND (the installer's decision is under test here, not the plugin).
+fn fake_plugin(path: &Path, about: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, format!("#!/bin/sh\necho '{about}' >&2\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn line<'a>(text: &'a str, path: &Path) -> &'a str {
+    let key = format!("delegate {}:", path.display());
+    text.lines()
+        .find(|l| l.starts_with(&key))
+        .unwrap_or_else(|| panic!("no line for {}: {text}", path.display()))
+}
+
+#[test]
+fn copies_missing_and_older_delegates_and_keeps_newer_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bin, conf, ours) = (
+        dir.path().join("bin"),
+        dir.path().join("net.d"),
+        dir.path().join("weft-plugins"),
+    );
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&ours).unwrap();
+    for p in ["bridge", "host-local", "portmap", "loopback"] {
+        fake_plugin(&ours.join(p), &format!("CNI {p} plugin v1.1.1"));
+    }
+    // bridge: missing (an EKS node without aws-node)
+    fake_plugin(&bin.join("host-local"), "CNI host-local plugin v0.8.6");
+    fake_plugin(&bin.join("portmap"), "CNI portmap plugin v1.5.1-eksbuild.1");
+    fake_plugin(&bin.join("loopback"), "CNI loopback plugin version unknown");
+    let pd = ours.to_str().unwrap();
+
+    let (ok, dry) = install(&bin, &conf, &["--plugins-dir", pd, "--dry-run"]);
+    assert!(ok, "{dry}");
+    assert!(
+        !bin.join("bridge").exists(),
+        "dry run copies nothing: {dry}"
+    );
+    assert!(
+        line(&dry, &bin.join("bridge")).contains("would copy (v1.1.1)"),
+        "{dry}"
+    );
+
+    let (ok, first) = install(&bin, &conf, &["--plugins-dir", pd]);
+    assert!(ok, "{first}");
+    let read = |p: &str| std::fs::read_to_string(bin.join(p)).unwrap();
+    assert!(read("bridge").contains("v1.1.1"), "bridge copied: {first}");
+    assert!(
+        line(&first, &bin.join("host-local")).contains("replaced v0.8.6 with v1.1.1"),
+        "{first}"
+    );
+    assert!(read("host-local").contains("v1.1.1"));
+    assert!(
+        line(&first, &bin.join("portmap"))
+            .contains("kept: its v1.5.1-eksbuild.1 is not older than weft's v1.1.1"),
+        "{first}"
+    );
+    assert!(read("portmap").contains("v1.5.1"), "newer portmap kept");
+    assert!(read("loopback").contains("version unknown"), "unknown kept");
+    assert!(
+        first.contains("loopback prints no version")
+            && first.contains("--replace-plugins")
+            && !first.contains("missing from"),
+        "warns about the unknown one only: {first}"
+    );
+    // ours goes in before the config
+    assert!(bin.join("flannel").exists() && conf.join("10-flannel.conflist").exists());
+
+    let (ok, again) = install(&bin, &conf, &["--plugins-dir", pd]);
+    assert!(ok, "{again}");
+    assert!(
+        line(&again, &bin.join("bridge")).contains("unchanged"),
+        "{again}"
+    );
+    assert!(
+        line(&again, &bin.join("portmap")).contains("kept"),
+        "{again}"
+    );
+
+    let (ok, forced) = install(&bin, &conf, &["--plugins-dir", pd, "--replace-plugins"]);
+    assert!(ok, "{forced}");
+    assert!(read("portmap").contains("v1.1.1") && read("loopback").contains("v1.1.1"));
+    assert!(
+        line(&forced, &bin.join("portmap"))
+            .contains("replaced v1.5.1-eksbuild.1 with v1.1.1 (--replace-plugins)"),
+        "{forced}"
+    );
+
+    // a plugins dir without one of the four: the error names the file and the fix
+    std::fs::remove_file(ours.join("portmap")).unwrap();
+    let (ok, bad) = install(&bin, &conf, &["--plugins-dir", pd]);
+    assert!(!ok, "{bad}");
+    assert!(
+        bad.contains(&format!("{}/portmap", pd)) && bad.contains("--plugins-dir must hold"),
+        "{bad}"
+    );
+}
+
+#[test]
+fn without_a_plugins_dir_the_missing_bridge_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bin, conf) = (dir.path().join("bin"), dir.path().join("net.d"));
+    let (ok, out) = install(&bin, &conf, &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("bridge, host-local, portmap, loopback missing from")
+            && out.contains("--plugins-dir"),
+        "{out}"
+    );
+}
+
+#[test]
+fn installs_the_real_reference_plugins_into_an_empty_bin_dir() {
+    // Debian's containernetworking-plugins (scripts/deps.sh installs it).
+    let debian = Path::new("/usr/lib/cni");
+    assert!(
+        debian.join("bridge").exists(),
+        "/usr/lib/cni/bridge is missing: run scripts/deps.sh test"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (bin, conf) = (dir.path().join("bin"), dir.path().join("net.d"));
+    let (ok, out) = install(&bin, &conf, &["--plugins-dir", "/usr/lib/cni"]);
+    assert!(ok, "{out}");
+    for p in ["bridge", "host-local", "portmap", "loopback"] {
+        assert_eq!(
+            std::fs::read(bin.join(p)).unwrap(),
+            std::fs::read(debian.join(p)).unwrap(),
+            "{p}"
+        );
+        // it runs from its new place and answers VERSION
+        let v = Command::new(bin.join(p))
+            .env("CNI_COMMAND", "VERSION")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&v.stdout).contains("supportedVersions"),
+            "{p}: {v:?}"
+        );
+    }
+    assert!(!out.contains("missing from"), "{out}");
+}

@@ -70,8 +70,8 @@ fn golden_dir() -> PathBuf {
 
 /// Compares `actual` with a golden file, or rewrites it when WEFT_UPDATE_GOLDEN=1.
 fn check_golden(name: &str, actual: &str) {
-    let default_image = format!("ghcr.io/weft-net/weft:{}", env!("CARGO_PKG_VERSION"));
-    let actual = actual.replace(&default_image, "ghcr.io/weft-net/weft:@VERSION@");
+    let default_image = format!("localhost/weft:{}", env!("CARGO_PKG_VERSION"));
+    let actual = actual.replace(&default_image, "localhost/weft:@VERSION@");
     let path = golden_dir().join(name);
     if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some_and(|v| v == "1") {
         std::fs::create_dir_all(golden_dir()).unwrap();

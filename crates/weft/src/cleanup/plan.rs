@@ -548,7 +548,7 @@ fn plan_binaries(snap: &Snapshot, p: &mut Plan) {
         .collect();
     if !others.is_empty() {
         p.kept.push(format!(
-            "{}: {} (upstream plugins and others; on AL2023 bridge, host-local, portmap and loopback came from the VPC CNI's init container, and weft's config delegates to bridge with host-local and chains portmap, while containerd runs loopback for every pod)",
+            "{}: {} (upstream plugins and others: the VPC CNI's init container copied loopback, portmap, bandwidth and host-local; weft's config delegates to bridge with host-local and chains portmap, containerd runs loopback for every pod, and `weft install-cni` adds bridge and replaces older ones)",
             bin.dir.display(),
             others.join(", ")
         ));

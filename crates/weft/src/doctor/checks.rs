@@ -1175,9 +1175,9 @@ fn cni_config(f: &Facts) -> Finding {
                 bin.dir.display(),
                 missing.join(", ")
             ),
-            "weft's config delegates to bridge with host-local IPAM and chains portmap, and containerd runs loopback for every pod (on AL2023 these came from the VPC CNI's init container)",
+            "weft's config delegates to bridge with host-local IPAM and chains portmap, and containerd runs loopback for every pod (on EKS the VPC CNI's init container copies loopback, portmap, bandwidth and host-local, never bridge)",
             format!(
-                "install the CNI reference plugins into {} (containernetworking-plugins)",
+                "run `weft install-cni --plugins-dir /usr/lib/weft/cni` from the weft image (the DaemonSet's install-cni init container does) to copy the static reference plugins into {}",
                 bin.dir.display()
             ),
         );

@@ -1113,7 +1113,7 @@ impl Ctx<'_> {
             ))
             .cmd(format!("weft leases list {}", self.etcd_flags()));
         s.note(format!(
-            "The DaemonSet ({WEFT_DAEMONSET} in {WEFT_NAMESPACE}, kube-flannel's names) runs weftd on every EC2 Linux node and skips Fargate, hybrid and Auto Mode nodes. Its first init container runs `weft node cleanup-vpc-cni --apply`: it moves 10-aws.conflist aside (which otherwise sorts before 10-flannel.conflist and sends every new pod to aws-cni: E4) and removes the VPC CNI's plugins, iptables chains in both backends, ip rules, route tables and state, keeping bridge, host-local, portmap and loopback (on AL2023 they came from aws-vpc-cni-init)."
+            "The DaemonSet ({WEFT_DAEMONSET} in {WEFT_NAMESPACE}, kube-flannel's names) runs weftd on every EC2 Linux node and skips Fargate, hybrid and Auto Mode nodes. Its first init container runs `weft node cleanup-vpc-cni --apply`: it moves 10-aws.conflist aside (which otherwise sorts before 10-flannel.conflist and sends every new pod to aws-cni: E4) and removes the VPC CNI's plugins, iptables chains in both backends, ip rules, route tables and state, keeping the reference plugins (loopback, portmap, bandwidth and host-local came from aws-vpc-cni-init). Its second init container, `weft install-cni`, copies weft-cni as `flannel` and, from the image, the static reference plugins that are missing or older: no EKS AMI has `bridge` once aws-node is gone."
         ))
         .note("Every EC2 node should hold one lease in `weft leases list`. New pods now get overlay IPs; pods created before keep their VPC IPs until step roll-nodes recreates them.");
         s

@@ -358,6 +358,8 @@ fn install_cni_container(spec: &Spec) -> Node {
                 CNI_BIN.1,
                 "--conf-dir",
                 CNI_CONF.1,
+                "--plugins-dir",
+                weft_cni::install::DEFAULT_PLUGINS_DIR,
             ]),
         )
         .with(
