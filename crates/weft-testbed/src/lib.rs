@@ -36,6 +36,7 @@ mod error;
 mod netns;
 pub mod nlmonitor;
 mod ping;
+pub mod podman;
 pub mod tls;
 
 use std::collections::BTreeSet;

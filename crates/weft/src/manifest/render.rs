@@ -263,6 +263,17 @@ fn net_caps() -> Map {
     )
 }
 
+/// weftd keeps NET_ADMIN and NET_RAW only, not the runtime's default set (chown, setuid, kill,
+/// ...): what crates/weftd/tests/privileges.rs and the image test run it with.
+fn weftd_caps() -> Map {
+    Map::new().with("privileged", false).with(
+        "capabilities",
+        Map::new()
+            .with("drop", strs(&["ALL"]))
+            .with("add", strs(&["NET_ADMIN", "NET_RAW"])),
+    )
+}
+
 /// weftd's command line: flanneld's flags in etcd mode.
 pub fn weftd_args(spec: &Spec) -> Vec<String> {
     let mut args = vec![
@@ -340,7 +351,7 @@ fn weftd_container(spec: &Spec) -> Node {
                 Map::new().with("cpu", "100m").with("memory", "50Mi"),
             ),
         )
-        .with("securityContext", net_caps())
+        .with("securityContext", weftd_caps())
         .with("volumeMounts", mounts)
         .into()
 }

@@ -1,0 +1,381 @@
+//! The container image on the testbed, run exactly as the DaemonSet that `weft manifest`
+//! renders runs it: the init container `install-cni` into an empty host bin dir, then weftd with
+//! the manifest's command, args, env, hostPath volumes and capabilities (drop ALL, add NET_ADMIN
+//! and NET_RAW), in the node's network namespace (`hostNetwork: true`). Pods are then made
+//! through the plugins the image installed, and must reach each other across nodes.
+//!
+//! Root. Needs `localhost/weft:dev` (`sudo scripts/image.sh --debug`; scripts/test.sh builds it
+//! before the tests) and podman (scripts/deps.sh test).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use weft_testbed::podman::{self, Container, DEV_IMAGE};
+use weft_testbed::{CniSetup, Testbed, TestbedConfig, in_netns, wait_until};
+
+const NET_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
+const CONFIG_KEY: &str = "/coreos.com/network/config";
+const PLUGINS: [&str; 5] = ["flannel", "bridge", "host-local", "portmap", "loopback"];
+
+fn weft() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+}
+
+/// `weft manifest --etcd-endpoints <endpoint> --output json`.
+fn manifest(endpoint: &str) -> Value {
+    let out = weft()
+        .args(["manifest", "--etcd-endpoints", endpoint, "--output", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "weft manifest: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn item<'a>(m: &'a Value, kind: &str) -> &'a Value {
+    m["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} in the manifest"))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// What kubelet does for one of the pod's containers, as podman options: the hostPath and
+/// ConfigMap volumes it mounts (host paths under `host_root`, created as their `type` says),
+/// the env (the downward API's `status.hostIP` is the node IP), the capabilities, the entrypoint.
+struct Kubelet<'a> {
+    pod: &'a Value,
+    config_map: &'a Value,
+    host_root: PathBuf,
+    node_ip: String,
+}
+
+impl Kubelet<'_> {
+    fn host_path(&self, p: &str) -> PathBuf {
+        self.host_root.join(p.trim_start_matches('/'))
+    }
+
+    fn run_args(&self, c: &Value, netns: &str) -> (Vec<String>, Vec<String>) {
+        let mut opts = vec![
+            "--network".to_string(),
+            format!("ns:{}", weft_testbed::netns_path(netns).display()),
+        ];
+        assert_eq!(self.pod["hostNetwork"], true);
+        for m in c["volumeMounts"].as_array().unwrap() {
+            let name = m["name"].as_str().unwrap();
+            let vol = self.pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == name)
+                .unwrap_or_else(|| panic!("volume {name} not in the pod"));
+            let host = if let Some(hp) = vol.get("hostPath") {
+                let host = self.host_path(hp["path"].as_str().unwrap());
+                match hp["type"].as_str() {
+                    Some("DirectoryOrCreate") => std::fs::create_dir_all(&host).unwrap(),
+                    Some("FileOrCreate") => {
+                        std::fs::create_dir_all(host.parent().unwrap()).unwrap();
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&host)
+                            .unwrap();
+                    }
+                    other => panic!("hostPath type {other:?} of {name}"),
+                }
+                host
+            } else if vol.get("configMap").is_some() {
+                let dir = self.host_root.join("configmap").join(name);
+                std::fs::create_dir_all(&dir).unwrap();
+                for (k, v) in self.config_map["data"].as_object().unwrap() {
+                    std::fs::write(dir.join(k), v.as_str().unwrap()).unwrap();
+                }
+                dir
+            } else {
+                panic!("volume {name}: only hostPath and configMap are emulated")
+            };
+            let ro = m["readOnly"].as_bool().unwrap_or(false);
+            opts.extend(podman::volume(
+                &host,
+                m["mountPath"].as_str().unwrap().trim_end_matches('/'),
+                ro,
+            ));
+        }
+        let mut env = Vec::new();
+        for e in c["env"].as_array().into_iter().flatten() {
+            let name = e["name"].as_str().unwrap();
+            let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                Some("status.hostIP") => self.node_ip.clone(),
+                None => e["value"].as_str().unwrap().to_string(),
+                Some(other) => panic!("env {name}: fieldRef {other} is not emulated"),
+            };
+            opts.extend(["-e".to_string(), format!("{name}={value}")]);
+            env.push((name.to_string(), value));
+        }
+        let caps = &c["securityContext"]["capabilities"];
+        if strings(&caps["drop"]).iter().any(|d| d == "ALL") {
+            opts.push("--cap-drop=all".into());
+        }
+        for add in strings(&caps["add"]) {
+            opts.push(format!("--cap-add={add}"));
+        }
+        let command = strings(&c["command"]);
+        opts.extend(["--entrypoint".to_string(), command[0].clone()]);
+        opts.push(c["image"].as_str().unwrap().to_string());
+        // kubelet expands $(VAR) in command and args from the container's env.
+        let expand = |s: &String| {
+            env.iter()
+                .fold(s.clone(), |s, (k, v)| s.replace(&format!("$({k})"), v))
+        };
+        let mut rest: Vec<String> = command[1..].iter().map(expand).collect();
+        rest.extend(strings(&c["args"]).iter().map(expand));
+        (opts, rest)
+    }
+}
+
+/// A plain HTTP GET inside `ns` (the health server is plain HTTP).
+fn http_get(ns: &str, addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let (addr, path) = (addr.to_string(), path.to_string());
+    in_netns(ns, move || {
+        let mut s =
+            std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2))
+                .ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string()))
+    })
+    .ok()
+    .flatten()
+}
+
+/// Runs `file` alone in an empty root (no libc, no loader): only a static binary starts.
+fn runs_without_a_libc(file: &Path) -> Result<String, String> {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::copy(file, root.path().join("plugin")).unwrap();
+    let out = Command::new("/usr/sbin/chroot")
+        .arg(root.path())
+        .arg("/plugin")
+        .env_clear()
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() && stdout.contains("supportedVersions") {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{}: {stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+#[test]
+fn image_versions_and_labels_match_its_tag() {
+    podman::require_image(DEV_IMAGE).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let tagged = format!("localhost/weft:{version}");
+    podman::require_image(&tagged).unwrap();
+    for (bin, name) in [
+        ("/usr/local/bin/weftd", "weftd"),
+        ("/usr/local/bin/weft", "weft"),
+    ] {
+        let mut args = vec![
+            "run".to_string(),
+            "--rm".into(),
+            "--network".into(),
+            "none".into(),
+        ];
+        args.extend(podman::run_options());
+        args.extend([
+            "--entrypoint".into(),
+            bin.into(),
+            tagged.clone(),
+            "--version".into(),
+        ]);
+        let out = podman::podman(&args).unwrap();
+        assert!(out.status.success(), "{out:?}");
+        // weftd prints it on stderr, like flanneld.
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(text.trim(), format!("{name} {version}"));
+    }
+    let labels = podman::podman_ok(&[
+        "image".into(),
+        "inspect".into(),
+        "--format".into(),
+        "{{json .Labels}}".into(),
+        tagged.clone(),
+    ])
+    .unwrap();
+    let labels: Value = serde_json::from_str(&labels).unwrap();
+    assert_eq!(labels["org.opencontainers.image.version"], version);
+    assert_eq!(labels["org.opencontainers.image.title"], "weft");
+    let entry = podman::podman_ok(&[
+        "image".into(),
+        "inspect".into(),
+        "--format".into(),
+        "{{json .Config.Entrypoint}}".into(),
+        tagged,
+    ])
+    .unwrap();
+    assert_eq!(
+        entry.trim(),
+        r#"["/usr/local/bin/weftd"]"#,
+        "no shell entrypoint"
+    );
+}
+
+#[test]
+fn daemonset_from_the_image_installs_cni_and_connects_pods_across_nodes() {
+    weft_testbed::require_root().unwrap();
+    podman::require_image(DEV_IMAGE).unwrap();
+    let mut tb = Testbed::new("image", TestbedConfig::with_nodes(2)).unwrap();
+    tb.etcdctl(&["put", CONFIG_KEY, NET_CONFIG]).unwrap();
+
+    let m = manifest(&tb.etcd_endpoint());
+    let ds = item(&m, "DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    let config_map = item(&m, "ConfigMap");
+    let init = &pod["initContainers"][0];
+    assert_eq!(init["name"], "install-cni");
+    let weftd = &pod["containers"][0];
+    assert_eq!(weftd["name"], "weftd");
+    // The test runs the image it built; the manifest names the same repository and tag.
+    let image = format!("localhost/weft:{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(weftd["image"], image.as_str(), "manifest default image");
+
+    let mut containers: Vec<Container> = Vec::new();
+    let mut started = Vec::new();
+    for n in 0..2 {
+        let node = tb.node(n).clone();
+        let kubelet = Kubelet {
+            pod,
+            config_map,
+            host_root: node.dir.clone(),
+            node_ip: node.ip.to_string(),
+        };
+        // An empty host bin dir, as on an EKS node without aws-node (no bridge).
+        let bin = kubelet.host_path("/opt/cni/bin");
+        assert!(!bin.exists() || std::fs::read_dir(&bin).unwrap().next().is_none());
+
+        let (opts, rest) = kubelet.run_args(init, &node.ns);
+        let mut args = vec!["run".to_string(), "--rm".into()];
+        args.extend(podman::run_options());
+        args.extend(opts);
+        args.extend(rest);
+        let out = podman::podman_ok(&args).unwrap_or_else(|e| panic!("install-cni: {e}"));
+        assert!(out.contains("delegate") && out.contains("bridge"), "{out}");
+        let mut names: Vec<String> = std::fs::read_dir(&bin)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let mut want: Vec<String> = PLUGINS.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(names, want, "install-cni output:\n{out}");
+        // Every plugin copied to the host runs without the host's libc (AL2 has glibc 2.26).
+        for p in PLUGINS {
+            runs_without_a_libc(&bin.join(p)).unwrap_or_else(|e| panic!("{p} is not static: {e}"));
+        }
+
+        let (opts, rest) = kubelet.run_args(weftd, &node.ns);
+        let mut args = opts;
+        args.extend(rest);
+        let name = format!("{}-weftd-n{n}", tb.id());
+        containers.push(Container::start(&name, &args).unwrap());
+        started.push(Instant::now());
+    }
+
+    let health_port = weftd["ports"][0]["containerPort"].as_u64().unwrap();
+    for n in 0..2 {
+        let node = tb.node(n).clone();
+        let addr = format!("{}:{health_port}", node.ip);
+        let ready = wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+            http_get(&node.ns, &addr, "/readyz").filter(|(c, _)| *c == 200)
+        });
+        assert!(
+            ready.is_some(),
+            "weftd on node {n} not ready in 30 s; running={}; logs:\n{}",
+            containers[n].running(),
+            containers[n].logs()
+        );
+        eprintln!(
+            "node {n}: weftd from the image ready {:?} after podman run",
+            started[n].elapsed()
+        );
+        // Only NET_ADMIN (bit 12) and NET_RAW (bit 13) are in effect.
+        let pid = containers[n].pid().unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let cap_eff = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .unwrap()
+            .trim();
+        assert_eq!(
+            cap_eff, "0000000000003000",
+            "weftd's effective capabilities"
+        );
+        let subnet_env = std::fs::read_to_string(tb.subnet_file(n)).unwrap();
+        assert!(subnet_env.contains("FLANNEL_SUBNET="), "{subnet_env}");
+    }
+
+    // Pods through what the image installed on the host, nothing from /usr/lib/cni.
+    let mut pods = Vec::new();
+    for n in 0..2 {
+        let root = tb.node(n).dir.clone();
+        let bin = root.join("opt/cni/bin");
+        let setup = CniSetup {
+            plugin: bin.join("flannel"),
+            plugin_dirs: vec![bin.clone()],
+            conflist: std::fs::read_to_string(root.join("etc/cni/net.d/10-flannel.conflist"))
+                .unwrap(),
+        };
+        pods.push((tb.add_cni_pod(n, &setup).unwrap(), setup));
+    }
+    for (a, b) in [(0, 1), (1, 0)] {
+        let stats = tb
+            .ping(
+                &pods[a].0.pod.ns,
+                pods[b].0.pod.ip,
+                5,
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        assert_eq!(
+            stats.received,
+            5,
+            "pod {} -> pod {}: {stats:?}; weftd logs:\n{}\n{}",
+            pods[a].0.pod.ip,
+            pods[b].0.pod.ip,
+            containers[0].logs(),
+            containers[1].logs()
+        );
+    }
+    for (p, setup) in &pods {
+        tb.del_cni_pod(p, setup).unwrap();
+    }
+    // Containers go before the namespaces they live in.
+    for c in &containers {
+        c.stop(Duration::from_secs(5)).unwrap();
+    }
+    drop(containers);
+    tb.teardown().unwrap();
+}
