@@ -25,6 +25,7 @@ pub mod peer;
 pub mod rules;
 pub mod subnet;
 pub mod subnet_env;
+pub mod vtep;
 
 pub use alloc::{AcquireAction, AcquirePlan, AllocError, plan_acquire};
 pub use config::{BackendConfig, ConfigError, NetworkConfig, VxlanConfig};

@@ -485,6 +485,21 @@ impl Netlink {
         })
     }
 
+    /// Gives the device `index` a new MAC address in place (a VTEP MAC conflict), keeping
+    /// its entries and its up state.
+    pub async fn set_mac(&self, index: u32, mac: MacAddr) -> Result<(), NetError> {
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .address(mac.0.to_vec())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(NetError::req(format!("set MAC {mac} on link {index}")))
+    }
+
     /// Puts `addr/32` on the device and removes any other IPv4 address of the device that lies
     /// inside `network` (a stale lease's address), then sets the link up. No-ops when all is
     /// already right.

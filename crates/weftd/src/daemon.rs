@@ -9,6 +9,7 @@
 //! Nothing is torn down on exit: a restarted weftd finds its device and entries already right
 //! and changes nothing, so traffic that flows keeps flowing.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,7 @@ use weft_core::mac::MacAddr;
 use weft_core::rules::{Rule, forward_rules, masq_rules};
 use weft_core::subnet::lease_key;
 use weft_core::subnet_env::SubnetEnv;
+use weft_core::vtep::{Fresh, MacChoice, NodeIdentity, fresh_mac};
 use weft_net::iface::{self, ExtIface, IfaceRequest};
 use weft_net::netlink::{ChangeMonitor, KernelChange};
 use weft_net::{Iptables, Netlink, VxlanSpec};
@@ -51,6 +53,8 @@ const RESYNC_UNANNOUNCED: Duration = Duration::from_secs(10);
 enum OwnKey {
     Deleted(Ipv4Net),
     Put(Ipv4Net, RawLease),
+    /// A lease of another node publishes our VTEP MAC.
+    MacConflict,
 }
 
 struct Shared {
@@ -96,6 +100,108 @@ struct Node {
     spec: VxlanSpec,
     random_fully: bool,
     ttl: i64,
+    /// What identifies this node as the owner of its VTEP MAC (the MAC file's records).
+    identity: NodeIdentity,
+    mac_path: std::path::PathBuf,
+    /// The VTEP MAC in use: `spec.mac` until a conflict made a new one.
+    vtep: Mutex<MacAddr>,
+}
+
+impl Node {
+    fn mac(&self) -> MacAddr {
+        *self.vtep.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The device as it should be, with the VTEP MAC in use.
+    fn spec(&self) -> VxlanSpec {
+        VxlanSpec {
+            mac: self.mac(),
+            ..self.spec.clone()
+        }
+    }
+}
+
+/// The MAC this node uses when it has to create its device: its own from the MAC file, the
+/// old format's (adopted on upgrade), or a fresh one when the file holds only other nodes'
+/// MACs (a shared or copied state dir) or an unusable one.
+fn choose_mac(path: &std::path::Path, me: &NodeIdentity, health: &Health) -> MacAddr {
+    let fresh = || MacAddr::random_local(&mut rand::rng());
+    let file = match files::read_macs(path) {
+        Ok(f) => f,
+        Err(e) => {
+            warn!(error = %e, "cannot read the VTEP MAC file; making a new MAC");
+            health.metrics.mac_replaced("unreadable");
+            return fresh();
+        }
+    };
+    match file.choose(me) {
+        MacChoice::Own(m) => m,
+        MacChoice::Legacy(m) => {
+            info!(file = %path.display(), mac = %m, "adopting the VTEP MAC of the old-format file; it is rewritten with this node's identity");
+            m
+        }
+        MacChoice::Fresh(why) => {
+            let mac = fresh();
+            match &why {
+                Fresh::NoRecord => {}
+                Fresh::OtherNodes => {
+                    warn!(file = %path.display(), %mac, "the VTEP MAC file holds only other nodes' MACs (a state dir shared by several nodes, or copied from another node or image); this node makes its own")
+                }
+                Fresh::Invalid(problem) => {
+                    warn!(file = %path.display(), %problem, %mac, "the VTEP MAC file holds no usable MAC for this node; replacing it")
+                }
+            }
+            if let Some(reason) = why.metric_reason() {
+                health.metrics.mac_replaced(reason);
+            }
+            mac
+        }
+    }
+}
+
+fn persist_mac(path: &std::path::Path, device: &str, me: &NodeIdentity, mac: MacAddr) {
+    if let Err(e) = files::remember_mac(path, device, me, mac) {
+        warn!(error = %e, "cannot persist the VTEP MAC; it will change if the device is re-created");
+    }
+}
+
+/// The other node whose lease publishes our VTEP MAC, if any, in a listing.
+fn mac_holder<'a>(node: &Node, raws: &'a [RawLease]) -> Option<&'a RawLease> {
+    let mine = node.mac();
+    raws.iter().find(|r| {
+        matches!(
+            parse_entry(&node.cfg, r.subnet.clone(), &r.value),
+            crate::peers::Entry::Peer(p) if p.vtep_mac == mine && p.public_ip != node.ext.public_ip
+        )
+    })
+}
+
+/// Another node publishes our VTEP MAC: take a new one (none that any lease publishes), put
+/// it on the device, persist it and count it. The caller publishes it in our lease.
+async fn change_mac(node: &Node, health: &Health, holder: &str, taken: HashSet<MacAddr>) {
+    let old = node.mac();
+    let mut taken = taken;
+    taken.insert(old);
+    let new = fresh_mac(&mut rand::rng(), &taken);
+    warn!(%old, %new, holder, "another node publishes this node's VTEP MAC (their FDB entries for it would collide); switching to a new MAC");
+    health.metrics.vtep_mac_conflicts.inc();
+    *node.vtep.lock().unwrap_or_else(|p| p.into_inner()) = new;
+    match node.nl.link_by_name(&node.spec.name).await {
+        Ok(Some(link)) => {
+            if let Err(e) = node.nl.set_mac(link.index, new).await {
+                node_error_h(health, ErrorKind::Netlink);
+                warn!(error = %e, "cannot set the new VTEP MAC on the device; re-creating it");
+                let _ = node.nl.delete_link(&node.spec.name).await;
+            }
+        }
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "cannot look up the VXLAN device"),
+    }
+    persist_mac(&node.mac_path, &node.spec.name, &node.identity, new);
+}
+
+fn node_error_h(health: &Health, kind: ErrorKind) {
+    health.metrics.error(kind);
 }
 
 /// Runs weftd until SIGTERM/SIGINT.
@@ -197,13 +303,8 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
     }
     let dev_name = format!("flannel.{}", vx.vni);
     let mac_path = files::mac_file(&flags.state_dir, &dev_name);
-    let stored_mac = match files::load_mac(&mac_path) {
-        Ok(m) => m,
-        Err(e) => {
-            warn!(error = %e, "ignoring the stored VTEP MAC");
-            None
-        }
-    };
+    let identity = files::node_identity(ext.public_ip, vx.vni);
+    let chosen = choose_mac(&mac_path, &identity, &health);
     let spec = VxlanSpec {
         name: dev_name.clone(),
         vni: vx.vni,
@@ -213,19 +314,20 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
         mtu: underlay_mtu - 50,
         learning: vx.learning,
         gbp: vx.gbp,
-        mac: stored_mac.unwrap_or_else(|| MacAddr::random_local(&mut rand::rng())),
+        mac: chosen,
     };
     let dev = nl
         .ensure_vxlan(&spec)
         .await
         .with_context(|| format!("cannot set up VXLAN device {dev_name}"))?;
-    if stored_mac != Some(dev.mac) {
-        // Persist the MAC so a re-created device (after a reboot, or a deletion) keeps it and
-        // peers' neighbour entries stay right (flannel #533).
-        if let Err(e) = files::save_mac(&mac_path, dev.mac) {
-            warn!(error = %e, "cannot persist the VTEP MAC; it will change if the device is re-created");
-        }
+    if dev.mac != chosen {
+        // The device lives in this node's network namespace, so its MAC is this node's (and
+        // what its lease publishes): keep it, so a restart disturbs nothing.
+        info!(device = %dev_name, mac = %dev.mac, "keeping the existing device's VTEP MAC");
     }
+    // Persist the MAC so a re-created device (after a reboot, or a deletion) keeps it and
+    // peers' neighbour entries stay right (flannel #533).
+    persist_mac(&mac_path, &dev_name, &identity, dev.mac);
     let spec = VxlanSpec {
         mac: dev.mac,
         ..spec
@@ -235,6 +337,9 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
     let random_fully = !flags.ip_masq_fully_random_disable && fw.supports_random_fully().await;
     let node = Arc::new(Node {
         ttl: flags.subnet_lease_ttl,
+        vtep: Mutex::new(spec.mac),
+        identity,
+        mac_path,
         flags,
         store,
         nl,
@@ -356,7 +461,7 @@ async fn wait_for_config(store: &Store, health: &Health) -> Result<NetworkConfig
 }
 
 fn lease_value(node: &Node) -> String {
-    LeaseAttrs::vxlan(node.ext.public_ip, node.spec.vni, node.spec.mac).to_json()
+    LeaseAttrs::vxlan(node.ext.public_ip, node.spec.vni, node.mac()).to_json()
 }
 
 /// The leases as the allocator sees them: subnet and public IP (the backend data is dropped
@@ -390,11 +495,25 @@ async fn acquire(
     node: &Node,
     mut previous: Option<Ipv4Net>,
     exclude: Option<Ipv4Net>,
+    health: &Health,
 ) -> Result<(HeldLease, Listing)> {
-    let value = lease_value(node);
     let mut rng = StdRng::from_os_rng();
     for attempt in 0..100u32 {
         let (raws, rev) = node.store.list_leases().await?;
+        // Never publish a VTEP MAC that another node already publishes.
+        if let Some(holder) = mac_holder(node, &raws) {
+            let taken = raws
+                .iter()
+                .filter_map(
+                    |r| match parse_entry(&node.cfg, r.subnet.clone(), &r.value) {
+                        crate::peers::Entry::Peer(p) => Some(p.vtep_mac),
+                        _ => None,
+                    },
+                )
+                .collect();
+            change_mac(node, health, &holder.key, taken).await;
+        }
+        let value = lease_value(node);
         let leases = parsed_leases(&raws);
         // `exclude`: a subnet another node now holds under our old key; never take it back.
         let excluded: Vec<Ipv4Net> = exclude.into_iter().collect();
@@ -445,7 +564,7 @@ async fn acquire_retrying(
 ) -> (HeldLease, Listing) {
     let mut delay = Duration::from_millis(500);
     loop {
-        match acquire(node, previous, exclude).await {
+        match acquire(node, previous, exclude, health).await {
             Ok(l) => return l,
             Err(e) => {
                 health.metrics.error(ErrorKind::Lease);
@@ -520,7 +639,7 @@ fn write_subnet_env(node: &Node, shared: &Shared, own: Ipv4Net) -> Result<bool> 
 /// acquire's listing of the leases (listed again when absent, e.g. on a retry).
 async fn bring_up(node: &Node, shared: &Shared, listing: Option<Listing>) -> Result<i64> {
     let own = shared.own();
-    let dev = node.nl.ensure_vxlan(&node.spec).await?;
+    let dev = node.nl.ensure_vxlan(&node.spec()).await?;
     node.nl
         .ensure_address_and_up(dev.index, own.subnet.network(), node.network)
         .await?;
@@ -579,7 +698,7 @@ async fn reconcile(node: &Node, shared: &Shared) -> Result<usize> {
     // Whatever was announced before this read is superseded by it.
     shared.full_due.store(false, Ordering::Relaxed);
     let own = shared.own();
-    let dev = node.nl.ensure_vxlan(&node.spec).await?;
+    let dev = node.nl.ensure_vxlan(&node.spec()).await?;
     if dev.created {
         warn!(device = %node.spec.name, "the VXLAN device was missing; re-created it with the same MAC");
     }
@@ -861,6 +980,13 @@ async fn watch_task(
                             parse_entry(&node.cfg, x.subnet.clone(), &x.value),
                         )
                     }));
+                    if shared
+                        .table()
+                        .holder_of_mac(node.mac(), node.ext.public_ip)
+                        .is_some()
+                    {
+                        let _ = own_tx.try_send(OwnKey::MacConflict);
+                    }
                     rev = r;
                     need_relist = false;
                     shared.kick.notify_one();
@@ -906,6 +1032,12 @@ async fn watch_task(
                                             }
                                             let entry =
                                                 parse_entry(&node.cfg, r.subnet.clone(), &r.value);
+                                            if let crate::peers::Entry::Peer(p) = &entry
+                                                && p.vtep_mac == node.mac()
+                                                && p.public_ip != node.ext.public_ip
+                                            {
+                                                let _ = own_tx.try_send(OwnKey::MacConflict);
+                                            }
                                             t.put(r.key, entry);
                                         }
                                         LeaseEvent::Delete { key, .. } => {
@@ -1014,6 +1146,10 @@ async fn lease_task(node: Arc<Node>, shared: Arc<Shared>, mut rx: mpsc::Receiver
             }
             ev = rx.recv() => match ev {
                 None => return,
+                Some(OwnKey::MacConflict) => {
+                    resolve_mac_conflict(&node, &shared).await;
+                    None
+                }
                 Some(OwnKey::Deleted(sn) | OwnKey::Put(sn, _)) if sn != own.subnet => {
                     debug!(old = %sn, current = %own.subnet, "ignoring news about a subnet we no longer hold");
                     None
@@ -1071,8 +1207,68 @@ async fn lease_task(node: Arc<Node>, shared: Arc<Shared>, mut rx: mpsc::Receiver
     }
 }
 
+/// A lease event showed another node publishing our VTEP MAC. After a random pause (when both
+/// nodes are weftd, the other one often moves first and there is nothing left to do), check
+/// again; if the conflict is still there, take a new MAC and publish it in our lease.
+async fn resolve_mac_conflict(node: &Node, shared: &Shared) {
+    let pause = Duration::from_millis(rand::random::<u64>() % 1000);
+    tokio::time::sleep(pause).await;
+    let (holder, taken) = {
+        let t = shared.table();
+        (
+            t.holder_of_mac(node.mac(), node.ext.public_ip)
+                .map(str::to_string),
+            t.macs(),
+        )
+    };
+    let Some(holder) = holder else {
+        debug!("the VTEP MAC conflict resolved itself (the other node moved)");
+        return;
+    };
+    change_mac(node, &shared.health, &holder, taken).await;
+    // The device's MAC changed under the model: re-read it.
+    shared.full_due.store(true, Ordering::Relaxed);
+    shared.kick.notify_one();
+    let value = lease_value(node);
+    for _ in 0..5 {
+        let own = shared.own();
+        match node.store.get_lease(own.subnet).await {
+            Ok(Some(raw)) => {
+                match LeaseAttrs::parse(&raw.value) {
+                    Ok(a) if a.public_ip == node.ext.public_ip => {}
+                    // Not ours any more: the lease keeper re-acquires (with the new MAC).
+                    _ => return,
+                }
+                match node.store.take_over(&raw, &value, node.ttl).await {
+                    Ok(Some(held)) => {
+                        shared.set_own(held);
+                        set_lease_metrics(&shared.health, &held);
+                        info!(subnet = %held.subnet, mac = %node.mac(), "published the new VTEP MAC");
+                        return;
+                    }
+                    Ok(None) => {
+                        debug!("our lease changed while publishing the new VTEP MAC; again")
+                    }
+                    Err(e) => {
+                        node_error(shared, ErrorKind::Lease);
+                        warn!(error = %e, "cannot publish the new VTEP MAC; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            // Gone: the lease keeper re-acquires (with the new MAC).
+            Ok(None) => return,
+            Err(e) => {
+                node_error(shared, ErrorKind::Lease);
+                warn!(error = %e, "cannot read our lease to publish the new VTEP MAC; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 async fn apply_own_subnet(node: &Node, shared: &Shared, subnet: Ipv4Net) -> Result<()> {
-    let dev = node.nl.ensure_vxlan(&node.spec).await?;
+    let dev = node.nl.ensure_vxlan(&node.spec()).await?;
     node.nl
         .ensure_address_and_up(dev.index, subnet.network(), node.network)
         .await?;

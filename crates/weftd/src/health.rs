@@ -58,6 +58,10 @@ pub struct Metrics {
     pub condition: Family<Vec<(String, String)>, Gauge>,
     /// /healthz answers that found a task wedged.
     pub wedged: Counter,
+    /// Another node published our VTEP MAC, so this node took a new one.
+    pub vtep_mac_conflicts: Counter,
+    /// The persisted VTEP MAC was not used, by reason (`weft_vtep_mac_replaced{reason}`).
+    pub vtep_mac_replaced: Family<Vec<(String, String)>, Counter>,
     errors: Family<Vec<(String, String)>, Counter>,
 }
 
@@ -76,6 +80,8 @@ impl Metrics {
         let ready = Gauge::default();
         let condition = Family::<Vec<(String, String)>, Gauge>::default();
         let wedged = Counter::default();
+        let vtep_mac_conflicts = Counter::default();
+        let vtep_mac_replaced = Family::<Vec<(String, String)>, Counter>::default();
         let errors = Family::<Vec<(String, String)>, Counter>::default();
         registry.register(
             "lease_held",
@@ -137,6 +143,16 @@ impl Metrics {
             "/healthz answers that found the reconciler or the lease watch wedged past its bound",
             wedged.clone(),
         );
+        registry.register(
+            "vtep_mac_conflicts",
+            "Times another node published this node's VTEP MAC, so this node took a new one",
+            vtep_mac_conflicts.clone(),
+        );
+        registry.register(
+            "vtep_mac_replaced",
+            "Times the persisted VTEP MAC was not reused, by reason (other_node: the file holds only other nodes' MACs; invalid: zero, multicast or unparsable; unreadable)",
+            vtep_mac_replaced.clone(),
+        );
         registry.register("errors", "Errors by kind", errors.clone());
         Metrics {
             registry,
@@ -152,6 +168,8 @@ impl Metrics {
             ready,
             condition,
             wedged,
+            vtep_mac_conflicts,
+            vtep_mac_replaced,
             errors,
         }
     }
@@ -159,6 +177,12 @@ impl Metrics {
     pub fn error(&self, kind: ErrorKind) {
         self.errors
             .get_or_create(&vec![("kind".to_string(), kind.label().to_string())])
+            .inc();
+    }
+
+    pub fn mac_replaced(&self, reason: &str) {
+        self.vtep_mac_replaced
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
             .inc();
     }
 

@@ -8,11 +8,13 @@
 //! difference between about 0.5 MiB and 4 MiB. Only the checks against this node's own
 //! subnet, which can change, run on every pass.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use weft_core::config::NetworkConfig;
 use weft_core::lease::{Lease, LeaseAttrs};
+use weft_core::mac::MacAddr;
 use weft_core::peer::{Peer, PeerVerdict, classify_lease};
 use weft_core::subnet::subnet_key;
 
@@ -77,6 +79,26 @@ impl PeerTable {
     pub fn delete(&mut self, key: &str) {
         self.entries.remove(key);
         self.last_notice.remove(key);
+    }
+
+    /// The key of a lease of another node (another public IP than `own_ip`) that publishes
+    /// `mac` as its VtepMAC.
+    pub fn holder_of_mac(&self, mac: MacAddr, own_ip: Ipv4Addr) -> Option<&str> {
+        self.entries.iter().find_map(|(k, e)| match e {
+            Entry::Peer(p) if p.vtep_mac == mac && p.public_ip != own_ip => Some(k.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Every VtepMAC the leases publish.
+    pub fn macs(&self) -> HashSet<MacAddr> {
+        self.entries
+            .values()
+            .filter_map(|e| match e {
+                Entry::Peer(p) => Some(p.vtep_mac),
+                Entry::Skip { .. } => None,
+            })
+            .collect()
     }
 
     /// The VXLAN peers to program, plus notices for verdicts that changed since last time.

@@ -150,16 +150,66 @@ impl Cluster {
         std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
     }
 
+    /// weftd's flags for node `i`: flanneld's flags only. No `--state-dir`: every node uses
+    /// the default `/var/lib/weft`, which [`Cluster::start`] makes one directory shared by all
+    /// nodes of the bed, exactly as on one host (see [`Cluster::var_lib`]).
     pub fn args(&self, i: usize) -> Vec<String> {
-        let n = self.tb.node(i);
         let mut a = vec![
             format!("--etcd-endpoints={}", self.tb.etcd_endpoint()),
             format!("--subnet-file={}", self.subnet_file(i).display()),
-            format!("--state-dir={}", n.dir.join("state").display()),
             "--healthz-port=8081".into(),
         ];
         a.extend(self.extra_args.iter().cloned());
         a
+    }
+
+    /// The directory each weftd of this bed sees as `/var/lib`: weftd runs in a private mount
+    /// namespace where it is bind-mounted over `/var/lib`, so the host's own `/var/lib` is
+    /// never touched and all nodes share one `/var/lib/weft`, as several weftd on one host do.
+    pub fn var_lib(&self) -> PathBuf {
+        let dir = self.tb.dir().join("var-lib");
+        std::fs::create_dir_all(dir.join("weft")).expect("create the bed's /var/lib");
+        dir
+    }
+
+    /// The state dir all nodes share (their `/var/lib/weft`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.var_lib().join("weft")
+    }
+
+    /// The program and arguments that run `program args` in a private mount namespace with
+    /// [`Cluster::var_lib`] over `/var/lib`. Every step execs, so the pid stays the same.
+    fn in_mount_ns(&self, program: &str, args: Vec<String>) -> (PathBuf, Vec<String>) {
+        let mut a: Vec<String> = [
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            r#"mount --bind "$0" /var/lib && exec "$@""#,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.push(self.var_lib().display().to_string());
+        a.push(program.to_string());
+        a.extend(args);
+        (PathBuf::from("unshare"), a)
+    }
+
+    /// Waits until `pid` runs weftd itself (after the wrappers' execs).
+    fn wait_exec(&mut self, i: usize, pid: Pid, what: &str) {
+        let exe = std::fs::canonicalize(weftd_bin()).expect("weftd binary");
+        let execd = wait_until(Duration::from_secs(5), Duration::from_millis(5), || {
+            let now = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+            (now == exe).then_some(())
+        });
+        if execd.is_none() && self.tb.is_running(pid) {
+            panic!(
+                "{what} did not exec weftd within 5 s; log:\n{}",
+                self.log(i)
+            );
+        }
     }
 
     /// Starts weftd on node `i` with the standard args plus `extra`.
@@ -175,10 +225,12 @@ impl Cluster {
         let log = self.log_path(i);
         let mut env = vec![("RUST_LOG".to_string(), "info,weftd=debug".to_string())];
         env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let (program, args) = self.in_mount_ns(&weftd_bin().display().to_string(), args);
         let pid = self
             .tb
-            .spawn(&ns, &weftd_bin(), &args, &env, &log)
+            .spawn(&ns, &program, &args, &env, &log)
             .expect("spawn weftd");
+        self.wait_exec(i, pid, "unshare");
         self.weftd[i] = Some(pid);
         pid
     }
@@ -194,21 +246,12 @@ impl Cluster {
         let ns = self.tb.node(i).ns.clone();
         let log = self.log_path(i);
         let env = [("RUST_LOG".to_string(), "info,weftd=debug".to_string())];
+        let (unshare, args) = self.in_mount_ns(program, args);
         let pid = self
             .tb
-            .spawn(&ns, Path::new(program), &args, &env, &log)
+            .spawn(&ns, &unshare, &args, &env, &log)
             .expect("spawn the wrapper of weftd");
-        let exe = std::fs::canonicalize(weftd_bin()).expect("weftd binary");
-        let execd = wait_until(Duration::from_secs(5), Duration::from_millis(5), || {
-            let now = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-            (now == exe).then_some(())
-        });
-        if execd.is_none() && self.tb.is_running(pid) {
-            panic!(
-                "{program} did not exec weftd within 5 s; log:\n{}",
-                self.log(i)
-            );
-        }
+        self.wait_exec(i, pid, program);
         self.weftd[i] = Some(pid);
         pid
     }
