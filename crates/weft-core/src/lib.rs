@@ -13,6 +13,7 @@
 //! - [`subnet_env`] — `/run/flannel/subnet.env`.
 //! - [`mac`] — MAC addresses.
 //! - [`clip`] — cutting input echoed in error messages down to size.
+//! - [`xtables`] — the host's iptables backend (legacy or nft) and the xtables lock's holder.
 
 pub mod alloc;
 pub mod clip;
@@ -26,6 +27,7 @@ pub mod rules;
 pub mod subnet;
 pub mod subnet_env;
 pub mod vtep;
+pub mod xtables;
 
 pub use alloc::{AcquireAction, AcquirePlan, AllocError, plan_acquire};
 pub use config::{BackendConfig, ConfigError, NetworkConfig, VxlanConfig};

@@ -2,13 +2,38 @@
 //! `weft_core::rules::plan_sync` decide, and applies the difference with one atomic
 //! `iptables-restore --noflush`. A check that finds everything in place forks exactly one
 //! process and changes nothing (flannel forks one `iptables -C` per rule every 5 s).
+//!
+//! Every child process has a deadline (it is killed when it passes), and `iptables-restore`
+//! waits at most [`LOCK_WAIT`] for the xtables lock (iptables-legacy's `/run/xtables.lock`);
+//! meanwhile the caller is told who holds the lock, and a busy lock is a distinct error
+//! ([`FirewallError::LockBusy`]) the caller retries.
 
+use std::fmt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tracing::info;
 use weft_core::rules::{Rule, Table, plan_sync};
+use weft_core::xtables::{Backend, BackendChoice, detect_backend, lock_holders};
+
+/// How long one `iptables-restore` waits for the xtables lock (`--wait`) before it gives up
+/// (the caller then retries).
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// The deadline of an `iptables-save` (a node with tens of thousands of kube-proxy rules
+/// dumps them in about a second).
+pub const SAVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The deadline of an `iptables-restore`: the lock wait plus the time to apply.
+pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(LOCK_WAIT.as_secs() + 30);
+/// The deadline of `iptables --version`.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// iptables' exit status for a resource problem (a busy xtables lock among them).
+const RESOURCE_PROBLEM: i32 = 4;
+/// The lock file iptables-legacy takes unless `XTABLES_LOCKFILE` names another.
+pub const XTABLES_LOCK: &str = "/run/xtables.lock";
 
 /// A failure to read or write the rules, naming the command.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +50,25 @@ pub enum FirewallError {
         status: String,
         stderr: String,
     },
+    #[error("{cmd} did not finish within {} s and was killed{}", after.as_secs(), hung_hint(lock))]
+    Timeout {
+        cmd: String,
+        after: Duration,
+        /// Who held the xtables lock when it was killed, if anyone did.
+        lock: Option<LockWait>,
+    },
+    #[error("{cmd} gave up after {} s {wait}; retrying", LOCK_WAIT.as_secs())]
+    LockBusy { cmd: String, wait: LockWait },
+}
+
+impl FirewallError {
+    /// The lock wait behind a [`FirewallError::LockBusy`].
+    pub fn lock_wait(&self) -> Option<&LockWait> {
+        match self {
+            FirewallError::LockBusy { wait, .. } => Some(wait),
+            _ => None,
+        }
+    }
 }
 
 /// What usually lies behind an iptables failure message that does not say it.
@@ -38,12 +82,94 @@ fn failure_hint(stderr: &str) -> &'static str {
     }
 }
 
-/// The iptables binaries to use (`iptables`, or e.g. `iptables-legacy` to match kube-proxy).
+fn hung_hint(lock: &Option<LockWait>) -> String {
+    match lock {
+        Some(w) => format!(" ({w})"),
+        None => String::new(),
+    }
+}
+
+/// The process holding the xtables lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    /// Its PID as seen from weftd (0: not visible from weftd's PID namespace).
+    pub pid: u32,
+    /// Its command name (`/proc/<pid>/comm`), when readable.
+    pub comm: Option<String>,
+}
+
+/// A wait for the xtables lock: which file, and who holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockWait {
+    pub lock_file: PathBuf,
+    pub holder: LockHolder,
+    /// How long this command has waited so far.
+    pub waited: Duration,
+}
+
+impl fmt::Display for LockWait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.lock_file.display();
+        match (self.holder.pid, &self.holder.comm) {
+            (0, _) => write!(
+                f,
+                "waiting for the xtables lock {file}, held by a process outside weftd's PID namespace"
+            )?,
+            (pid, Some(comm)) => write!(
+                f,
+                "waiting for the xtables lock held by PID {pid} ({comm}) on {file}"
+            )?,
+            (pid, None) => write!(
+                f,
+                "waiting for the xtables lock held by PID {pid} on {file}"
+            )?,
+        }
+        write!(f, " for {} s", self.waited.as_secs())
+    }
+}
+
+/// The xtables lock file iptables-legacy uses: `$XTABLES_LOCKFILE`, else /run/xtables.lock.
+pub fn xtables_lock_file() -> PathBuf {
+    match std::env::var_os("XTABLES_LOCKFILE") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(XTABLES_LOCK),
+    }
+}
+
+/// Who holds a lock on `lock_file` (from /proc/locks), other than `except` (our own child,
+/// once it got the lock). None when nobody does or it cannot be told.
+pub fn lock_holder(lock_file: &Path, except: Option<u32>) -> Option<LockHolder> {
+    let meta = std::fs::metadata(lock_file).ok()?;
+    let (major, minor) = dev_major_minor(meta.dev());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let pid = lock_holders(&locks, major, minor, meta.ino())
+        .into_iter()
+        .find(|p| Some(*p) != except)?;
+    let comm = (pid != 0)
+        .then(|| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok())
+        .flatten()
+        .map(|c| c.trim().to_string());
+    Some(LockHolder { pid, comm })
+}
+
+/// glibc's split of a `dev_t` into major and minor numbers.
+fn dev_major_minor(dev: u64) -> (u32, u32) {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    (major as u32, minor as u32)
+}
+
+/// The iptables binaries to use: those of one backend (`iptables-legacy-save` …, to match
+/// kube-proxy), or whatever `iptables` points to.
 #[derive(Debug, Clone)]
 pub struct Iptables {
     pub save: String,
     pub restore: String,
     pub iptables: String,
+    /// The backend these binaries are (None: unknown, whatever `iptables` is).
+    pub backend: Option<Backend>,
+    /// The xtables lock file (iptables-legacy's).
+    pub lock_file: PathBuf,
 }
 
 impl Default for Iptables {
@@ -52,18 +178,70 @@ impl Default for Iptables {
             save: "iptables-save".into(),
             restore: "iptables-restore".into(),
             iptables: "iptables".into(),
+            backend: None,
+            lock_file: xtables_lock_file(),
         }
     }
 }
 
+/// Runs one command with a deadline and no lock reporting; its output, or None if it could not
+/// run or failed (detection is best effort, like kube-proxy's wrapper).
+async fn output_of(program: &str, args: &[&str]) -> Result<String, FirewallError> {
+    Iptables::default()
+        .run(program, args, None, SAVE_TIMEOUT, None)
+        .await
+}
+
+/// Which backend the host uses, by what `iptables-legacy-save`, `ip6tables-legacy-save`,
+/// `iptables-nft-save` and `ip6tables-nft-save` print (run at once, each with a deadline); see
+/// [`weft_core::xtables`]. None when neither `iptables-legacy-save` nor `iptables-nft-save`
+/// can be run at all (an iptables without the two flavours).
+pub async fn detect_host_backend() -> Option<BackendChoice> {
+    let (l4, l6, n4, n6) = tokio::join!(
+        output_of("iptables-legacy-save", &[]),
+        output_of("ip6tables-legacy-save", &[]),
+        output_of("iptables-nft-save", &[]),
+        output_of("ip6tables-nft-save", &[]),
+    );
+    let missing = |r: &Result<String, FirewallError>| matches!(r, Err(FirewallError::Spawn { source, .. }) if source.kind() == std::io::ErrorKind::NotFound);
+    if missing(&l4) && missing(&n4) {
+        return None;
+    }
+    let text = |r: Result<String, FirewallError>| r.unwrap_or_default();
+    let legacy = text(l4) + &text(l6);
+    let nft = text(n4) + &text(n6);
+    Some(detect_backend(&legacy, &nft))
+}
+
 impl Iptables {
+    /// The binaries of one backend: `iptables-<backend>`, `iptables-<backend>-save`,
+    /// `iptables-<backend>-restore`.
+    pub fn for_backend(backend: Backend) -> Iptables {
+        let b = backend.name();
+        Iptables {
+            save: format!("iptables-{b}-save"),
+            restore: format!("iptables-{b}-restore"),
+            iptables: format!("iptables-{b}"),
+            backend: Some(backend),
+            lock_file: xtables_lock_file(),
+        }
+    }
+
+    /// Runs `program` with `timeout` as its deadline. With `on_wait`, while the child runs
+    /// longer than half a second, reports every second who holds the xtables lock (if someone
+    /// other than the child does).
     async fn run(
         &self,
         program: &str,
         args: &[&str],
         stdin: Option<&str>,
+        timeout: Duration,
+        on_wait: Option<&(dyn Fn(&LockWait) + Sync)>,
     ) -> Result<String, FirewallError> {
-        let cmd = format!("{program} {}", args.join(" "));
+        let cmd = format!("{program} {}", args.join(" "))
+            .trim_end()
+            .to_string();
+        let started = Instant::now();
         let mut child = Command::new(program)
             .args(args)
             .stdin(if stdin.is_some() {
@@ -79,35 +257,79 @@ impl Iptables {
                 cmd: cmd.clone(),
                 source,
             })?;
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(input.as_bytes())
-                .await
-                .map_err(|source| FirewallError::Spawn {
-                    cmd: cmd.clone(),
-                    source,
-                })?;
-            drop(pipe);
+        let pid = child.id();
+        let pipe = child.stdin.take();
+        // Dropping this future (deadline passed) drops the child, which kills it.
+        let work = async move {
+            if let (Some(input), Some(mut pipe)) = (stdin, pipe) {
+                pipe.write_all(input.as_bytes()).await?;
+                drop(pipe);
+            }
+            child.wait_with_output().await
+        };
+        tokio::pin!(work);
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_millis(500),
+            Duration::from_secs(1),
+        );
+        let waiting = |lock_file: &Path| {
+            lock_holder(lock_file, pid).map(|holder| LockWait {
+                lock_file: lock_file.to_path_buf(),
+                holder,
+                waited: started.elapsed(),
+            })
+        };
+        let out = loop {
+            tokio::select! {
+                out = &mut work => break out,
+                _ = &mut deadline => {
+                    let lock = waiting(&self.lock_file);
+                    return Err(FirewallError::Timeout { cmd, after: timeout, lock });
+                }
+                _ = tick.tick(), if on_wait.is_some() => {
+                    if let (Some(report), Some(w)) = (on_wait, waiting(&self.lock_file)) {
+                        report(&w);
+                    }
+                }
+            }
         }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|source| FirewallError::Spawn {
-                cmd: cmd.clone(),
-                source,
-            })?;
+        .map_err(|source| FirewallError::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
         if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            if out.status.code() == Some(RESOURCE_PROBLEM) && stderr.contains("xtables lock") {
+                let holder =
+                    lock_holder(&self.lock_file, None).unwrap_or(LockHolder { pid: 0, comm: None });
+                return Err(FirewallError::LockBusy {
+                    cmd,
+                    wait: LockWait {
+                        lock_file: self.lock_file.clone(),
+                        holder,
+                        waited: started.elapsed(),
+                    },
+                });
+            }
             return Err(FirewallError::Failed {
                 cmd,
                 status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                stderr,
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    async fn version(&self) -> Result<String, FirewallError> {
+        self.run(&self.iptables, &["--version"], None, VERSION_TIMEOUT, None)
+            .await
+    }
+
     /// Whether this iptables knows `--random-fully` (flannel: iptables ≥ 1.6.2).
     pub async fn supports_random_fully(&self) -> bool {
-        match self.run(&self.iptables, &["--version"], None).await {
+        match self.version().await {
             Ok(v) => version_at_least(&v, (1, 6, 2)),
             Err(_) => false,
         }
@@ -116,16 +338,30 @@ impl Iptables {
     /// Whether this iptables is the nf_tables flavour (Debian 12's default), whose changes the
     /// kernel announces on netlink (see [`watch_nftables_changes`]).
     pub async fn is_nft(&self) -> bool {
-        self.run(&self.iptables, &["--version"], None)
-            .await
-            .map(|v| v.contains("nf_tables"))
-            .unwrap_or(false)
+        match self.backend {
+            Some(b) => b == Backend::Nft,
+            None => self
+                .version()
+                .await
+                .map(|v| v.contains("nf_tables"))
+                .unwrap_or(false),
+        }
     }
 
     /// Brings every table that `desired` mentions to the desired state. Returns the tables it
     /// had to change (empty when nothing drifted).
     pub async fn sync(&self, desired: &[Rule]) -> Result<Vec<Table>, FirewallError> {
-        let saved = self.run(&self.save, &[], None).await?;
+        self.sync_with(desired, &|_| {}).await
+    }
+
+    /// [`Iptables::sync`], calling `on_wait` (about every second) while `iptables-restore`
+    /// waits for an xtables lock held by another process.
+    pub async fn sync_with(
+        &self,
+        desired: &[Rule],
+        on_wait: &(dyn Fn(&LockWait) + Sync),
+    ) -> Result<Vec<Table>, FirewallError> {
+        let saved = self.run(&self.save, &[], None, SAVE_TIMEOUT, None).await?;
         let mut changed = Vec::new();
         for table in [Table::Nat, Table::Filter] {
             let rules: Vec<Rule> = desired
@@ -139,8 +375,15 @@ impl Iptables {
             let section = table_section(&saved, table.name());
             if let Some(payload) = plan_sync(table, &section, &rules) {
                 info!(table = table.name(), "programming weft's iptables rules");
-                self.run(&self.restore, &["--noflush", "--wait"], Some(&payload))
-                    .await?;
+                let wait = format!("--wait={}", LOCK_WAIT.as_secs());
+                self.run(
+                    &self.restore,
+                    &["--noflush", &wait],
+                    Some(&payload),
+                    RESTORE_TIMEOUT,
+                    Some(on_wait),
+                )
+                .await?;
                 changed.push(table);
             }
         }
@@ -239,6 +482,67 @@ mod tests {
         );
         assert!(table_section(dump, "filter").contains("-A FORWARD -j X"));
         assert_eq!(table_section(dump, "mangle"), "");
+    }
+
+    #[test]
+    fn splits_device_numbers_like_glibc() {
+        assert_eq!(dev_major_minor(65024), (0xfe, 0));
+        assert_eq!(dev_major_minor((8 << 8) | 17), (8, 17));
+        // Large numbers: minor 0x12345, major 0x1234.
+        let dev = (0x12345u64 & 0xff)
+            | ((0x1234u64 & 0xfff) << 8)
+            | ((0x12345u64 & !0xff) << 12)
+            | ((0x1234u64 & !0xfff) << 32);
+        assert_eq!(dev_major_minor(dev), (0x1234, 0x12345));
+    }
+
+    #[test]
+    fn lock_waits_name_the_holder() {
+        let w = |pid, comm: Option<&str>| LockWait {
+            lock_file: "/run/xtables.lock".into(),
+            holder: LockHolder {
+                pid,
+                comm: comm.map(str::to_string),
+            },
+            waited: Duration::from_millis(2500),
+        };
+        assert_eq!(
+            w(42, Some("kube-proxy")).to_string(),
+            "waiting for the xtables lock held by PID 42 (kube-proxy) on /run/xtables.lock for 2 s"
+        );
+        assert!(w(42, None).to_string().contains("held by PID 42 on"));
+        assert!(
+            w(0, None)
+                .to_string()
+                .contains("outside weftd's PID namespace")
+        );
+        let e = FirewallError::LockBusy {
+            cmd: "iptables-legacy-restore --noflush --wait=5".into(),
+            wait: w(42, None),
+        }
+        .to_string();
+        assert!(
+            e.contains("gave up after 5 s") && e.contains("PID 42"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hung_command_is_killed_at_its_deadline() {
+        let t0 = Instant::now();
+        let e = Iptables::default()
+            .run("sleep", &["30"], None, Duration::from_millis(300), None)
+            .await
+            .unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        assert!(
+            matches!(&e, FirewallError::Timeout { after, .. } if *after == Duration::from_millis(300)),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("sleep 30 did not finish within"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -30,13 +30,14 @@ use weft_core::rules::{Rule, forward_rules, masq_rules};
 use weft_core::subnet::lease_key;
 use weft_core::subnet_env::SubnetEnv;
 use weft_core::vtep::{Fresh, MacChoice, NodeIdentity, fresh_mac};
+use weft_net::firewall::LockWait;
 use weft_net::iface::{self, ExtIface, IfaceRequest};
 use weft_net::netlink::{ChangeMonitor, KernelChange};
-use weft_net::{Iptables, Netlink, VxlanSpec};
+use weft_net::{FirewallError, Iptables, Netlink, VxlanSpec};
 use weft_store::{HeldLease, LeaseEvent, RawLease, Store, StoreConfig, WatchBatch};
 
 use crate::files;
-use crate::flags::{Flags, Validated};
+use crate::flags::{Flags, IptablesBackend, Validated};
 use crate::health::{self, Condition, ErrorKind, Health};
 use crate::peers::{Notice, PeerTable, parse_entry};
 
@@ -333,7 +334,7 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
         ..spec
     };
 
-    let fw = Iptables::default();
+    let fw = choose_iptables(flags.iptables_backend).await;
     let random_fully = !flags.ip_masq_fully_random_disable && fw.supports_random_fully().await;
     let node = Arc::new(Node {
         ttl: flags.subnet_lease_ttl,
@@ -646,20 +647,10 @@ async fn bring_up(node: &Node, shared: &Shared, listing: Option<Listing>) -> Res
     // The rules (an iptables-save and -restore, two child processes) and the peers are
     // independent: program both at once; readiness waits for both.
     let rules = async {
-        let changed = match node.fw.sync(&desired_rules(node, own.subnet)).await {
-            Ok(c) => c,
-            Err(e) => {
-                shared.health.unmet(
-                    Condition::Rules,
-                    format!("cannot program the iptables rules: {e}"),
-                );
-                return Err(e.into());
-            }
-        };
+        let changed = sync_rules(node, shared, own.subnet).await?;
         if !changed.is_empty() {
             info!(tables = ?changed.iter().map(|t| t.name()).collect::<Vec<_>>(), "iptables rules programmed");
         }
-        shared.health.met(Condition::Rules);
         anyhow::Ok(())
     };
     let peers = async {
@@ -1272,14 +1263,7 @@ async fn apply_own_subnet(node: &Node, shared: &Shared, subnet: Ipv4Net) -> Resu
     node.nl
         .ensure_address_and_up(dev.index, subnet.network(), node.network)
         .await?;
-    if let Err(e) = node.fw.sync(&desired_rules(node, subnet)).await {
-        shared.health.unmet(
-            Condition::Rules,
-            format!("cannot program the iptables rules: {e}"),
-        );
-        return Err(e.into());
-    }
-    shared.health.met(Condition::Rules);
+    sync_rules(node, shared, subnet).await?;
     let failed = reconcile(node, shared).await;
     dataplane_condition(shared, &failed);
     if failed? > 0 {
@@ -1291,6 +1275,74 @@ async fn apply_own_subnet(node: &Node, shared: &Shared, subnet: Ipv4Net) -> Resu
         info!(file = %node.flags.subnet_file.display(), "rewrote subnet file");
     }
     Ok(())
+}
+
+/// Brings the rules for `subnet` in place and keeps [`Condition::Rules`] saying how that
+/// went. While another process holds the xtables lock, the condition names it; each attempt
+/// waits at most weft_net::firewall::LOCK_WAIT and the next one starts at once, so the rules
+/// follow within moments of the lock's release.
+async fn sync_rules(
+    node: &Node,
+    shared: &Shared,
+    subnet: Ipv4Net,
+) -> Result<Vec<weft_core::rules::Table>, FirewallError> {
+    let desired = desired_rules(node, subnet);
+    let waited = AtomicBool::new(false);
+    let on_wait = |w: &LockWait| {
+        waited.store(true, Ordering::Relaxed);
+        shared.health.unmet(Condition::Rules, w.to_string());
+    };
+    loop {
+        match node.fw.sync_with(&desired, &on_wait).await {
+            Ok(changed) => {
+                if waited.load(Ordering::Relaxed) {
+                    info!("got the xtables lock");
+                }
+                shared.health.met(Condition::Rules);
+                return Ok(changed);
+            }
+            Err(e) => match e.lock_wait() {
+                Some(w) => {
+                    shared.health.metrics.error(ErrorKind::Iptables);
+                    on_wait(w);
+                    warn!(error = %e, "the xtables lock is busy");
+                }
+                None => {
+                    shared.health.unmet(
+                        Condition::Rules,
+                        format!("cannot program the iptables rules: {e}"),
+                    );
+                    return Err(e);
+                }
+            },
+        }
+    }
+}
+
+/// The iptables binaries to write with: those `--iptables-backend` names, or in `auto` those
+/// of the backend the host's rules are in (see weft_core::xtables).
+async fn choose_iptables(flag: IptablesBackend) -> Iptables {
+    use weft_core::xtables::Backend;
+    let chosen = match flag {
+        IptablesBackend::Legacy => Backend::Legacy,
+        IptablesBackend::Nft => Backend::Nft,
+        IptablesBackend::Auto => match weft_net::firewall::detect_host_backend().await {
+            Some(choice) => {
+                info!(backend = %choice.backend, why = %choice, "iptables backend detected (--iptables-backend=auto)");
+                choice.backend
+            }
+            None => {
+                warn!(
+                    "neither iptables-legacy-save nor iptables-nft-save is installed, so the iptables backend cannot be told; using `iptables` as installed (pass --iptables-backend=legacy|nft with both flavours installed to choose)"
+                );
+                return Iptables::default();
+            }
+        },
+    };
+    if flag != IptablesBackend::Auto {
+        info!(backend = %chosen, "iptables backend set by --iptables-backend");
+    }
+    Iptables::for_backend(chosen)
 }
 
 /// Keeps the iptables rules in place. With iptables-nft the kernel announces every ruleset
@@ -1312,6 +1364,12 @@ async fn firewall_task(node: Arc<Node>, shared: Arc<Shared>) {
     } else {
         resync
     };
+    info!(
+        backend = node.fw.backend.map(|b| b.name()).unwrap_or("as installed"),
+        announced,
+        period_s = period.as_secs(),
+        "checking the iptables rules on ruleset announcements (nft) and every period"
+    );
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
@@ -1325,19 +1383,13 @@ async fn firewall_task(node: Arc<Node>, shared: Arc<Shared>) {
         if rules.is_empty() {
             continue;
         }
-        match node.fw.sync(&rules).await {
-            Ok(changed) => {
-                if !changed.is_empty() {
-                    warn!(tables = ?changed.iter().map(|t| t.name()).collect::<Vec<_>>(), "iptables rules had drifted; repaired");
-                }
-                shared.health.met(Condition::Rules);
+        match sync_rules(&node, &shared, shared.own().subnet).await {
+            Ok(changed) if !changed.is_empty() => {
+                warn!(tables = ?changed.iter().map(|t| t.name()).collect::<Vec<_>>(), "iptables rules had drifted; repaired");
             }
+            Ok(_) => {}
             Err(e) => {
                 node_error(&shared, ErrorKind::Iptables);
-                shared.health.unmet(
-                    Condition::Rules,
-                    format!("cannot program the iptables rules: {e}"),
-                );
                 error!(error = %e, "cannot check the iptables rules");
             }
         }

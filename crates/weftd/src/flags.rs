@@ -90,6 +90,13 @@ pub struct Flags {
     #[arg(long, env = "FLANNELD_IPTABLES_FORWARD_RULES", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = true, value_parser = go_bool)]
     pub iptables_forward_rules: bool,
 
+    /// The iptables backend weftd writes with: `legacy` (iptables-legacy, e.g. Amazon Linux 2),
+    /// `nft` (iptables-nft, e.g. AL2023), or `auto`: the one that already holds the node's rules
+    /// (kubelet's KUBE-IPTABLES-HINT chain, else the most rules; nft when neither holds any), as
+    /// kube-proxy's iptables-wrapper decides.
+    #[arg(long, env = "WEFT_IPTABLES_BACKEND", value_enum, default_value_t = IptablesBackend::Auto)]
+    pub iptables_backend: IptablesBackend,
+
     /// Address the health server listens on.
     #[arg(long, env = "FLANNELD_HEALTHZ_IP", default_value = "0.0.0.0")]
     pub healthz_ip: String,
@@ -108,6 +115,17 @@ pub struct Flags {
     /// Print the version and exit.
     #[arg(long, action = ArgAction::SetTrue)]
     pub version: bool,
+}
+
+/// `--iptables-backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IptablesBackend {
+    /// The backend that already holds the node's rules.
+    Auto,
+    /// iptables-legacy.
+    Legacy,
+    /// iptables-nft.
+    Nft,
 }
 
 /// A boolean flag value the way Go's `flag` package (so flanneld) takes it, from the command
@@ -317,6 +335,26 @@ mod tests {
         assert_eq!(f.healthz_port, 0);
         assert_eq!(f.healthz_ip, "0.0.0.0");
         assert_eq!(f.subnet_lease_ttl, 86400);
+        assert_eq!(f.iptables_backend, IptablesBackend::Auto);
+    }
+
+    #[test]
+    fn iptables_backend_takes_the_three_modes() {
+        for (text, want) in [
+            ("auto", IptablesBackend::Auto),
+            ("legacy", IptablesBackend::Legacy),
+            ("nft", IptablesBackend::Nft),
+        ] {
+            let f = parse(&[&format!("--iptables-backend={text}")]).unwrap();
+            assert_eq!(f.iptables_backend, want);
+        }
+        let err = parse(&["--iptables-backend=nftables"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--iptables-backend") && err.contains("legacy"),
+            "{err}"
+        );
     }
 
     #[test]

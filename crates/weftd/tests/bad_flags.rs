@@ -195,6 +195,21 @@ fn cases(busy_port: u16) -> Vec<Case> {
         )
         .arg("--iptables-forward-rules=yes"),
         case(
+            "--iptables-backend unknown",
+            2,
+            &[
+                "invalid value 'nftables' for '--iptables-backend <IPTABLES_BACKEND>'",
+                "[possible values: auto, legacy, nft]",
+            ],
+        )
+        .arg("--iptables-backend=nftables"),
+        case(
+            "WEFT_IPTABLES_BACKEND unknown",
+            2,
+            &["invalid value 'iptables' for '--iptables-backend <IPTABLES_BACKEND>'"],
+        )
+        .env("WEFT_IPTABLES_BACKEND", "iptables"),
+        case(
             "--iptables-resync negative",
             2,
             &["invalid value '-1' for '--iptables-resync <IPTABLES_RESYNC>'"],

@@ -158,19 +158,11 @@ fn without_net_admin_weftd_fails_with_an_error_not_a_panic() {
     assert!(!c.subnet_file(0).exists(), "not ready without the device");
 }
 
-/// `env PATH=<dir>:$PATH` where `<dir>` holds `iptables`, `iptables-save` and
-/// `iptables-restore` pointing at iptables-legacy (what weftd runs is looked up in PATH).
-fn legacy_path(c: &Cluster) -> Vec<String> {
-    let dir = c.tb.dir().join("legacy-bin");
-    std::fs::create_dir_all(&dir).unwrap();
-    for name in ["iptables", "iptables-save", "iptables-restore"] {
-        let link = dir.join(name);
-        if !link.exists() {
-            std::os::unix::fs::symlink("/usr/sbin/xtables-legacy-multi", &link).unwrap();
-        }
-    }
-    let path = std::env::var("PATH").unwrap_or_default();
-    vec!["env".into(), format!("PATH={}:{path}", dir.display())]
+/// `env XTABLES_LOCKFILE=<file in the bed>`: iptables-legacy then leaves the host's
+/// /run/xtables.lock alone.
+fn own_lock(c: &Cluster) -> Vec<String> {
+    let lock = c.tb.dir().join("xtables.lock");
+    vec!["env".into(), format!("XTABLES_LOCKFILE={}", lock.display())]
 }
 
 /// Why CAP_NET_RAW is in the set: iptables-legacy talks to the kernel over a raw socket. With
@@ -187,13 +179,13 @@ fn net_raw_is_what_iptables_legacy_needs() {
         "iptables-legacy does not work here even with every privilege (is the ip_tables module available?): {}",
         String::from_utf8_lossy(&probe.stderr)
     );
-    let legacy = legacy_path(&c);
-    let both = [legacy.clone(), setpriv("+net_admin,+net_raw")].concat();
-    let admin_only_legacy = [legacy, setpriv("+net_admin")].concat();
-    let admin_only_nft = setpriv("+net_admin");
-    c.start_wrapped(0, &strs(&both), &[]);
-    c.start_wrapped(1, &strs(&admin_only_legacy), &[]);
-    c.start_wrapped(2, &strs(&admin_only_nft), &[]);
+    let lock = own_lock(&c);
+    let both = [lock.clone(), setpriv("+net_admin,+net_raw")].concat();
+    let admin_only = [lock, setpriv("+net_admin")].concat();
+    let legacy = ["--iptables-backend=legacy"];
+    c.start_wrapped(0, &strs(&both), &legacy);
+    c.start_wrapped(1, &strs(&admin_only), &legacy);
+    c.start_wrapped(2, &strs(&admin_only), &[]);
     c.wait_ready(0, Duration::from_secs(20));
     let legacy_rules = c.sh(0, &["iptables-legacy-save", "-t", "nat"]);
     assert!(
