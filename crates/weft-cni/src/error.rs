@@ -150,6 +150,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// weftd withdrew this node's subnet (lost to another node, expired, deleted) and has not
+    /// programmed a new lease yet.
+    #[error(
+        "{} says this node has no subnet to give pods: {detail}. weftd rewrites the file as soon as it holds and has programmed a new lease; until then no pod gets an address (it could belong to another node). The runtime retries the pod sandbox on its own; check the weftd pod log for this node",
+        path.display()
+    )]
+    SubnetLost {
+        /// The file.
+        path: PathBuf,
+        /// What weftd wrote: the lost subnet and why.
+        detail: String,
+    },
+
     /// The delegate (or cleanup) plugin binary is not in any CNI_PATH directory.
     #[error(
         "failed to find plugin {plugin:?} in CNI_PATH; searched {}; run `weft install-cni --plugins-dir /usr/lib/weft/cni` from the weft image (the DaemonSet's install-cni init container does; an EKS node has no bridge once aws-node is gone), or install the CNI reference plugins (Debian/Ubuntu: apt-get install containernetworking-plugins, which puts them in /usr/lib/cni) and copy them to /opt/cni/bin, and make sure the runtime's CNI bin dir list contains that directory",
@@ -264,7 +277,7 @@ impl Error {
             Error::InvalidConfig(_)
             | Error::SubnetEnvInvalid { .. }
             | Error::PluginNotFound { .. } => INVALID_NETWORK_CONFIG,
-            Error::SubnetEnvMissing { .. } => TRY_AGAIN_LATER,
+            Error::SubnetEnvMissing { .. } | Error::SubnetLost { .. } => TRY_AGAIN_LATER,
             Error::StateMissing { .. } => UNKNOWN_CONTAINER,
             Error::StateCorrupt { .. } | Error::DelegateCrashed { .. } => INTERNAL,
             Error::Delegate { code, .. } => *code,

@@ -148,6 +148,12 @@ pub fn load(path: &Path) -> Result<FlannelEnv, Error> {
         path: path.to_path_buf(),
         reason: "the file is not UTF-8 text".to_string(),
     })?;
+    if let Some(detail) = weft_core::subnet_env::lost_detail(&text) {
+        return Err(Error::SubnetLost {
+            path: path.to_path_buf(),
+            detail,
+        });
+    }
     parse(&text).map_err(|reason| Error::SubnetEnvInvalid {
         path: path.to_path_buf(),
         reason,
@@ -243,6 +249,28 @@ mod tests {
 
         std::fs::write(&path, FLANNELD).unwrap();
         assert_eq!(load(&path).unwrap().mtu, 1450);
+    }
+
+    #[test]
+    fn a_lost_subnet_is_try_again_later_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("subnet.env");
+        let text = weft_core::subnet_env::render_lost(
+            Some("10.244.0.0/16".parse().unwrap()),
+            1450,
+            true,
+            "10.244.3.0/24".parse().unwrap(),
+            "was taken by another node",
+        );
+        std::fs::write(&p, text).unwrap();
+        let err = load(&p).unwrap_err();
+        assert_eq!(err.code(), crate::error::code::TRY_AGAIN_LATER);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("subnet 10.244.3.0/24 was taken by another node"),
+            "{msg}"
+        );
+        assert!(msg.contains(&p.display().to_string()), "{msg}");
     }
 
     #[test]

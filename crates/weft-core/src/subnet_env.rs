@@ -59,6 +59,70 @@ pub enum SubnetEnvError {
         /// The missing keys (a `A or B` entry when either would do).
         keys: Vec<&'static str>,
     },
+    /// weftd withdrew the node's subnet (`WEFT_SUBNET_LOST`): no pod may get an address until
+    /// weftd holds and has programmed a new lease and rewrites the file.
+    #[error(
+        "this node has no subnet to give pods: {detail}. weftd rewrites subnet.env as soon as it holds and has programmed a new lease; until then no pod may get an address (it could belong to another node). Retry later, and check the weftd log of this node"
+    )]
+    Lost {
+        /// What weftd wrote: the lost subnet and why.
+        detail: String,
+    },
+}
+
+/// The key weftd writes into subnet.env instead of `FLANNEL_SUBNET` when the node has lost its
+/// subnet (taken by another node, expired, deleted). Readers that know it refuse the file with
+/// [`SubnetEnvError::Lost`]; flannel's own plugin ignores unknown keys and refuses the file
+/// for its missing `FLANNEL_SUBNET`. Either way no pod gets an address of the lost subnet.
+pub const LOST_KEY: &str = "WEFT_SUBNET_LOST";
+
+/// What [`LOST_KEY`] says, if the text has it (whatever else is in it).
+pub fn lost_detail(text: &str) -> Option<String> {
+    entries(text)
+        .filter_map(Result::ok)
+        .filter(|e| e.key == LOST_KEY)
+        .last()
+        .map(|e| lost_text(&e.value))
+}
+
+/// weftd's own words, kept whole up to 512 characters (what a hand-edited file may hold is
+/// cut there), control characters as spaces.
+fn lost_text(value: &str) -> String {
+    let mut out: String = value
+        .chars()
+        .take(512)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if value.chars().count() > 512 {
+        out.push('…');
+    }
+    out
+}
+
+/// The subnet.env of a node that has lost `lost`: the network, MTU and masquerade setting as
+/// usual (so the file stays recognisable), no `FLANNEL_SUBNET`, and [`LOST_KEY`] with `why`.
+pub fn render_lost(
+    network: Option<Ipv4Net>,
+    mtu: u32,
+    ipmasq: bool,
+    lost: Ipv4Net,
+    why: &str,
+) -> String {
+    let mut out = SubnetEnv {
+        network,
+        subnet: None,
+        ipv6_network: None,
+        ipv6_subnet: None,
+        mtu,
+        ipmasq,
+    }
+    .render();
+    let why: String = why
+        .chars()
+        .map(|c| if c == '"' || c.is_control() { '\'' } else { c })
+        .collect();
+    let _ = writeln!(out, "{LOST_KEY}=\"subnet {lost} {why}\"");
+    out
 }
 
 impl SubnetEnv {
@@ -110,9 +174,11 @@ impl SubnetEnv {
         };
         let mut seen_mtu = false;
         let mut seen_ipmasq = false;
+        let mut lost: Option<String> = None;
         for entry in entries(text) {
             let Entry { line, key, value } = entry?;
             match key {
+                LOST_KEY => lost = Some(lost_text(&value)),
                 "FLANNEL_NETWORK" => {
                     env.network = Some(single_cidr(
                         line,
@@ -167,6 +233,9 @@ impl SubnetEnv {
             }
         }
 
+        if let Some(detail) = lost {
+            return Err(SubnetEnvError::Lost { detail });
+        }
         let mut missing = Vec::new();
         if env.network.is_none() && env.ipv6_network.is_none() {
             missing.push("FLANNEL_NETWORK (or FLANNEL_IPV6_NETWORK)");
@@ -464,6 +533,42 @@ mod tests {
             err.to_string()
                 .contains("FLANNEL_NETWORK (or FLANNEL_IPV6_NETWORK)")
         );
+    }
+
+    #[test]
+    fn a_lost_subnet_is_refused_with_its_reason() {
+        let net: Ipv4Net = "10.244.0.0/16".parse().unwrap();
+        let lost: Ipv4Net = "10.244.7.0/24".parse().unwrap();
+        let text = render_lost(
+            Some(net),
+            1450,
+            true,
+            lost,
+            "was taken by another node (\"10.0.0.9\")",
+        );
+        assert!(!text.contains("FLANNEL_SUBNET"), "{text}");
+        assert!(text.contains("FLANNEL_NETWORK=10.244.0.0/16\n"), "{text}");
+        let err = SubnetEnv::parse(&text).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("subnet 10.244.7.0/24 was taken by another node ('10.0.0.9')"),
+            "{msg}"
+        );
+        assert!(msg.contains("Retry later"), "{msg}");
+        assert!(
+            lost_detail(&text)
+                .unwrap()
+                .starts_with("subnet 10.244.7.0/24 was taken")
+        );
+        assert_eq!(lost_detail("FLANNEL_MTU=1450\n"), None);
+        // A restarted weftd finds no previous subnet in it to claim.
+        assert_eq!(previous_subnet(&text), None);
+        // Even a FLANNEL_SUBNET beside it does not make the file usable.
+        let text = format!("{text}FLANNEL_SUBNET=10.244.7.1/24\n");
+        assert!(matches!(
+            SubnetEnv::parse(&text),
+            Err(SubnetEnvError::Lost { .. })
+        ));
     }
 
     #[test]

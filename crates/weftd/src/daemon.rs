@@ -367,6 +367,15 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
     });
     set_lease_metrics(&health, &own);
     info!(subnet = %own.subnet, key = %lease_key(&node.flags.etcd_prefix, own.subnet), "holding lease");
+    if let Some(p) = previous.filter(|p| *p != own.subnet) {
+        // subnet.env still offers the old subnet, which may be another node's by now.
+        withdraw_subnet(
+            &node,
+            &health,
+            p,
+            &format!("is no longer this node's (it now holds {})", own.subnet),
+        );
+    }
 
     // Data plane, rules and peers first; subnet.env (and readiness) last.
     loop {
@@ -1104,6 +1113,11 @@ fn renew_after(ttl: i64, margin_minutes: i64) -> Duration {
 async fn lease_task(node: Arc<Node>, shared: Arc<Shared>, mut rx: mpsc::Receiver<OwnKey>) {
     let mut renew_at =
         Instant::now() + renew_after(shared.own().ttl, node.flags.subnet_lease_renew_margin);
+    // When our etcd lease runs out unless renewed, as far as this node can tell (measured from
+    // before the request that granted or renewed it, so never later than etcd's own expiry).
+    let mut expires_at = Instant::now() + Duration::from_secs(shared.own().ttl.max(0) as u64);
+    // subnet.env was withdrawn while the lease could not be renewed in time.
+    let mut withdrawn = false;
     loop {
         let own = shared.own();
         let sleep = async {
@@ -1115,22 +1129,48 @@ async fn lease_task(node: Arc<Node>, shared: Arc<Shared>, mut rx: mpsc::Receiver
         };
         let reacquire: Option<(Option<Ipv4Net>, Option<Ipv4Net>)> = tokio::select! {
             _ = sleep => {
-                match node.store.renew(own.lease_id).await {
+                let sent = Instant::now();
+                // An answer after the lease ran out is too late to keep the subnet in
+                // subnet.env: wait for one only until then (at least 1 s).
+                let deadline = expires_at.max(sent + Duration::from_secs(1));
+                let renewed = match tokio::time::timeout_at(deadline.into(), node.store.renew(own.lease_id)).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err("etcd did not answer the renewal before the lease ran out".to_string()),
+                };
+                match renewed {
                     Ok(Some(ttl)) => {
                         debug!(subnet = %own.subnet, ttl, "renewed lease");
                         shared.set_own(HeldLease { ttl, ..own });
                         set_lease_metrics(&shared.health, &shared.own());
                         renew_at = Instant::now() + renew_after(ttl, node.flags.subnet_lease_renew_margin);
+                        expires_at = sent + Duration::from_secs(ttl.max(0) as u64);
+                        if withdrawn {
+                            // etcd kept the lease after all: the subnet is still ours.
+                            info!(subnet = %own.subnet, "the lease was renewed after all; restoring subnet.env");
+                            restore_subnet(&node, &shared, own.subnet).await;
+                            withdrawn = false;
+                        }
                         None
                     }
                     Ok(None) => {
                         warn!(subnet = %own.subnet, "our etcd lease expired; re-acquiring (the same subnet if still free)");
+                        withdraw_subnet(&node, &shared.health, own.subnet, "expired (its etcd lease ran out)");
                         Some((Some(own.subnet), None))
                     }
                     Err(e) => {
                         node_error(&shared, ErrorKind::Lease);
+                        let now = Instant::now();
+                        if now >= expires_at && !withdrawn {
+                            withdraw_subnet(&node, &shared.health, own.subnet, &format!("could not be renewed before its lease ran out ({e})"));
+                            withdrawn = true;
+                        }
                         warn!(error = %e, "lease renewal failed; retrying in 5 s");
-                        renew_at = Instant::now() + Duration::from_secs(5);
+                        // Try again in 5 s, or at the expiry if that comes first.
+                        renew_at = if now < expires_at {
+                            (now + Duration::from_secs(5)).min(expires_at)
+                        } else {
+                            now + Duration::from_secs(5)
+                        };
                         None
                     }
                 }
@@ -1147,11 +1187,13 @@ async fn lease_task(node: Arc<Node>, shared: Arc<Shared>, mut rx: mpsc::Receiver
                 }
                 Some(OwnKey::Deleted(_)) => {
                     warn!(subnet = %own.subnet, "our lease key was deleted; re-acquiring (the same subnet if still free)");
+                    withdraw_subnet(&node, &shared.health, own.subnet, "lost its lease key (deleted in etcd)");
                     Some((Some(own.subnet), None))
                 }
                 Some(OwnKey::Put(_, raw)) => match LeaseAttrs::parse(&raw.value) {
                     Ok(attrs) if attrs.public_ip != node.ext.public_ip => {
                         warn!(subnet = %own.subnet, holder = %attrs.public_ip, "our subnet is now leased by another node (our lease expired while we were cut off); taking another subnet");
+                        withdraw_subnet(&node, &shared.health, own.subnet, &format!("was taken by another node (PublicIP {})", attrs.public_ip));
                         Some((None, Some(own.subnet)))
                     }
                     Ok(_) => {
@@ -1181,6 +1223,8 @@ async fn lease_task(node: Arc<Node>, shared: Arc<Shared>, mut rx: mpsc::Receiver
             shared.set_own(new);
             set_lease_metrics(&shared.health, &new);
             renew_at = Instant::now() + renew_after(new.ttl, node.flags.subnet_lease_renew_margin);
+            expires_at = Instant::now() + Duration::from_secs(new.ttl.max(0) as u64);
+            withdrawn = false;
             loop {
                 match apply_own_subnet(&node, &shared, new.subnet).await {
                     Ok(()) => break,
@@ -1256,6 +1300,50 @@ async fn resolve_mac_conflict(node: &Node, shared: &Shared) {
             }
         }
     }
+}
+
+/// Replaces subnet.env (atomically) with one the CNI plugin refuses, naming the lost subnet
+/// and why, so that no pod gets an address that may now be another node's. The file is
+/// rewritten with the new subnet once its lease is held and programmed.
+fn withdraw_subnet(node: &Node, health: &Health, lost: Ipv4Net, why: &str) {
+    let text = weft_core::subnet_env::render_lost(
+        Some(node.network),
+        node.spec.mtu,
+        node.flags.ip_masq,
+        lost,
+        why,
+    );
+    health.metrics.subnet_lost.inc();
+    health.unmet(
+        Condition::Lease,
+        format!("subnet {lost} {why}; acquiring a lease"),
+    );
+    match files::write_atomic(&node.flags.subnet_file, text.as_bytes(), 0o644) {
+        Ok(()) => {
+            warn!(subnet = %lost, file = %node.flags.subnet_file.display(), "withdrew the subnet from subnet.env: new pods are refused until a lease is held and programmed")
+        }
+        Err(e) => {
+            health.metrics.error(ErrorKind::SubnetFile);
+            error!(error = %e, "cannot withdraw the lost subnet from subnet.env; pods may still be given its addresses");
+        }
+    }
+}
+
+/// Puts subnet.env back for a subnet that turned out to be still ours.
+async fn restore_subnet(node: &Node, shared: &Shared, subnet: Ipv4Net) {
+    loop {
+        match apply_own_subnet(node, shared, subnet).await {
+            Ok(()) => break,
+            Err(e) => {
+                error!(
+                    error = format!("{e:#}"),
+                    "cannot restore subnet.env; retrying"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    shared.health.met(Condition::Lease);
 }
 
 async fn apply_own_subnet(node: &Node, shared: &Shared, subnet: Ipv4Net) -> Result<()> {

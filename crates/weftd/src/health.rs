@@ -62,6 +62,8 @@ pub struct Metrics {
     pub vtep_mac_conflicts: Counter,
     /// The persisted VTEP MAC was not used, by reason (`weft_vtep_mac_replaced{reason}`).
     pub vtep_mac_replaced: Family<Vec<(String, String)>, Counter>,
+    /// Times subnet.env was withdrawn because this node lost its subnet.
+    pub subnet_lost: Counter,
     errors: Family<Vec<(String, String)>, Counter>,
 }
 
@@ -82,6 +84,7 @@ impl Metrics {
         let wedged = Counter::default();
         let vtep_mac_conflicts = Counter::default();
         let vtep_mac_replaced = Family::<Vec<(String, String)>, Counter>::default();
+        let subnet_lost = Counter::default();
         let errors = Family::<Vec<(String, String)>, Counter>::default();
         registry.register(
             "lease_held",
@@ -153,6 +156,11 @@ impl Metrics {
             "Times the persisted VTEP MAC was not reused, by reason (other_node: the file holds only other nodes' MACs; invalid: zero, multicast or unparsable; unreadable)",
             vtep_mac_replaced.clone(),
         );
+        registry.register(
+            "subnet_lost",
+            "Times subnet.env was withdrawn because this node lost its subnet (taken by another node, expired, deleted)",
+            subnet_lost.clone(),
+        );
         registry.register("errors", "Errors by kind", errors.clone());
         Metrics {
             registry,
@@ -170,6 +178,7 @@ impl Metrics {
             wedged,
             vtep_mac_conflicts,
             vtep_mac_replaced,
+            subnet_lost,
             errors,
         }
     }

@@ -30,6 +30,17 @@ fn a_node_cut_off_past_its_ttl_never_shares_a_subnet_when_it_returns() {
     c.eventually(0, "lease expired in etcd", Duration::from_secs(15), || {
         c.key_lease(&key).is_none()
     });
+    // Cut off past its TTL, node 0 cannot know whether its subnet is still its own: it has
+    // withdrawn the subnet from subnet.env, and the CNI plugin refuses new pods clearly.
+    c.eventually(0, "subnet withdrawn", Duration::from_secs(5), || {
+        read(&c.subnet_file(0)).contains("WEFT_SUBNET_LOST")
+    });
+    let err = c.tb.add_cni_pod(0, &cni_setup()).unwrap_err().to_string();
+    assert!(
+        err.contains("no subnet to give pods")
+            && err.contains(&format!("subnet {sn0} could not be renewed")),
+        "{err}"
+    );
     // meanwhile a new node takes the free subnet
     let grant = c.tb.etcdctl(&["lease", "grant", "600"]).unwrap();
     let id = grant.split_whitespace().nth(1).unwrap().to_string();
@@ -66,6 +77,80 @@ fn a_node_cut_off_past_its_ttl_never_shares_a_subnet_when_it_returns() {
         || c.has_peer(1, now, &mac0, ip0) == (true, true, true),
     );
     assert_ne!(c.has_peer(1, sn0, &mac0, ip0), (true, true, true));
+    let pod = c.pod(0);
+    assert!(
+        now.contains(&pod.ip),
+        "a new pod is in the new subnet {now}: {pod:?}"
+    );
+}
+
+#[test]
+fn a_stolen_subnet_is_withdrawn_from_pods_until_a_new_lease_is_programmed() {
+    // Two subnets only: once node 0's is stolen and the other is taken, it has to wait.
+    let mut c = Cluster::new(
+        "stolen",
+        1,
+        Some(
+            r#"{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.2.0","Backend":{"Type":"vxlan"}}"#,
+        ),
+    );
+    c.start(0, &[]);
+    let sn0 = c.subnet(0);
+    let other: Ipv4Net = if sn0.network().octets()[2] == 1 {
+        "10.244.2.0/24".parse().unwrap()
+    } else {
+        "10.244.1.0/24".parse().unwrap()
+    };
+    let foreign = |ip: &str, mac: &str| {
+        format!(
+            r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
+        )
+    };
+    c.tb.etcdctl(&[
+        "put",
+        &Cluster::lease_key(other),
+        &foreign("192.0.2.10", "02:00:00:00:00:10"),
+    ])
+    .unwrap();
+    c.tb.etcdctl(&[
+        "put",
+        &Cluster::lease_key(sn0),
+        &foreign("192.0.2.11", "02:00:00:00:00:11"),
+    ])
+    .unwrap();
+    c.eventually(0, "subnet withdrawn", Duration::from_secs(5), || {
+        read(&c.subnet_file(0)).contains("WEFT_SUBNET_LOST")
+    });
+    let text = read(&c.subnet_file(0));
+    assert!(!text.contains("FLANNEL_SUBNET"), "{text}");
+    // No free subnet: node 0 stays without one, and every CNI ADD meanwhile fails clearly.
+    std::thread::sleep(Duration::from_secs(1));
+    let err = c.tb.add_cni_pod(0, &cni_setup()).unwrap_err().to_string();
+    assert!(
+        err.contains("no subnet to give pods")
+            && err.contains(&format!(
+                "subnet {sn0} was taken by another node (PublicIP 192.0.2.11)"
+            )),
+        "{err}"
+    );
+    let (code, body) = c.http_get(0, "/readyz").unwrap();
+    assert_eq!(code, 503);
+    assert!(
+        body.contains(&format!("lease: subnet {sn0} was taken"))
+            || body.contains("lease: no subnet lease"),
+        "{body}"
+    );
+    let (_, metrics) = c.http_get(0, "/metrics").unwrap();
+    assert!(metrics.contains("weft_subnet_lost_total 1"), "{metrics}");
+    // The other subnet frees up: node 0 takes it, programs it, and pods work again.
+    c.tb.etcdctl(&["del", &Cluster::lease_key(other)]).unwrap();
+    let env = c.wait_ready(0, Duration::from_secs(15));
+    assert_eq!(env.subnet, Some(other));
+    let after = c.pod(0);
+    assert!(other.contains(&after.ip), "{after:?} in {other}");
+    c.eventually(0, "ready again", Duration::from_secs(5), || {
+        c.http_get(0, "/readyz").map(|r| r.0) == Some(200)
+    });
 }
 
 #[test]
