@@ -171,21 +171,23 @@ impl Invocation {
     }
 }
 
-/// The container ID names the state file `<dataDir>/<id>`, so it must be a single, harmless
-/// path component: 1 to 255 bytes, without `/`, `\`, NUL or `..`, and not `.`.
+/// The CNI spec's rule for `CNI_CONTAINERID` (SPEC.md, "Parameters"): not empty, starting
+/// with an alphanumeric character, followed by alphanumerics, `_`, `.` or `-` (libcni checks
+/// `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`). The ID also names the state file `<dataDir>/<id>`, so it
+/// must fit a file name: at most 255 bytes. Such an ID is one path component and never `.`,
+/// `..` or a hidden file.
 pub fn validate_container_id(id: &str) -> Result<(), Error> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
     let reason = if id.is_empty() {
         Some("it is empty".to_string())
     } else if id.len() > 255 {
         Some(format!("it is {} bytes long, the limit is 255", id.len()))
-    } else if let Some(c) = id.chars().find(|c| matches!(c, '/' | '\\' | '\0')) {
-        Some(format!("it contains {c:?}"))
-    } else if id.contains("..") {
-        Some("it contains \"..\"".to_string())
-    } else if id == "." {
-        Some("it is \".\"".to_string())
+    } else if let Some(c) = id.chars().next().filter(|c| !c.is_ascii_alphanumeric()) {
+        Some(format!("it starts with {c:?}"))
     } else {
-        None
+        id.chars()
+            .find(|c| !allowed(*c))
+            .map(|c| format!("it contains {c:?}"))
     };
     match reason {
         None => Ok(()),
@@ -193,7 +195,7 @@ pub fn validate_container_id(id: &str) -> Result<(), Error> {
             var: "CNI_CONTAINERID",
             value: clip(id),
             reason: format!(
-                "{reason}; a container ID must be 1 to 255 bytes without '/', '\\\\', NUL or \"..\" (it names the state file under dataDir)"
+                "{reason}; the CNI spec requires a container ID that starts with a letter or digit followed by letters, digits, '_', '.' or '-' (1 to 255 bytes here, as it names the state file under dataDir); the container runtime must pass one"
             ),
         }),
     }
@@ -339,30 +341,43 @@ mod tests {
 
     #[test]
     fn container_id_rules() {
+        // The spec's rule: ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ (containerd passes 64 hex digits).
         for ok in [
             "abc",
             "0123456789abcdef",
             "a.b_c-d",
-            ".hidden",
+            "ABC123",
+            "x..y",
+            "9",
+            &"f".repeat(64),
             &"x".repeat(255),
         ] {
             assert!(validate_container_id(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "a/b",
-            "/etc/passwd",
-            "a\\b",
-            "a\0b",
-            "x..y",
-            "../../etc",
-            &"x".repeat(256),
+        for (bad, why) in [
+            ("", "it is empty"),
+            (".", "it starts with '.'"),
+            ("..", "it starts with '.'"),
+            (".hidden", "it starts with '.'"),
+            ("_a", "it starts with '_'"),
+            ("-a", "it starts with '-'"),
+            ("a/b", "it contains '/'"),
+            ("/etc/passwd", "it starts with '/'"),
+            ("a\\b", "it contains '\\\\'"),
+            ("a\0b", "it contains '\\0'"),
+            ("a b", "it contains ' '"),
+            ("a:b", "it contains ':'"),
+            ("pod\n", "it contains '\\n'"),
+            ("caf\u{e9}", "it contains '\u{e9}'"),
+            ("../../etc", "it starts with '.'"),
+            (&"x".repeat(256), "it is 256 bytes long"),
         ] {
             let err = validate_container_id(bad).unwrap_err();
             assert_eq!(err.code(), 4, "{bad:?}");
-            assert!(err.to_string().starts_with("CNI_CONTAINERID="), "{err}");
+            let msg = err.to_string();
+            assert!(msg.starts_with("CNI_CONTAINERID="), "{msg}");
+            assert!(msg.contains(why), "{bad:?}: {msg}");
+            assert!(msg.contains("letter or digit"), "{msg}");
         }
     }
 

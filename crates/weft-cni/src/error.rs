@@ -101,6 +101,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Stdin holds more than [`crate::MAX_STDIN`] bytes.
+    #[error(
+        "the network config on stdin is larger than {limit} bytes (1 MiB), weft-cni's limit; a flannel network config (with prevResult and runtimeConfig) is a few KiB, so check what the container runtime passes and the CNI config file (e.g. /etc/cni/net.d/10-flannel.conflist)"
+    )]
+    StdinTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+
     /// Stdin is not a network config in JSON.
     #[error(
         "failed to decode the network config on stdin: {source}; it must be a JSON object such as {{\"cniVersion\":\"0.3.1\",\"name\":\"cbr0\",\"type\":\"flannel\",\"delegate\":{{\"hairpinMode\":true,\"isDefaultGateway\":true}}}}"
@@ -253,6 +262,21 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Another ADD, DEL or CHECK for the same container held its lock for too long.
+    #[error(
+        "another ADD, DEL or CHECK for container {container_id:?} has held its lock {} for {} s; try again later (if no weft-cni process for this container is running, nothing holds it any more: the kernel releases the lock of a process that ended)",
+        lock.display(),
+        waited.as_secs()
+    )]
+    ContainerBusy {
+        /// The container.
+        container_id: String,
+        /// The lock file.
+        lock: PathBuf,
+        /// How long this invocation waited.
+        waited: std::time::Duration,
+    },
+
     /// STATUS: the plugin cannot serve ADD right now.
     #[error("weft-cni cannot add pods right now: {0}")]
     NotAvailable(String),
@@ -275,9 +299,12 @@ impl Error {
             | Error::State { .. } => IO_FAILURE,
             Error::Decode { .. } => DECODE_FAILURE,
             Error::InvalidConfig(_)
+            | Error::StdinTooLarge { .. }
             | Error::SubnetEnvInvalid { .. }
             | Error::PluginNotFound { .. } => INVALID_NETWORK_CONFIG,
-            Error::SubnetEnvMissing { .. } | Error::SubnetLost { .. } => TRY_AGAIN_LATER,
+            Error::SubnetEnvMissing { .. }
+            | Error::SubnetLost { .. }
+            | Error::ContainerBusy { .. } => TRY_AGAIN_LATER,
             Error::StateMissing { .. } => UNKNOWN_CONTAINER,
             Error::StateCorrupt { .. } | Error::DelegateCrashed { .. } => INTERNAL,
             Error::Delegate { code, .. } => *code,

@@ -7,8 +7,9 @@
 //!
 //! Modules: [`conf`] (the input config), [`subnet`] (subnet.env), [`delegate`] (the pure
 //! delegate config builder), [`state`] (saved configs), [`invoke`] (running plugins),
-//! [`mod@env`] (the CNI_* variables), [`version`], [`error`], [`plugin`] (the verbs), and
-//! [`install`] (putting the plugin and its conflist on a node).
+//! [`mod@env`] (the CNI_* variables), [`version`], [`error`], [`plugin`] (the verbs),
+//! [`lock`] (one ADD/DEL/CHECK at a time per container), and [`install`] (putting the plugin
+//! and its conflist on a node).
 //!
 //! Where weft-cni deliberately differs from flannel's plugin:
 //! - DEL removes the saved config only when the delegate DEL succeeded (flannel removes it
@@ -23,6 +24,9 @@
 //! - The delegate's result is passed through byte for byte (flannel re-encodes it).
 //! - The saved config replaces the old one atomically (temp file + rename; flannel writes
 //!   in place). Like flannel's, it is not fsynced: [`state`] says why that is safe.
+//! - ADD, DEL and CHECK for one container are serialized ([`lock`]); stdin is capped at
+//!   [`MAX_STDIN`]; container IDs must follow the CNI spec's rule
+//!   ([`env::validate_container_id`]). flannel's plugin does none of these.
 //! - `FLANNEL_IPMASQ` must be a Go boolean (`true`, `false`, `1`, `0`, ...); flannel treats
 //!   anything but `true` as false. subnet.env parsing is weft-core's, with the comma lists of
 //!   `FLANNEL_NETWORK` / `FLANNEL_IPV6_NETWORK` handled in [`subnet`].
@@ -34,6 +38,7 @@ pub mod error;
 pub mod install;
 pub mod invoke;
 pub mod json;
+pub mod lock;
 pub mod plugin;
 pub mod state;
 pub mod subnet;
@@ -41,6 +46,45 @@ pub mod version;
 
 pub use error::{Error, Response};
 pub use plugin::{execute, run};
+
+/// The most stdin weft-cni reads: 1 MiB. A network config is a few KiB; more is refused with
+/// [`Error::StdinTooLarge`] instead of being read into memory.
+pub const MAX_STDIN: usize = 1 << 20;
+
+/// Reads the network config from `input`, at most [`MAX_STDIN`] bytes.
+pub fn read_stdin(input: impl std::io::Read) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    input
+        .take(MAX_STDIN as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|source| Error::ReadStdin { source })?;
+    if buf.len() > MAX_STDIN {
+        return Err(Error::StdinTooLarge { limit: MAX_STDIN });
+    }
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod stdin_tests {
+    use super::*;
+
+    #[test]
+    fn stdin_up_to_the_limit_is_read_and_beyond_is_refused() {
+        let exact = vec![b' '; MAX_STDIN];
+        assert_eq!(read_stdin(&exact[..]).unwrap().len(), MAX_STDIN);
+        let over = vec![b' '; MAX_STDIN + 1];
+        let err = read_stdin(&over[..]).unwrap_err();
+        assert_eq!(err.code(), 7);
+        assert!(
+            err.to_string().contains("larger than 1048576 bytes"),
+            "{err}"
+        );
+        // An endless stream is cut at the limit, not read to the end.
+        let err = read_stdin(std::io::repeat(b'x')).unwrap_err();
+        assert!(matches!(err, Error::StdinTooLarge { .. }), "{err}");
+    }
+}
 
 #[cfg(test)]
 pub(crate) mod test_support {

@@ -2,20 +2,18 @@
 //! CNI_* in the environment and writes the network config to stdin; the result or the CNI
 //! error goes to stdout and the exit status says which.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::ExitCode;
 
+use weft_cni::Response;
 use weft_cni::env::RawEnv;
 use weft_cni::invoke::ProcessExec;
-use weft_cni::{Error, Response};
 
 fn main() -> ExitCode {
     let raw = RawEnv::from_process();
-    let mut stdin = Vec::new();
-    let response = match std::io::stdin().lock().read_to_end(&mut stdin) {
-        Ok(_) => weft_cni::run(&raw, &stdin, &ProcessExec),
-        Err(source) => {
-            let err = Error::ReadStdin { source };
+    let response = match weft_cni::read_stdin(std::io::stdin().lock()) {
+        Ok(stdin) => weft_cni::run(&raw, &stdin, &ProcessExec),
+        Err(err) => {
             eprintln!("weft-cni: {err}");
             err.to_response("")
         }

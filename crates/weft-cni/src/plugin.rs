@@ -7,6 +7,7 @@ use crate::delegate::{self, build_delegate, validate_delegate};
 use crate::env::{Command, Invocation, RawEnv};
 use crate::error::Response;
 use crate::invoke::{self, Exec, find_plugin};
+use crate::lock::{ContainerLock, LOCK_WAIT};
 use crate::state::StateStore;
 use crate::version::{SpecVersion, check_supported, version_reply};
 use crate::{Error, subnet};
@@ -65,11 +66,16 @@ fn add(inv: &Invocation, conf: &NetConf, exec: &dyn Exec) -> Result<Vec<u8>, Err
     find_plugin(&plugin, &inv.cni_path)?;
 
     let store = StateStore::new(conf.data_dir());
+    let lock = ContainerLock::acquire(store.dir(), &inv.container_id, LOCK_WAIT)?;
     store.save(&inv.container_id, &bytes)?;
     match invoke::delegate(exec, &inv.cni_path, &plugin, Command::Add, &bytes) {
         Ok(result) => Ok(result),
         Err(err) => {
-            undo_add(inv, &store, exec, &plugin, &bytes, &err);
+            if undo_add(inv, &store, exec, &plugin, &bytes, &err)
+                && let Err(e) = lock.remove()
+            {
+                eprintln!("weft-cni: ADD {}: {e}", inv.container_id);
+            }
             Err(err)
         }
     }
@@ -77,7 +83,7 @@ fn add(inv: &Invocation, conf: &NetConf, exec: &dyn Exec) -> Result<Vec<u8>, Err
 
 /// After a failed delegate ADD: ask the delegate to DEL (it may hold an IP or a veth), then
 /// forget the state. If that DEL fails too, the state stays so the runtime's own DEL (which
-/// it sends after a failed ADD) can finish the job.
+/// it sends after a failed ADD) can finish the job. Returns whether the state is gone.
 fn undo_add(
     inv: &Invocation,
     store: &StateStore,
@@ -85,7 +91,7 @@ fn undo_add(
     plugin: &str,
     bytes: &[u8],
     add_err: &Error,
-) {
+) -> bool {
     let cleaned = match add_err {
         // The delegate never ran, so it has nothing to undo.
         Error::Spawn { .. } => true,
@@ -101,8 +107,15 @@ fn undo_add(
             }
         },
     };
-    if cleaned && let Err(e) = store.remove(&inv.container_id) {
-        eprintln!("weft-cni: ADD {}: {e}", inv.container_id);
+    if !cleaned {
+        return false;
+    }
+    match store.remove(&inv.container_id) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("weft-cni: ADD {}: {e}", inv.container_id);
+            false
+        }
     }
 }
 
@@ -126,7 +139,14 @@ fn parse_saved(bytes: &[u8]) -> Result<(Map<String, Value>, String), String> {
 /// keeps it then, so the runtime's retry of DEL can still release the IP.
 fn del(inv: &Invocation, conf: &NetConf, exec: &dyn Exec) -> Result<Vec<u8>, Error> {
     let store = StateStore::new(conf.data_dir());
+    // A DEL without a data dir has nothing to delete and no ADD can be running (an ADD makes
+    // the directory before its delegate runs), so it does not create one just for the lock.
+    if !store.dir().exists() {
+        return Ok(Vec::new());
+    }
+    let lock = ContainerLock::acquire(store.dir(), &inv.container_id, LOCK_WAIT)?;
     let Some(bytes) = store.load(&inv.container_id)? else {
+        lock.remove()?;
         return Ok(Vec::new());
     };
     let plugin = match parse_saved(&bytes) {
@@ -144,6 +164,7 @@ fn del(inv: &Invocation, conf: &NetConf, exec: &dyn Exec) -> Result<Vec<u8>, Err
     };
     invoke::delegate(exec, &inv.cni_path, &plugin, Command::Del, &bytes)?;
     store.remove(&inv.container_id)?;
+    lock.remove()?;
     Ok(Vec::new())
 }
 
@@ -161,6 +182,15 @@ fn check(
         return Ok(Vec::new());
     }
     let store = StateStore::new(conf.data_dir());
+    let _lock = if store.dir().exists() {
+        Some(ContainerLock::acquire(
+            store.dir(),
+            &inv.container_id,
+            LOCK_WAIT,
+        )?)
+    } else {
+        None
+    };
     let Some(bytes) = store.load(&inv.container_id)? else {
         return Err(Error::StateMissing {
             container_id: inv.container_id.clone(),

@@ -196,6 +196,9 @@ fn cases() -> Vec<Case> {
     let huge = "x".repeat(100_000);
     let mut ten_mib = b"{\"cniVersion\":\"1.0.0\",\"name\":\"cbr0\",\"pad\":\"".to_vec();
     ten_mib.resize(10 * 1024 * 1024, b'x');
+    // A valid config followed by spaces: valid JSON, one byte over the limit.
+    let mut one_mib_plus_one = br#"{"cniVersion":"1.0.0","name":"cbr0","type":"flannel"}"#.to_vec();
+    one_mib_plus_one.resize(weft_cni::MAX_STDIN + 1, b' ');
     let deep = format!(
         r#"{{"cniVersion":"1.0.0","name":"cbr0","x":{}{}}}"#,
         "[".repeat(200),
@@ -298,17 +301,61 @@ fn cases() -> Vec<Case> {
             4,
             &[
                 "CNI_CONTAINERID=\"../../etc/passwd\" is invalid",
-                "it contains '/'",
+                "it starts with '.'",
                 "names the state file under dataDir",
             ],
         )
         .env("CNI_CONTAINERID", "../../etc/passwd"),
         case(
+            "CNI_CONTAINERID with a slash inside",
+            4,
+            &["CNI_CONTAINERID=\"pod/x\" is invalid", "it contains '/'"],
+        )
+        .env("CNI_CONTAINERID", "pod/x"),
+        case(
             "CNI_CONTAINERID ..",
             4,
-            &["CNI_CONTAINERID=\"..\" is invalid", "it contains \"..\""],
+            &["CNI_CONTAINERID=\"..\" is invalid", "it starts with '.'"],
         )
         .env("CNI_CONTAINERID", ".."),
+        // The CNI spec's rule (SPEC.md, Parameters): an alphanumeric first character, then
+        // alphanumerics, '_', '.' or '-'.
+        case(
+            "CNI_CONTAINERID hidden-file name",
+            4,
+            &[
+                "CNI_CONTAINERID=\".locks\" is invalid",
+                "it starts with '.'",
+                "starts with a letter or digit followed by letters, digits, '_', '.' or '-'",
+            ],
+        )
+        .env("CNI_CONTAINERID", ".locks"),
+        case(
+            "CNI_CONTAINERID starting with '-'",
+            4,
+            &["CNI_CONTAINERID=\"-rf\" is invalid", "it starts with '-'"],
+        )
+        .env("CNI_CONTAINERID", "-rf"),
+        case(
+            "CNI_CONTAINERID starting with '_'",
+            4,
+            &["it starts with '_'"],
+        )
+        .env("CNI_CONTAINERID", "_pod"),
+        case(
+            "CNI_CONTAINERID with a space",
+            4,
+            &["CNI_CONTAINERID=\"my pod\" is invalid", "it contains ' '"],
+        )
+        .env("CNI_CONTAINERID", "my pod"),
+        case("CNI_CONTAINERID with a colon", 4, &["it contains ':'"])
+            .env("CNI_CONTAINERID", "k8s:pod"),
+        case("CNI_CONTAINERID with a newline", 4, &["it contains '\\n'"])
+            .env("CNI_CONTAINERID", "pod\nDEL"),
+        case("CNI_CONTAINERID not ASCII", 4, &["it contains '\u{e9}'"])
+            .env("CNI_CONTAINERID", "caf\u{e9}"),
+        case("CNI_CONTAINERID not UTF-8", 4, &["it contains '\u{fffd}'"])
+            .env("CNI_CONTAINERID", OsString::from_vec(b"pod\xff".to_vec())),
         case(
             "CNI_CONTAINERID with a backslash",
             4,
@@ -386,10 +433,19 @@ fn cases() -> Vec<Case> {
         .raw("[{\"name\":\"cbr0\"}]"),
         case(
             "stdin 10 MiB, truncated",
-            6,
-            &["failed to decode the network config on stdin", "EOF"],
+            7,
+            &[
+                "the network config on stdin is larger than 1048576 bytes (1 MiB)",
+                "10-flannel.conflist",
+            ],
         )
         .raw(ten_mib),
+        case(
+            "stdin a valid config padded to 1 MiB + 1",
+            7,
+            &["the network config on stdin is larger than 1048576 bytes"],
+        )
+        .raw(one_mib_plus_one),
         case(
             "stdin nested 200 deep",
             6,

@@ -457,6 +457,14 @@ fn concurrent_adds_for_different_containers_do_not_mix() {
     let files: Vec<_> = fs::read_dir(node.path("data"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name != weft_cni::lock::LOCK_DIR)
         .collect();
     assert_eq!(files.len(), 16, "no temp files left: {files:?}");
+    // One lock file per living container (DEL removes it).
+    assert_eq!(
+        fs::read_dir(node.path("data").join(weft_cni::lock::LOCK_DIR))
+            .unwrap()
+            .count(),
+        16
+    );
 }

@@ -140,13 +140,21 @@ impl Setup {
 
     /// Runs weft-cni inside the node namespace.
     fn cni(&self, verb: &str, id: &str, conf: &str) -> Output {
+        self.cni_spawn(verb, id, conf, &self.ns.pod_path())
+            .wait_with_output()
+            .unwrap()
+    }
+
+    /// Starts weft-cni inside the node namespace for the pod at `netns`, with `conf` written
+    /// to its stdin.
+    fn cni_spawn(&self, verb: &str, id: &str, conf: &str, netns: &str) -> std::process::Child {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.ns.node, BIN])
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", verb)
             .env("CNI_CONTAINERID", id)
-            .env("CNI_NETNS", self.ns.pod_path())
+            .env("CNI_NETNS", netns)
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", PLUGINS)
             .stdin(Stdio::piped())
@@ -160,7 +168,25 @@ impl Setup {
             .unwrap()
             .write_all(conf.as_bytes())
             .unwrap();
-        child.wait_with_output().unwrap()
+        child
+    }
+
+    /// host-local's reservations (files named by IP) held by container `id`.
+    fn leases_of(&self, id: &str) -> Vec<String> {
+        let Ok(rd) = fs::read_dir(self.path("ipam/cbr0")) else {
+            return Vec::new();
+        };
+        rd.map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+            .filter(|e| {
+                fs::read_to_string(e.path())
+                    .unwrap_or_default()
+                    .lines()
+                    .next()
+                    .is_some_and(|l| l.trim() == id)
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
     }
 
     fn cni_ok(&self, verb: &str, id: &str, conf: &str) -> Vec<u8> {
@@ -362,4 +388,143 @@ fn two_pods_get_different_addresses_and_share_the_bridge() {
     assert!(s.path("flannel/pod-two").is_file());
     let (addrs, _) = addrs_and_mtu(&second_pod, "eth0");
     assert_eq!(addrs.len(), 1);
+}
+
+/// A namespace of its own for one pod, deleted on drop.
+struct PodNs(String);
+
+impl PodNs {
+    fn new(name: String) -> PodNs {
+        ip_ok(&["netns", "add", &name]);
+        PodNs(name)
+    }
+    fn path(&self) -> String {
+        format!("/var/run/netns/{}", self.0)
+    }
+    fn has_eth0(&self) -> bool {
+        ip(&["-n", &self.0, "link", "show", "dev", "eth0"])
+            .status
+            .success()
+    }
+}
+
+impl Drop for PodNs {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.0]);
+    }
+}
+
+fn ok_or_panic(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed: stdout {} stderr {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A runtime can send DEL while the ADD of the same container still runs (a sandbox that
+/// timed out, kubelet restarting). Whatever the interleaving, the result must be one of the
+/// two orders: everything set up (state, one IP, eth0) or nothing (no state, no IP, no eth0);
+/// never an IP without state, which no later DEL could release.
+#[test]
+fn concurrent_add_and_del_of_one_container_leave_consistent_state() {
+    let s = Setup::new();
+    let conf = s.conf("1.0.0", "");
+    const ROUNDS: usize = 24;
+    let mut orders = [0usize; 2];
+    for round in 0..ROUNDS {
+        let pod = PodNs::new(format!("{}r{round}", s.ns.pod));
+        let id = format!("race-{round}");
+        // DEL starts up to 33 ms after ADD: across the rounds it lands before ADD saved its
+        // state, while its delegate runs, and after it finished.
+        let delay = std::time::Duration::from_millis(3 * (round as u64 % 12));
+        let (add, del) = std::thread::scope(|sc| {
+            let add = sc.spawn(|| {
+                s.cni_spawn("ADD", &id, &conf, &pod.path())
+                    .wait_with_output()
+                    .unwrap()
+            });
+            let del = sc.spawn(|| {
+                std::thread::sleep(delay);
+                s.cni_spawn("DEL", &id, &conf, &pod.path())
+                    .wait_with_output()
+                    .unwrap()
+            });
+            (add.join().unwrap(), del.join().unwrap())
+        });
+        ok_or_panic(&format!("round {round}: ADD"), &add);
+        ok_or_panic(&format!("round {round}: DEL"), &del);
+        let state = s.path("flannel").join(&id).is_file();
+        let leases = s.leases_of(&id);
+        let eth0 = pod.has_eth0();
+        assert!(
+            (state && leases.len() == 1 && eth0) || (!state && leases.is_empty() && !eth0),
+            "round {round} (DEL {delay:?} after ADD): state file {state}, host-local leases {leases:?}, eth0 in the pod {eth0}"
+        );
+        orders[usize::from(state)] += 1;
+        // The runtime's next DEL always leaves nothing behind.
+        ok_or_panic(
+            &format!("round {round}: final DEL"),
+            &s.cni("DEL", &id, &conf),
+        );
+        assert!(s.leases_of(&id).is_empty(), "round {round}: IP leaked");
+        assert!(!s.path("flannel").join(&id).exists());
+        assert!(
+            !s.path("flannel/.locks").join(&id).exists(),
+            "lock file removed with the container"
+        );
+    }
+    eprintln!(
+        "{ROUNDS} rounds: ADD then DEL {} times, DEL then ADD {} times",
+        orders[0], orders[1]
+    );
+}
+
+/// A plugin killed while it holds a container's lock leaves no stale lock: the kernel drops
+/// an flock with its last holder, and the next invocation goes ahead at once.
+#[test]
+fn an_invocation_waits_for_the_containers_lock_and_a_killed_holder_leaves_none() {
+    let s = Setup::new();
+    let conf = s.conf("1.0.0", "");
+    let id = "locked-pod";
+    let locks = s.path("flannel/.locks");
+    fs::create_dir_all(&locks).unwrap();
+    // Hold the lock the way weft-cni does (flock(2), exclusive); -o: only flock(1) holds it.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let holder = Kill(
+        Command::new("flock")
+            .arg("-o")
+            .arg(locks.join(id))
+            .args(["sleep", "30"])
+            .spawn()
+            .expect("flock"),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut add = s.cni_spawn("ADD", id, &conf, &s.ns.pod_path());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        add.try_wait().unwrap().is_none(),
+        "ADD went ahead while another process held the container's lock"
+    );
+    assert!(
+        !s.path("flannel").join(id).exists(),
+        "no state written while waiting"
+    );
+    let killed = std::time::Instant::now();
+    drop(holder); // SIGKILL, as a crash
+    let out = add.wait_with_output().unwrap();
+    let after = killed.elapsed();
+    ok_or_panic("ADD after the holder died", &out);
+    eprintln!("ADD finished {after:?} after the lock holder was killed");
+    assert!(after < std::time::Duration::from_secs(5), "{after:?}");
+    assert!(s.path("flannel").join(id).is_file());
+    ok_or_panic("DEL", &s.cni("DEL", id, &conf));
+    assert!(s.leases_of(id).is_empty());
 }
