@@ -1211,9 +1211,12 @@ async fn lease_task(node: Arc<Node>, shared: Arc<Shared>, mut rx: mpsc::Receiver
             }
         };
         if let Some((previous, exclude)) = reacquire {
-            shared
-                .health
-                .unmet(Condition::Lease, "re-acquiring the subnet lease");
+            if shared.health.is_met(Condition::Lease) {
+                // Not withdrawn (which says why): our own key is being rewritten.
+                shared
+                    .health
+                    .unmet(Condition::Lease, "re-acquiring the subnet lease");
+            }
             let (new, _) = acquire_retrying(&node, previous, exclude, &shared.health).await;
             if new.subnet != own.subnet {
                 warn!(old = %own.subnet, new = %new.subnet, "subnet changed; pods on the old subnet must be re-created");

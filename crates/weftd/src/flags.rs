@@ -104,7 +104,8 @@ pub struct Flags {
     #[arg(long, env = "FLANNELD_HEALTHZ_PORT", default_value_t = 0)]
     pub healthz_port: u16,
 
-    /// Directory for state that must survive restarts and reboots (the VTEP MAC).
+    /// Directory for state that must survive restarts and reboots (the VTEP MAC, kept per
+    /// node identity, so several weftd may share it).
     #[arg(long, env = "WEFT_STATE_DIR", default_value = "/var/lib/weft")]
     pub state_dir: PathBuf,
 

@@ -660,6 +660,44 @@ mod tests {
         assert_eq!(err, "the lease watch has stopped");
     }
 
+    #[tokio::test]
+    async fn the_probes_answer_503_with_the_reason() {
+        let h = Health::new();
+        let rec = h.heartbeat("reconciler");
+        rec.busy("running a reconcile pass", Duration::ZERO);
+        let status = |r: axum::response::Response| r.status();
+        assert_eq!(
+            status(healthz(State(h.clone())).await.into_response()),
+            StatusCode::OK
+        );
+        // A pass that began longer ago than the bound and never ended.
+        let Some(long_ago) = Instant::now().checked_sub(WEDGE_BOUND + Duration::from_secs(5))
+        else {
+            return; // the machine has been up for less than that: nothing to test with
+        };
+        rec.busy_at(long_ago, "running a reconcile pass", Duration::ZERO);
+        let r = healthz(State(h.clone())).await.into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            h.metrics
+                .render()
+                .lines()
+                .find(|l| l.starts_with("weft_liveness_wedged_total")),
+            Some("weft_liveness_wedged_total 1")
+        );
+        assert_eq!(
+            status(readyz(State(h.clone())).await.into_response()),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        for c in Condition::ALL {
+            h.met(c);
+        }
+        assert_eq!(
+            status(readyz(State(h.clone())).await.into_response()),
+            StatusCode::OK
+        );
+    }
+
     #[test]
     fn liveness_fails_when_any_heartbeat_is_overdue() {
         let h = Health::new();

@@ -191,6 +191,7 @@ fn a_lease_of_another_node_publishing_our_mac_makes_us_take_a_new_one() {
     let value = format!(
         r#"{{"PublicIP":"192.0.2.77","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{old}"}}}}"#
     );
+    let t0 = std::time::Instant::now();
     c.tb.etcdctl(&["put", &format!("{SUBNETS}10.244.250.0-24"), &value])
         .unwrap();
     c.eventually(
@@ -200,6 +201,10 @@ fn a_lease_of_another_node_publishing_our_mac_makes_us_take_a_new_one() {
         || c.vtep_mac(0) != old,
     );
     let new = c.vtep_mac(0);
+    eprintln!(
+        "new VTEP MAC on the device {:?} after the conflicting lease",
+        t0.elapsed()
+    );
     assert!(unicast(&new));
     c.eventually(0, "new MAC published", Duration::from_secs(5), || {
         published_mac(&c, 0) == new

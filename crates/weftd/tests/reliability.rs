@@ -112,6 +112,7 @@ fn a_stolen_subnet_is_withdrawn_from_pods_until_a_new_lease_is_programmed() {
         &foreign("192.0.2.10", "02:00:00:00:00:10"),
     ])
     .unwrap();
+    let t0 = Instant::now();
     c.tb.etcdctl(&[
         "put",
         &Cluster::lease_key(sn0),
@@ -121,6 +122,10 @@ fn a_stolen_subnet_is_withdrawn_from_pods_until_a_new_lease_is_programmed() {
     c.eventually(0, "subnet withdrawn", Duration::from_secs(5), || {
         read(&c.subnet_file(0)).contains("WEFT_SUBNET_LOST")
     });
+    eprintln!(
+        "subnet.env withdrawn {:?} after the key was taken",
+        t0.elapsed()
+    );
     let text = read(&c.subnet_file(0));
     assert!(!text.contains("FLANNEL_SUBNET"), "{text}");
     // No free subnet: node 0 stays without one, and every CNI ADD meanwhile fails clearly.
