@@ -61,6 +61,16 @@ pub struct CleanupArgs {
     /// Apply even though ipamd still answers on this node.
     #[arg(long, requires = "apply")]
     pub force: bool,
+    /// Also remove what VPC-addressed pods still running here need (their per-pod ip rules,
+    /// ENI route tables, SNAT and connmark rules, the aws-cni binaries and state). On EC2
+    /// that cuts them off: their replies leave through the wrong ENI. Without it, a node with
+    /// such pods gets only what is safe while they run; run again after the drain.
+    #[arg(long)]
+    pub all: bool,
+    /// The overlay network (weftd's Network, e.g. 10.244.0.0/16), when the subnet file does
+    /// not say it yet (default: FLANNEL_NETWORK of --subnet-file).
+    #[arg(long, value_name = "CIDR")]
+    pub overlay_network: Option<ipnet::Ipv4Net>,
     #[command(flatten)]
     pub out: OutputArgs,
     #[command(flatten)]
@@ -103,6 +113,9 @@ pub struct PathArgs {
     /// Where the kernel lists the legacy iptables tables that exist.
     #[arg(long, default_value = "/proc/net")]
     pub proc_net: PathBuf,
+    /// weftd's subnet file: its FLANNEL_NETWORK is the overlay network.
+    #[arg(long, default_value = "/run/flannel/subnet.env")]
+    pub subnet_file: PathBuf,
 }
 
 impl PathArgs {
@@ -118,6 +131,7 @@ impl PathArgs {
             aws_bpf_dir: self.aws_bpf_dir.clone(),
             networkd_links_dir: self.networkd_links_dir.clone(),
             proc_net: self.proc_net.clone(),
+            subnet_file: self.subnet_file.clone(),
         }
     }
 }
@@ -208,7 +222,14 @@ impl Report {
 pub fn cleanup_vpc_cni(args: &CleanupArgs, host: &mut dyn Host) -> Outcome {
     let paths = args.paths.paths();
     let tools = args.tools.tools();
-    let plan = plan::plan(&snapshot::take(host, &paths, &tools), &tools);
+    let look = |host: &mut dyn Host| {
+        let mut snap = snapshot::take(host, &paths, &tools);
+        if let Some(net) = args.overlay_network {
+            snap.overlay = Ok(Some((net.trunc(), "--overlay-network".to_string())));
+        }
+        plan::plan_with(&snap, &tools, args.all)
+    };
+    let plan = look(host);
     let mut report = Report {
         apply: args.apply,
         refused: args.apply && plan.blocker.is_some() && !args.force,
@@ -218,7 +239,7 @@ pub fn cleanup_vpc_cni(args: &CleanupArgs, host: &mut dyn Host) -> Outcome {
     };
     if args.apply && !report.refused {
         report.results = Some(apply::apply(&report.plan, host));
-        report.after = Some(plan::plan(&snapshot::take(host, &paths, &tools), &tools));
+        report.after = Some(look(host));
     }
     let mut out = Outcome {
         failed: report.failed(),
@@ -264,6 +285,8 @@ pub fn report_json(r: &Report) -> serde_json::Value {
         "mode": if r.apply { "apply" } else { "dry-run" },
         "refused": r.refused,
         "blocker": r.plan.blocker,
+        "live_vpc_pods": r.plan.live_pods,
+        "live_vpc_pods_unknown": r.plan.live_unknown,
         "steps": steps,
         "kept": r.plan.kept,
         "warnings": r.plan.warnings,
@@ -297,7 +320,9 @@ pub fn render_text(r: &Report) -> String {
     let mut out = String::new();
     let n = r.plan.steps.len();
     let steps = if n == 1 { "step" } else { "steps" };
-    let head = if r.plan.is_empty() {
+    let head = if r.plan.is_empty() && (!r.plan.live_pods.is_empty() || r.plan.live_unknown) {
+        "nothing to do while VPC-addressed pods run here".to_string()
+    } else if r.plan.is_empty() {
         "nothing to do: no VPC CNI leftovers found on this node".to_string()
     } else if r.refused {
         format!("refused to apply the {n} {steps} below, nothing was changed")
@@ -307,6 +332,19 @@ pub fn render_text(r: &Report) -> String {
         format!("dry run, nothing was changed; `--apply` carries out these {n} {steps}")
     };
     let _ = writeln!(out, "weft node cleanup-vpc-cni: {head}");
+    if !r.plan.live_pods.is_empty() {
+        let pods: Vec<String> = r.plan.live_pods.iter().map(|p| p.describe()).collect();
+        let _ = writeln!(
+            out,
+            "VPC-addressed pods still run here: {}. Only what is safe while they run is planned; what they need is kept (below) until they are gone: drain the node, then run this again (--all removes it now and cuts them off)",
+            pods.join(", ")
+        );
+    } else if r.plan.live_unknown {
+        let _ = writeln!(
+            out,
+            "the node's routes and links could not be read, so what VPC-addressed pods may need is kept (below)"
+        );
+    }
     if let Some(b) = &r.plan.blocker {
         let label = if r.refused { "refused" } else { "warning" };
         let _ = writeln!(out, "{label}: {b}");
@@ -335,7 +373,12 @@ pub fn render_text(r: &Report) -> String {
     let not_handled: Vec<String> = NOT_HANDLED.iter().map(|s| s.to_string()).collect();
     list(&mut out, "not handled here", &not_handled);
     if let Some(after) = &r.after {
-        if after.is_empty() && after.problems.is_empty() {
+        if after.is_empty() && after.problems.is_empty() && !after.live_pods.is_empty() {
+            let _ = writeln!(
+                out,
+                "\ndone for now: what is safe while VPC-addressed pods run is done; the rest (kept above) waits until they are gone: drain the node and run this again"
+            );
+        } else if after.is_empty() && after.problems.is_empty() {
             let _ = writeln!(
                 out,
                 "\ndone: a second look finds nothing of the VPC CNI left on this node"

@@ -453,3 +453,113 @@ pub fn plan_local_rule(rules: &[IpRule]) -> Option<(bool, IpRule)> {
     let zero = rules.iter().any(|r| r.priority == 0 && r.is_plain_local());
     Some((!zero, moved.clone()))
 }
+
+/// The VPC CNI's host-side veth prefix (`AWS_VPC_K8S_CNI_VETHPREFIX`, default `eni`): a pod's
+/// veth is `eni` + 11 hex digits of sha1("<namespace>.<pod>").
+pub const VETH_PREFIX: &str = "eni";
+
+/// A pod with a VPC address that still runs on this node: the CNI plugin's
+/// `<pod IP> dev eni<hash> scope link` route in the main table, through a veth that exists
+/// (the veth and the route disappear when the pod's network namespace goes).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct LivePod {
+    /// The pod's address.
+    pub ip: String,
+    /// Its host veth.
+    pub dev: String,
+    /// The ENI table of its `1536: from <pod IP> lookup <table>` rule: the pod lives on a
+    /// secondary ENI and leaves through it.
+    pub table: Option<u32>,
+}
+
+impl LivePod {
+    /// `10.0.2.33 on eni1a2b3c4d5e6`.
+    pub fn short(&self) -> String {
+        format!("{} on {}", self.ip, self.dev)
+    }
+
+    /// `pod 10.0.2.33 on eni1a2b3c4d5e6 (ENI table 2)`.
+    pub fn describe(&self) -> String {
+        match self.table {
+            Some(t) => format!("pod {} (ENI table {t})", self.short()),
+            None => format!("pod {}", self.short()),
+        }
+    }
+}
+
+/// A single IPv4 address, as `ip -j route` prints a host route's dst (`10.0.2.33`, or
+/// `10.0.2.33/32`).
+fn host_address(dst: &str) -> Option<&str> {
+    let addr = dst.strip_suffix("/32").unwrap_or(dst);
+    addr.parse::<std::net::Ipv4Addr>().ok().map(|_| addr)
+}
+
+/// The VPC-addressed pods still running here: host routes in the main table via an existing
+/// `eni*` link, each with the ENI table its `from <pod IP>` rule (priority 1536) sends it to.
+pub fn live_pods(
+    routes: &[Route],
+    links: &BTreeMap<String, u32>,
+    rules: &[IpRule],
+) -> Vec<LivePod> {
+    let mut out: Vec<LivePod> = routes
+        .iter()
+        .filter(|r| r.table == TableRef::Id(MAIN) && r.gateway.is_none())
+        .filter_map(|r| {
+            let dev = r.dev.as_deref()?;
+            let ip = host_address(&r.dst)?;
+            (dev.starts_with(VETH_PREFIX)
+                && dev.len() > VETH_PREFIX.len()
+                && links.contains_key(dev))
+            .then(|| LivePod {
+                ip: ip.to_string(),
+                dev: dev.to_string(),
+                table: rules
+                    .iter()
+                    .filter(|rule| rule.priority == 1536 && rule.other_selectors.is_empty())
+                    .find(|rule| rule.from.as_deref().and_then(host_address) == Some(ip))
+                    .and_then(|rule| rule.table.id())
+                    .filter(|t| is_device_table(*t)),
+            })
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The address a per-pod rule names (`512: to <pod>`, `1536: from <pod>`, `1: from <pod>`).
+pub fn rule_pod_address(rule: &IpRule) -> Option<&str> {
+    match rule.priority {
+        512 => rule.to.as_deref().and_then(host_address),
+        1 | 1536 => rule.from.as_deref().and_then(host_address),
+        _ => None,
+    }
+}
+
+/// The `to <overlay network> lookup main` rule at the VPC CNI's priority for CIDRs reached
+/// through the main table (1535, AWS_EXTERNAL_SERVICE_CIDRS), which sorts before the pods'
+/// `from <pod IP> lookup <ENI table>` rules (1536): VPC-addressed pods on secondary ENIs then
+/// reach overlay pods through flannel.1 instead of the ENI's table, where the VPC would drop
+/// them (it has no route to the overlay).
+pub fn overlay_rule(network: &str) -> IpRule {
+    IpRule {
+        priority: 1535,
+        not: false,
+        from: None,
+        to: Some(network.to_string()),
+        fwmark: None,
+        iif: None,
+        oif: None,
+        table: TableRef::Id(MAIN),
+        other_selectors: Vec::new(),
+    }
+}
+
+impl IpRule {
+    /// `ip rule add ...` arguments for this rule.
+    pub fn add_args(&self) -> Vec<String> {
+        let mut a = self.del_args();
+        a[1] = "add".to_string();
+        a
+    }
+}

@@ -196,11 +196,15 @@ pub struct TableCleanup {
     pub chains: Vec<String>,
     /// What was found, for the explanation.
     pub findings: BTreeSet<Finding>,
+    /// Rules to insert at the top of a chain: (chain, spec).
+    pub insert: Vec<(String, String)>,
+    /// What was found but kept (the caller asked to keep these kinds).
+    pub kept: BTreeSet<Finding>,
 }
 
 impl TableCleanup {
     pub fn is_empty(&self) -> bool {
-        self.delete.is_empty() && self.chains.is_empty()
+        self.delete.is_empty() && self.chains.is_empty() && self.insert.is_empty()
     }
 
     /// The `iptables-restore --noflush` payload: every `-D` first (so no rule still jumps to
@@ -212,6 +216,9 @@ impl TableCleanup {
             return None;
         }
         let mut out = format!("*{table}\n");
+        for (chain, spec) in &self.insert {
+            let _ = writeln!(out, "-I {chain} 1 {spec}");
+        }
         for (chain, spec) in &self.delete {
             let _ = writeln!(out, "-D {chain} {spec}");
         }
@@ -227,13 +234,59 @@ impl TableCleanup {
 }
 
 /// Decides what to remove from `table`'s saved text.
+#[cfg(test)]
 pub fn plan_table(table: &str, text: &str) -> TableCleanup {
+    plan_table_keeping(table, text, &BTreeSet::new(), None)
+}
+
+/// The SNAT chain the POSTROUTING jump of current releases goes to.
+pub const SNAT_CHAIN: &str = "AWS-SNAT-CHAIN-0";
+/// The comment on the overlay exclusion weft puts into [`SNAT_CHAIN`].
+pub const OVERLAY_EXCLUSION_COMMENT: &str = "weft: overlay network, not SNATed";
+
+/// The exclusion rule's spec, in iptables-save's words (so a second look recognises it).
+pub fn overlay_exclusion_spec(network: &str) -> String {
+    format!("-d {network} -m comment --comment \"{OVERLAY_EXCLUSION_COMMENT}\" -j RETURN")
+}
+
+/// Like [`plan_table`], keeping the rules and chains of the kinds in `keep` (they are listed
+/// in [`TableCleanup::kept`]). With `overlay`, a kept [`SNAT_CHAIN`] gets a `RETURN` for the
+/// overlay network at its top (unless it has one), shaped like the VPC CNI's own exclusions
+/// (AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS): traffic to overlay pods is then left to weftd's
+/// FLANNEL-POSTRTG instead of being SNATed to the node's primary IP, whose replies the
+/// other node would send from an overlay address straight onto the VPC (dropped by the
+/// source/destination check). The rule goes with the chain when the chain goes.
+pub fn plan_table_keeping(
+    table: &str,
+    text: &str,
+    keep: &BTreeSet<Finding>,
+    overlay: Option<&str>,
+) -> TableCleanup {
     let saved = SavedTable::parse(table, text);
     let mut out = TableCleanup::default();
     for chain in saved.chains.iter().filter(|c| is_aws_chain(c)) {
+        let finding = Finding::of_chain(chain);
+        if keep.contains(&finding) {
+            out.kept.insert(finding);
+            continue;
+        }
         if !out.chains.contains(chain) {
-            out.findings.insert(Finding::of_chain(chain));
+            out.findings.insert(finding);
             out.chains.push(chain.clone());
+        }
+    }
+    if let Some(net) = overlay
+        && table == "nat"
+        && keep.contains(&Finding::Snat)
+        && saved.chains.iter().any(|c| c == SNAT_CHAIN)
+    {
+        let spec = overlay_exclusion_spec(net);
+        let present = saved
+            .rules
+            .iter()
+            .any(|r| r.chain == SNAT_CHAIN && r.spec == spec);
+        if !present {
+            out.insert.push((SNAT_CHAIN.to_string(), spec));
         }
     }
     for rule in &saved.rules {
@@ -248,6 +301,10 @@ pub fn plan_table(table: &str, text: &str) -> TableCleanup {
             (None, Some(comment)) => Finding::of_comment(comment),
             (None, None) => continue,
         };
+        if keep.contains(&finding) {
+            out.kept.insert(finding);
+            continue;
+        }
         out.findings.insert(finding);
         out.delete.push((rule.chain.clone(), rule.spec.clone()));
     }

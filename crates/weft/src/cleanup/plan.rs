@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use weft_cni::install::{config_plugin_type, is_network_config_name, missing_plugins};
 
-use super::iproute::{self, IpRule, RuleVerdict, TableFacts};
+use super::iproute::{self, IpRule, LivePod, Route, RuleVerdict, TableFacts};
 use super::iptables::{self, Finding};
 use super::snapshot::{Kind, Listing, NftState, Snapshot, StateRole, Tools};
 
@@ -154,6 +154,11 @@ pub struct Plan {
     pub problems: Vec<String>,
     /// Why applying would be unsafe right now (ipamd still running).
     pub blocker: Option<String>,
+    /// The VPC-addressed pods still running here: what they need is kept until they are gone.
+    pub live_pods: Vec<LivePod>,
+    /// The routes and links could not be read, so whether pods still run is unknown (and
+    /// what they would need is kept).
+    pub live_unknown: bool,
 }
 
 impl Plan {
@@ -189,21 +194,126 @@ pub fn is_aws_config(name: &str, content: Option<&[u8]>) -> bool {
         || config_plugin_type(bytes).as_deref() == Some(AWS_NETWORK)
 }
 
-/// Computes the plan.
+/// What still needs the VPC CNI's policy routing, SNAT and state on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Live {
+    /// No VPC-addressed pod runs here: everything can go.
+    None,
+    /// These pods still run here.
+    Pods(Vec<LivePod>),
+    /// The routes or links could not be read: assume pods run.
+    Unknown,
+}
+
+impl Live {
+    /// Why something `f` selects must stay: `pod 10.0.2.33 on eni... still uses it`, or `None`
+    /// when no live pod needs it.
+    pub fn users(&self, f: impl Fn(&LivePod) -> bool) -> Option<String> {
+        match self {
+            Live::None => None,
+            Live::Unknown => Some(
+                "the node's routes and links could not be read, so it is unknown whether VPC-addressed pods still use it".into(),
+            ),
+            Live::Pods(pods) => {
+                let users: Vec<&LivePod> = pods.iter().filter(|p| f(p)).collect();
+                match users.as_slice() {
+                    [] => None,
+                    [one] => Some(format!("{} still uses it", one.describe())),
+                    many => Some(format!(
+                        "pods {} still use it",
+                        many.iter().map(|p| p.short()).collect::<Vec<_>>().join(", ")
+                    )),
+                }
+            }
+        }
+    }
+
+    /// Why what every VPC-addressed pod needs must stay.
+    pub fn any(&self) -> Option<String> {
+        self.users(|_| true)
+    }
+}
+
+/// The node's policy routing, parsed.
+struct Routing {
+    rules: Vec<IpRule>,
+    routes: Vec<Route>,
+    links: BTreeMap<String, u32>,
+}
+
+/// Computes the plan: with VPC-addressed pods still running (their `eni*` veths and host
+/// routes), only what is safe while they run; what they need is listed as kept.
 pub fn plan(snap: &Snapshot, tools: &Tools) -> Plan {
+    plan_with(snap, tools, false)
+}
+
+/// Like [`plan`]; with `all`, everything goes even while VPC-addressed pods run (on EC2 that
+/// cuts their return path: `--all`).
+pub fn plan_with(snap: &Snapshot, tools: &Tools, all: bool) -> Plan {
     let mut p = Plan::default();
     if let Some(what) = &snap.ipamd {
         p.blocker = Some(format!(
             "ipamd is still running on this node ({what}): it would put its config, rules and routes straight back. Stop the VPC CNI cluster-wide first (`aws eks delete-addon --addon-name vpc-cni`, or `kubectl -n kube-system delete daemonset aws-node`), wait for the aws-node pod to leave this node, then run again (--force applies anyway)"
         ));
     }
+    let routing = parse_routing(snap, &mut p);
+    let live = match (&routing, all) {
+        (_, true) => Live::None,
+        (None, false) => Live::Unknown,
+        (Some(r), false) => {
+            let pods = iproute::live_pods(&r.routes, &r.links, &r.rules);
+            if pods.is_empty() {
+                Live::None
+            } else {
+                Live::Pods(pods)
+            }
+        }
+    };
+    if let Live::Pods(pods) = &live {
+        p.live_pods = pods.clone();
+    }
+    p.live_unknown = live == Live::Unknown;
+    let overlay = match &snap.overlay {
+        Ok(o) => o.as_ref().map(|(net, _)| net.to_string()),
+        Err(e) => {
+            p.problems.push(e.clone());
+            None
+        }
+    };
+    if live != Live::None && overlay.is_none() {
+        p.warnings.push(format!(
+            "the overlay network is not known (no --overlay-network, and {}): while VPC-addressed pods run here, AWS-SNAT-CHAIN-0 keeps SNATing traffic to overlay pods to the node's primary IP (the other node then answers from an overlay address straight onto the VPC, which EC2 drops), and pods on secondary ENIs send overlay addresses into their ENI's table. Run again once weftd has written its subnet file, or pass --overlay-network",
+            match &snap.overlay {
+                Ok(None) => format!("no FLANNEL_NETWORK in {}", snap.subnet_file.display()),
+                _ => format!("{} could not be used", snap.subnet_file.display()),
+            }
+        ));
+    }
     plan_configs(snap, &mut p);
-    plan_iptables(snap, &mut p);
-    plan_nft(snap, tools, &mut p);
-    plan_routing(snap, tools, &mut p);
-    plan_binaries(snap, &mut p);
-    plan_state(snap, &mut p);
+    plan_iptables(snap, &live, overlay.as_deref(), &mut p);
+    plan_nft(snap, tools, &live, &mut p);
+    if let Some(r) = &routing {
+        plan_routing(snap, r, tools, &live, overlay.as_deref(), &mut p);
+    }
+    plan_binaries(snap, &live, &mut p);
+    plan_state(snap, &live, &mut p);
     p
+}
+
+fn parse_routing(snap: &Snapshot, p: &mut Plan) -> Option<Routing> {
+    let rules = parsed("ip -j rule", &snap.rules, iproute::parse_rules, p);
+    let routes = parsed(
+        "ip -4 -j route show table all",
+        &snap.routes,
+        iproute::parse_routes,
+        p,
+    );
+    let links = parsed("ip -j link show", &snap.links, iproute::parse_links, p);
+    Some(Routing {
+        rules: rules?,
+        routes: routes?,
+        links: links?,
+    })
 }
 
 fn listing_problem(l: &Listing, p: &mut Plan) {
@@ -293,7 +403,22 @@ fn finding_why(f: Finding) -> &'static str {
     }
 }
 
-fn plan_iptables(snap: &Snapshot, p: &mut Plan) {
+/// What each kind of kept iptables item is, and why live pods need it.
+fn kept_finding(f: Finding) -> &'static str {
+    match f {
+        Finding::Snat => "AWS-SNAT-CHAIN-<n> and its POSTROUTING jump",
+        Finding::Connmark => "the CONNMARK rules (and AWS-CONNMARK-CHAIN-<n>)",
+        Finding::Egress => "egress-cni's CNI-E4-*/CNI-E6-* chains",
+        Finding::BlockNodeLocal => "the node-local REJECT",
+    }
+}
+
+fn plan_iptables(snap: &Snapshot, live: &Live, overlay: Option<&str>, p: &mut Plan) {
+    let keep: BTreeSet<Finding> = if live.any().is_some() {
+        [Finding::Snat, Finding::Connmark, Finding::Egress].into()
+    } else {
+        BTreeSet::new()
+    };
     for b in &snap.iptables {
         let name = b.backend.name;
         if !b.installed {
@@ -311,11 +436,26 @@ fn plan_iptables(snap: &Snapshot, p: &mut Plan) {
             }
         };
         for (table, text) in tables {
-            let c = iptables::plan_table(table, text);
+            let c = iptables::plan_table_keeping(table, text, &keep, overlay);
+            if !c.kept.is_empty()
+                && let Some(reason) = live.any()
+            {
+                let kinds: Vec<&str> = c.kept.iter().map(|f| kept_finding(*f)).collect();
+                p.kept.push(format!(
+                    "{name} table {table}: {} kept because {reason}: pods on secondary ENIs reach destinations outside the VPC SNATed to the primary IP through the primary ENI (connmark 0x80, then `1024: fwmark 0x80/0x80 lookup main`); without either half their traffic leaves an ENI with an address that is not its own, which EC2 drops",
+                    kinds.join(", ")
+                ));
+            }
             let Some(payload) = c.restore_payload(table) else {
                 continue;
             };
             let mut parts = Vec::new();
+            if let Some((chain, _)) = c.insert.first() {
+                parts.push(format!(
+                    "insert a RETURN for the overlay network {} at the top of {chain}",
+                    overlay.unwrap_or_default()
+                ));
+            }
             if !c.delete.is_empty() {
                 parts.push(format!(
                     "delete {} rule{}",
@@ -326,12 +466,11 @@ fn plan_iptables(snap: &Snapshot, p: &mut Plan) {
             if !c.chains.is_empty() {
                 parts.push(format!("flush and delete {}", c.chains.join(", ")));
             }
-            let why = c
-                .findings
-                .iter()
-                .map(|f| finding_why(*f))
-                .collect::<Vec<_>>()
-                .join("; ");
+            let mut whys: Vec<&str> = c.findings.iter().map(|f| finding_why(*f)).collect();
+            if !c.insert.is_empty() {
+                whys.insert(0, "while VPC-addressed pods still need AWS-SNAT-CHAIN-0, it would SNAT traffic to overlay pods to the node's primary IP, and the overlay pod's node would answer that address directly from the overlay pod's address onto the VPC, which EC2's source/destination check drops; the RETURN (shaped like the VPC CNI's own AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS exclusions) leaves overlay traffic to weftd's FLANNEL-POSTRTG, and goes with the chain when the node is drained and cleaned");
+            }
+            let why = whys.join("; ");
             p.steps.push(Step {
                 area: Area::Iptables,
                 what: format!("{name} table {table}: {}", parts.join(", ")),
@@ -351,7 +490,13 @@ fn plan_iptables(snap: &Snapshot, p: &mut Plan) {
     }
 }
 
-fn plan_nft(snap: &Snapshot, tools: &Tools, p: &mut Plan) {
+fn plan_nft(snap: &Snapshot, tools: &Tools, live: &Live, p: &mut Plan) {
+    if let (NftState::Present(_), Some(reason)) = (&snap.nft, live.any()) {
+        p.kept.push(format!(
+            "nftables `table ip aws-cni` kept because {reason}: its connmark sends the pods' traffic to destinations outside the VPC through the primary ENI, where it is SNATed to the primary IP"
+        ));
+        return;
+    }
     match &snap.nft {
         NftState::NotInstalled => p.kept.push(format!(
             "nftables: {} is not installed, so there is no `table ip aws-cni` to remove",
@@ -398,27 +543,25 @@ fn parsed<T>(
     }
 }
 
-fn plan_routing(snap: &Snapshot, tools: &Tools, p: &mut Plan) {
-    let rules = parsed("ip -j rule", &snap.rules, iproute::parse_rules, p);
-    let routes = parsed(
-        "ip -4 -j route show table all",
-        &snap.routes,
-        iproute::parse_routes,
-        p,
-    );
-    let links = parsed("ip -j link show", &snap.links, iproute::parse_links, p);
-    let (Some(rules), Some(routes), Some(links)) = (rules, routes, links) else {
-        return;
-    };
+fn plan_routing(
+    snap: &Snapshot,
+    r: &Routing,
+    tools: &Tools,
+    live: &Live,
+    overlay: Option<&str>,
+    p: &mut Plan,
+) {
+    let (rules, routes, links) = (&r.rules, &r.routes, &r.links);
     let managed: BTreeSet<u32> = snap
         .networkd
         .iter()
         .filter(|(_, text)| iproute::networkd_manages(text))
         .map(|(ix, _)| *ix)
         .collect();
-    let tables = iproute::eni_tables(&routes, &links, &managed);
+    let tables = iproute::eni_tables(routes, links, &managed);
+    let own_rule = overlay.map(iproute::overlay_rule);
 
-    if let Some((restore_zero, moved)) = iproute::plan_local_rule(&rules) {
+    if let Some((restore_zero, moved)) = iproute::plan_local_rule(rules) {
         let mut actions = Vec::new();
         if restore_zero {
             actions.push(Action::run(
@@ -446,8 +589,24 @@ fn plan_routing(snap: &Snapshot, tools: &Tools, p: &mut Plan) {
 
     // One step per priority, in priority order.
     let mut groups: BTreeMap<u32, (&'static str, Vec<&IpRule>)> = BTreeMap::new();
-    for rule in &rules {
-        match iproute::classify(rule, &tables) {
+    for rule in rules {
+        let verdict = match iproute::classify(rule, &tables) {
+            RuleVerdict::Delete(why) => match live_need(rule, live) {
+                Some(reason) => RuleVerdict::Keep(if Some(rule) == own_rule.as_ref() {
+                    format!("weft's rule for the overlay, kept because {reason}")
+                } else {
+                    format!("kept because {reason}")
+                }),
+                None if rule.priority == 1535 && Some(rule) == own_rule.as_ref() => {
+                    RuleVerdict::Delete(
+                        "weft's `to <overlay> lookup main` rule for VPC-addressed pods on secondary ENIs; none is left",
+                    )
+                }
+                None => RuleVerdict::Delete(why),
+            },
+            other => other,
+        };
+        match verdict {
             RuleVerdict::Delete(why) => groups
                 .entry(rule.priority)
                 .or_insert((why, Vec::new()))
@@ -478,8 +637,23 @@ fn plan_routing(snap: &Snapshot, tools: &Tools, p: &mut Plan) {
         });
     }
 
+    if let (Live::Pods(_), Some(own)) = (live, &own_rule)
+        && !rules.iter().any(|r| r == own)
+    {
+        p.steps.push(Step {
+            area: Area::IpRule,
+            what: format!("add ip rule `{}`", own.display()),
+            why: "VPC-addressed pods on secondary ENIs leave through their ENI's table (`1536: from <pod IP> lookup <table>`), whose default route goes to the VPC, and the VPC has no route to the overlay: this rule, at the priority the VPC CNI uses for CIDRs reached through the main table (1535, AWS_EXTERNAL_SERVICE_CIDRS), sends their traffic to overlay pods through weftd's routes on flannel.1 instead. It goes with the other VPC CNI rules once the node is drained".into(),
+            actions: vec![Action::run(&tools.ip, own.add_args(), None)],
+            chained: false,
+        });
+    }
+
     for t in tables.values() {
-        if t.is_cni_owned() {
+        let users = live.users(|pod| pod.table == Some(t.id));
+        if let (true, Some(reason)) = (t.is_cni_owned(), &users) {
+            p.kept.push(format!("route table {} kept because {reason}: its replies leave through the ENI they belong to", t.id));
+        } else if t.is_cni_owned() {
             p.steps.push(route_step(t, tools));
         } else if let (Some(dev), true) = (&t.eni_dev, t.networkd) {
             p.kept.push(format!(
@@ -487,6 +661,25 @@ fn plan_routing(snap: &Snapshot, tools: &Tools, p: &mut Plan) {
                 t.id
             ));
         }
+    }
+}
+
+/// Why a rule the VPC CNI made must stay while pods run: the per-pod rules of a live pod, its
+/// ENI table's rule, and the node-wide rules every pod's traffic goes through.
+fn live_need(rule: &IpRule, live: &Live) -> Option<String> {
+    if let Some(addr) = iproute::rule_pod_address(rule) {
+        return live.users(|pod| pod.ip == addr);
+    }
+    match rule.priority {
+        32765 => {
+            let table = match rule.table {
+                iproute::TableRef::Id(t) => Some(t),
+                iproute::TableRef::Named(_) => None,
+            };
+            live.users(|pod| pod.table.is_some() && pod.table == table)
+        }
+        10 | 1024 | 1535 => live.any(),
+        _ => None,
     }
 }
 
@@ -517,7 +710,7 @@ fn route_step(t: &TableFacts, tools: &Tools) -> Step {
     }
 }
 
-fn plan_binaries(snap: &Snapshot, p: &mut Plan) {
+fn plan_binaries(snap: &Snapshot, live: &Live, p: &mut Plan) {
     let bin = &snap.bin_dir;
     listing_problem(bin, p);
     let Ok(entries) = &bin.entries else { return };
@@ -526,7 +719,13 @@ fn plan_binaries(snap: &Snapshot, p: &mut Plan) {
         .filter(|e| AWS_BINARIES.contains(&e.name.as_str()) && e.kind != Kind::Dir)
         .map(|e| e.name.as_str())
         .collect();
-    if !aws.is_empty() {
+    if let (false, Some(reason)) = (aws.is_empty(), live.any()) {
+        p.kept.push(format!(
+            "{} in {} kept because {reason}: a runtime that tears the pod down with its cached aws-cni config still calls them",
+            aws.join(", "),
+            bin.dir.display()
+        ));
+    } else if !aws.is_empty() {
         p.steps.push(Step {
             area: Area::CniBinary,
             what: format!("remove {} from {}", aws.join(", "), bin.dir.display()),
@@ -564,7 +763,33 @@ fn plan_binaries(snap: &Snapshot, p: &mut Plan) {
     }
 }
 
-fn plan_state(snap: &Snapshot, p: &mut Plan) {
+fn plan_state(snap: &Snapshot, live: &Live, p: &mut Plan) {
+    if let Some(reason) = live.any() {
+        let mut held: Vec<String> = snap
+            .state
+            .iter()
+            .filter(|s| s.kind.is_some())
+            .map(|s| s.path.display().to_string())
+            .collect();
+        if let Ok(entries) = &snap.results_dir.entries
+            && entries
+                .iter()
+                .any(|e| e.name.starts_with(AWS_RESULT_PREFIX))
+        {
+            held.push(format!(
+                "the aws-cni results in {}",
+                snap.results_dir.dir.display()
+            ));
+        }
+        listing_problem(&snap.results_dir, p);
+        if !held.is_empty() {
+            p.kept.push(format!(
+                "{} kept because {reason}: the pods' allocations, cached CNI results and logs belong to them until they are deleted",
+                held.join(", ")
+            ));
+        }
+        return;
+    }
     for s in &snap.state {
         let Some(kind) = s.kind else { continue };
         let dir = kind == Kind::Dir;

@@ -37,6 +37,8 @@ pub struct Paths {
     pub networkd_links_dir: PathBuf,
     /// Where the legacy backend lists the tables that exist (`/proc/net`).
     pub proc_net: PathBuf,
+    /// weftd's subnet file (`/run/flannel/subnet.env`): its FLANNEL_NETWORK is the overlay.
+    pub subnet_file: PathBuf,
 }
 
 /// An iptables backend, e.g. `iptables-nft`: `<base>-save` and `<base>-restore`.
@@ -191,6 +193,11 @@ pub struct Snapshot {
     pub networkd: BTreeMap<u32, String>,
     /// What answered in ipamd's place, if ipamd is still running.
     pub ipamd: Option<String>,
+    /// The overlay network and where it came from (`--overlay-network`, or FLANNEL_NETWORK
+    /// of the subnet file); `Ok(None)` when neither says.
+    pub overlay: Result<Option<(ipnet::Ipv4Net, String)>, String>,
+    /// The subnet file it was looked for in.
+    pub subnet_file: PathBuf,
 }
 
 /// What a command printed.
@@ -435,6 +442,20 @@ fn networkd_links(dir: &Path) -> BTreeMap<u32, String> {
         .collect()
 }
 
+/// FLANNEL_NETWORK of weftd's subnet file; `Ok(None)` when the file does not exist.
+pub fn overlay_from_subnet_file(path: &Path) -> Result<Option<(ipnet::Ipv4Net, String)>, String> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let env = weft_core::subnet_env::SubnetEnv::parse(&text)
+        .map_err(|e| format!("{} is not a usable subnet file: {e}", path.display()))?;
+    Ok(env
+        .network
+        .map(|n| (n.trunc(), format!("FLANNEL_NETWORK of {}", path.display()))))
+}
+
 /// Takes the snapshot. Changes nothing.
 pub fn take(host: &mut dyn Host, paths: &Paths, tools: &Tools) -> Snapshot {
     let iptables = tools
@@ -479,5 +500,7 @@ pub fn take(host: &mut dyn Host, paths: &Paths, tools: &Tools) -> Snapshot {
         links: run_text(host, &tools.ip, &["-j", "link", "show"]),
         networkd: networkd_links(&paths.networkd_links_dir),
         ipamd: host.ipamd_answers(&paths.aws_node_run_dir),
+        overlay: overlay_from_subnet_file(&paths.subnet_file),
+        subnet_file: paths.subnet_file.clone(),
     }
 }

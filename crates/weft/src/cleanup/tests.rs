@@ -247,6 +247,8 @@ fn dirty_node() -> Snapshot {
             (7, NETWORKD_ETH2.to_string()),
         ]),
         ipamd: None,
+        overlay: Ok(None),
+        subnet_file: PathBuf::from("/run/flannel/subnet.env"),
     }
 }
 
@@ -277,7 +279,20 @@ fn listing_apply(l: &mut Listing, action: &Action) {
 fn restore_apply(text: &str, payload: &str) -> String {
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     for cmd in payload.lines() {
-        if let Some(rule) = cmd.strip_prefix("-D ") {
+        if let Some(rest) = cmd.strip_prefix("-I ") {
+            let (chain, rest) = rest.split_once(' ').unwrap();
+            let spec = rest.strip_prefix("1 ").expect("inserted at the top");
+            let decl = format!(":{chain} ");
+            assert!(
+                lines.iter().any(|l| l.starts_with(&decl)),
+                "restore would fail: no chain {chain}"
+            );
+            let at = lines
+                .iter()
+                .position(|l| l.starts_with(&format!("-A {chain} ")))
+                .unwrap_or(lines.len());
+            lines.insert(at, format!("-A {chain} {spec}"));
+        } else if let Some(rule) = cmd.strip_prefix("-D ") {
             let want = format!("-A {rule}");
             let at = lines
                 .iter()
@@ -351,6 +366,14 @@ fn simulate(snap: &Snapshot, plan: &Plan) -> Snapshot {
                         .unwrap_or_else(|| panic!("no rule matches `ip {}`", args.join(" ")));
                     rules.remove(at);
                     assert_eq!(rules.len(), before - 1);
+                } else if args[..2] == ["rule", "add"] && args[3] == "1535" {
+                    assert_eq!(args[4..5], ["to"]);
+                    assert_eq!(args[6..], ["lookup", "main"]);
+                    let (net, len) = args[5].split_once('/').unwrap();
+                    let len: u32 = len.parse().unwrap();
+                    rules.push(
+                        json!({"priority":1535,"src":"all","dst":net,"dstlen":len,"table":"main"}),
+                    );
                 } else if args[..2] == ["rule", "add"] {
                     assert_eq!(args, &["rule", "add", "priority", "0", "lookup", "local"]);
                     rules.insert(0, json!({"priority":0,"src":"all","table":"local"}));
@@ -1378,4 +1401,301 @@ fn commands_are_shell_quoted_when_needed() {
         a.command(),
         r"mv -n '/tmp/a b/10-aws.conflist' '/tmp/it'\''s'"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// A node whose VPC-addressed pods still run: only what is safe while they run.
+
+/// Adds entries to an `ip -j` JSON list.
+fn with_json(list: &str, more: &[Value]) -> String {
+    let mut v: Vec<Value> = serde_json::from_str(list).unwrap();
+    v.extend(more.iter().cloned());
+    Value::Array(v).to_string()
+}
+
+/// The dirty node with two VPC-addressed pods still running: 10.0.2.33 on the secondary ENI
+/// eth1 (its `1536: from 10.0.2.33 lookup 2` rule) and 10.0.1.78 on the primary ENI (rule
+/// 512 only), each with its `eni*` veth and host route as the CNI plugin makes them. Pod
+/// 10.0.2.34 (rule 1536) and 10.0.1.77 (rule 512, route via eth0) are gone, and so is the
+/// veth of a route to 10.0.2.40.
+fn live_node() -> Snapshot {
+    let mut s = dirty_node();
+    let link = |ix: u64, name: &str| json!({"ifindex":ix,"link_netnsid":0,"ifname":name,"flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],"mtu":9001,"qdisc":"noqueue","operstate":"UP","linkmode":"DEFAULT","group":"default","link_type":"ether","address":"aa:bb:cc:00:00:01","broadcast":"ff:ff:ff:ff:ff:ff"});
+    let route = |dst: &str, dev: &str| json!({"dst":dst,"dev":dev,"scope":"link","flags":[]});
+    s.links = Ok(with_json(
+        IP_LINK,
+        &[link(8, "eni1a2b3c4d5e6"), link(9, "eni9f8e7d6c5b4")],
+    ));
+    s.routes = Ok(with_json(
+        IP_ROUTE,
+        &[
+            route("10.0.2.33", "eni1a2b3c4d5e6"),
+            route("10.0.1.78", "eni9f8e7d6c5b4"),
+            route("10.0.2.40", "eni0000000dead"),
+            route("10.0.5.0/24", "eni1a2b3c4d5e6"),
+        ],
+    ));
+    s
+}
+
+fn overlay(s: &mut Snapshot) {
+    s.overlay = Ok(Some((
+        "10.244.0.0/16".parse().unwrap(),
+        "FLANNEL_NETWORK of /run/flannel/subnet.env".into(),
+    )));
+}
+
+fn whats(p: &Plan) -> Vec<&str> {
+    p.steps.iter().map(|s| s.what.as_str()).collect()
+}
+
+#[test]
+fn live_vpc_pods_are_host_routes_via_existing_eni_veths() {
+    let s = live_node();
+    let routes = iproute::parse_routes(s.routes.as_ref().unwrap()).unwrap();
+    let links = iproute::parse_links(s.links.as_ref().unwrap()).unwrap();
+    let rules = iproute::parse_rules(s.rules.as_ref().unwrap()).unwrap();
+    let live = iproute::live_pods(&routes, &links, &rules);
+    let shown: Vec<String> = live.iter().map(|p| p.describe()).collect();
+    assert_eq!(
+        shown,
+        [
+            "pod 10.0.1.78 on eni9f8e7d6c5b4",
+            "pod 10.0.2.33 on eni1a2b3c4d5e6 (ENI table 2)"
+        ]
+    );
+    // The fixture node of the other tests has none: its route to 10.0.1.77 goes via eth0.
+    let d = dirty_node();
+    let routes = iproute::parse_routes(d.routes.as_ref().unwrap()).unwrap();
+    let links = iproute::parse_links(d.links.as_ref().unwrap()).unwrap();
+    assert!(iproute::live_pods(&routes, &links, &rules).is_empty());
+    // A /32 route is the same pod; a route via an unknown link, a gateway or a subnet is not.
+    let routes = iproute::parse_routes(
+        &json!([
+            {"dst":"10.0.2.33/32","dev":"eni1a2b3c4d5e6","scope":"link"},
+            {"dst":"10.0.2.50","gateway":"10.0.2.1","dev":"eni1a2b3c4d5e6"},
+            {"dst":"10.0.2.51","dev":"eni","scope":"link"},
+            {"dst":"10.0.2.52","dev":"eni1a2b3c4d5e6","table":"2","scope":"link"},
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let links = BTreeMap::from([("eni1a2b3c4d5e6".to_string(), 8), ("eni".to_string(), 9)]);
+    let live = iproute::live_pods(&routes, &links, &rules);
+    assert_eq!(live.len(), 1);
+    assert_eq!((live[0].ip.as_str(), live[0].table), ("10.0.2.33", Some(2)));
+}
+
+#[test]
+fn with_live_pods_only_what_is_safe_is_planned_and_the_rest_is_kept_with_the_pod_named() {
+    let mut s = live_node();
+    overlay(&mut s);
+    let p = plan::plan(&s, &tools());
+    assert_eq!(p.live_pods.len(), 2);
+    let w = whats(&p);
+    // Safe now: the config, the overlay exclusion in the SNAT chain, the FORWARD REJECT,
+    // the local rule, the rules of pods that are gone, weft's overlay rule, the unused table.
+    for want in [
+        "move the VPC CNI's network config /etc/cni/net.d/10-aws.conflist aside",
+        "iptables-legacy table nat: insert a RETURN for the overlay network 10.244.0.0/16 at the top of AWS-SNAT-CHAIN-0",
+        "iptables-nft table nat: insert a RETURN for the overlay network 10.244.0.0/16 at the top of AWS-SNAT-CHAIN-0",
+        "iptables-legacy table filter: delete 1 rule",
+        "iptables-nft table filter: delete 1 rule",
+        "put the local rule back at priority 0",
+        "delete 1 ip rule at priority 512: `512: from all to 10.0.1.77 lookup main`",
+        "delete 1 ip rule at priority 1536: `1536: from 10.0.2.34 lookup 2`",
+        "add ip rule `1535: from all to 10.244.0.0/16 lookup main`",
+    ] {
+        assert!(
+            w.iter().any(|x| x.starts_with(want)),
+            "no {want:?} in {w:#?}"
+        );
+    }
+    // Nothing a live pod needs: no SNAT/CONNMARK removal, no nft table, no 1024/1535 or
+    // live per-pod rule, no table 2, no binaries, no state.
+    let commands = all_commands(&p);
+    for never in [
+        "-D POSTROUTING -m comment --comment \"AWS SNAT CHAIN\"",
+        "-X AWS-SNAT-CHAIN-0",
+        "CONNMARK",
+        "nft delete table ip aws-cni",
+        "rule del priority 1024",
+        "rule del priority 1535",
+        "to 10.0.1.78",
+        "from 10.0.2.33",
+        "32765 from 10.0.2.10",
+        "route flush table 2",
+        "rm /opt/cni/bin/aws-cni",
+        "/var/run/aws-node",
+        "aws-routed-eni",
+        "/var/lib/cni/results/aws-cni-",
+    ] {
+        assert!(!commands.contains(never), "{never:?} planned:\n{commands}");
+    }
+    let kept = p.kept.join("\n");
+    for want in [
+        "ip rule `512: from all to 10.0.1.78 lookup main`: kept because pod 10.0.1.78 on eni9f8e7d6c5b4 still uses it",
+        "ip rule `1536: from 10.0.2.33 lookup 2`: kept because pod 10.0.2.33 on eni1a2b3c4d5e6 (ENI table 2) still uses it",
+        "ip rule `32765: from 10.0.2.10 lookup 2`: kept because pod 10.0.2.33 on eni1a2b3c4d5e6 (ENI table 2) still uses it",
+        "ip rule `1024: from all fwmark 0x80/0x80 lookup main`: kept because pods 10.0.1.78 on eni9f8e7d6c5b4, 10.0.2.33 on eni1a2b3c4d5e6 still use it",
+        "route table 2 kept because pod 10.0.2.33 on eni1a2b3c4d5e6 (ENI table 2) still uses it",
+        "iptables-nft table nat: AWS-SNAT-CHAIN-<n> and its POSTROUTING jump, the CONNMARK rules (and AWS-CONNMARK-CHAIN-<n>), egress-cni's CNI-E4-*/CNI-E6-* chains kept because pods",
+        "iptables-nft table mangle: the CONNMARK rules (and AWS-CONNMARK-CHAIN-<n>) kept because",
+        "nftables `table ip aws-cni` kept because",
+        "aws-cni, aws-cni-support.sh, aws-eks-na-cli, aws-eks-na-cli-v6, egress-cni in /opt/cni/bin kept because",
+        "/var/run/aws-node, /run/cni/v4pd, /sys/fs/bpf/globals/aws, /var/log/aws-routed-eni, the aws-cni results in /var/lib/cni/results kept because",
+    ] {
+        assert!(kept.contains(want), "no {want:?} in kept:\n{kept}");
+    }
+    // Table 3 (networkd's) and the unrelated rules stay as before.
+    assert!(kept.contains("route table 3: its default route goes via eth2"));
+    assert!(p.problems.is_empty() && p.warnings.is_empty(), "{p:#?}");
+}
+
+#[test]
+fn the_rolling_cleanup_converges_then_the_drained_node_is_cleaned_completely() {
+    let mut s = live_node();
+    overlay(&mut s);
+    let first = plan::plan(&s, &tools());
+    let safe = simulate(&s, &first);
+    // A second look while the pods run finds nothing more to do (idempotent).
+    let again = plan::plan(&safe, &tools());
+    assert!(again.is_empty(), "left: {:#?}", whats(&again));
+    assert_eq!(again.live_pods, first.live_pods);
+    // The exclusion is in the SNAT chain, right at its top.
+    let nat = &safe.iptables[1].tables.as_ref().unwrap()[0].1;
+    let snat: Vec<&str> = nat
+        .lines()
+        .filter(|l| l.starts_with("-A AWS-SNAT-CHAIN-0 "))
+        .collect();
+    assert_eq!(
+        snat[0],
+        "-A AWS-SNAT-CHAIN-0 -d 10.244.0.0/16 -m comment --comment \"weft: overlay network, not SNATed\" -j RETURN"
+    );
+    // The drain deletes the pods: their veths and routes go, their rules stay behind.
+    let mut drained = safe.clone();
+    drained.links = Ok(IP_LINK.to_string());
+    let mut routes: Vec<Value> = serde_json::from_str(drained.routes.as_ref().unwrap()).unwrap();
+    routes.retain(|r| !r["dev"].as_str().unwrap_or("").starts_with("eni"));
+    drained.routes = Ok(Value::Array(routes).to_string());
+    let rest = plan::plan(&drained, &tools());
+    assert!(rest.live_pods.is_empty());
+    let w = whats(&rest);
+    for want in [
+        "iptables-nft table nat: delete 4 rules, flush and delete AWS-CONNMARK-CHAIN-0, AWS-SNAT-CHAIN-0",
+        "delete nftables `table ip aws-cni`",
+        "delete 1 ip rule at priority 512: `512: from all to 10.0.1.78 lookup main`",
+        "delete 2 ip rules at priority 1535",
+        "delete 1 ip rule at priority 1536: `1536: from 10.0.2.33 lookup 2`",
+        "flush route table 2",
+        "remove aws-cni",
+        "remove /var/run/aws-node",
+    ] {
+        assert!(
+            w.iter().any(|x| x.starts_with(want)),
+            "no {want:?} in {w:#?}"
+        );
+    }
+    let clean = simulate(&drained, &rest);
+    let last = plan::plan(&clean, &tools());
+    assert!(last.is_empty(), "left: {:#?}", whats(&last));
+    let shown: Vec<String> = iproute::parse_rules(clean.rules.as_ref().unwrap())
+        .unwrap()
+        .iter()
+        .map(IpRule::display)
+        .collect();
+    assert!(
+        !shown.iter().any(|r| r.starts_with("512: from all")
+            || r.starts_with("1024:")
+            || r.starts_with("1535:")
+            || r.starts_with("1536: from 10.0.2.")),
+        "{shown:#?}"
+    );
+    let nat = &clean.iptables[1].tables.as_ref().unwrap()[0].1;
+    assert!(
+        !nat.contains("AWS") && !nat.contains("weft: overlay"),
+        "{nat}"
+    );
+}
+
+#[test]
+fn all_removes_everything_even_with_live_pods_as_before() {
+    let s = live_node();
+    let all = plan::plan_with(&s, &tools(), true);
+    assert!(all.live_pods.is_empty());
+    let commands = all_commands(&all);
+    for want in [
+        "ip rule del priority 512 to 10.0.1.78 lookup main",
+        "ip rule del priority 1536 from 10.0.2.33 lookup 2",
+        "ip route flush table 2",
+        "-X AWS-SNAT-CHAIN-0",
+        "nft delete table ip aws-cni",
+        "rm /opt/cni/bin/aws-cni",
+    ] {
+        assert!(commands.contains(want), "{want:?} not in:\n{commands}");
+    }
+    // The same steps as the node without pods (the plan of today).
+    assert_eq!(whats(&all), whats(&plan::plan(&dirty_node(), &tools())));
+}
+
+#[test]
+fn live_pods_without_a_known_overlay_warn_and_unreadable_routes_keep_everything() {
+    let p = plan::plan(&live_node(), &tools());
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.starts_with("the overlay network is not known (no --overlay-network, and no FLANNEL_NETWORK in /run/flannel/subnet.env)")),
+        "{:#?}",
+        p.warnings
+    );
+    assert!(!whats(&p).iter().any(|w| w.contains("overlay")));
+    let mut s = dirty_node();
+    s.routes = Err("`ip -4 -j route show table all` failed".into());
+    let p = plan::plan(&s, &tools());
+    assert!(p.live_unknown);
+    let commands = all_commands(&p);
+    for never in [
+        "-X AWS-SNAT-CHAIN-0",
+        "nft delete",
+        "rm /opt/cni/bin/aws-cni",
+    ] {
+        assert!(!commands.contains(never), "{never:?}:\n{commands}");
+    }
+    assert!(
+        p.kept
+            .iter()
+            .any(|k| k.contains("it is unknown whether VPC-addressed pods still use it"))
+    );
+}
+
+#[test]
+fn overlay_network_comes_from_the_subnet_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("subnet.env");
+    assert_eq!(snapshot::overlay_from_subnet_file(&f), Ok(None));
+    std::fs::write(
+        &f,
+        "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=8951\nFLANNEL_IPMASQ=true\n",
+    )
+    .unwrap();
+    let (net, from) = snapshot::overlay_from_subnet_file(&f).unwrap().unwrap();
+    assert_eq!(net.to_string(), "10.244.0.0/16");
+    assert!(from.contains("subnet.env"), "{from}");
+    std::fs::write(&f, "FLANNEL_NETWORK=banana\n").unwrap();
+    let e = snapshot::overlay_from_subnet_file(&f).unwrap_err();
+    assert!(e.contains("is not a usable subnet file"), "{e}");
+}
+
+#[test]
+fn golden_dry_run_with_live_pods() {
+    let mut s = live_node();
+    overlay(&mut s);
+    let report = Report {
+        apply: false,
+        plan: plan::plan(&s, &tools()),
+        refused: false,
+        results: None,
+        after: None,
+    };
+    check_golden("dry-run-live-pods.txt", &render_text(&report));
 }
