@@ -116,6 +116,23 @@ pub enum TestbedError {
     #[error("invalid testbed request: {0}")]
     Invalid(String),
 
+    /// A program the testbed needs is not installed.
+    #[error("`{program}` is not in PATH; it is needed {needed_for}; install it ({install})")]
+    MissingProgram {
+        program: String,
+        needed_for: String,
+        install: String,
+    },
+
+    /// containerd did not come up, stopped, or refused a request.
+    #[error("containerd in netns {ns}: {what}; its log {log} ends with:\n{log_tail}")]
+    Containerd {
+        ns: String,
+        what: String,
+        log: String,
+        log_tail: String,
+    },
+
     /// A CNI plugin failed (see [`CniFailure`]; boxed to keep results small).
     #[error("{0}")]
     Cni(Box<CniFailure>),

@@ -32,9 +32,11 @@
 
 mod cmd;
 pub mod cni;
+pub mod containerd;
 mod error;
 mod netns;
 pub mod nlmonitor;
+pub mod oci;
 mod ping;
 pub mod podman;
 pub mod tls;
@@ -53,6 +55,7 @@ use tempfile::TempDir;
 use tracing::{debug, info, warn};
 
 pub use cni::{CniNodePaths, CniPod, CniSetup, KUBE_FLANNEL_CONFLIST};
+pub use containerd::Containerd;
 pub use error::{CniFailure, TestbedError};
 pub use netns::{NETNS_DIR, in_netns, list_namespaces_with_prefix, netns_path, require_root};
 pub use nix::sys::signal::Signal;
