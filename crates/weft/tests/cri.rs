@@ -2,8 +2,9 @@
 //! kubelet makes them on an EKS node, through the conflist and plugins `weft install-cni`
 //! puts on the node, with weftd running on both nodes.
 //!
-//! Two testbed nodes each run weftd (flanneld's flags, as the other testbed tests run it)
-//! and Debian's containerd with its CRI plugin pointed at the node's CNI dirs (see
+//! Two testbed nodes each run weftd (flanneld's flags, as the other testbed tests run it),
+//! get `weft install-cni` (weft-cni as `flannel`, Debian's bridge, host-local, portmap and
+//! loopback copied with `--plugins-dir`, the conflist), and run Debian's containerd with its CRI plugin pointed at the node's CNI dirs (see
 //! weft_testbed::containerd for how it is run and why). The test talks CRI `runtime.v1` over
 //! containerd's unix socket with the k8s-cri client, as kubelet does: a sandbox on each node,
 //! ping between them, then StopPodSandbox/RemovePodSandbox, after which nothing of the pod
@@ -223,21 +224,37 @@ fn leftovers(tb: &Testbed, ctrd: &Containerd, sb: &Sandbox) -> Vec<String> {
     left
 }
 
-/// Starts weftd on `node` as the other testbed tests do (flanneld's flags; the subnet file
-/// where containerd's CNI finds it as /run/flannel/subnet.env) and waits for subnet.env.
+/// Starts weftd on `node` as the other testbed tests do: flanneld's flags only (the subnet
+/// file where containerd's CNI finds it as /run/flannel/subnet.env), in a private mount
+/// namespace where the bed's `var-lib` dir stands over `/var/lib`, so the default state dir
+/// `/var/lib/weft` is one dir shared by the bed's nodes, as on one host. Waits for subnet.env.
 fn start_weftd(tb: &mut Testbed, node: usize) -> SubnetEnv {
     let n = tb.node(node).clone();
     let subnet_file = tb.subnet_file(node);
-    let args = vec![
+    let var_lib = tb.dir().join("var-lib");
+    std::fs::create_dir_all(var_lib.join("weft")).expect("create the bed's /var/lib");
+    let mut args: Vec<String> = [
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        r#"mount --bind "$0" /var/lib && exec "$@""#,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(var_lib.display().to_string());
+    args.push(sibling("weftd").display().to_string());
+    args.extend([
         format!("--etcd-endpoints={}", tb.etcd_endpoint()),
         format!("--subnet-file={}", subnet_file.display()),
-        format!("--state-dir={}", n.dir.join("state").display()),
         "--healthz-port=8081".into(),
         "--ip-masq".into(),
-    ];
+    ]);
     let log = n.dir.join("weftd.log");
     let env = [("RUST_LOG".to_string(), "info,weftd=debug".to_string())];
-    tb.spawn(&n.ns, &sibling("weftd"), &args, &env, &log)
+    tb.spawn(&n.ns, Path::new("unshare"), &args, &env, &log)
         .expect("spawn weftd");
     wait_until(Duration::from_secs(20), Duration::from_millis(20), || {
         SubnetEnv::parse(&std::fs::read_to_string(&subnet_file).ok()?).ok()
@@ -250,8 +267,8 @@ fn start_weftd(tb: &mut Testbed, node: usize) -> SubnetEnv {
     })
 }
 
-/// What a node's init container does: `weft install-cni` into the node's CNI dirs. The
-/// delegate plugins are copied from Debian's package dir beside it.
+/// What a node's init container does: `weft install-cni` into the node's (empty) CNI dirs,
+/// copying the delegate plugins from Debian's package dir (the image has its own).
 fn install_cni(tb: &Testbed, node: usize) {
     let bin = tb.cni_paths(node).bin_dir;
     let conf = cni_conf_dir(&tb.node(node).dir);
@@ -261,22 +278,22 @@ fn install_cni(tb: &Testbed, node: usize) {
         .arg(&bin)
         .arg("--conf-dir")
         .arg(&conf)
+        .arg("--plugins-dir")
+        .arg("/usr/lib/cni")
         .output()
         .expect("run weft install-cni");
-    assert!(
-        out.status.success(),
-        "weft install-cni failed: {}{}",
+    let text = format!(
+        "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    for p in COMPANION_PLUGINS {
-        let src = Path::new("/usr/lib/cni").join(p);
+    assert!(out.status.success(), "weft install-cni failed: {text}");
+    for p in COMPANION_PLUGINS.iter().chain(&["flannel"]) {
         assert!(
-            src.is_file(),
-            "{} is missing: install containernetworking-plugins",
-            src.display()
+            bin.join(p).is_file(),
+            "install-cni did not install {p} into {}: {text}",
+            bin.display()
         );
-        std::fs::copy(&src, bin.join(p)).expect("copy a delegate plugin");
     }
 }
 
