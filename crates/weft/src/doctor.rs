@@ -9,6 +9,7 @@
 //! | vxlan-device       | `flannel.<VNI>`: VNI, port, MTU (underlay - 50), up, VTEP MAC     |
 //! | peers              | neighbour, FDB entry and route of every peer lease                |
 //! | masquerade         | FLANNEL-POSTRTG against `iptables-save` (when FLANNEL_IPMASQ)     |
+//! | iptables-backend   | weft's chains are in the backend the host's rules are in          |
 //! | ip-forward         | `net.ipv4.ip_forward` in this network namespace                   |
 //! | br-netfilter       | `net.bridge.bridge-nf-call-iptables` exists and is 1              |
 //! | cni-config         | the runtime's first CNI config is flannel's (E4: 10-aws.conflist) |

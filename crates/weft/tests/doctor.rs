@@ -233,7 +233,7 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
     );
     assert_eq!(healthy.code, Some(0), "{healthy}");
     let rows = healthy.json()["checks"].as_array().unwrap().clone();
-    assert_eq!(rows.len(), 13, "{healthy}");
+    assert_eq!(rows.len(), 14, "{healthy}");
     for r in &rows {
         assert_eq!(r["status"], "OK", "{} is not OK:\n{healthy}", r["check"]);
     }
@@ -250,6 +250,13 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
     );
     healthy.expect("max-pods", "OK", &["maxPods 110", "253 pod addresses"]);
     healthy.expect("weftd-health", "OK", &["ready", "1 of 1 peers programmed"]);
+    // weftd chose nft (no rules in either backend on a fresh node namespace) and doctor
+    // finds its chains there.
+    healthy.expect(
+        "iptables-backend",
+        "OK",
+        &["weft's chains are in iptables-nft, the host's backend"],
+    );
 
     // The text table of the same node.
     let text_args: Vec<String> = with(&[flag("--kubelet-config", fixture(KUBELET_RAISED))])
@@ -260,7 +267,7 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
     assert_eq!(text.code, Some(0), "{text}");
     assert!(text.stdout.starts_with("CHECK"), "{text}");
     assert!(
-        text.stdout.contains("OK: 13 OK, 0 WARN, 0 FAIL, 0 SKIP"),
+        text.stdout.contains("OK: 14 OK, 0 WARN, 0 FAIL, 0 SKIP"),
         "{text}"
     );
 

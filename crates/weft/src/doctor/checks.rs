@@ -16,7 +16,7 @@ use weft_core::config::{BackendConfig, NetworkConfig, VXLAN_OVERHEAD};
 use weft_core::dataplane::{Op, diff};
 use weft_core::lease::{Lease, LeaseAttrs};
 use weft_core::peer::{Peer, PeerVerdict, classify_lease};
-use weft_core::rules::{Table, masq_rules, plan_sync};
+use weft_core::rules::{FORWARD_CHAIN, MASQ_CHAIN, Table, masq_rules, plan_sync};
 use weft_core::subnet_env::SubnetEnv;
 use weft_net::netlink::KERNEL_DEFAULT_VXLAN_PORT;
 
@@ -128,6 +128,7 @@ pub const LEASE: &str = "lease";
 pub const VXLAN_DEVICE: &str = "vxlan-device";
 pub const PEERS: &str = "peers";
 pub const MASQUERADE: &str = "masquerade";
+pub const IPTABLES_BACKEND: &str = "iptables-backend";
 pub const IP_FORWARD: &str = "ip-forward";
 pub const BR_NETFILTER: &str = "br-netfilter";
 pub const CNI_CONFIG: &str = "cni-config";
@@ -199,6 +200,7 @@ pub fn run_all(f: &Facts) -> Vec<Finding> {
         vxlan_device(f, &d),
         peers(f, &d),
         masquerade(f, &d),
+        iptables_backend(f),
         ip_forward(f),
         br_netfilter(f, &d),
         cni_config(f),
@@ -1021,6 +1023,74 @@ fn masquerade(f: &Facts, d: &Derived) -> Finding {
             "check that weftd runs with --ip-masq (weftd-health, its log); weftd and kube-proxy must use the same iptables backend (legacy or nft). By hand: iptables-restore --noflush <<'EOF'\n{payload}EOF"
         ),
     )
+}
+
+/// weft's chains must be in the backend the host (kubelet, kube-proxy) uses, which is what
+/// weftd's `--iptables-backend=auto` picks (weft_core::xtables).
+fn iptables_backend(f: &Facts) -> Finding {
+    use weft_core::xtables::{Backend, detect_backend};
+    let Some(d) = &f.iptables_backends else {
+        return Finding::skip(
+            IPTABLES_BACKEND,
+            "neither iptables-legacy-save nor iptables-nft-save is installed here, so the two backends cannot be compared (the weft image has both)",
+        );
+    };
+    let host = detect_backend(&d.legacy, &d.nft);
+    let other = match host.backend {
+        Backend::Legacy => Backend::Nft,
+        Backend::Nft => Backend::Legacy,
+    };
+    let has_weft = |dump: &str| {
+        dump.lines().any(|l| {
+            l.strip_prefix(':')
+                .and_then(|l| l.split_whitespace().next())
+                .is_some_and(|c| c == MASQ_CHAIN || c == FORWARD_CHAIN)
+        })
+    };
+    let dump = |b: Backend| match b {
+        Backend::Legacy => &d.legacy,
+        Backend::Nft => &d.nft,
+    };
+    let (in_host, in_other) = (has_weft(dump(host.backend)), has_weft(dump(other)));
+    let remove = format!(
+        "remove weft's chains from iptables-{other}: delete the jumps to them (`iptables-{other}-save | grep FLANNEL` lists them; `iptables-{other} -t nat -D POSTROUTING ...`, `iptables-{other} -t filter -D FORWARD ...`), then `iptables-{other} -t nat -F {MASQ_CHAIN}; iptables-{other} -t nat -X {MASQ_CHAIN}; iptables-{other} -t filter -F {FORWARD_CHAIN}; iptables-{other} -t filter -X {FORWARD_CHAIN}`"
+    );
+    match (in_host, in_other) {
+        (true, false) => Finding::ok(
+            IPTABLES_BACKEND,
+            format!(
+                "weft's chains are in iptables-{}, the host's backend ({host})",
+                host.backend
+            ),
+        ),
+        (false, false) => Finding::ok(
+            IPTABLES_BACKEND,
+            format!(
+                "the host's backend is {host}; weft's chains are in neither backend yet (masquerade says whether they should be)"
+            ),
+        ),
+        (false, true) => Finding::fail(
+            IPTABLES_BACKEND,
+            format!(
+                "weft's chains are in iptables-{other}, but the host's rules are in iptables-{} ({host})",
+                host.backend
+            ),
+            "iptables-legacy and iptables-nft are two separate rule sets in the kernel and a packet passes both, in an order neither tool controls, so weft's masquerade and forward rules no longer run where kube-proxy's rules expect them (Service traffic masqueraded twice or not at all, pod traffic dropped by the other set's FORWARD policy). weftd with --iptables-backend=auto writes where the host's rules are; an explicit --iptables-backend or WEFT_IPTABLES_BACKEND overrides that",
+            format!(
+                "run weftd with --iptables-backend=auto (the default) or --iptables-backend={}; then {remove}",
+                host.backend
+            ),
+        ),
+        (true, true) => Finding::warn(
+            IPTABLES_BACKEND,
+            format!(
+                "weft's chains are in both backends: iptables-{} (the host's: {host}) and iptables-{other}",
+                host.backend
+            ),
+            "a weftd that once ran with the other backend left its chains there; they masquerade and accept traffic a second time, in an order neither backend controls",
+            remove,
+        ),
+    }
 }
 
 // ---------------------------------------------------------------------------------------

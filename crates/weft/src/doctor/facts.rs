@@ -25,6 +25,9 @@ pub struct Facts {
     /// The program that read the nat table, and the table (`*nat` ... `COMMIT`).
     pub iptables_save: String,
     pub iptables_nat: Result<String, String>,
+    /// What each iptables backend holds, for the iptables-backend check; `None` when neither
+    /// `iptables-legacy-save` nor `iptables-nft-save` is installed.
+    pub iptables_backends: Option<BackendDumps>,
     /// `/proc/sys/net/ipv4/ip_forward`.
     pub ip_forward: FileText,
     /// `/proc/sys/net/bridge/bridge-nf-call-iptables` (missing: br_netfilter not loaded).
@@ -37,6 +40,14 @@ pub struct Facts {
     pub nodes: Option<Result<Vec<Node>, String>>,
     /// `--healthz`.
     pub health: Option<HealthFacts>,
+}
+
+/// `iptables-legacy-save` + `ip6tables-legacy-save`, and `iptables-nft-save` +
+/// `ip6tables-nft-save` (a command that failed contributes nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendDumps {
+    pub legacy: String,
+    pub nft: String,
 }
 
 /// A small file's content.

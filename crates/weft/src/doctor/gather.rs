@@ -15,7 +15,8 @@ use weft_store::{Store, StoreError};
 
 use super::DoctorArgs;
 use super::facts::{
-    CniFacts, EtcdData, EtcdFacts, Facts, FileText, HealthFacts, KubeletFacts, NetFacts,
+    BackendDumps, CniFacts, EtcdData, EtcdFacts, Facts, FileText, HealthFacts, KubeletFacts,
+    NetFacts,
 };
 use crate::cleanup::snapshot::{self, SystemHost};
 use crate::cleanup::{PathArgs, ToolArgs, plan};
@@ -50,6 +51,7 @@ pub async fn gather(args: &DoctorArgs) -> Result<Facts> {
         net: net_facts().await,
         iptables_save: args.iptables_save.clone(),
         iptables_nat: iptables_nat(&args.iptables_save),
+        iptables_backends: iptables_backends(),
         ip_forward: read_text(Path::new(IP_FORWARD)),
         bridge_nf_call_iptables: read_text(Path::new(BRIDGE_NF_CALL_IPTABLES)),
         cni,
@@ -153,6 +155,32 @@ fn iptables_nat(program: &str) -> Result<String, String> {
         &String::from_utf8_lossy(&out.stdout),
         "nat",
     ))
+}
+
+/// The dumps of both iptables backends (what weftd's `--iptables-backend=auto` looks at).
+fn iptables_backends() -> Option<BackendDumps> {
+    let run = |program: &str| -> Result<String, std::io::ErrorKind> {
+        let out = Command::new(program)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map_err(|e| e.kind())?;
+        Ok(if out.status.success() {
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        } else {
+            String::new()
+        })
+    };
+    let (l4, n4) = (run("iptables-legacy-save"), run("iptables-nft-save"));
+    let missing = |r: &Result<String, std::io::ErrorKind>| r == &Err(std::io::ErrorKind::NotFound);
+    if missing(&l4) && missing(&n4) {
+        return None;
+    }
+    let text = |r: Result<String, std::io::ErrorKind>| r.unwrap_or_default();
+    Some(BackendDumps {
+        legacy: text(l4) + &text(run("ip6tables-legacy-save")),
+        nft: text(n4) + &text(run("ip6tables-nft-save")),
+    })
 }
 
 /// `weft node cleanup-vpc-cni`'s own flags, so its defaults stay the only ones.

@@ -14,7 +14,8 @@ use weft_net::netlink::{LinkInfoView, VxlanAttrs};
 
 use super::checks::{self, Finding, Status, run_all};
 use super::facts::{
-    CniFacts, EtcdData, EtcdFacts, Facts, FileText, HealthFacts, KubeletFacts, NetFacts,
+    BackendDumps, CniFacts, EtcdData, EtcdFacts, Facts, FileText, HealthFacts, KubeletFacts,
+    NetFacts,
 };
 use super::{parse, render};
 use crate::cleanup::plan::{Area, Plan, Step};
@@ -100,6 +101,9 @@ fn peer_state() -> KernelState {
         }],
     }
 }
+
+/// The mangle table as kubelet leaves it (its hint chain marks the host's backend).
+const KUBELET_HINT: &str = "*mangle\n:PREROUTING ACCEPT [0:0]\n:KUBE-IPTABLES-HINT - [0:0]\n:KUBE-KUBELET-CANARY - [0:0]\nCOMMIT\n";
 
 /// `iptables-save` of the nat table with weftd's rules in place.
 fn nat_table(random_fully: bool) -> String {
@@ -194,6 +198,10 @@ fn healthy() -> Facts {
         }),
         iptables_save: "iptables-save".into(),
         iptables_nat: Ok(nat_table(true)),
+        iptables_backends: Some(BackendDumps {
+            legacy: String::new(),
+            nft: format!("{KUBELET_HINT}{}", nat_table(true)),
+        }),
         ip_forward: FileText::Text("1\n".into()),
         bridge_nf_call_iptables: FileText::Text("1\n".into()),
         cni: CniFacts {
@@ -248,7 +256,7 @@ fn expect(f: &Finding, status: Status, needles: &[&str]) {
 #[test]
 fn a_healthy_node_is_all_ok() {
     let findings = run_all(&healthy());
-    assert_eq!(findings.len(), 13);
+    assert_eq!(findings.len(), 14);
     for f in &findings {
         assert_eq!(f.status, Status::Ok, "{f:#?}");
         assert!(f.cause.is_empty() && f.fix.is_empty(), "{f:#?}");
@@ -263,6 +271,7 @@ fn a_healthy_node_is_all_ok() {
             "vxlan-device",
             "peers",
             "masquerade",
+            "iptables-backend",
             "ip-forward",
             "br-netfilter",
             "cni-config",
@@ -728,6 +737,70 @@ fn stale_and_refused_peers_warn() {
 }
 
 // 6. masquerade
+
+#[test]
+fn iptables_backend_of_weft_against_the_hosts() {
+    let mut f = healthy();
+    expect(
+        &find(&f, checks::IPTABLES_BACKEND),
+        Status::Ok,
+        &[
+            "weft's chains are in iptables-nft, the host's backend",
+            "KUBE-IPTABLES-HINT",
+        ],
+    );
+    // AL2: kubelet and kube-proxy on legacy, weftd wrote nft (e.g. --iptables-backend=nft).
+    f.iptables_backends = Some(BackendDumps {
+        legacy: KUBELET_HINT.into(),
+        nft: nat_table(true),
+    });
+    expect(
+        &find(&f, checks::IPTABLES_BACKEND),
+        Status::Fail,
+        &[
+            "weft's chains are in iptables-nft, but the host's rules are in iptables-legacy",
+            "two separate rule sets",
+            "--iptables-backend=auto (the default) or --iptables-backend=legacy",
+            "iptables-nft -t nat -F FLANNEL-POSTRTG",
+        ],
+    );
+    // Both: a stale copy in the other backend.
+    f.iptables_backends = Some(BackendDumps {
+        legacy: format!("{KUBELET_HINT}{}", nat_table(true)),
+        nft: nat_table(true),
+    });
+    expect(
+        &find(&f, checks::IPTABLES_BACKEND),
+        Status::Warn,
+        &["in both backends", "iptables-nft -t nat -X FLANNEL-POSTRTG"],
+    );
+    // No kubelet, no rules anywhere yet.
+    f.iptables_backends = Some(BackendDumps {
+        legacy: String::new(),
+        nft: String::new(),
+    });
+    expect(
+        &find(&f, checks::IPTABLES_BACKEND),
+        Status::Ok,
+        &["weft's chains are in neither backend yet"],
+    );
+    // Without kubelet's hint, the backend with weft's (and any other) rules is the host's.
+    f.iptables_backends = Some(BackendDumps {
+        legacy: nat_table(true),
+        nft: String::new(),
+    });
+    expect(
+        &find(&f, checks::IPTABLES_BACKEND),
+        Status::Ok,
+        &["iptables-legacy, the host's backend"],
+    );
+    f.iptables_backends = None;
+    expect(
+        &find(&f, checks::IPTABLES_BACKEND),
+        Status::Skip,
+        &["neither iptables-legacy-save nor iptables-nft-save"],
+    );
+}
 
 #[test]
 fn masquerade_rules() {
@@ -1251,13 +1324,13 @@ fn renders_text_and_json() {
     );
     assert!(
         text.trim_end()
-            .ends_with("FAIL: 12 OK, 0 WARN, 1 FAIL, 0 SKIP"),
+            .ends_with("FAIL: 13 OK, 0 WARN, 1 FAIL, 0 SKIP"),
         "{text}"
     );
     let doc = render::json(&findings);
     assert_eq!(doc["ok"], false);
     assert_eq!(doc["summary"]["fail"], 1);
-    let ipf = &doc["checks"][6];
+    let ipf = &doc["checks"][7];
     assert_eq!(ipf["check"], "ip-forward");
     assert_eq!(ipf["status"], "FAIL");
     for k in ["detail", "cause", "fix"] {
