@@ -19,7 +19,51 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use crate::config::NetworkConfig;
-use crate::lease::Lease;
+use crate::lease::{Lease, LeaseAttrs};
+use crate::subnet::{claimed_subnet, parse_subnet_key};
+
+/// The keys under `<prefix>/subnets/` as the allocator needs them.
+///
+/// Every key that names a subnet keeps that subnet taken, whatever its value: a value weft
+/// cannot parse (garbage, another program's format, over the size limit) is still someone's
+/// key, and an alias key (`10.244.2.0-024`) still names a subnet that a flanneld node may
+/// route. Only canonical keys with a value that parses are leases that can be reused by
+/// public IP; the subnets of all the others are only avoided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Canonical keys with a parseable value (only the subnet and public IP are kept).
+    pub leases: Vec<Lease>,
+    /// Subnets claimed by the other keys (bad value, alias key), never handed out.
+    pub claimed: Vec<Ipv4Net>,
+}
+
+impl Listing {
+    /// From `(key tail, value)` pairs; `None` for a value that was not read (over the size
+    /// limit).
+    pub fn from_keys<'a>(keys: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> Listing {
+        let mut out = Listing::default();
+        for (tail, value) in keys {
+            let lease = parse_subnet_key(tail).ok().and_then(|subnet| {
+                let attrs = LeaseAttrs::parse(value?).ok()?;
+                Some(Lease {
+                    subnet,
+                    attrs: LeaseAttrs {
+                        public_ip: attrs.public_ip,
+                        public_ipv6: None,
+                        backend_type: None,
+                        backend_data: None,
+                        backend_v6_data: None,
+                    },
+                })
+            });
+            match lease {
+                Some(l) => out.leases.push(l),
+                None => out.claimed.extend(claimed_subnet(tail)),
+            }
+        }
+        out
+    }
+}
 
 /// What to do to acquire a subnet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +144,22 @@ pub fn plan_acquire(
     rng: &mut impl rand::Rng,
 ) -> Result<AcquirePlan, AllocError> {
     plan_acquire_excluding(cfg, leases, public_ip, previous, &[], rng)
+}
+
+/// [`plan_acquire_excluding`] on a [`Listing`]: the subnets of keys that are not usable
+/// leases are taken too, so a key with a garbage value can never make `create` fail again
+/// and again on the same candidate.
+pub fn plan_acquire_listed(
+    cfg: &NetworkConfig,
+    listing: &Listing,
+    public_ip: Ipv4Addr,
+    previous: Option<Ipv4Net>,
+    exclude: &[Ipv4Net],
+    rng: &mut impl rand::Rng,
+) -> Result<AcquirePlan, AllocError> {
+    let mut taken = listing.claimed.clone();
+    taken.extend_from_slice(exclude);
+    plan_acquire_excluding(cfg, &listing.leases, public_ip, previous, &taken, rng)
 }
 
 /// [`plan_acquire`] that also treats the `exclude` subnets as taken, for a caller that lost a
@@ -722,6 +782,97 @@ mod tests {
         let err = plan_acquire(&cfg, &[], OURS, None, &mut rng()).unwrap_err();
         assert_eq!(err, AllocError::NoIpv4Network);
         assert!(err.to_string().contains("EnableIPv4"));
+    }
+
+    fn vxlan_json(ip: Ipv4Addr) -> Vec<u8> {
+        LeaseAttrs::vxlan(ip, 1, MacAddr([2, 0, 0, 0, 0, 1]))
+            .to_json()
+            .into_bytes()
+    }
+
+    #[test]
+    fn keys_with_garbage_values_are_taken() {
+        // A small range, 10 subnets; our preferred one and 8 others hold garbage.
+        let cfg = cfg(
+            r#"{"Network":"10.244.0.0/16","SubnetMin":"10.244.10.0","SubnetMax":"10.244.19.0"}"#,
+        );
+        let preferred = preferred_subnet(&cfg, OURS).unwrap();
+        let garbage: Vec<String> = (10..=19u8)
+            .map(|i| format!("10.244.{i}.0-24"))
+            .filter(|k| parse_subnet_key(k).unwrap() != net("10.244.13.0/24"))
+            .collect();
+        let values: Vec<&[u8]> = vec![
+            b"{not json",
+            b"",
+            b"\xff\xfe",
+            b"null",
+            b"[]",
+            br#"{"PublicIP":"x"}"#,
+        ];
+        let keys = garbage
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), Some(values[i % values.len()])));
+        let listing = Listing::from_keys(keys);
+        assert!(listing.leases.is_empty());
+        assert_eq!(listing.claimed.len(), 9);
+        assert!(listing.claimed.contains(&preferred), "{preferred}");
+        for seed in 0..100 {
+            let plan = plan_acquire_listed(
+                &cfg,
+                &listing,
+                OURS,
+                Some(net("10.244.11.0/24")),
+                &[],
+                &mut StdRng::seed_from_u64(seed),
+            )
+            .unwrap();
+            assert_eq!(plan.action, AcquireAction::Create(net("10.244.13.0/24")));
+        }
+        // Over the size limit (value not read) is the same.
+        let listing = Listing::from_keys([("10.244.13.0-24", None)]);
+        assert_eq!(listing.claimed, vec![net("10.244.13.0/24")]);
+        // All ten claimed: out of subnets, not an endless create loop.
+        let all: Vec<String> = (10..=19u8).map(|i| format!("10.244.{i}.0-24")).collect();
+        let listing = Listing::from_keys(all.iter().map(|k| (k.as_str(), Some(&b"x"[..]))));
+        let err = plan_acquire_listed(&cfg, &listing, OURS, None, &[], &mut rng()).unwrap_err();
+        assert!(
+            matches!(err, AllocError::OutOfSubnets { taken: 10, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn alias_keys_claim_their_subnet_but_are_never_reused() {
+        let cfg = cfg(
+            r#"{"Network":"10.244.0.0/16","SubnetMin":"10.244.10.0","SubnetMax":"10.244.11.0"}"#,
+        );
+        // An alias key carrying our IP: not a lease of ours to reuse (writing to it would
+        // keep the alias), but its subnet is avoided.
+        let ours = vxlan_json(OURS);
+        let listing = Listing::from_keys([
+            ("10.244.10.0-024", Some(ours.as_slice())),
+            ("junk", Some(ours.as_slice())),
+        ]);
+        assert!(listing.leases.is_empty());
+        assert_eq!(listing.claimed, vec![net("10.244.10.0/24")]);
+        let plan = plan_acquire_listed(
+            &cfg,
+            &listing,
+            OURS,
+            Some(net("10.244.10.0/24")),
+            &[],
+            &mut rng(),
+        )
+        .unwrap();
+        assert_eq!(plan.action, AcquireAction::Create(net("10.244.11.0/24")));
+        // The canonical key with our IP is reused as before.
+        let listing = Listing::from_keys([
+            ("10.244.10.0-024", Some(vxlan_json(other(1)).as_slice())),
+            ("10.244.11.0-24", Some(ours.as_slice())),
+        ]);
+        let plan = plan_acquire_listed(&cfg, &listing, OURS, None, &[], &mut rng()).unwrap();
+        assert_eq!(plan.action, AcquireAction::Reuse(net("10.244.11.0/24")));
     }
 
     #[test]

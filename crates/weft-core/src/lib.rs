@@ -29,7 +29,7 @@ pub mod subnet_env;
 pub mod vtep;
 pub mod xtables;
 
-pub use alloc::{AcquireAction, AcquirePlan, AllocError, plan_acquire};
+pub use alloc::{AcquireAction, AcquirePlan, AllocError, Listing, plan_acquire};
 pub use config::{BackendConfig, ConfigError, NetworkConfig, VxlanConfig};
 pub use dataplane::{FdbEntry, KernelState, NeighEntry, Op, RouteEntry};
 pub use lease::{Lease, LeaseAttrs, LeaseError, VxlanBackendData};

@@ -35,6 +35,18 @@ pub enum KeyError {
         /// The correctly masked key.
         expected: String,
     },
+    /// The key parses to a subnet, but is not the exact text flannel and weft write for it
+    /// (`10.244.2.0-024`, uppercase or uncompressed IPv6): an alias of the canonical key.
+    /// Taking it as a lease would let anyone shadow a live node's subnet under another key.
+    #[error(
+        "subnet key {key:?} is not canonical: the key of that subnet is {canonical:?}; an alias key is never used as a lease (it could take the subnet's traffic from the node holding {canonical:?}): delete it"
+    )]
+    NotCanonical {
+        /// The rejected key tail (cut if long).
+        key: String,
+        /// The key flannel and weft write for the same subnet.
+        canonical: String,
+    },
 }
 
 /// The key tail of an IPv4 subnet, `10.244.1.0-24` (flannel `MakeSubnetKey`).
@@ -67,7 +79,67 @@ pub fn parse_subnet_key(s: &str) -> Result<Ipv4Net, KeyError> {
 }
 
 /// Like [`parse_subnet_key`], also returning the IPv6 subnet of a dual-stack key.
+///
+/// Only the canonical form is a key: the tail must be byte for byte what
+/// [`subnet_key_dual`] renders for the subnet it names (what flannel's `MakeSubnetKey`
+/// writes), so `10.244.2.0-024` is refused ([`KeyError::NotCanonical`]) rather than taken as
+/// a second lease for 10.244.2.0/24.
 pub fn parse_subnet_key_dual(s: &str) -> Result<(Ipv4Net, Option<Ipv6Net>), KeyError> {
+    let (net, net6) = parse_subnet_key_lenient(s)?;
+    let canonical = subnet_key_dual(net, net6);
+    if canonical != s {
+        return Err(KeyError::NotCanonical {
+            key: clip(s),
+            canonical,
+        });
+    }
+    Ok((net, net6))
+}
+
+/// The subnet a key under `<prefix>/subnets/` claims, canonical or not, for the allocator:
+/// any key that names a subnet, even as an alias (`10.244.2.0-024`), with host bits set or
+/// with junk in front (flannel's key regex is not anchored at the start, so flanneld reads
+/// ` 10.244.2.0-24` or `x10.244.2.0-24` as 10.244.2.0/24), keeps that subnet from being
+/// handed to a new node. None when the key names no IPv4 subnet at all.
+pub fn claimed_subnet(s: &str) -> Option<Ipv4Net> {
+    let v4_part = s.split_once('&').map_or(s, |(v4, _)| v4).trim_end();
+    let (addr_text, len_text) = v4_part.rsplit_once('-')?;
+    if len_text.is_empty() || !len_text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let len = len_text.trim_start_matches('0').parse::<u8>().unwrap_or(0);
+    if len > 32 || len_text.trim_start_matches('0').len() > 2 {
+        return None;
+    }
+    // The trailing run of digits and dots, with leading zeros allowed in each octet.
+    let start = addr_text
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !(c.is_ascii_digit() || *c == '.'))
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    let octets: Vec<&str> = addr_text[start..].split('.').collect();
+    if octets.len() != 4 {
+        return None;
+    }
+    let mut addr = [0u8; 4];
+    for (slot, octet) in addr.iter_mut().zip(&octets) {
+        let digits = octet.trim_start_matches('0');
+        if octet.is_empty() || digits.len() > 3 {
+            return None;
+        }
+        *slot = if digits.is_empty() {
+            0
+        } else {
+            digits.parse().ok()?
+        };
+    }
+    Ipv4Net::new(Ipv4Addr::from(addr), len)
+        .ok()
+        .map(|n| n.trunc())
+}
+
+/// The key grammar without the canonical-form check.
+fn parse_subnet_key_lenient(s: &str) -> Result<(Ipv4Net, Option<Ipv6Net>), KeyError> {
     let malformed = |reason: String| KeyError::Malformed {
         key: clip(s),
         reason,
@@ -295,6 +367,99 @@ mod tests {
             err.to_string().contains("10.244.1.0-24&fc00:0:0:1::-64"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn only_canonical_keys_are_keys() {
+        for (alias, canonical) in [
+            ("10.244.2.0-024", "10.244.2.0-24"),
+            ("0.0.0.0-00", "0.0.0.0-0"),
+            (
+                "10.244.1.0-24&FC00:0:0:1::-64",
+                "10.244.1.0-24&fc00:0:0:1::-64",
+            ),
+            (
+                "10.244.1.0-24&fc00:0000:0:1::-64",
+                "10.244.1.0-24&fc00:0:0:1::-64",
+            ),
+            (
+                "10.244.1.0-24&fc00:0:0:1:0:0:0:0-64",
+                "10.244.1.0-24&fc00:0:0:1::-64",
+            ),
+            (
+                "10.244.1.0-24&fc00:0:0:1::-064",
+                "10.244.1.0-24&fc00:0:0:1::-64",
+            ),
+        ] {
+            let err = parse_subnet_key(alias).unwrap_err();
+            assert_eq!(
+                err,
+                KeyError::NotCanonical {
+                    key: alias.into(),
+                    canonical: canonical.into()
+                }
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains("not canonical") && msg.contains(canonical),
+                "{msg}"
+            );
+            // ... yet it still claims its subnet for the allocator
+            assert_eq!(
+                claimed_subnet(alias),
+                parse_subnet_key(canonical).ok(),
+                "{alias}"
+            );
+        }
+        for good in [
+            "10.244.2.0-24",
+            "0.0.0.0-0",
+            "10.244.1.0-24&fc00:0:0:1::-64",
+        ] {
+            assert_eq!(
+                subnet_key_dual(
+                    parse_subnet_key_dual(good).unwrap().0,
+                    parse_subnet_key_dual(good).unwrap().1,
+                ),
+                good
+            );
+        }
+    }
+
+    #[test]
+    fn every_key_naming_a_subnet_claims_it() {
+        let want = Some(net("10.244.2.0/24"));
+        for key in [
+            "10.244.2.0-24",
+            "10.244.2.0-024",
+            "10.244.2.0-0024",
+            "010.244.002.000-24",
+            " 10.244.2.0-24",
+            "+10.244.2.0-24",
+            "x10.244.2.0-24",
+            "é10.244.2.0-24",
+            "sub/10.244.2.0-24",
+            "10.244.2.0-24 ",
+            "10.244.2.9-24",
+            "10.244.2.0-24&junk",
+        ] {
+            assert_eq!(claimed_subnet(key), want, "{key:?}");
+        }
+        for none in [
+            "",
+            "junk",
+            "10.244.2.0",
+            "10.244.2.0-",
+            "10.244.2.0-33",
+            "10.244.2.0-+24",
+            "10.244.2-24",
+            "10.244.2.0.1-24",
+            "10.244.2.256-24",
+            "10.244..0-24",
+            "10.244.2.0-24x",
+        ] {
+            assert_eq!(claimed_subnet(none), None, "{none:?}");
+        }
     }
 
     #[test]
