@@ -14,6 +14,7 @@ use etcd_client::{
 };
 use ipnet::Ipv4Net;
 use tracing::{debug, warn};
+pub use weft_core::lease::MAX_LEASE_BYTES;
 use weft_core::subnet::{config_key, lease_key, parse_subnet_key, subnets_key_prefix};
 
 /// How to reach etcd: the same knobs as flanneld's `--etcd-*` flags.
@@ -115,6 +116,59 @@ pub enum StoreError {
     WatchCancelled { prefix: String, reason: String },
     #[error("{0}")]
     BadKey(String),
+}
+
+impl StoreError {
+    /// Whether etcd's answer was larger than gRPC's message limit (the watch then has to
+    /// be replaced by a paged listing).
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, StoreError::Request { cause, .. } if too_large(cause))
+    }
+
+    /// Whether the revision asked for was compacted away.
+    pub fn is_compacted(&self) -> bool {
+        matches!(self, StoreError::Request { cause, .. } if compacted(cause))
+    }
+}
+
+/// gRPC's limit on a message weft receives: tonic's default (4 MiB), which etcd-client keeps.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Keys asked for in one page of a listing at most.
+const PAGE_KEYS: i64 = 1000;
+
+/// Bytes a page of a listing aims at: a quarter of [`MAX_MESSAGE_BYTES`], so a page stays
+/// well under the limit while its values keep their size.
+const PAGE_BYTES: usize = MAX_MESSAGE_BYTES / 4;
+
+/// Whether a response was refused for exceeding gRPC's message size limit (tonic's
+/// "decoded message length too large", code OutOfRange).
+fn too_large(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(st) => st.message().contains("message length too large"),
+        _ => false,
+    }
+}
+
+/// etcd's ErrCompacted: the revision asked for is older than the last compaction.
+fn compacted(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(st) => st.message().contains("has been compacted"),
+        _ => false,
+    }
+}
+
+/// The end of the key range holding every key that starts with `prefix` (etcd's prefix
+/// range end: the last byte incremented, trailing 0xff dropped).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 /// Whether a request failed below gRPC (connect, TLS, connection lost), not with an etcd status.
@@ -356,10 +410,26 @@ pub struct RawLease {
     pub key: String,
     /// The subnet the key names, or why the key is not a subnet key.
     pub subnet: Result<Ipv4Net, String>,
+    /// The value; empty when it is over [`MAX_LEASE_BYTES`] (see `oversized`).
     pub value: Vec<u8>,
+    /// The size of a value over [`MAX_LEASE_BYTES`], which is not kept: such a key is
+    /// refused as a lease (and still keeps its subnet from being allocated).
+    pub oversized: Option<usize>,
     /// The etcd lease the key is attached to; 0 for a reservation (no TTL).
     pub lease_id: i64,
     pub mod_revision: i64,
+}
+
+impl RawLease {
+    /// The key without `<prefix>/subnets/`.
+    pub fn tail<'a>(&'a self, subnets_prefix: &str) -> &'a str {
+        self.key.strip_prefix(subnets_prefix).unwrap_or(&self.key)
+    }
+
+    /// The value, or None when it was over the size limit and not kept.
+    pub fn value(&self) -> Option<&[u8]> {
+        self.oversized.is_none().then_some(self.value.as_slice())
+    }
 }
 
 /// A change seen by the lease watch.
@@ -375,6 +445,9 @@ pub enum LeaseEvent {
 /// What one read of the watch gave.
 #[derive(Debug)]
 pub enum WatchBatch {
+    /// Events in revision order. `revision`: every event up to it has now been delivered
+    /// (the last event's mod revision; for an empty progress notification, the store's
+    /// revision), so a broken stream resumes from `revision + 1`.
     Events {
         events: Vec<LeaseEvent>,
         revision: i64,
@@ -421,13 +494,27 @@ fn key_to_subnet(key: &str, subnets_prefix: &str) -> Result<Ipv4Net, String> {
 
 fn raw(kv: &etcd_client::KeyValue, subnets_prefix: &str) -> RawLease {
     let key = String::from_utf8_lossy(kv.key()).into_owned();
+    let size = kv.value().len();
+    let oversized = (size > MAX_LEASE_BYTES).then_some(size);
     RawLease {
         subnet: key_to_subnet(&key, subnets_prefix),
         key,
-        value: kv.value().to_vec(),
+        value: if oversized.is_some() {
+            Vec::new()
+        } else {
+            kv.value().to_vec()
+        },
+        oversized,
         lease_id: kv.lease(),
         mod_revision: kv.mod_revision(),
     }
+}
+
+/// One key of a keys-only listing: the key and the revision it was last written at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRevision {
+    pub key: String,
+    pub mod_revision: i64,
 }
 
 impl Store {
@@ -605,17 +692,138 @@ impl Store {
     }
 
     /// Every key under `<prefix>/subnets/` and the revision the listing was taken at.
+    ///
+    /// Paged, so a listing of any size works: pages of at most 1,000 keys, sized from the
+    /// values seen so far to stay near 1 MiB, continuing after the last key, all at the
+    /// revision of the first page (one consistent snapshot; started again if that revision
+    /// is compacted meanwhile). A page over gRPC's 4 MiB limit is asked for again with fewer
+    /// keys; a single key whose value alone is over it is listed without its value and
+    /// refused as oversized.
     pub async fn list_leases(&self) -> Result<(Vec<RawLease>, i64), StoreError> {
         let prefix = self.subnets_prefix();
-        let resp = self
-            .call(|mut c| {
-                let p = prefix.clone();
-                async move { c.get(p, Some(GetOptions::new().with_prefix())).await }
-            })
-            .await
-            .map_err(self.req(format!("list {prefix}")))?;
-        let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
-        Ok((resp.kvs().iter().map(|kv| raw(kv, &prefix)).collect(), rev))
+        self.list_paged(None, |kvs, out: &mut Vec<RawLease>| {
+            out.extend(kvs.iter().map(|kv| raw(kv, &prefix)))
+        })
+        .await
+    }
+
+    /// Every key under `<prefix>/subnets/` with its mod revision, as of `revision` (the
+    /// current one when None), without values: what the anti-entropy check compares with
+    /// what the watch delivered (about 60 bytes per key instead of 200).
+    pub async fn list_lease_revisions(
+        &self,
+        revision: Option<i64>,
+    ) -> Result<(Vec<KeyRevision>, i64), StoreError> {
+        self.list_paged(revision, |kvs, out: &mut Vec<KeyRevision>| {
+            out.extend(kvs.iter().map(|kv| KeyRevision {
+                key: String::from_utf8_lossy(kv.key()).into_owned(),
+                mod_revision: kv.mod_revision(),
+            }))
+        })
+        .await
+        .map(|(keys, rev)| (keys, revision.unwrap_or(rev)))
+    }
+
+    /// The paging behind [`Store::list_leases`] and [`Store::list_lease_revisions`] (keys
+    /// only when `T` says so), at revision `at` or the current one.
+    async fn list_paged<T>(
+        &self,
+        at: Option<i64>,
+        mut collect: impl FnMut(&[etcd_client::KeyValue], &mut Vec<T>),
+    ) -> Result<(Vec<T>, i64), StoreError>
+    where
+        T: ListItem,
+    {
+        let prefix = self.subnets_prefix();
+        let end = prefix_end(&prefix);
+        'listing: loop {
+            let mut out: Vec<T> = Vec::new();
+            let mut from = prefix.as_bytes().to_vec();
+            let mut rev = at.unwrap_or(0);
+            let mut limit = PAGE_KEYS;
+            loop {
+                let mut opts = GetOptions::new().with_range(end.clone()).with_limit(limit);
+                if rev > 0 {
+                    opts = opts.with_revision(rev);
+                }
+                if T::KEYS_ONLY {
+                    opts = opts.with_keys_only();
+                }
+                let resp = match self
+                    .call(|mut c| {
+                        let (k, o) = (from.clone(), opts.clone());
+                        async move { c.get(k, Some(o)).await }
+                    })
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(e) if too_large(&e) && limit > 1 => {
+                        limit = (limit / 4).max(1);
+                        debug!(
+                            limit,
+                            "a page of {prefix} was over gRPC's message limit; asking for fewer keys"
+                        );
+                        continue;
+                    }
+                    Err(e) if too_large(&e) => {
+                        // One value alone is over the limit: list that key without it.
+                        let o = opts.clone().with_keys_only();
+                        let r = self
+                            .call(|mut c| {
+                                let (k, o) = (from.clone(), o.clone());
+                                async move { c.get(k, Some(o)).await }
+                            })
+                            .await
+                            .map_err(self.req(format!("list {prefix}")))?;
+                        if rev == 0 {
+                            rev = r.header().map(|h| h.revision()).unwrap_or(0);
+                        }
+                        let Some(kv) = r.kvs().first() else {
+                            break;
+                        };
+                        warn!(key = %String::from_utf8_lossy(kv.key()), limit = MAX_MESSAGE_BYTES, "a lease value is over gRPC's message limit; refusing that key");
+                        let before = out.len();
+                        collect(r.kvs(), &mut out);
+                        T::mark_oversized(&mut out[before..]);
+                        from = kv.key().to_vec();
+                        from.push(0);
+                        limit = 1;
+                        if !r.more() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(e) if at.is_none() && rev > 0 && compacted(&e) => {
+                        debug!(
+                            "the revision of a paged listing of {prefix} was compacted; listing again"
+                        );
+                        continue 'listing;
+                    }
+                    Err(e) => return Err(self.req(format!("list {prefix}"))(e)),
+                };
+                if rev == 0 {
+                    rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+                }
+                collect(resp.kvs(), &mut out);
+                let Some(last) = resp.kvs().last() else {
+                    break;
+                };
+                if !resp.more() {
+                    break;
+                }
+                from = last.key().to_vec();
+                from.push(0);
+                // Size the next page from this one's bytes per key.
+                let bytes: usize = resp
+                    .kvs()
+                    .iter()
+                    .map(|kv| kv.key().len() + kv.value().len() + 32)
+                    .sum();
+                let per_key = (bytes / resp.kvs().len()).max(1);
+                limit = ((PAGE_BYTES / per_key) as i64).clamp(1, PAGE_KEYS);
+            }
+            return Ok((out, rev));
+        }
     }
 
     /// One lease key, if present.
@@ -752,6 +960,41 @@ impl Store {
         Ok(held)
     }
 
+    /// Rewrites our own key in place, keeping the etcd lease we hold (`lease_id`, 0 for a
+    /// reservation), if it is still the version we saw (`existing.mod_revision`): for a key
+    /// of ours that someone overwrote with a value that is not ours (unparseable, or our IP
+    /// with another VtepMAC or VNI). Returns false when the key changed again meanwhile (the
+    /// watch brings that change) or our etcd lease is gone (the caller re-acquires).
+    pub async fn rewrite_own(
+        &self,
+        existing: &RawLease,
+        value: &str,
+        lease_id: i64,
+    ) -> Result<bool, StoreError> {
+        let key = existing.key.clone();
+        let opts = (lease_id != 0).then(|| PutOptions::new().with_lease(lease_id));
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                existing.mod_revision,
+            )])
+            .and_then([TxnOp::put(key.clone(), value, opts)]);
+        match self
+            .call(|mut c| {
+                let t = txn.clone();
+                async move { c.txn(t).await }
+            })
+            .await
+        {
+            Ok(r) => Ok(r.succeeded()),
+            Err(etcd_client::Error::GRpcStatus(st)) if st.message().contains("lease not found") => {
+                Ok(false)
+            }
+            Err(e) => Err(self.req(format!("rewrite {key}"))(e)),
+        }
+    }
+
     /// Renews our lease in place with one keep-alive, so the key, its value and its lease id
     /// stay the same and no orphan lease is left (flannel grants a new lease every renewal).
     /// Returns the new TTL, or None when the lease no longer exists.
@@ -837,7 +1080,8 @@ impl Store {
         let prefix = self.subnets_prefix();
         let opts = WatchOptions::new()
             .with_prefix()
-            .with_start_revision(start_revision);
+            .with_start_revision(start_revision)
+            .with_progress_notify();
         let stream = self
             .call(|mut c| {
                 let (p, o) = (prefix.clone(), opts.clone());
@@ -854,6 +1098,36 @@ impl Store {
     }
 }
 
+/// The revision a watch response proves delivered: its last event's mod revision, or for a
+/// response without events (a progress notification) the header's revision.
+fn delivered_revision(event_revisions: impl Iterator<Item = i64>, header: i64) -> i64 {
+    event_revisions.max().unwrap_or(header)
+}
+
+/// What a paged listing collects.
+pub trait ListItem {
+    /// Whether the pages are asked for without values.
+    const KEYS_ONLY: bool;
+    /// Marks items listed without their value because it alone is over gRPC's limit.
+    fn mark_oversized(items: &mut [Self])
+    where
+        Self: Sized;
+}
+
+impl ListItem for RawLease {
+    const KEYS_ONLY: bool = false;
+    fn mark_oversized(items: &mut [Self]) {
+        for i in items {
+            i.oversized = Some(MAX_MESSAGE_BYTES);
+        }
+    }
+}
+
+impl ListItem for KeyRevision {
+    const KEYS_ONLY: bool = true;
+    fn mark_oversized(_: &mut [Self]) {}
+}
+
 /// A running watch on the subnet keys.
 pub struct LeaseWatch {
     stream: WatchStream,
@@ -861,8 +1135,21 @@ pub struct LeaseWatch {
 }
 
 impl LeaseWatch {
+    /// Asks etcd for a progress notification: once the watch has caught up, etcd answers
+    /// with an empty batch carrying the current revision (see [`WatchBatch::Events`]).
+    pub async fn request_progress(&mut self) -> Result<(), StoreError> {
+        self.stream
+            .request_progress()
+            .await
+            .map_err(|cause| StoreError::Request {
+                what: format!("watch {} (progress request)", self.prefix),
+                hint: None,
+                cause,
+            })
+    }
+
     /// The next batch of events. `Ok(None)` means the stream ended (etcd went away): the
-    /// caller reconnects from its last revision + 1.
+    /// caller reconnects from its last revision + 1. Cancel-safe.
     pub async fn next(&mut self) -> Result<Option<WatchBatch>, StoreError> {
         loop {
             let Some(resp) = self
@@ -890,10 +1177,22 @@ impl LeaseWatch {
                     reason: resp.cancel_reason().to_string(),
                 });
             }
-            let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
             if resp.created() && resp.events().is_empty() {
                 continue;
             }
+            // The revision everything up to which has been delivered. Not the header's while
+            // events come: etcd stamps every response with its current revision, also the
+            // batches (of up to 1,000 revisions) of a watch that is still catching up, so
+            // resuming from the header would skip the batches not yet sent. An empty
+            // response is a progress notification, which etcd sends only to a watch that has
+            // caught up: then the header's revision is delivered in full.
+            let revision = delivered_revision(
+                resp.events()
+                    .iter()
+                    .filter_map(|e| e.kv())
+                    .map(|kv| kv.mod_revision()),
+                resp.header().map(|h| h.revision()).unwrap_or(0),
+            );
             let events = resp
                 .events()
                 .iter()
@@ -983,6 +1282,21 @@ mod tests {
                 .unwrap_err()
                 .contains("not under")
         );
+    }
+
+    #[test]
+    fn a_watch_resumes_after_the_last_delivered_event_not_the_header() {
+        // A catching-up watch gets revisions 101..=1100 stamped with the store's 5000.
+        assert_eq!(delivered_revision([101, 700, 1100].into_iter(), 5000), 1100);
+        // A progress notification (no events) proves the header's revision.
+        assert_eq!(delivered_revision(std::iter::empty(), 5000), 5000);
+    }
+
+    #[test]
+    fn prefix_ranges_end_after_the_prefix() {
+        assert_eq!(prefix_end("/a/subnets/"), b"/a/subnets0".to_vec());
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80".to_vec());
+        assert_eq!(prefix_end(""), vec![0]);
     }
 
     #[test]

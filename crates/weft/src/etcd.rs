@@ -118,6 +118,7 @@ impl Etcd {
                     .to_string(),
                 subnet: lease.subnet,
                 value: lease.value,
+                oversized: lease.oversized,
                 ttl,
             });
         }

@@ -52,6 +52,8 @@ pub struct LeaseInput {
     /// The subnet the key names, or why it does not name one.
     pub subnet: Result<Ipv4Net, String>,
     pub value: Vec<u8>,
+    /// The size of a value over the 64 KiB limit, which is not read (then `value` is empty).
+    pub oversized: Option<usize>,
     pub ttl: Ttl,
 }
 
@@ -287,7 +289,14 @@ fn base_row(cfg: Option<&NetworkConfig>, input: LeaseInput) -> (Row, Option<Leas
             format!("cannot read the TTL of its etcd lease: {why}"),
         );
     }
-    let attrs = match LeaseAttrs::parse(&input.value) {
+    let parsed = match input.oversized {
+        Some(size) => Err(weft_core::lease::LeaseError::TooLarge {
+            size,
+            limit: weft_core::lease::MAX_LEASE_BYTES,
+        }),
+        None => LeaseAttrs::parse(&input.value),
+    };
+    let attrs = match parsed {
         Ok(a) => a,
         Err(e) => {
             row.flag(Flag::Bad, e.to_string());
@@ -474,6 +483,7 @@ mod tests {
             name: name.to_string(),
             subnet: weft_core::subnet::parse_subnet_key(name).map_err(|e| e.to_string()),
             value,
+            oversized: None,
             ttl,
         }
     }

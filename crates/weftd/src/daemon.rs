@@ -1,6 +1,7 @@
 //! The daemon: acquire a lease, build the VXLAN device, then keep the kernel in step with
 //! etcd. Four tasks share one [`Shared`] state:
-//! - the lease watch (list, then watch from revision + 1; re-list on compaction),
+//! - the lease watch (list, then watch from revision + 1, resuming after the last delivered
+//!   event; re-list on compaction or an oversized response; a periodic anti-entropy check),
 //! - the reconciler (desired peers vs. what the kernel holds, minimal changes, also on a timer
 //!   so that deleted routes or a deleted device come back within seconds),
 //! - the lease keeper (renew in place; re-acquire if our key vanishes or is taken),
@@ -21,10 +22,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, error, info, warn};
-use weft_core::alloc::{AcquireAction, plan_acquire_excluding};
+use weft_core::alloc::{AcquireAction, Listing as KeySet, plan_acquire_listed};
 use weft_core::config::{BackendConfig, NetworkConfig};
 use weft_core::dataplane::{Op, Programmed, diff};
-use weft_core::lease::{Lease, LeaseAttrs};
+use weft_core::lease::{LeaseAttrs, LeaseError, MAX_LEASE_BYTES};
 use weft_core::mac::MacAddr;
 use weft_core::rules::{Rule, forward_rules, masq_rules};
 use weft_core::subnet::lease_key;
@@ -39,7 +40,7 @@ use weft_store::{HeldLease, LeaseEvent, RawLease, Store, StoreConfig, WatchBatch
 use crate::files;
 use crate::flags::{Flags, IptablesBackend, Validated};
 use crate::health::{self, Condition, ErrorKind, Health};
-use crate::peers::{Notice, PeerTable, parse_entry};
+use crate::peers::{Entry, Notice, PeerTable, parse_entry};
 
 /// How often the reconciler looks at the kernel even when nothing was announced. Changes to
 /// the device are normally seen at once through netlink notifications; this is the safety net
@@ -474,25 +475,27 @@ fn lease_value(node: &Node) -> String {
     LeaseAttrs::vxlan(node.ext.public_ip, node.spec.vni, node.mac()).to_json()
 }
 
-/// The leases as the allocator sees them: subnet and public IP (the backend data is dropped
-/// at once, so thousands of leases never sit in memory as parsed JSON).
-fn parsed_leases(raws: &[RawLease]) -> Vec<Lease> {
-    raws.iter()
-        .filter_map(|r| {
-            let subnet = r.subnet.clone().ok()?;
-            let attrs = LeaseAttrs::parse(&r.value).ok()?;
-            Some(Lease {
-                subnet,
-                attrs: LeaseAttrs {
-                    public_ip: attrs.public_ip,
-                    public_ipv6: None,
-                    backend_type: None,
-                    backend_data: None,
-                    backend_v6_data: None,
-                },
-            })
-        })
-        .collect()
+/// How the peer table judges one key (a value over the size limit was not even kept).
+fn entry_of(cfg: &NetworkConfig, r: &RawLease) -> Entry {
+    match r.oversized {
+        Some(size) => Entry::Skip {
+            why: LeaseError::TooLarge {
+                size,
+                limit: MAX_LEASE_BYTES,
+            }
+            .to_string(),
+            reject: true,
+        },
+        None => parse_entry(cfg, r.subnet.clone(), &r.value),
+    }
+}
+
+/// Replaces the peer table with a listing; returns how many keys differed from it.
+fn reset_table(node: &Node, shared: &Shared, raws: &[RawLease]) -> usize {
+    shared.table().reset(
+        raws.iter()
+            .map(|r| (r.key.clone(), r.mod_revision, entry_of(&node.cfg, r))),
+    )
 }
 
 /// The leases as listed from etcd, and the revision of that listing.
@@ -514,22 +517,23 @@ async fn acquire(
         if let Some(holder) = mac_holder(node, &raws) {
             let taken = raws
                 .iter()
-                .filter_map(
-                    |r| match parse_entry(&node.cfg, r.subnet.clone(), &r.value) {
-                        crate::peers::Entry::Peer(p) => Some(p.vtep_mac),
-                        _ => None,
-                    },
-                )
+                .filter_map(|r| match entry_of(&node.cfg, r) {
+                    Entry::Peer(p) => Some(p.vtep_mac),
+                    _ => None,
+                })
                 .collect();
             change_mac(node, health, &holder.key, taken).await;
         }
         let value = lease_value(node);
-        let leases = parsed_leases(&raws);
+        // Every key counts: one with a value weft cannot read, or an alias key, still
+        // keeps its subnet from being picked (and a create from failing on it forever).
+        let prefix = node.store.subnets_prefix();
+        let keys = KeySet::from_keys(raws.iter().map(|r| (r.tail(&prefix), r.value())));
         // `exclude`: a subnet another node now holds under our old key; never take it back.
         let excluded: Vec<Ipv4Net> = exclude.into_iter().collect();
-        let plan = plan_acquire_excluding(
+        let plan = plan_acquire_listed(
             &node.cfg,
-            &leases,
+            &keys,
             node.ext.public_ip,
             previous,
             &excluded,
@@ -667,10 +671,7 @@ async fn bring_up(node: &Node, shared: &Shared, listing: Option<Listing>) -> Res
             Some(l) => l,
             None => node.store.list_leases().await?,
         };
-        shared.table().reset(raws.into_iter().map(|r| {
-            let entry = parse_entry(&node.cfg, r.subnet, &r.value);
-            (r.key, entry)
-        }));
+        reset_table(node, shared, &raws);
         let failed = reconcile(node, shared).await;
         dataplane_condition(shared, &failed);
         if failed? > 0 {
@@ -745,7 +746,10 @@ async fn apply_peers(
     let (peers, notices) = shared.table().peers(Some(own.subnet));
     for n in notices {
         match n {
-            Notice::Rejected { key, why } => warn!(%key, %why, "skipping lease"),
+            Notice::Rejected { key, why } => {
+                shared.health.metrics.lease_keys_refused.inc();
+                warn!(%key, %why, "skipping lease")
+            }
             Notice::Ignored { key, why } => debug!(%key, %why, "not a VXLAN peer"),
         }
     }
@@ -950,6 +954,33 @@ async fn reconcile_task(node: Arc<Node>, shared: Arc<Shared>) {
     }
 }
 
+/// Why the watch is replaced by a full listing.
+#[derive(Debug, Clone, Copy)]
+enum Relist {
+    Compacted,
+    TooLarge,
+    Repair,
+}
+
+impl Relist {
+    fn label(self) -> &'static str {
+        match self {
+            Relist::Compacted => "compacted",
+            Relist::TooLarge => "too_large",
+            Relist::Repair => "repair",
+        }
+    }
+}
+
+/// The lease watch. `rev` is the revision up to which every event has been applied to the
+/// peer table (first the start-up listing's): a broken stream resumes from `rev + 1`, and
+/// `rev` only moves to the last delivered event's mod revision or to a progress
+/// notification's revision (never to a response header's while events come, which etcd
+/// stamps with its current revision also while a resumed watch still catches up).
+/// A compacted resume revision, or a response over gRPC's message limit, is replaced by a
+/// paged listing. Every --lease-relist-interval, the anti-entropy check lists the keys
+/// (without values) at `rev` and compares them with the table; any difference is counted
+/// and repaired by a full listing.
 async fn watch_task(
     node: Arc<Node>,
     shared: Arc<Shared>,
@@ -959,14 +990,18 @@ async fn watch_task(
     let hb = shared.health.heartbeat("lease watch");
     let mut delay = Duration::from_millis(100);
     let mut first = true;
-    let mut need_relist = false;
+    let mut relist: Option<Relist> = None;
+    let period = Duration::from_secs(node.flags.lease_relist_interval);
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if need_relist {
-            // Every etcd request has a timeout (5 s), so each of these ends well within the bound.
+        if let Some(why) = relist {
+            // Every etcd request has a timeout (5 s) and a page is at most about 1 MiB, so a
+            // listing of tens of thousands of keys ends well within the bound.
             hb.busy("re-listing the leases", Duration::ZERO);
             match node.store.list_leases().await {
                 Ok((raws, r)) => {
-                    info!(revision = r, keys = raws.len(), "re-listed leases");
+                    shared.health.metrics.relisted(why.label());
                     let own_subnet = shared.own().subnet;
                     let own_key = lease_key(&node.flags.etcd_prefix, own_subnet);
                     if let Some(mine) = raws.iter().find(|x| x.key == own_key) {
@@ -974,12 +1009,12 @@ async fn watch_task(
                     } else {
                         let _ = own_tx.try_send(OwnKey::Deleted(own_subnet));
                     }
-                    shared.table().reset(raws.into_iter().map(|x| {
-                        (
-                            x.key.clone(),
-                            parse_entry(&node.cfg, x.subnet.clone(), &x.value),
-                        )
-                    }));
+                    let repaired = reset_table(&node, &shared, &raws);
+                    shared
+                        .health
+                        .metrics
+                        .lease_relist_repairs
+                        .inc_by(repaired as u64);
                     if shared
                         .table()
                         .holder_of_mac(node.mac(), node.ext.public_ip)
@@ -987,8 +1022,15 @@ async fn watch_task(
                     {
                         let _ = own_tx.try_send(OwnKey::MacConflict);
                     }
+                    info!(
+                        revision = r,
+                        keys = raws.len(),
+                        reason = why.label(),
+                        changed = repaired,
+                        "re-listed leases"
+                    );
                     rev = r;
-                    need_relist = false;
+                    relist = None;
                     shared.kick.notify_one();
                 }
                 Err(e) => {
@@ -1014,13 +1056,33 @@ async fn watch_task(
                     // No deadline: a quiet cluster sends nothing for hours. A dead connection
                     // ends the stream within about 9 s (HTTP/2 keep-alive), which is a beat.
                     hb.waiting("lease events from etcd");
-                    let next = w.next().await;
+                    let next = tokio::select! {
+                        b = w.next() => b,
+                        _ = check.tick() => {
+                            hb.busy("checking the leases (anti-entropy)", Duration::ZERO);
+                            match anti_entropy(&node, &shared, rev).await {
+                                Ok(true) => {}
+                                Ok(false) => {
+                                    relist = Some(Relist::Repair);
+                                    break;
+                                }
+                                Err(e) => warn!(error = %e, "the anti-entropy check of the leases failed; trying again next period"),
+                            }
+                            // Brings `rev` forward once caught up, so the next check lists at a
+                            // recent (not compacted) revision even when no lease changes.
+                            if let Err(e) = w.request_progress().await {
+                                debug!(error = %e, "cannot ask etcd for watch progress");
+                            }
+                            continue;
+                        }
+                    };
                     hb.busy("applying lease events", Duration::ZERO);
                     match next {
                         Ok(Some(WatchBatch::Events { events, revision })) => {
                             delay = Duration::from_millis(100);
                             let own_subnet = shared.own().subnet;
                             let own_key = lease_key(&node.flags.etcd_prefix, own_subnet);
+                            let changed = !events.is_empty();
                             {
                                 let mut t = shared.table();
                                 for ev in events {
@@ -1030,15 +1092,14 @@ async fn watch_task(
                                                 let _ = own_tx
                                                     .try_send(OwnKey::Put(own_subnet, r.clone()));
                                             }
-                                            let entry =
-                                                parse_entry(&node.cfg, r.subnet.clone(), &r.value);
-                                            if let crate::peers::Entry::Peer(p) = &entry
+                                            let entry = entry_of(&node.cfg, &r);
+                                            if let Entry::Peer(p) = &entry
                                                 && p.vtep_mac == node.mac()
                                                 && p.public_ip != node.ext.public_ip
                                             {
                                                 let _ = own_tx.try_send(OwnKey::MacConflict);
                                             }
-                                            t.put(r.key, entry);
+                                            t.put(r.key, r.mod_revision, entry);
                                         }
                                         LeaseEvent::Delete { key, .. } => {
                                             if key == own_key {
@@ -1053,7 +1114,9 @@ async fn watch_task(
                             if revision > rev {
                                 rev = revision;
                             }
-                            shared.kick.notify_one();
+                            if changed {
+                                shared.kick.notify_one();
+                            }
                         }
                         Ok(Some(WatchBatch::Compacted(c))) => {
                             warn!(
@@ -1064,11 +1127,20 @@ async fn watch_task(
                                 Condition::Watch,
                                 "re-listing the leases after an etcd compaction",
                             );
-                            need_relist = true;
+                            relist = Some(Relist::Compacted);
                             break;
                         }
                         Ok(None) => {
                             lost_etcd(&shared, "the watch stream ended");
+                            break;
+                        }
+                        Err(e) if e.is_too_large() => {
+                            warn!(error = %e, from_revision = rev + 1, "a lease watch response was over gRPC's message limit (huge values); re-listing page by page");
+                            shared.health.unmet(
+                                Condition::Watch,
+                                "re-listing the leases (a watch response was over gRPC's message limit)",
+                            );
+                            relist = Some(Relist::TooLarge);
                             break;
                         }
                         Err(e) => {
@@ -1080,11 +1152,50 @@ async fn watch_task(
             }
             Err(e) => lost_etcd(&shared, &e.to_string()),
         }
+        if relist.is_some() {
+            continue;
+        }
         // Capped at 1 s: the watch is back within a second of etcd's return.
         hb.busy("waiting to reconnect the lease watch", delay);
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(1));
     }
+}
+
+/// The anti-entropy check: the keys and mod revisions at `rev`, without values (cheap),
+/// compared with the peer table. Ok(false) when they differ (counted; the caller re-lists),
+/// or when `rev` was compacted (nothing can be compared: the caller re-lists).
+async fn anti_entropy(node: &Node, shared: &Shared, rev: i64) -> Result<bool> {
+    let keys = match node.store.list_lease_revisions(Some(rev)).await {
+        Ok((keys, _)) => keys,
+        Err(e) if e.is_compacted() => {
+            debug!(
+                revision = rev,
+                "the watch's revision was compacted; the anti-entropy check re-lists"
+            );
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    shared.health.metrics.lease_relist_checks.inc();
+    let diff = shared
+        .table()
+        .differences(keys.iter().map(|k| (k.key.as_str(), k.mod_revision)));
+    if diff == 0 {
+        debug!(
+            revision = rev,
+            keys = keys.len(),
+            "anti-entropy check: the watch missed nothing"
+        );
+        return Ok(true);
+    }
+    warn!(
+        revision = rev,
+        keys = keys.len(),
+        differing = diff,
+        "anti-entropy check: the lease watch missed changes; re-listing to repair"
+    );
+    Ok(false)
 }
 
 fn lost_etcd(shared: &Shared, why: &str) {
@@ -1190,24 +1301,34 @@ async fn lease_task(node: Arc<Node>, shared: Arc<Shared>, mut rx: mpsc::Receiver
                     withdraw_subnet(&node, &shared.health, own.subnet, "lost its lease key (deleted in etcd)");
                     Some((Some(own.subnet), None))
                 }
-                Some(OwnKey::Put(_, raw)) => match LeaseAttrs::parse(&raw.value) {
-                    Ok(attrs) if attrs.public_ip != node.ext.public_ip => {
-                        warn!(subnet = %own.subnet, holder = %attrs.public_ip, "our subnet is now leased by another node (our lease expired while we were cut off); taking another subnet");
-                        withdraw_subnet(&node, &shared.health, own.subnet, &format!("was taken by another node (PublicIP {})", attrs.public_ip));
-                        Some((None, Some(own.subnet)))
-                    }
-                    Ok(_) => {
-                        if raw.lease_id != own.lease_id && raw.lease_id != 0 && own.lease_id != 0 {
-                            debug!(subnet = %own.subnet, "our key was rewritten with another etcd lease; adopting it");
-                            shared.set_own(HeldLease { lease_id: raw.lease_id, ..own });
+                Some(OwnKey::Put(_, raw)) => {
+                    let parsed = match raw.value() {
+                        Some(v) => LeaseAttrs::parse(v),
+                        None => Err(LeaseError::TooLarge { size: raw.oversized.unwrap_or(0), limit: MAX_LEASE_BYTES }),
+                    };
+                    let wrong = match &parsed {
+                        Ok(attrs) if attrs.public_ip != node.ext.public_ip => None,
+                        Ok(attrs) => (attrs.backend_type.as_deref() != Some("vxlan")
+                            || attrs.vxlan_data().ok() != Some(weft_core::lease::VxlanBackendData { vni: node.spec.vni, vtep_mac: node.mac() }))
+                            .then(|| "our public IP with another backend, VNI or VtepMAC".to_string()),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    match (parsed, wrong) {
+                        (Ok(attrs), _) if attrs.public_ip != node.ext.public_ip => {
+                            warn!(subnet = %own.subnet, holder = %attrs.public_ip, "our subnet is now leased by another node (our lease expired while we were cut off); taking another subnet");
+                            withdraw_subnet(&node, &shared.health, own.subnet, &format!("was taken by another node (PublicIP {})", attrs.public_ip));
+                            Some((None, Some(own.subnet)))
                         }
-                        None
+                        (_, Some(why)) => rewrite_own_key(&node, &shared.health, &own, &raw, &why).await,
+                        (_, None) => {
+                            if raw.lease_id != own.lease_id && raw.lease_id != 0 && own.lease_id != 0 {
+                                debug!(subnet = %own.subnet, "our key was rewritten with another etcd lease; adopting it");
+                                shared.set_own(HeldLease { lease_id: raw.lease_id, ..own });
+                            }
+                            None
+                        }
                     }
-                    Err(e) => {
-                        warn!(subnet = %own.subnet, error = %e, "our lease key holds an unparseable value; rewriting it");
-                        Some((Some(own.subnet), None))
-                    }
-                },
+                }
             }
         };
         if let Some((previous, exclude)) = reacquire {
@@ -1328,6 +1449,43 @@ fn withdraw_subnet(node: &Node, health: &Health, lost: Ipv4Net, why: &str) {
         Err(e) => {
             health.metrics.error(ErrorKind::SubnetFile);
             error!(error = %e, "cannot withdraw the lost subnet from subnet.env; pods may still be given its addresses");
+        }
+    }
+}
+
+/// Our key holds a value that is not ours (`why`): write ours back in place, guarded on the
+/// revision we saw and with the etcd lease we hold, so the renewal goes on as before. If the
+/// key changed again meanwhile the watch brings that change; if our etcd lease is gone,
+/// re-acquire (returned as the re-acquire request).
+async fn rewrite_own_key(
+    node: &Node,
+    health: &Health,
+    own: &HeldLease,
+    raw: &RawLease,
+    why: &str,
+) -> Option<(Option<Ipv4Net>, Option<Ipv4Net>)> {
+    warn!(subnet = %own.subnet, key = %raw.key, problem = %why, "our lease key holds a value that is not ours; rewriting it in place");
+    match node
+        .store
+        .rewrite_own(raw, &lease_value(node), own.lease_id)
+        .await
+    {
+        Ok(true) => {
+            info!(subnet = %own.subnet, "our lease key holds our value again");
+            None
+        }
+        Ok(false) => {
+            if own.lease_id != 0 && matches!(node.store.ttl(own.lease_id).await, Ok(None)) {
+                warn!(subnet = %own.subnet, "our etcd lease is gone; re-acquiring");
+                withdraw_subnet(node, health, own.subnet, "lost its etcd lease");
+                return Some((Some(own.subnet), None));
+            }
+            debug!(subnet = %own.subnet, "our key changed again before the rewrite; the watch brings the change");
+            None
+        }
+        Err(e) => {
+            warn!(subnet = %own.subnet, error = %e, "cannot rewrite our lease key; re-acquiring");
+            Some((Some(own.subnet), None))
         }
     }
 }

@@ -76,6 +76,11 @@ pub struct Flags {
     /// Advanced (weft only): lease TTL in seconds. flanneld hard-codes 24 h; short TTLs are for tests.
     #[arg(long, env = "WEFT_SUBNET_LEASE_TTL", default_value_t = 86400)]
     pub subnet_lease_ttl: i64,
+    /// Advanced (weft only): seconds between anti-entropy checks of the lease watch (a
+    /// keys-only, paged listing compared with what the watch delivered; a difference is
+    /// repaired by a full listing).
+    #[arg(long, env = "WEFT_LEASE_RELIST_INTERVAL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub lease_relist_interval: u64,
 
     /// Masquerade traffic leaving the overlay network.
     #[arg(long, env = "FLANNELD_IP_MASQ", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false, value_parser = go_bool)]

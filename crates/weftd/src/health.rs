@@ -53,6 +53,10 @@ pub struct Metrics {
     pub kernel_reads: Counter,
     pub kernel_drift: Counter,
     pub watch_reconnects: Counter,
+    pub lease_keys_refused: Counter,
+    lease_relists: Family<Vec<(String, String)>, Counter>,
+    pub lease_relist_checks: Counter,
+    pub lease_relist_repairs: Counter,
     pub ready: Gauge,
     /// 1 per readiness condition that is met (`weft_ready_condition{condition}`).
     pub condition: Family<Vec<(String, String)>, Gauge>,
@@ -79,6 +83,10 @@ impl Metrics {
         let kernel_reads = Counter::default();
         let kernel_drift = Counter::default();
         let watch_reconnects = Counter::default();
+        let lease_keys_refused = Counter::default();
+        let lease_relists = Family::<Vec<(String, String)>, Counter>::default();
+        let lease_relist_checks = Counter::default();
+        let lease_relist_repairs = Counter::default();
         let ready = Gauge::default();
         let condition = Family::<Vec<(String, String)>, Gauge>::default();
         let wedged = Counter::default();
@@ -132,6 +140,26 @@ impl Metrics {
             watch_reconnects.clone(),
         );
         registry.register(
+            "lease_keys_refused",
+            "Keys under <prefix>/subnets/ refused as peers, once per key and problem: an alias or malformed key, a value that does not parse or is over 64 KiB, a subnet overlapping ours",
+            lease_keys_refused.clone(),
+        );
+        registry.register(
+            "lease_relists",
+            "Full paged listings of the leases after start-up, by reason: compacted (the watch's resume revision was compacted), too_large (a watch response over gRPC's message limit), repair (the anti-entropy check found a difference)",
+            lease_relists.clone(),
+        );
+        registry.register(
+            "lease_relist_checks",
+            "Anti-entropy checks: a keys-only paged listing at the watch's revision compared with what the watch delivered",
+            lease_relist_checks.clone(),
+        );
+        registry.register(
+            "lease_relist_repairs",
+            "Keys a re-list found missing, extra or stale in what the watch had delivered (0 unless events were missed)",
+            lease_relist_repairs.clone(),
+        );
+        registry.register(
             "ready",
             "1 while every /readyz condition is met (lease held and in subnet.env, device and peers programmed, rules in place, watch synced)",
             ready.clone(),
@@ -173,6 +201,10 @@ impl Metrics {
             kernel_reads,
             kernel_drift,
             watch_reconnects,
+            lease_keys_refused,
+            lease_relists,
+            lease_relist_checks,
+            lease_relist_repairs,
             ready,
             condition,
             wedged,
@@ -191,6 +223,13 @@ impl Metrics {
 
     pub fn mac_replaced(&self, reason: &str) {
         self.vtep_mac_replaced
+            .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+            .inc();
+    }
+
+    /// Counts a full re-list of the leases (`compacted`, `too_large` or `repair`).
+    pub fn relisted(&self, reason: &'static str) {
+        self.lease_relists
             .get_or_create(&vec![("reason".to_string(), reason.to_string())])
             .inc();
     }

@@ -42,6 +42,8 @@ pub struct PeerTable {
     /// Last notice text per key that has one, so each problem is logged once, not every
     /// reconcile. Keys that are plain peers have no entry here.
     last_notice: HashMap<String, String>,
+    /// The mod revision of each key as last delivered, for the anti-entropy check.
+    revisions: HashMap<String, i64>,
 }
 
 /// Parses and judges one key/value pair (everything but the checks against our own subnet).
@@ -66,18 +68,28 @@ pub fn parse_entry(cfg: &NetworkConfig, subnet: Result<Ipv4Net, String>, value: 
 }
 
 impl PeerTable {
-    /// Replaces everything (a fresh listing after start or compaction).
-    pub fn reset(&mut self, entries: impl IntoIterator<Item = (String, Entry)>) {
-        self.entries = entries.into_iter().collect();
+    /// Replaces everything (a fresh listing after start or compaction): `(key, mod
+    /// revision, entry)`. Returns how many keys differed from what the table held (missing,
+    /// extra, or at another revision): what a watch had missed, if anything.
+    pub fn reset(&mut self, entries: impl IntoIterator<Item = (String, i64, Entry)>) -> usize {
+        let old = std::mem::take(&mut self.revisions);
+        self.entries.clear();
+        for (key, rev, entry) in entries {
+            self.revisions.insert(key.clone(), rev);
+            self.entries.insert(key, entry);
+        }
         self.last_notice.retain(|k, _| self.entries.contains_key(k));
+        differing(&old, self.revisions.iter().map(|(k, r)| (k.as_str(), *r)))
     }
 
-    pub fn put(&mut self, key: String, entry: Entry) {
+    pub fn put(&mut self, key: String, mod_revision: i64, entry: Entry) {
+        self.revisions.insert(key.clone(), mod_revision);
         self.entries.insert(key, entry);
     }
 
     pub fn delete(&mut self, key: &str) {
         self.entries.remove(key);
+        self.revisions.remove(key);
         self.last_notice.remove(key);
     }
 
@@ -99,6 +111,12 @@ impl PeerTable {
                 Entry::Skip { .. } => None,
             })
             .collect()
+    }
+
+    /// How many keys of a listing (`(key, mod revision)` of every key) differ from the
+    /// table: 0 when the watch delivered everything up to the listing's revision.
+    pub fn differences<'a>(&self, listed: impl IntoIterator<Item = (&'a str, i64)>) -> usize {
+        differing(&self.revisions, listed)
     }
 
     /// The VXLAN peers to program, plus notices for verdicts that changed since last time.
@@ -155,6 +173,26 @@ impl PeerTable {
     }
 }
 
+/// Keys missing from either side or at another revision.
+fn differing<'a>(
+    known: &HashMap<String, i64>,
+    listed: impl IntoIterator<Item = (&'a str, i64)>,
+) -> usize {
+    let mut seen = 0usize;
+    let mut diff = 0usize;
+    for (key, rev) in listed {
+        match known.get(key) {
+            Some(r) if *r == rev => seen += 1,
+            Some(_) => {
+                seen += 1;
+                diff += 1;
+            }
+            None => diff += 1,
+        }
+    }
+    diff + (known.len() - seen)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +215,7 @@ mod tests {
         t.reset([
             (
                 key("10.244.1.0-24"),
+                1,
                 parse_entry(
                     &cfg(),
                     Ok("10.244.1.0/24".parse().unwrap()),
@@ -185,14 +224,17 @@ mod tests {
             ),
             (
                 key("10.244.2.0-24"),
+                2,
                 parse_entry(&cfg(), Ok("10.244.2.0/24".parse().unwrap()), b"{not json"),
             ),
             (
                 key("junk"),
+                3,
                 parse_entry(&cfg(), Err("bad key".into()), b"{}"),
             ),
             (
                 key("10.244.3.0-24"),
+                4,
                 parse_entry(
                     &cfg(),
                     Ok("10.244.3.0/24".parse().unwrap()),
@@ -210,11 +252,39 @@ mod tests {
     }
 
     #[test]
+    fn listings_are_compared_by_key_and_revision() {
+        let mut t = PeerTable::default();
+        let e = || Entry::Skip {
+            why: "x".into(),
+            reject: true,
+        };
+        assert_eq!(t.reset([(key("a"), 5, e()), (key("b"), 6, e())]), 2);
+        t.put(key("c"), 7, e());
+        t.delete(&key("a"));
+        let (b, c, d) = (key("b"), key("c"), key("d"));
+        assert_eq!(t.differences([(b.as_str(), 6), (c.as_str(), 7)]), 0);
+        // a missed put, a missed delete, a missed update: each counts once
+        assert_eq!(
+            t.differences([(b.as_str(), 6), (c.as_str(), 7), (d.as_str(), 8)]),
+            1
+        );
+        assert_eq!(t.differences([(b.as_str(), 6)]), 1);
+        assert_eq!(t.differences([(b.as_str(), 9), (c.as_str(), 7)]), 1);
+        assert_eq!(t.differences([]), 2);
+        assert_eq!(
+            t.reset([(b.clone(), 9), (d.clone(), 8)].map(|(k, r)| (k, r, e()))),
+            3
+        );
+        assert_eq!(t.differences([(b.as_str(), 9), (d.as_str(), 8)]), 0);
+    }
+
+    #[test]
     fn own_subnet_is_not_a_peer_and_deletes_remove() {
         let mut t = PeerTable::default();
         let own: Ipv4Net = "10.244.1.0/24".parse().unwrap();
         t.put(
             key("10.244.1.0-24"),
+            1,
             parse_entry(
                 &cfg(),
                 Ok(own),
@@ -223,6 +293,7 @@ mod tests {
         );
         t.put(
             key("10.244.2.0-24"),
+            2,
             parse_entry(
                 &cfg(),
                 Ok("10.244.2.0/24".parse().unwrap()),

@@ -52,6 +52,7 @@ fn lease_input(subnet: &str, ip: Ipv4Addr, m: MacAddr) -> LeaseInput {
         name: format!("{}-{}", sn.network(), sn.prefix_len()),
         subnet: Ok(sn),
         value: LeaseAttrs::vxlan(ip, 1, m).to_json().into_bytes(),
+        oversized: None,
         ttl: Ttl::Seconds(86_000),
     }
 }
