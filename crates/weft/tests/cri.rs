@@ -224,6 +224,36 @@ fn leftovers(tb: &Testbed, ctrd: &Containerd, sb: &Sandbox) -> Vec<String> {
     left
 }
 
+/// Every file under the node's CNI state dirs (`/var/lib/cni` and `/run/netns` as containerd
+/// sees them) whose name is the pod's container id, IP or netns, or contains the id (a
+/// lock, a cache entry, ...): after DEL there must be none.
+fn files_naming(tb: &Testbed, sb: &Sandbox) -> Vec<PathBuf> {
+    let dir = &tb.node(sb.node).dir;
+    let netns_name = sb.netns.rsplit('/').next().unwrap_or_default().to_string();
+    let ip = sb.ip.to_string();
+    let mut stack = vec![dir.join("cni"), dir.join("run/netns")];
+    let mut found = Vec::new();
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let path = e.path();
+            if path == tb.cni_paths(sb.node).bin_dir {
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.contains(&sb.id) || name == ip || name == netns_name {
+                found.push(path.clone());
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            }
+        }
+    }
+    found
+}
+
 /// Starts weftd on `node` as the other testbed tests do: flanneld's flags only (the subnet
 /// file where containerd's CNI finds it as /run/flannel/subnet.env), in a private mount
 /// namespace where the bed's `var-lib` dir stands over `/var/lib`, so the default state dir
@@ -373,6 +403,11 @@ fn containerd_cri_sandboxes_reach_each_other_and_leave_no_state() {
             6,
             "while the pod runs, its IP, saved config, cache, netns and veth exist: {left:?}"
         );
+        assert!(
+            files_naming(&tb, &sb).len() >= 4,
+            "the scan sees the running pod's files: {:?}",
+            files_naming(&tb, &sb)
+        );
         eprintln!(
             "node {i}: RunPodSandbox {} ip {} netns {} in {:?}",
             &sb.id[..12],
@@ -421,6 +456,8 @@ fn containerd_cri_sandboxes_reach_each_other_and_leave_no_state() {
             .items;
         assert!(listed.is_empty(), "{listed:?}");
         assert!(leftovers(&tb, c, sb).is_empty());
+        let stray = files_naming(&tb, sb);
+        assert!(stray.is_empty(), "files of the removed pod: {stray:?}");
         eprintln!(
             "node {}: StopPodSandbox in {stop_time:?}, RemovePodSandbox after {:?}; nothing left",
             sb.node,
