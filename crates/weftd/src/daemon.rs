@@ -336,6 +336,14 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
     };
 
     let fw = choose_iptables(flags.iptables_backend).await;
+    health
+        .metrics
+        .iptables_backend
+        .get_or_create(&vec![(
+            "backend".to_string(),
+            fw.backend.map_or("installed", |b| b.name()).to_string(),
+        )])
+        .set(1);
     let random_fully = !flags.ip_masq_fully_random_disable && fw.supports_random_fully().await;
     let node = Arc::new(Node {
         ttl: flags.subnet_lease_ttl,
@@ -1552,7 +1560,7 @@ async fn sync_rules(
             }
             Err(e) => match e.lock_wait() {
                 Some(w) => {
-                    shared.health.metrics.error(ErrorKind::Iptables);
+                    shared.health.metrics.iptables_lock_busy.inc();
                     on_wait(w);
                     warn!(error = %e, "the xtables lock is busy");
                 }
@@ -1614,7 +1622,7 @@ async fn firewall_task(node: Arc<Node>, shared: Arc<Shared>) {
         resync
     };
     info!(
-        backend = node.fw.backend.map(|b| b.name()).unwrap_or("as installed"),
+        backend = node.fw.backend.map_or("installed", |b| b.name()),
         announced,
         period_s = period.as_secs(),
         "checking the iptables rules on ruleset announcements (nft) and every period"

@@ -68,6 +68,10 @@ pub struct Metrics {
     pub vtep_mac_replaced: Family<Vec<(String, String)>, Counter>,
     /// Times subnet.env was withdrawn because this node lost its subnet.
     pub subnet_lost: Counter,
+    /// iptables-restore runs that gave up waiting for the xtables lock.
+    pub iptables_lock_busy: Counter,
+    /// 1 for the iptables backend weftd writes with (`weft_iptables_backend{backend}`).
+    pub iptables_backend: Family<Vec<(String, String)>, Gauge>,
     errors: Family<Vec<(String, String)>, Counter>,
 }
 
@@ -93,6 +97,8 @@ impl Metrics {
         let vtep_mac_conflicts = Counter::default();
         let vtep_mac_replaced = Family::<Vec<(String, String)>, Counter>::default();
         let subnet_lost = Counter::default();
+        let iptables_lock_busy = Counter::default();
+        let iptables_backend = Family::<Vec<(String, String)>, Gauge>::default();
         let errors = Family::<Vec<(String, String)>, Counter>::default();
         registry.register(
             "lease_held",
@@ -189,6 +195,16 @@ impl Metrics {
             "Times subnet.env was withdrawn because this node lost its subnet (taken by another node, expired, deleted)",
             subnet_lost.clone(),
         );
+        registry.register(
+            "iptables_lock_busy",
+            "iptables-restore runs that gave up after waiting 5 s for the xtables lock held by another process (each is retried at once; /readyz names the holder)",
+            iptables_lock_busy.clone(),
+        );
+        registry.register(
+            "iptables_backend",
+            "1 for the iptables backend weftd writes its rules with (legacy, nft, or installed: whatever `iptables` is), as --iptables-backend chose it",
+            iptables_backend.clone(),
+        );
         registry.register("errors", "Errors by kind", errors.clone());
         Metrics {
             registry,
@@ -211,6 +227,8 @@ impl Metrics {
             vtep_mac_conflicts,
             vtep_mac_replaced,
             subnet_lost,
+            iptables_lock_busy,
+            iptables_backend,
             errors,
         }
     }

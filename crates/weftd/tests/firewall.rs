@@ -125,6 +125,13 @@ fn weftd_writes_with_the_backend_that_holds_the_hosts_rules() {
             .contains("KUBE-IPTABLES-HINT chain is in iptables-nft")
     );
     assert!(c.log(2).contains("set by --iptables-backend"));
+    for (i, want) in [(0, "legacy"), (1, "nft"), (2, "nft"), (3, "legacy")] {
+        let (_, metrics) = c.http_get(i, "/metrics").expect("metrics");
+        assert!(
+            metrics.contains(&format!("weft_iptables_backend{{backend=\"{want}\"}} 1")),
+            "node {i}:\n{metrics}"
+        );
+    }
 
     // Drift watching follows the chosen backend: on the legacy node (no nf_tables
     // announcements) a flushed chain is put back by the periodic check, on the nft node at once.
@@ -265,8 +272,11 @@ fn a_held_xtables_lock_delays_the_rules_and_readyz_names_its_holder() {
         "ready {ready_after:?} after the release"
     );
     let log = c.log(0);
+    let retries = log.matches("gave up after 5 s").count();
+    assert!(retries >= 3, "bounded waits, retried:\n{log}");
+    let (_, metrics) = c.http_get(0, "/metrics").expect("metrics");
     assert!(
-        log.matches("gave up after 5 s").count() >= 3,
-        "bounded waits, retried:\n{log}"
+        metrics.contains(&format!("weft_iptables_lock_busy_total {retries}")),
+        "each busy wait is counted:\n{metrics}"
     );
 }
