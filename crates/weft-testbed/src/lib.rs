@@ -33,6 +33,7 @@
 mod cmd;
 pub mod cni;
 pub mod containerd;
+pub mod ec2;
 mod error;
 mod netns;
 pub mod nlmonitor;
@@ -56,6 +57,7 @@ use tracing::{debug, info, warn};
 
 pub use cni::{CniNodePaths, CniPod, CniSetup, KUBE_FLANNEL_CONFLIST};
 pub use containerd::Containerd;
+pub use ec2::VpcPod;
 pub use error::{CniFailure, TestbedError};
 pub use netns::{NETNS_DIR, in_netns, list_namespaces_with_prefix, netns_path, require_root};
 pub use nix::sys::signal::Signal;
