@@ -269,6 +269,8 @@ impl Testbed {
 
     /// Deletes a VPC CNI pod's namespace: its veth and host route go, its ip rules stay (as
     /// aws-cni's DEL with ipamd gone leaves them), its address stays assigned to the ENI.
+    /// Returns once the kernel has destroyed the namespace (its host veth is gone), which
+    /// happens after the last process or socket in it is gone and is asynchronous.
     pub fn delete_vpc_pod(&mut self, pod: &VpcPod) -> Result<(), TestbedError> {
         self.check_live()?;
         self.check_ns(&pod.ns)?;
@@ -278,7 +280,21 @@ impl Testbed {
             &format!("deleting VPC CNI pod {}", pod.ns),
         )?
         .finish()?;
-        Ok(())
+        let node_ns = self.node_checked(pod.node, "delete_vpc_pod")?.ns;
+        let timeout = std::time::Duration::from_secs(10);
+        let gone = crate::wait_until(timeout, std::time::Duration::from_millis(20), || {
+            let out = std::process::Command::new("ip")
+                .args(["-n", &node_ns, "link", "show", "dev", &pod.host_veth])
+                .output()
+                .ok()?;
+            (!out.status.success()).then_some(())
+        });
+        gone.ok_or_else(|| {
+            TestbedError::Invalid(format!(
+                "delete_vpc_pod: {} still exists in {node_ns} {timeout:?} after `ip netns del {}` (a process or socket still holds the namespace)",
+                pod.host_veth, pod.ns
+            ))
+        })
     }
 
     /// What the source/destination check has dropped so far, by port and direction

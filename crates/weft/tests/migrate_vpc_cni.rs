@@ -317,6 +317,7 @@ fn rolling_migration_on_ec2_rules_loses_no_packet() {
 
     // The VPC CNI's node, as aws-node left it: files, iptables, ENI, one pod per node.
     let mut vpc: Vec<P> = Vec::new();
+    let mut handles: Vec<weft_testbed::VpcPod> = Vec::new();
     for (i, root) in roots.iter().enumerate() {
         tb.add_secondary_eni(i).unwrap();
         write(&root.conf().join("10-aws.conflist"), AWS_CONFLIST, 0o644);
@@ -359,6 +360,7 @@ fn rolling_migration_on_ec2_rules_loses_no_packet() {
         )
         .unwrap();
         let pod = tb.add_vpc_pod(i, 9001).unwrap();
+        handles.push(pod.clone());
         vpc.push(P {
             name: format!("vpc{i}"),
             ns: pod.ns.clone(),
@@ -475,13 +477,7 @@ fn rolling_migration_on_ec2_rules_loses_no_packet() {
     for (i, root) in roots.iter().enumerate() {
         let pod = vpc[i].clone();
         traffic.stop_involving(&mut tb, &pod.name);
-        let handle = weft_testbed::VpcPod {
-            ns: pod.ns.clone(),
-            ip: pod.ip,
-            node: i,
-            host_veth: String::new(),
-        };
-        tb.delete_vpc_pod(&handle).unwrap();
+        tb.delete_vpc_pod(&handles[i]).unwrap();
         let out = cleanup(&tb, i, root, &[]);
         assert!(
             out.contains("done: a second look finds nothing of the VPC CNI left on this node"),
