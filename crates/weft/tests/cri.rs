@@ -3,8 +3,8 @@
 //! puts on the node, with weftd running on both nodes.
 //!
 //! Two testbed nodes each run weftd (flanneld's flags, as the other testbed tests run it),
-//! get `weft install-cni` (weft-cni as `flannel`, Debian's bridge, host-local, portmap and
-//! loopback copied with `--plugins-dir`, the conflist), and run Debian's containerd with its CRI plugin pointed at the node's CNI dirs (see
+//! get `weft install-cni` run from the weft image (weft-cni as `flannel`, the image's static
+//! bridge, host-local, portmap and loopback, the conflist), and run Debian's containerd with its CRI plugin pointed at the node's CNI dirs (see
 //! weft_testbed::containerd for how it is run and why). The test talks CRI `runtime.v1` over
 //! containerd's unix socket with the k8s-cri client, as kubelet does: a sandbox on each node,
 //! ping between them, then StopPodSandbox/RemovePodSandbox, after which nothing of the pod
@@ -34,6 +34,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use weft_cni::install::COMPANION_PLUGINS;
 use weft_core::subnet_env::SubnetEnv;
 use weft_testbed::containerd::{self, cni_conf_dir};
+use weft_testbed::podman;
 use weft_testbed::{Containerd, Testbed, TestbedConfig, oci, wait_until};
 
 const NET_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
@@ -297,27 +298,42 @@ fn start_weftd(tb: &mut Testbed, node: usize) -> SubnetEnv {
     })
 }
 
-/// What a node's init container does: `weft install-cni` into the node's (empty) CNI dirs,
-/// copying the delegate plugins from Debian's package dir (the image has its own).
+/// What a node's init container does, from the image as the DaemonSet runs it:
+/// `weft install-cni --plugins-dir /usr/lib/weft/cni` with the node's (empty) CNI dirs mounted
+/// at /host/opt/cni/bin and /host/etc/cni/net.d. The sandboxes then run on the image's static
+/// plugins, not on Debian's.
 fn install_cni(tb: &Testbed, node: usize) {
     let bin = tb.cni_paths(node).bin_dir;
     let conf = cni_conf_dir(&tb.node(node).dir);
-    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .arg("install-cni")
-        .arg("--bin-dir")
-        .arg(&bin)
-        .arg("--conf-dir")
-        .arg(&conf)
-        .arg("--plugins-dir")
-        .arg("/usr/lib/cni")
-        .output()
-        .expect("run weft install-cni");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    for d in [&bin, &conf] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--rm".into(),
+        "--network".into(),
+        "none".into(),
+    ];
+    args.extend(podman::run_options());
+    args.extend(podman::volume(&bin, "/host/opt/cni/bin", false));
+    args.extend(podman::volume(&conf, "/host/etc/cni/net.d", false));
+    args.extend(
+        [
+            "--entrypoint",
+            "/usr/local/bin/weft",
+            podman::DEV_IMAGE,
+            "install-cni",
+            "--bin-dir",
+            "/host/opt/cni/bin",
+            "--conf-dir",
+            "/host/etc/cni/net.d",
+            "--plugins-dir",
+            "/usr/lib/weft/cni",
+        ]
+        .map(String::from),
     );
-    assert!(out.status.success(), "weft install-cni failed: {text}");
+    let text =
+        podman::podman_ok(&args).unwrap_or_else(|e| panic!("install-cni from the image: {e}"));
     for p in COMPANION_PLUGINS.iter().chain(&["flannel"]) {
         assert!(
             bin.join(p).is_file(),
@@ -339,6 +355,7 @@ fn containerd_cri_sandboxes_reach_each_other_and_leave_no_state() {
     .unwrap_or_else(|e| panic!("testbed: {e}"));
     tb.etcdctl(&["put", CONFIG_KEY, NET_CONFIG])
         .expect("put config");
+    podman::require_image(podman::DEV_IMAGE).unwrap_or_else(|e| panic!("{e}"));
     let envs: Vec<SubnetEnv> = (0..2).map(|i| start_weftd(&mut tb, i)).collect();
     for i in 0..2 {
         install_cni(&tb, i);
@@ -354,6 +371,43 @@ fn containerd_cri_sandboxes_reach_each_other_and_leave_no_state() {
             .unwrap_or_else(|e| panic!("import the pause image on node {i}: {e}"));
         ctrds.push(c);
     }
+    // The README's way onto a node without a registry: the image as an OCI archive, imported
+    // into containerd's k8s.io namespace, where kubelet finds it by the manifest's reference.
+    let weft_archive = tb.dir().join("weft-image.tar");
+    let weft_image = format!("localhost/weft:{}", env!("CARGO_PKG_VERSION"));
+    podman::podman_ok(&[
+        "save".into(),
+        "--quiet".into(),
+        "--format".into(),
+        "oci-archive".into(),
+        "-o".into(),
+        weft_archive.display().to_string(),
+        weft_image.clone(),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    ctrds[0]
+        .import_image(&tb, &weft_archive)
+        .unwrap_or_else(|e| panic!("ctr images import of {weft_image}: {e}"));
+    let sock = ctrds[0].socket().display().to_string();
+    let listed = tb
+        .exec(
+            &tb.node(0).ns.clone(),
+            &[
+                "ctr",
+                "--address",
+                &sock,
+                "-n",
+                "k8s.io",
+                "images",
+                "ls",
+                "-q",
+            ],
+        )
+        .unwrap();
+    assert!(
+        listed.lines().any(|l| l.trim() == weft_image),
+        "{weft_image} not in containerd after the import: {listed}"
+    );
     let setup_time = t0.elapsed();
 
     let rt = tokio::runtime::Builder::new_current_thread()
