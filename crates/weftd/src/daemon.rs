@@ -986,9 +986,10 @@ impl Relist {
 /// notification's revision (never to a response header's while events come, which etcd
 /// stamps with its current revision also while a resumed watch still catches up).
 /// A compacted resume revision, or a response over gRPC's message limit, is replaced by a
-/// paged listing. Every --lease-relist-interval, the anti-entropy check lists the keys
-/// (without values) at `rev` and compares them with the table; any difference is counted
-/// and repaired by a full listing.
+/// paged listing. Every --lease-relist-interval, the anti-entropy check asks for a progress
+/// notification (bringing `rev` to etcd's current revision once caught up), then lists the
+/// keys (without values) at `rev` and compares them with the table; any difference is
+/// repaired by a full listing and counted.
 async fn watch_task(
     node: Arc<Node>,
     shared: Arc<Shared>,
@@ -1060,6 +1061,7 @@ async fn watch_task(
                 first = false;
                 delay = Duration::from_millis(100);
                 shared.health.met(Condition::Watch);
+                let mut check_due = false;
                 loop {
                     // No deadline: a quiet cluster sends nothing for hours. A dead connection
                     // ends the stream within about 9 s (HTTP/2 keep-alive), which is a beat.
@@ -1067,19 +1069,22 @@ async fn watch_task(
                     let next = tokio::select! {
                         b = w.next() => b,
                         _ = check.tick() => {
-                            hb.busy("checking the leases (anti-entropy)", Duration::ZERO);
-                            match anti_entropy(&node, &shared, rev).await {
-                                Ok(true) => {}
-                                Ok(false) => {
-                                    relist = Some(Relist::Repair);
-                                    break;
+                            // First a progress notification, which brings `rev` to etcd's
+                            // current revision once the watch has caught up, so the check
+                            // lists at a recent revision (never a compacted one) even when no
+                            // lease changed for hours. Without one within a period (the watch
+                            // is still catching up), check at `rev` as it is.
+                            if !check_due {
+                                check_due = true;
+                                if let Err(e) = w.request_progress().await {
+                                    debug!(error = %e, "cannot ask etcd for watch progress");
                                 }
-                                Err(e) => warn!(error = %e, "the anti-entropy check of the leases failed; trying again next period"),
+                                continue;
                             }
-                            // Brings `rev` forward once caught up, so the next check lists at a
-                            // recent (not compacted) revision even when no lease changes.
-                            if let Err(e) = w.request_progress().await {
-                                debug!(error = %e, "cannot ask etcd for watch progress");
+                            check_due = false;
+                            if !check_leases(&node, &shared, &hb, rev).await {
+                                relist = Some(Relist::Repair);
+                                break;
                             }
                             continue;
                         }
@@ -1124,6 +1129,13 @@ async fn watch_task(
                             }
                             if changed {
                                 shared.kick.notify_one();
+                            } else if check_due {
+                                // The progress notification asked for by the check.
+                                check_due = false;
+                                if !check_leases(&node, &shared, &hb, rev).await {
+                                    relist = Some(Relist::Repair);
+                                    break;
+                                }
                             }
                         }
                         Ok(Some(WatchBatch::Compacted(c))) => {
@@ -1167,6 +1179,18 @@ async fn watch_task(
         hb.busy("waiting to reconnect the lease watch", delay);
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Runs the anti-entropy check; false when a full re-list must follow.
+async fn check_leases(node: &Node, shared: &Shared, hb: &health::BeatGuard, rev: i64) -> bool {
+    hb.busy("checking the leases (anti-entropy)", Duration::ZERO);
+    match anti_entropy(node, shared, rev).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            warn!(error = %e, "the anti-entropy check of the leases failed; trying again next period");
+            true
+        }
     }
 }
 
