@@ -82,8 +82,10 @@ pub struct DoctorArgs {
     /// /readyz and /metrics.
     #[arg(long, value_name = "URL")]
     pub healthz: Option<String>,
-    /// iptables-save to read the nat table with (the one weftd and kube-proxy use).
-    #[arg(long, default_value = "iptables-save", value_name = "PROGRAM")]
+    /// iptables-save to read the nat table with (the one weftd and kube-proxy use); `auto`:
+    /// iptables-legacy-save or iptables-nft-save, whichever backend the host's rules are in (as
+    /// weftd's --iptables-backend=auto decides), or iptables-save without the two flavours.
+    #[arg(long, default_value = "auto", value_name = "PROGRAM")]
     pub iptables_save: String,
     /// How to reach etcd, as weftd does (last, as its own help section).
     #[command(flatten)]

@@ -151,7 +151,17 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
             "--healthz-port=8081".to_string(),
             "--ip-masq".to_string(),
         ];
-        let env = vec![("RUST_LOG".to_string(), "info".to_string())];
+        let mut env = vec![("RUST_LOG".to_string(), "info".to_string())];
+        // Node 1 is an AL2-like node: weftd writes with iptables-legacy (with a lock file of
+        // the bed's, not the host's /run/xtables.lock).
+        let mut args = args;
+        if i == 1 {
+            args.push("--iptables-backend=legacy".to_string());
+            env.push((
+                "XTABLES_LOCKFILE".to_string(),
+                tb.dir().join("xtables.lock").display().to_string(),
+            ));
+        }
         pids.push(
             tb.spawn(&n.ns, &weftd, &args, &env, &n.dir.join("weftd.log"))
                 .unwrap(),
@@ -256,6 +266,28 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
         "iptables-backend",
         "OK",
         &["weft's chains are in iptables-nft, the host's backend"],
+    );
+
+    // On the legacy node doctor reads the nat table where weftd wrote it (--iptables-save
+    // auto follows the host's backend), and finds weft's chains in the host's backend.
+    let n1 = tb.node(1).clone();
+    let on_legacy = doctor(
+        &tb,
+        &n1.ns,
+        &[
+            flag("--etcd-endpoints", &endpoint),
+            flag("--subnet-file", tb.subnet_file(1).display()),
+            flag("--cni-conf-dir", conf.display()),
+            flag("--cni-bin-dir", bin.display()),
+            flag("--output", "json"),
+        ]
+        .concat(),
+    );
+    on_legacy.expect("masquerade", "OK", &["(iptables-legacy-save)"]);
+    on_legacy.expect(
+        "iptables-backend",
+        "OK",
+        &["weft's chains are in iptables-legacy, the host's backend"],
     );
 
     // The text table of the same node.

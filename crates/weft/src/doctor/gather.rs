@@ -44,14 +44,23 @@ const MAX_INPUT_BYTES: u64 = 16 << 20;
 pub async fn gather(args: &DoctorArgs) -> Result<Facts> {
     let etcd = etcd_facts(&args.etcd).await?;
     let cni = cni_facts(&args.cni_conf_dir, &args.cni_bin_dir)?;
+    let backends = iptables_backends();
+    let iptables_save = match (args.iptables_save.as_str(), &backends) {
+        ("auto", Some(d)) => format!(
+            "iptables-{}-save",
+            weft_core::xtables::detect_backend(&d.legacy, &d.nft).backend
+        ),
+        ("auto", None) => "iptables-save".to_string(),
+        (program, _) => program.to_string(),
+    };
     Ok(Facts {
         etcd,
         subnet_file: args.subnet_file.clone(),
         subnet_env: read_text(&args.subnet_file),
         net: net_facts().await,
-        iptables_save: args.iptables_save.clone(),
-        iptables_nat: iptables_nat(&args.iptables_save),
-        iptables_backends: iptables_backends(),
+        iptables_nat: iptables_nat(&iptables_save),
+        iptables_save,
+        iptables_backends: backends,
         ip_forward: read_text(Path::new(IP_FORWARD)),
         bridge_nf_call_iptables: read_text(Path::new(BRIDGE_NF_CALL_IPTABLES)),
         cni,
