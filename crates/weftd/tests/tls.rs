@@ -97,11 +97,10 @@ fn mtls_weftd_becomes_ready_and_weft_network_show_works() {
         !log.contains("plain http"),
         "no plain-http warning with TLS files:\n{log}"
     );
-    assert_eq!(
-        c.http_get(0, "/readyz").map(|(code, _)| code),
-        Some(200),
-        "{log}"
-    );
+    // Ready once the lease watch is open too, which starts just after subnet.env is written.
+    c.eventually(0, "/readyz 200", Duration::from_secs(5), || {
+        c.http_get(0, "/readyz").map(|(code, _)| code) == Some(200)
+    });
 
     let (ok, out, err) = weft(&c, 0, &["network", "show"], &flags);
     assert!(ok, "weft network show over mTLS:\n{out}\n{err}");
