@@ -48,8 +48,25 @@ const CLEANUP_MOUNTS: &[(&str, &str, &str, &str)] = &[
 ];
 
 /// The cleanup init container's command line: the VPC CNI's paths as the container sees them
-/// (/var/run is /run on every systemd host).
-pub fn cleanup_command() -> Vec<&'static str> {
+/// (/var/run is /run on every systemd host), and the overlay network: on a node whose
+/// VPC-addressed pods still run, the cleanup excludes it from the VPC CNI's SNAT and routes it
+/// through the main table from the first start on, before weftd has written subnet.env.
+pub fn cleanup_command(spec: &Spec) -> Vec<String> {
+    let mut cmd: Vec<String> = cleanup_paths().iter().map(|s| s.to_string()).collect();
+    cmd.extend([
+        "--subnet-file".to_string(),
+        "/host/run/flannel/subnet.env".to_string(),
+    ]);
+    let network = serde_json::from_str::<serde_json::Value>(&spec.net_conf)
+        .ok()
+        .and_then(|v| v.get("Network")?.as_str().map(str::to_string));
+    if let Some(net) = network {
+        cmd.extend(["--overlay-network".to_string(), net]);
+    }
+    cmd
+}
+
+fn cleanup_paths() -> Vec<&'static str> {
     vec![
         WEFT,
         "node",
@@ -396,15 +413,17 @@ fn cleanup_container(spec: &Spec) -> Node {
                 "While aws-node's ipamd still answers on the node it refuses, and this container",
                 "fails and is retried: delete the aws-node DaemonSet first. It runs at every pod",
                 "start and leaves a clean node alone; render without --cleanup-vpc-cni once every",
-                "node is clean. It removes and renames directories right under /run, /var/log,",
-                "/var/lib/cni and /sys/fs/bpf, so it mounts those whole (a mount point cannot be",
-                "removed); weftd does not get them. NET_RAW is for iptables-legacy's raw socket.",
+                "node is clean. While pods with VPC addresses still run on the node it does only",
+                "what is safe for them (their ip rules, ENI route tables, SNAT and state stay) and",
+                "the rest at a start after the node was drained. It removes and renames",
+                "directories right under /run, /var/log, /var/lib/cni and /sys/fs/bpf, so it mounts",
+                "those whole (a mount point cannot be removed); weftd does not get them. NET_RAW is for iptables-legacy's raw socket.",
             ],
             "name",
             "cleanup-vpc-cni",
         )
         .with("image", &spec.image)
-        .with("command", strs(&cleanup_command()))
+        .with("command", strs(&cleanup_command(spec)))
         .with("securityContext", net_caps())
         .with("volumeMounts", mounts)
         .into()
