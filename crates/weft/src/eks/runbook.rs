@@ -1113,7 +1113,12 @@ impl Ctx<'_> {
             ))
             .cmd(format!("weft leases list {}", self.etcd_flags()));
         s.note(format!(
-            "The DaemonSet ({WEFT_DAEMONSET} in {WEFT_NAMESPACE}, kube-flannel's names) runs weftd on every EC2 Linux node and skips Fargate, hybrid and Auto Mode nodes. Its first init container runs `weft node cleanup-vpc-cni --apply`: it moves 10-aws.conflist aside (which otherwise sorts before 10-flannel.conflist and sends every new pod to aws-cni: E4) and removes the VPC CNI's plugins, iptables chains in both backends, ip rules, route tables and state, keeping the reference plugins (loopback, portmap, bandwidth and host-local came from aws-vpc-cni-init). Its second init container, `weft install-cni`, copies weft-cni as `flannel` and, from the image, the static reference plugins that are missing or older: no EKS AMI has `bridge` once aws-node is gone."
+            "The DaemonSet ({WEFT_DAEMONSET} in {WEFT_NAMESPACE}, kube-flannel's names) runs weftd on every EC2 Linux node and skips Fargate, hybrid and Auto Mode nodes. Its first init container runs `weft node cleanup-vpc-cni --apply` with the overlay network {}. On a node where pods with VPC addresses still run (an eni* veth with its host route), it does only what cannot cut them off: it moves 10-aws.conflist aside (which otherwise sorts before 10-flannel.conflist and sends every new pod to aws-cni: E4), removes the rules of pods already gone, puts a RETURN for {} at the top of AWS-SNAT-CHAIN-0 and adds `1535: to {} lookup main`. It keeps what those pods need: their 512/1536 ip rules, their ENI route tables, the SNAT and connmark rules and `fwmark 0x80` rule (their traffic out of the VPC), the aws-cni binaries and the VPC CNI's state; its log names each kept item and the pod that needs it (`kept because pod 10.0.x.y on eniXXXX still uses it`). On EC2 deleting them while the pods run cuts the pods off: their replies would leave through an ENI whose address they do not carry, and the source/destination check drops them. The rest goes at its next start after the node was drained (step roll-nodes). Its second init container, `weft install-cni`, copies weft-cni as `flannel` and, from the image, the static reference plugins that are missing or older: no EKS AMI has `bridge` once aws-node is gone.",
+            self.input.addresses.pod, self.input.addresses.pod, self.input.addresses.pod
+        ))
+        .note(format!(
+            "Until every node is rolled, old pods (VPC addresses) and new pods (overlay addresses, {}) reach each other both ways, on EC2 nodes that run weftd: a new pod's traffic to a VPC address is masqueraded by weftd (--ip-masq) to its node's primary IP and routed by the VPC to the old pod's ENI, which answers through its ENI's table; an old pod's traffic to the overlay goes through rule 1535 (and the VPC CNI's connmark) into flannel.1, where weftd masquerades it to the node's flannel.1 address, the SNAT exclusion keeping AWS-SNAT-CHAIN-0 from rewriting it to the primary IP first (the other node would answer that address from an overlay address straight onto the VPC, where it is dropped). Limits: each side sees the other's node address, not the pod IP; anything outside the cluster's weft nodes (VPC hosts, the control plane, Fargate pods, load balancers in IP mode) reaches overlay pods not at all, only replies come back (step control-plane-access).",
+            self.input.addresses.pod
         ))
         .note("Every EC2 node should hold one lease in `weft leases list`. New pods now get overlay IPs; pods created before keep their VPC IPs until step roll-nodes recreates them.");
         s
@@ -1210,6 +1215,9 @@ impl Ctx<'_> {
                     "kubectl drain {node} --ignore-daemonsets --delete-emptydir-data --timeout=15m"
                 ))
                 .cmd(format!(
+                    "kubectl get pods -A --field-selector spec.nodeName={node} -o custom-columns=NS:.metadata.namespace,NAME:.metadata.name,HOSTNET:.spec.hostNetwork --no-headers | awk '$3 != \"true\" && $1 != \"{WEFT_NAMESPACE}\" {{print $1, $2}}' | while read -r ns pod; do kubectl -n \"$ns\" delete pod \"$pod\"; done"
+                ))
+                .cmd(format!(
                     "aws ssm send-command --region {r} --instance-ids {id} --document-name AWS-RunShellScript --comment 'weft: max pods {} and reboot' --parameters file://weft-node-ssm.json",
                     self.target
                 ))
@@ -1219,6 +1227,9 @@ impl Ctx<'_> {
                 .cmd(format!("kubectl wait --for=condition=Ready node/{node} --timeout=15m"))
                 .cmd(format!("kubectl uncordon {node}"))
                 .cmd(format!(
+                    "kubectl -n {WEFT_NAMESPACE} get pods -l app=flannel --field-selector spec.nodeName={node} -o name | xargs -r kubectl -n {WEFT_NAMESPACE} logs -c cleanup-vpc-cni"
+                ))
+                .cmd(format!(
                     "kubectl get node {node} -o jsonpath='{{.status.allocatable.pods}}{{\"\\n\"}}'"
                 ))
                 .cmd(format!(
@@ -1226,7 +1237,7 @@ impl Ctx<'_> {
                 ));
         }
         s.note(format!(
-            "One node at a time: drain evicts its pods (respecting PodDisruptionBudgets) so they start elsewhere, the reboot applies the new max pods and drops the VPC CNI's kernel state (weft's cleanup init container runs again at start), and every pod the node runs afterwards gets an overlay IP from {}. allocatable.pods must show {} before the next node.",
+            "One node at a time: drain evicts its pods (respecting PodDisruptionBudgets) so they start elsewhere with overlay IPs; the next command deletes the pods drain leaves (DaemonSet pods other than weft's), so no pod with a VPC address is left on the node. The reboot applies the new max pods, and weft's cleanup init container runs again at start: with no VPC pod left it removes the rest (per-pod ip rules, ENI tables 2.., SNAT and connmark rules, the aws-cni binaries and state). Its log must end with `done: a second look finds nothing of the VPC CNI left on this node`. Every pod the node runs afterwards gets an overlay IP from {}. allocatable.pods must show {} before the next node.",
             a.pod, self.target
         ))
         .note("The node is not replaced: it keeps its instance, volumes and IP.");
@@ -1236,7 +1247,8 @@ impl Ctx<'_> {
                 self.managed_node_groups().join(", ")
             ));
         }
-        s.note("If a node cannot reboot now: after the drain, delete its remaining non-hostNetwork pods instead (`kubectl get pods -A --field-selector spec.nodeName=<node> -o custom-columns=NS:.metadata.namespace,NAME:.metadata.name,HOSTNET:.spec.hostNetwork --no-headers | awk '$3 != \"true\" {print $1, $2}' | while read -r ns pod; do kubectl -n \"$ns\" delete pod \"$pod\"; done`) and uncordon it; its max pods then changes at its next reboot.");
+        s.note(format!("If a node cannot reboot now: after the drain and the pod deletion, delete weft's pod on it instead (`kubectl -n {WEFT_NAMESPACE} delete pod -l app=flannel --field-selector spec.nodeName=<node>`: the DaemonSet starts it again and its cleanup init container removes the rest; restarting weftd does not disturb running traffic), check the cleanup log and uncordon it; its max pods then changes at its next reboot."));
+        s.note("Never run `weft node cleanup-vpc-cni --all` on a node where pods with VPC addresses still run: it removes what they need now and, on EC2, cuts them off.");
         if self.ec2_nodes.is_empty() {
             s.note("Repeat the block for every EC2 node (`kubectl get nodes`; the instance ID is the last part of spec.providerID), or re-run the plan with --nodes-json to have it written out.");
         }
@@ -1592,5 +1604,42 @@ mod tests {
                 assert!(!s.notes.is_empty(), "{ami:?} {}", s.id);
             }
         }
+    }
+
+    #[test]
+    fn eks_rolling_migration_keeps_vpc_pods_reachable_until_the_drain() {
+        let plan = build(&input(&["m5.large"])).unwrap();
+        let deploy = step(&plan, "deploy-weft").notes.join("\n");
+        for want in [
+            "with the overlay network 10.244.0.0/16",
+            "it does only what cannot cut them off",
+            "kept because pod 10.0.x.y on eniXXXX still uses it",
+            "The rest goes at its next start after the node was drained",
+            "reach each other both ways",
+            "only replies come back",
+        ] {
+            assert!(
+                deploy.contains(want),
+                "deploy-weft lacks {want:?}:\n{deploy}"
+            );
+        }
+        assert!(!deploy.contains("removes the VPC CNI's plugins, iptables chains"));
+        let roll = step(&plan, "roll-nodes");
+        let at = |needle: &str| {
+            roll.commands
+                .iter()
+                .position(|c| c.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle:?} in {:#?}", roll.commands))
+        };
+        // Every VPC pod leaves the node (drain, then the DaemonSet pods drain leaves) before
+        // the reboot that runs the rest of the cleanup, whose log is checked after it.
+        assert!(at("kubectl drain") < at("delete pod \"$pod\""));
+        assert!(at("delete pod \"$pod\"") < at("aws ssm send-command"));
+        assert!(at("aws ssm send-command") < at("logs -c cleanup-vpc-cni"));
+        let notes = roll.notes.join("\n");
+        assert!(
+            notes.contains("done: a second look finds nothing of the VPC CNI left on this node")
+        );
+        assert!(notes.contains("Never run `weft node cleanup-vpc-cni --all`"));
     }
 }
