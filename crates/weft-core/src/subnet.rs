@@ -427,6 +427,44 @@ mod tests {
     }
 
     #[test]
+    fn accepted_keys_are_canonical_and_claim_their_subnet() {
+        // What the subnet_key fuzz target checks, over random keys from the key alphabet.
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let alphabet: Vec<char> = "0123456789.-&:abcfFx+ é0012".chars().collect();
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut accepted = 0;
+        for _ in 0..50_000 {
+            let mut key = format!(
+                "{}.{}.{}.{}-{}",
+                rng.random_range(0..300u32),
+                rng.random_range(0..300u32),
+                rng.random_range(0..300u32),
+                rng.random_range(0..300u32),
+                rng.random_range(0..40u32)
+            );
+            for _ in 0..rng.random_range(0..4) {
+                let at = rng.random_range(0..=key.chars().count());
+                let c = alphabet[rng.random_range(0..alphabet.len())];
+                let mut chars: Vec<char> = key.chars().collect();
+                if rng.random_bool(0.5) && at < chars.len() {
+                    chars.remove(at);
+                } else {
+                    chars.insert(at, c);
+                }
+                key = chars.into_iter().collect();
+            }
+            let claimed = claimed_subnet(&key);
+            if let Ok((net, net6)) = parse_subnet_key_dual(&key) {
+                accepted += 1;
+                assert_eq!(subnet_key_dual(net, net6), key);
+                assert_eq!(claimed, Some(net), "{key:?}");
+            }
+        }
+        assert!(accepted > 250, "{accepted}");
+    }
+
+    #[test]
     fn every_key_naming_a_subnet_claims_it() {
         let want = Some(net("10.244.2.0/24"));
         for key in [
