@@ -66,10 +66,11 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
-    /// Install the CNI plugin as <bin-dir>/flannel, the delegate plugins it needs (bridge,
-    /// host-local, portmap, loopback) where missing or older, and write
-    /// <conf-dir>/10-flannel.conflist (kube-flannel's cbr0 config); idempotent. This is what the
-    /// DaemonSet's init container runs.
+    /// Install the CNI plugin, its delegate plugins and the conflist (the init container).
+    ///
+    /// Copies weft-cni as <bin-dir>/flannel, the delegate plugins it needs (bridge, host-local,
+    /// portmap, loopback) where missing or older, and writes <conf-dir>/10-flannel.conflist
+    /// (kube-flannel's cbr0 config); idempotent. This is what the DaemonSet's init container runs.
     InstallCni {
         /// The weft-cni binary to install (default: next to this binary).
         #[arg(long)]
