@@ -248,7 +248,15 @@ pub fn build(cfg: Option<&NetworkConfig>, inputs: Vec<LeaseInput>) -> Report {
     flag_duplicate_ips(&mut rows);
     flag_overlaps(&mut rows);
 
-    let subnets: Vec<Ipv4Net> = rows.iter().filter_map(|(r, _)| r.subnet).collect();
+    // Every key that names a subnet takes it, as weftd's allocator sees it: also an alias
+    // key (refused as a lease, BAD) and a key whose value does not parse.
+    let subnets: Vec<Ipv4Net> = rows
+        .iter()
+        .filter_map(|(r, _)| {
+            r.subnet
+                .or_else(|| weft_core::subnet::claimed_subnet(&r.key))
+        })
+        .collect();
     let (free, total) = match cfg {
         Some(cfg) if cfg.subnet_size() > 0 => {
             let total = cfg.subnet_count();
@@ -649,6 +657,33 @@ mod tests {
                 .iter()
                 .any(|r| r["flags"] == serde_json::json!(["OVERLAP", "OUTSIDE"]))
         );
+    }
+
+    #[test]
+    fn alias_and_garbage_keys_are_bad_but_still_take_their_subnet() {
+        let r = build(
+            Some(&cfg()),
+            vec![
+                input(
+                    "10.244.1.0-024",
+                    vx("10.0.0.1", "aa:bb:cc:dd:ee:01"),
+                    Ttl::Seconds(9),
+                ),
+                input("10.244.2.0-24", b"{garbage".to_vec(), Ttl::Seconds(9)),
+                input("junk", b"{}".to_vec(), Ttl::Seconds(9)),
+            ],
+        );
+        let alias = row(&r, "10.244.1.0-024");
+        assert!(alias.flags.contains(&Flag::Bad), "{alias:?}");
+        assert!(
+            alias
+                .problems
+                .iter()
+                .any(|p| p.message.contains("not canonical")),
+            "{alias:?}"
+        );
+        assert!(row(&r, "10.244.2.0-24").flags.contains(&Flag::Bad));
+        assert_eq!((r.free, r.total), (Some(253), Some(255)));
     }
 
     #[test]
