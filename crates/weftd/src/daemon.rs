@@ -521,6 +521,7 @@ async fn acquire(
     let mut rng = StdRng::from_os_rng();
     for attempt in 0..100u32 {
         let (raws, rev) = node.store.list_leases().await?;
+        withdraw_if_taken(node, health, &raws);
         // Never publish a VTEP MAC that another node already publishes.
         if let Some(holder) = mac_holder(node, &raws) {
             let taken = raws
@@ -1519,6 +1520,32 @@ async fn rewrite_own_key(
             warn!(subnet = %own.subnet, error = %e, "cannot rewrite our lease key; re-acquiring");
             Some((Some(own.subnet), None))
         }
+    }
+}
+
+/// While this node looks for a lease (at start, or after losing one), subnet.env may still
+/// offer a subnet from before. If the listing shows that subnet leased by another node, it is
+/// withdrawn at once, even if no new lease can be had yet (the network is full, say).
+fn withdraw_if_taken(node: &Node, health: &Health, raws: &[RawLease]) {
+    let Some(offered) = std::fs::read_to_string(&node.flags.subnet_file)
+        .ok()
+        .and_then(|t| weft_core::subnet_env::previous_subnet(&t))
+    else {
+        return;
+    };
+    let holder = raws
+        .iter()
+        .filter(|r| r.subnet.as_ref().ok() == Some(&offered))
+        .find_map(|r| LeaseAttrs::parse(&r.value).ok())
+        .map(|a| a.public_ip)
+        .filter(|ip| *ip != node.ext.public_ip);
+    if let Some(ip) = holder {
+        withdraw_subnet(
+            node,
+            health,
+            offered,
+            &format!("was taken by another node (PublicIP {ip})"),
+        );
     }
 }
 

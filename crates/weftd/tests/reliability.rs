@@ -85,6 +85,57 @@ fn a_node_cut_off_past_its_ttl_never_shares_a_subnet_when_it_returns() {
 }
 
 #[test]
+fn a_subnet_taken_while_weftd_was_down_is_withdrawn_even_while_no_lease_is_free() {
+    let mut c = Cluster::new(
+        "taken-down",
+        1,
+        Some(
+            r#"{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.2.0","Backend":{"Type":"vxlan"}}"#,
+        ),
+    );
+    c.start(0, &[]);
+    let sn0 = c.subnet(0);
+    c.kill(0, Signal::SIGKILL);
+    let other: Ipv4Net = if sn0.network().octets()[2] == 1 {
+        "10.244.2.0/24".parse().unwrap()
+    } else {
+        "10.244.1.0/24".parse().unwrap()
+    };
+    let foreign = |ip: &str, mac: &str| {
+        format!(
+            r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
+        )
+    };
+    // While weftd is down, another node takes its subnet and the only other one is taken too.
+    for (sn, ip, mac) in [
+        (sn0, "192.0.2.21", "02:00:00:00:00:21"),
+        (other, "192.0.2.22", "02:00:00:00:00:22"),
+    ] {
+        c.tb.etcdctl(&["put", &Cluster::lease_key(sn), &foreign(ip, mac)])
+            .unwrap();
+    }
+    c.start(0, &[]);
+    c.eventually(0, "waiting for a subnet", Duration::from_secs(10), || {
+        c.log(0).contains("out of subnets")
+    });
+    c.eventually(0, "old subnet withdrawn", Duration::from_secs(5), || {
+        read(&c.subnet_file(0)).contains("WEFT_SUBNET_LOST")
+    });
+    let err = c.tb.add_cni_pod(0, &cni_setup()).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "subnet {sn0} was taken by another node (PublicIP 192.0.2.21)"
+        )),
+        "{err}"
+    );
+    c.tb.etcdctl(&["del", &Cluster::lease_key(other)]).unwrap();
+    let env = c.wait_ready(0, Duration::from_secs(15));
+    assert_eq!(env.subnet, Some(other));
+    let pod = c.pod(0);
+    assert!(other.contains(&pod.ip), "{pod:?} in {other}");
+}
+
+#[test]
 fn a_stolen_subnet_is_withdrawn_from_pods_until_a_new_lease_is_programmed() {
     // Two subnets only: once node 0's is stolen and the other is taken, it has to wait.
     let mut c = Cluster::new(
