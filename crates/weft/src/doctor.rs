@@ -58,6 +58,11 @@ pub struct DoctorArgs {
     /// The subnet.env weftd writes (weftd's --subnet-file).
     #[arg(long, default_value = "/run/flannel/subnet.env", value_name = "PATH")]
     pub subnet_file: PathBuf,
+    /// Where the node's root file system is mounted, when doctor runs in a pod (weft's weftd
+    /// container mounts the CNI dirs and kubelet's config dir read-only under /host): the CNI
+    /// dirs and kubelet's config are read below it.
+    #[arg(long, value_name = "DIR")]
+    pub host_root: Option<PathBuf>,
     /// The container runtime's CNI conf dir.
     #[arg(long, default_value = weft_cni::install::DEFAULT_CONF_DIR, value_name = "DIR")]
     pub cni_conf_dir: PathBuf,

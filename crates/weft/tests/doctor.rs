@@ -247,6 +247,34 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
     for r in &rows {
         assert_eq!(r["status"], "OK", "{} is not OK:\n{healthy}", r["check"]);
     }
+    // 1b. The same node seen from a pod that has the host's files under a root (the weftd
+    // container mounts them at /host): the default CNI dirs and kubelet config paths, below it.
+    let kubelet_dir = n0.dir.join("etc/kubernetes/kubelet");
+    std::fs::create_dir_all(&kubelet_dir).unwrap();
+    std::fs::copy(fixture(KUBELET_RAISED), kubelet_dir.join("config")).unwrap();
+    let mut rooted: Vec<String> = base
+        .chunks(2)
+        .filter(|f| f[0] != "--cni-conf-dir" && f[0] != "--cni-bin-dir")
+        .flatten()
+        .cloned()
+        .collect();
+    rooted.extend(flag("--host-root", n0.dir.display()));
+    let in_pod = doctor(&tb, &ns, &rooted);
+    assert_eq!(in_pod.code, Some(0), "{in_pod}");
+    for r in in_pod.json()["checks"].as_array().unwrap() {
+        assert_eq!(
+            r["status"], "OK",
+            "{} is not OK with --host-root:\n{in_pod}",
+            r["check"]
+        );
+    }
+    in_pod.expect(
+        "cni-config",
+        "OK",
+        &[&conf.join("10-flannel.conflist").display().to_string()],
+    );
+    std::fs::remove_dir_all(n0.dir.join("etc/kubernetes")).unwrap();
+
     healthy.expect(
         "peers",
         "OK",

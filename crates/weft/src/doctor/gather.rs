@@ -43,7 +43,11 @@ const MAX_INPUT_BYTES: u64 = 16 << 20;
 /// Gathers everything. Fails only on flags that cannot work (bad endpoints).
 pub async fn gather(args: &DoctorArgs) -> Result<Facts> {
     let etcd = etcd_facts(&args.etcd).await?;
-    let cni = cni_facts(&args.cni_conf_dir, &args.cni_bin_dir)?;
+    let root = args.host_root.as_deref();
+    let cni = cni_facts(
+        &on_host(root, &args.cni_conf_dir),
+        &on_host(root, &args.cni_bin_dir),
+    )?;
     let backends = iptables_backends();
     let iptables_save = match (args.iptables_save.as_str(), &backends) {
         ("auto", Some(d)) => format!(
@@ -64,7 +68,7 @@ pub async fn gather(args: &DoctorArgs) -> Result<Facts> {
         ip_forward: read_text(Path::new(IP_FORWARD)),
         bridge_nf_call_iptables: read_text(Path::new(BRIDGE_NF_CALL_IPTABLES)),
         cni,
-        kubelet: kubelet_facts(args.kubelet_config.as_deref()),
+        kubelet: kubelet_facts(root, args.kubelet_config.as_deref()),
         flannel_args: args.flannel_args.as_deref().map(flannel_args_text),
         nodes: args.nodes_json.as_deref().map(read_nodes),
         health: args.healthz.as_deref().map(health_facts),
@@ -230,10 +234,23 @@ fn read_capped(path: &Path) -> Result<String, String> {
     Ok(text)
 }
 
-fn kubelet_facts(explicit: Option<&Path>) -> KubeletFacts {
+/// `path` on the node whose root file system is at `root` (none: this machine's own).
+pub fn on_host(root: Option<&Path>, path: &Path) -> PathBuf {
+    match root {
+        Some(r) => r.join(path.strip_prefix("/").unwrap_or(path)),
+        None => path.to_path_buf(),
+    }
+}
+
+fn kubelet_facts(root: Option<&Path>, explicit: Option<&Path>) -> KubeletFacts {
+    let explicit = explicit.map(|p| on_host(root, p));
+    let explicit = explicit.as_deref();
     let candidates: Vec<PathBuf> = match explicit {
         Some(p) => vec![p.to_path_buf()],
-        None => KUBELET_CONFIGS.iter().map(PathBuf::from).collect(),
+        None => KUBELET_CONFIGS
+            .iter()
+            .map(|c| on_host(root, Path::new(c)))
+            .collect(),
     };
     let found = candidates.iter().find(|p| p.exists()).cloned();
     let main = match (found, explicit) {

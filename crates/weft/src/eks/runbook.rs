@@ -587,8 +587,10 @@ impl Ctx<'_> {
                 " --etcd-cafile /etc/weft/etcd/ca.crt --etcd-certfile /etc/weft/etcd/tls.crt --etcd-keyfile /etc/weft/etcd/tls.key",
             );
         }
+        // weftd's health server listens on the node IP (the manifest's --healthz-ip), and the
+        // host's CNI dirs and kubelet config are mounted read-only under /host.
         format!(
-            "for pod in $(kubectl -n {WEFT_NAMESPACE} get pods -l app=flannel -o name); do echo \"== $pod\"; kubectl -n {WEFT_NAMESPACE} exec \"$pod\" -c weftd -- /usr/local/bin/weft doctor {etcd} --healthz http://127.0.0.1:8081; done"
+            "for pod in $(kubectl -n {WEFT_NAMESPACE} get pods -l app=flannel -o name); do ip=$(kubectl -n {WEFT_NAMESPACE} get \"$pod\" -o jsonpath='{{.status.hostIP}}'); echo \"== $pod ($ip)\"; kubectl -n {WEFT_NAMESPACE} exec \"$pod\" -c weftd -- /usr/local/bin/weft doctor {etcd} --host-root /host --healthz \"http://$ip:8081\"; done"
         )
     }
 
@@ -1328,7 +1330,7 @@ impl Ctx<'_> {
             .cmd("kubectl exec daemonset/weft-check -- wget -q -O /dev/null -T 5 http://<vpc-host>:<port>/")
             .cmd("kubectl delete daemonset weft-check")
             .cmd("kubectl -n kube-system get daemonset aws-node");
-        s.note("`weft doctor` runs in each node's weftd container (host network, subnet.env, the etcd Secret, weftd's health port): etcd, the network config, the lease, flannel.1, peers and masquerading. Its host-file checks (CNI config, kubelet max pods) cannot see the node's files from there; the cleanup logs and allocatable.pods cover them, or run it as root on the node.");
+        s.note("`weft doctor` runs in each node's weftd container (host network, subnet.env, the etcd Secret, weftd's health port): etcd, the network config, the lease, flannel.1, peers and masquerading. With `--host-root /host` its host-file checks read the node's CNI config, CNI plugins and kubelet config, which the container mounts read-only; `--healthz` is the pod's host IP, where the manifest binds weftd's health port.");
         s.note(format!(
             "Expect: every node holds one lease; allocatable.pods is {} on every EC2 node; no pod is stuck in ContainerCreating; the cleanup logs report nothing left on any node (no 10-aws.conflist, no AWS- iptables chains, no priority 512/1536 ip rules); every APIService is Available; every pod pair answers `ok` (pod to pod across nodes and zones); DNS resolves; pods reach the internet and VPC hosts (masqueraded to the node IP); aws-node is NotFound.",
             self.target

@@ -30,6 +30,9 @@ pub const KEY_KEY: &str = "tls.key";
 /// Host directories, and where the init containers see them.
 const CNI_BIN: (&str, &str) = ("/opt/cni/bin", "/host/opt/cni/bin");
 const CNI_CONF: (&str, &str) = ("/etc/cni/net.d", "/host/etc/cni/net.d");
+/// kubelet's config dir on every EKS AMI family, and where `weft doctor --host-root /host`
+/// reads it inside the weftd container.
+const KUBELET_DIR: (&str, &str) = ("/etc/kubernetes/kubelet", "/host/etc/kubernetes/kubelet");
 
 /// Host directories `weft node cleanup-vpc-cni` works in: (volume, host path, hostPath type,
 /// mount path). They are mounted whole because the cleanup removes or renames directories
@@ -329,6 +332,11 @@ fn weftd_container(spec: &Spec) -> Node {
         mount("weft-state", STATE_DIR),
         mount_ro("flannel-cfg", CONFIG_DIR),
         mount("xtables-lock", XTABLES_LOCK),
+        // Read-only, for `weft doctor --host-root /host` run in this container: the CNI
+        // config and plugins the runtime uses, and kubelet's max pods.
+        mount_ro("cni", CNI_CONF.1),
+        mount_ro("cni-plugin", CNI_BIN.1),
+        mount_ro("kubelet-config", KUBELET_DIR.1),
     ];
     if spec.tls.is_some() {
         mounts.push(mount_ro("etcd-tls", ETCD_TLS_DIR));
@@ -440,6 +448,7 @@ fn volumes(spec: &Spec) -> Vec<Node> {
             .with("configMap", Map::new().with("name", CONFIG_MAP))
             .into(),
         host_path("xtables-lock", XTABLES_LOCK, "FileOrCreate"),
+        host_path("kubelet-config", KUBELET_DIR.0, "DirectoryOrCreate"),
     ];
     if let Some(tls) = &spec.tls {
         let mut keys = vec![CA_KEY];
