@@ -298,6 +298,113 @@ fn a_watch_broken_in_the_middle_of_a_long_catch_up_skips_no_event() {
     assert!(log.contains("more than the 65536-byte limit"), "{log}");
 }
 
+/// Writes every key's values in order (one revision each), the keys concurrently.
+fn write_concurrently(c: &Cluster, per_key: Vec<(String, Vec<Vec<u8>>)>) -> i64 {
+    let ns = c.tb.etcd_ns().to_string();
+    weft_testbed::in_netns(&ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let client = Client::connect(["http://127.0.0.1:2379"], None)
+                .await
+                .expect("connect to etcd");
+            let writes = per_key.into_iter().map(|(key, values)| {
+                let mut c = client.clone();
+                async move {
+                    let mut rev = 0;
+                    for v in values {
+                        rev = c
+                            .put(key.clone(), v, None)
+                            .await
+                            .expect("put")
+                            .header()
+                            .map(|h| h.revision())
+                            .unwrap_or(0);
+                    }
+                    rev
+                }
+            });
+            futures::future::join_all(writes)
+                .await
+                .into_iter()
+                .max()
+                .unwrap_or(0)
+        })
+    })
+    .expect("etcd namespace")
+}
+
+#[test]
+fn a_watch_cut_by_an_etcd_restart_during_a_catch_up_resumes_after_the_last_event() {
+    let mut c = Cluster::new("catch-up-cut", 1, Some(NET_CONFIG));
+    c.start(0, &[]);
+    let own = c.subnet(0);
+    let peers: Vec<Ipv4Net> = (1..=255u8)
+        .map(|k| Ipv4Net::new(Ipv4Addr::new(10, 244, k, 0), 24).unwrap())
+        .filter(|sn| *sn != own)
+        .take(200)
+        .collect();
+    const ROUNDS: u8 = 40;
+    let ip = |round: u8, k: usize| Ipv4Addr::new(10, 253, round, k as u8);
+    // weftd falls behind: frozen, its connection cut by an etcd restart, while every peer
+    // is written 40 times (8,000 revisions: a catch-up of 8 responses, ~100 ms apart).
+    let pid = c.weftd[0].unwrap();
+    c.tb.signal(pid, Signal::SIGSTOP).unwrap();
+    c.tb.stop_etcd().unwrap();
+    c.tb.start_etcd().unwrap();
+    let per_key = peers
+        .iter()
+        .enumerate()
+        .map(|(k, sn)| {
+            let values = (0..ROUNDS)
+                .map(|r| lease_json(ip(r, k), mac(k as u32)))
+                .collect();
+            (Cluster::lease_key(*sn), values)
+        })
+        .collect();
+    let t0 = Instant::now();
+    let last = write_concurrently(&c, per_key);
+    eprintln!(
+        "wrote {} revisions (up to {last}) in {:?}",
+        peers.len() * ROUNDS as usize,
+        t0.elapsed()
+    );
+    // Let weftd reconnect and start catching up, then cut the stream again in the middle.
+    let before = c.log(0).matches("lease watch re-established").count();
+    c.tb.signal(pid, Signal::SIGCONT).unwrap();
+    c.eventually(0, "watch re-established", Duration::from_secs(20), || {
+        c.log(0).matches("lease watch re-established").count() > before
+    });
+    std::thread::sleep(Duration::from_millis(250));
+    c.tb.stop_etcd().unwrap();
+    let cut = fdb(&c, 0);
+    let at_cut = (0..peers.len())
+        .filter(|k| cut.get(&mac(*k as u32).to_string()) == Some(&ip(ROUNDS - 1, *k).to_string()))
+        .count();
+    c.tb.start_etcd().unwrap();
+    let want: BTreeMap<String, String> = (0..peers.len())
+        .map(|k| (mac(k as u32).to_string(), ip(ROUNDS - 1, k).to_string()))
+        .collect();
+    let ok = weft_testbed::wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        (fdb(&c, 0) == want).then_some(())
+    });
+    let f = fdb(&c, 0);
+    assert!(
+        ok.is_some(),
+        "after the catch-up {} of {} peers have their last VTEP IP\n{}",
+        want.iter().filter(|(m, d)| f.get(*m) == Some(d)).count(),
+        want.len(),
+        c.log(0)
+    );
+    eprintln!(
+        "when the stream was cut, {at_cut} of {} peers had their last value; all have it now",
+        peers.len()
+    );
+    assert_eq!(routed(&c, 0).len(), peers.len());
+}
+
 #[test]
 fn a_joining_node_lists_25000_leases() {
     const LEASES: u32 = 25_000;
