@@ -122,6 +122,10 @@ pub struct PlanArgs {
     /// Output of `kubectl get apiservices -o json` (`-` = stdin).
     #[arg(long, value_name = "FILE")]
     pub apiservices_json: Option<PathBuf>,
+    /// Output of `kubectl get networkpolicy -A -o json` (`-` = stdin): the policies that stop
+    /// being enforced when aws-node (the VPC CNI's network policy agent) goes.
+    #[arg(long, value_name = "FILE")]
+    pub network_policies_json: Option<PathBuf>,
     /// Comma-separated endpoints of weft's etcd (default: placeholders for a 3-member cluster).
     #[arg(long, value_name = "URLS")]
     pub etcd_endpoints: Option<String>,
@@ -147,6 +151,7 @@ fn plan(args: &PlanArgs, stdin: &mut dyn std::io::Read) -> Result<Outcome> {
         ("--nodes-json", &args.nodes_json),
         ("--webhooks-json", &args.webhooks_json),
         ("--apiservices-json", &args.apiservices_json),
+        ("--network-policies-json", &args.network_policies_json),
     ]
     .into_iter()
     .filter(|(_, p)| p.as_deref() == Some(Path::new("-")))
@@ -218,6 +223,13 @@ fn plan(args: &PlanArgs, stdin: &mut dyn std::io::Read) -> Result<Outcome> {
             inputs::parse_api_services,
         )?
         .map(|(_, v)| v),
+        network_policies: read(
+            stdin,
+            "--network-policies-json",
+            args.network_policies_json.as_deref(),
+            inputs::parse_network_policies,
+        )?
+        .map(|(_, v)| v),
         max_pods: args.max_pods,
     };
     let plan = runbook::build(&input).map_err(problems)?;
@@ -261,6 +273,7 @@ fn expected_source(flag: &str) -> &'static str {
         "--webhooks-json" => {
             "kubectl get validatingwebhookconfigurations,mutatingwebhookconfigurations -o json"
         }
+        "--network-policies-json" => "kubectl get networkpolicy -A -o json",
         _ => "kubectl get apiservices -o json",
     }
 }

@@ -140,6 +140,7 @@ fn golden_args(output: &str) -> Vec<String> {
     let nodes = fixture("nodes.json");
     let webhooks = fixture("webhooks.json");
     let apis = fixture("apiservices.json");
+    let netpol = fixture("netpol.json");
     base(&[
         "--instance-types",
         "m5.large,t3.small",
@@ -151,6 +152,8 @@ fn golden_args(output: &str) -> Vec<String> {
         &webhooks,
         "--apiservices-json",
         &apis,
+        "--network-policies-json",
+        &netpol,
         "--output",
         output,
     ])
@@ -389,6 +392,8 @@ fn without_optional_inputs_the_plan_says_what_it_did_not_check() {
         "webhooks were not checked (no --webhooks-json)",
         "APIServices were not checked (no --apiservices-json)",
         "--etcd-endpoints was not given",
+        "--network-policies-json was not given",
+        "kubectl get networkpolicy -A -o json > netpol.json",
         "weft network init --network 10.244.0.0/16 --subnet-len 24 --etcd-endpoints https://<etcd0-ip>:2379,https://<etcd1-ip>:2379,https://<etcd2-ip>:2379",
         "kubectl cordon <node-name>",
     ] {
@@ -705,4 +710,58 @@ fn limits_that_cannot_work_are_refused() {
     plan_base(&["--nodes-json", &four, "--pod-cidr", "10.244.0.0/24", "--subnet-len", "26"])
         .fails()
         .says("--pod-cidr 10.244.0.0/24 with --subnet-len 26 has 3 node subnets, but --nodes-json lists 4 EC2 nodes: the rest would get no lease; pass a larger --pod-cidr (e.g. /23) or a longer --subnet-len");
+}
+
+#[test]
+fn network_policies_are_named_as_unenforced_and_karpenter_gets_max_pods() {
+    let run = plan_base(&[
+        "--instance-types",
+        "m5.large",
+        "--network-policies-json",
+        &fixture("netpol.json"),
+    ])
+    .ok();
+    for text in [
+        "2 NetworkPolicies (payments/default-deny, payments/allow-frontend) stop being enforced when aws-node is deleted",
+        "kube-network-policies",
+        "kubectl patch ec2nodeclass <ec2nodeclass-name> --type merge -p '{\"spec\":{\"kubelet\":{\"maxPods\":110}}}'",
+        "EC2NodeClass `spec.kubelet.maxPods`",
+    ] {
+        assert!(
+            run.stdout.contains(text),
+            "missing {text:?}:\n{}",
+            run.stdout
+        );
+    }
+    assert!(!run.stdout.contains("--network-policies-json was not given"));
+    // An empty list: nothing to warn about.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = write_temp(&dir, "none.json", r#"{"kind":"List","items":[]}"#);
+    let run = plan_base(&[
+        "--instance-types",
+        "m5.large",
+        "--network-policies-json",
+        &empty,
+    ])
+    .ok();
+    assert!(!run.stdout.contains("NetworkPolicies ("), "{}", run.stdout);
+    // Something else than NetworkPolicies: the flag, the file and the kind are named.
+    let wrong = write_temp(
+        &dir,
+        "nodes.json",
+        r#"{"kind":"List","items":[{"kind":"Node","metadata":{"name":"n"}}]}"#,
+    );
+    let run = plan_base(&[
+        "--instance-types",
+        "m5.large",
+        "--network-policies-json",
+        &wrong,
+    ]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("--network-policies-json")
+            && run.stderr.contains("kubectl get networkpolicy -A -o json"),
+        "{}",
+        run.stderr
+    );
 }

@@ -491,6 +491,29 @@ pub struct ApiService {
     pub available: Option<(String, Option<String>)>,
 }
 
+/// A NetworkPolicy, by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NetworkPolicyRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Reads the NetworkPolicies of a list (`kubectl get networkpolicy -A -o json`).
+pub fn parse_network_policies(doc: &Value) -> Result<Vec<NetworkPolicyRef>, PathError> {
+    let mut out = Vec::new();
+    for item in kube_items(doc, &["NetworkPolicy"])? {
+        let meta = item.need("metadata")?;
+        out.push(NetworkPolicyRef {
+            namespace: meta
+                .str_member("namespace")?
+                .unwrap_or("default")
+                .to_string(),
+            name: meta.need_str("name")?.to_string(),
+        });
+    }
+    Ok(out)
+}
+
 /// Reads the APIServices of a list.
 pub fn parse_api_services(doc: &Value) -> Result<Vec<ApiService>, PathError> {
     let mut out = Vec::new();

@@ -44,6 +44,8 @@ pub struct PlanInput {
     pub nodes: Option<Vec<Node>>,
     pub webhooks: Option<Vec<Webhook>>,
     pub api_services: Option<Vec<ApiService>>,
+    /// `--network-policies-json`.
+    pub network_policies: Option<Vec<super::inputs::NetworkPolicyRef>>,
     /// `--max-pods`.
     pub max_pods: Option<u32>,
 }
@@ -684,6 +686,24 @@ impl Ctx<'_> {
             ),
             Some(_) => {}
         }
+        match &input.network_policies {
+            None => w.push(
+                "--network-policies-json was not given: NetworkPolicies stop being enforced once aws-node (the VPC CNI's network policy agent) is deleted, and weft enforces none; run `kubectl get networkpolicy -A -o json > netpol.json` (step preflight) and re-run the plan with --network-policies-json netpol.json".into(),
+            ),
+            Some(p) if !p.is_empty() => {
+                let mut names: Vec<String> =
+                    p.iter().map(|n| format!("{}/{}", n.namespace, n.name)).collect();
+                let more = names.len().saturating_sub(10);
+                names.truncate(10);
+                w.push(format!(
+                    "{} NetworkPolicies ({}{}) stop being enforced when aws-node is deleted: the VPC CNI's network policy agent runs inside aws-node, and weft, like flannel, enforces no policy. Either deploy a policy engine beside weft before the deploy step (kube-network-policies, as flannel documents; or Calico in policy-only mode), or accept that these pods lose their isolation during and after the migration",
+                    p.len(),
+                    names.join(", "),
+                    if more > 0 { format!(" and {more} more") } else { String::new() }
+                ));
+            }
+            Some(_) => {}
+        }
         if a.pod_addresses < KUBELET_DEFAULT_MAX_PODS && input.max_pods.is_none() {
             w.push(format!(
                 "a /{} node subnet holds only {} pod addresses, so max pods is capped at {} (kubelet's default is {KUBELET_DEFAULT_MAX_PODS}); a shorter --subnet-len gives each node more",
@@ -866,6 +886,7 @@ impl Ctx<'_> {
         s.cmd("kubectl get nodes -o json > nodes.json")
             .cmd("kubectl get validatingwebhookconfigurations,mutatingwebhookconfigurations -o json > webhooks.json")
             .cmd("kubectl get apiservices -o json > apiservices.json")
+            .cmd("kubectl get networkpolicy -A -o json > netpol.json")
             .cmd(format!(
                 "aws ec2 describe-instance-types --region {r} --instance-types {} > instance-types.json",
                 types.join(" ")
@@ -1164,6 +1185,15 @@ impl Ctx<'_> {
                 s.note("Bottlerocket computes settings.kubernetes.max-pods from its ENI table; `apiclient set` (through SSM in the control container) changes it on a running node, and the TOML above goes into the launch template's user data for new nodes.");
             }
         }
+        // Karpenter launches nodes from an EC2NodeClass, not from the node group's launch
+        // template, and sets kubelet's max pods from it.
+        s.cmd("kubectl get ec2nodeclasses -o custom-columns=NAME:.metadata.name,MAXPODS:.spec.kubelet.maxPods")
+            .cmd(format!(
+                "kubectl patch ec2nodeclass <ec2nodeclass-name> --type merge -p '{{\"spec\":{{\"kubelet\":{{\"maxPods\":{n}}}}}}}'"
+            ));
+        s.note(format!(
+            "Karpenter nodes (if the cluster runs Karpenter) take max pods from EC2NodeClass `spec.kubelet.maxPods` (Karpenter v1; before v1 it was the NodePool's `spec.template.spec.kubelet.maxPods`), not from a launch template: patch every EC2NodeClass to {n}. Karpenter treats the change as drift and replaces those nodes on its own schedule (its disruption budgets), which replaces rather than reboots them; set it in the same maintenance window as step roll-nodes, or pause disruption (`spec.disruption.budgets: [{{nodes: \"0\"}}]` on the NodePools) until then."
+        ));
         s.cmd(format!(
             "aws ec2 describe-launch-template-versions --region {r} --launch-template-id <launch-template-id> --versions '$Latest' --query 'LaunchTemplateVersions[0].LaunchTemplateData.UserData' --output text | base64 -d > user-data.txt"
         ))
@@ -1402,6 +1432,7 @@ mod tests {
             nodes: None,
             webhooks: Some(Vec::new()),
             api_services: Some(Vec::new()),
+            network_policies: Some(Vec::new()),
             max_pods: None,
         }
     }
