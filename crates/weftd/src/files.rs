@@ -20,15 +20,9 @@ pub enum FileError {
     },
 }
 
-/// Writes `contents` to `path` atomically: a temporary file in the same directory, fsync,
-/// rename over the target, fsync the directory. A reader sees the old file or the new one,
-/// never a torn one. The directory is created 0755 like flanneld's.
-pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), FileError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let err = |source| FileError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+/// `path`'s directory, created 0755 like flanneld's if missing, and its file name.
+fn parent_dir(path: &Path) -> std::io::Result<(PathBuf, String)> {
+    use std::os::unix::fs::DirBuilderExt;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -36,12 +30,25 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), FileE
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
-        .create(dir)
-        .map_err(err)?;
+        .create(dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    Ok((dir.to_path_buf(), name))
+}
+
+/// Writes `contents` to `path` atomically: a temporary file in the same directory, fsync,
+/// rename over the target, fsync the directory. A reader sees the old file or the new one,
+/// never a torn one. The directory is created 0755 like flanneld's.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), FileError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |source| FileError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let (dir, name) = parent_dir(path).map_err(err)?;
+    let dir = dir.as_path();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
         let mut f = fs::OpenOptions::new()
@@ -129,24 +136,13 @@ pub fn remember_mac(
     me: &NodeIdentity,
     mac: MacAddr,
 ) -> Result<(), FileError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let err = |source| FileError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .map_err(err)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let (dir, name) = parent_dir(path).map_err(err)?;
+    let dir = dir.as_path();
     let lock = fs::OpenOptions::new()
         .write(true)
         .create(true)
