@@ -20,7 +20,7 @@ mod v2;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{LeasesCommand, NetworkCommand};
@@ -39,11 +39,70 @@ enum DemoAction {
     Down,
 }
 
+// The commands in the order of the workflow: the etcd, the plan, the config, the deployment,
+// the node, then looking at the result and testing it. Each summary (the first paragraph) is
+// one line of `weft --help`; the rest is `weft <command> --help`.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a whole cluster on this machine (needs root): a namespaced VPC with a real etcd,
-    /// weftd on every node, pods made through weft-cni on every node, then an all-pairs
-    /// connectivity matrix. `weft demo down` removes a cluster left by `--keep`.
+    /// A production etcd for weft: CA, TLS certs and Fedora CoreOS Ignition configs.
+    #[command(subcommand)]
+    Etcd(etcd_cluster::EtcdCommand),
+    /// Plan an EKS cluster's move from the AWS VPC CNI to weft (an offline runbook).
+    #[command(subcommand)]
+    Eks(eks::EksCommand),
+    /// The network config in etcd: write it, show it, check it, migrate it from etcd v2.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Print the Kubernetes manifests that run weftd on every node.
+    ///
+    /// Namespace, ServiceAccount, RBAC, ConfigMap and DaemonSet (and optionally the VPC CNI
+    /// cleanup init container) for `kubectl apply -f -`.
+    Manifest(manifest::ManifestArgs),
+    /// Install the CNI plugin, its delegate plugins and the conflist (the init container).
+    ///
+    /// Copies weft-cni as <bin-dir>/flannel, the delegate plugins it needs (bridge, host-local,
+    /// portmap, loopback) where missing or older, and writes <conf-dir>/10-flannel.conflist
+    /// (kube-flannel's cbr0 config); idempotent. This is what the DaemonSet's init container runs.
+    InstallCni {
+        /// The weft-cni binary to install (default: next to this binary).
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+        /// The CNI bin dir.
+        #[arg(long, default_value = weft_cni::install::DEFAULT_BIN_DIR, value_name = "DIR")]
+        bin_dir: PathBuf,
+        /// The container runtime's CNI conf dir.
+        #[arg(long, default_value = weft_cni::install::DEFAULT_CONF_DIR, value_name = "DIR")]
+        conf_dir: PathBuf,
+        /// Where to copy bridge, host-local, portmap and loopback from [default: /usr/lib/weft/cni
+        /// when it exists, as in the weft image; otherwise none are copied].
+        #[arg(long, value_name = "DIR")]
+        plugins_dir: Option<PathBuf>,
+        /// Also replace delegate plugins that are as new or newer than weft's, or whose version
+        /// cannot be read.
+        #[arg(long)]
+        replace_plugins: bool,
+        /// Show what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Commands run on one node (as root, on the node or in its network namespace).
+    #[command(subcommand)]
+    Node(cleanup::NodeCommand),
+    /// The subnet leases in etcd.
+    #[command(subcommand)]
+    Leases(LeasesCommand),
+    /// Check this node: every known failure (E1-E5) as OK/WARN/FAIL with cause and fix.
+    ///
+    /// Run as root, on the node or in its network namespace: etcd, the network config, the
+    /// lease and subnet.env, the VXLAN device and peers, masquerading, sysctls, the CNI config,
+    /// VPC CNI leftovers, kubelet max pods and the subnet manager mode; each problem with its
+    /// cause and fix. Exit 1 when any check fails.
+    Doctor(doctor::DoctorArgs),
+    /// Run a whole cluster on this machine (root) and test every pod pair.
+    ///
+    /// A namespaced VPC with a real etcd, weftd on every node, pods made through weft-cni on
+    /// every node, then an all-pairs connectivity matrix. `weft demo down` removes a cluster
+    /// left by `--keep`.
     Demo {
         #[command(subcommand)]
         action: Option<DemoAction>,
@@ -66,61 +125,28 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
-    /// Install the CNI plugin, its delegate plugins and the conflist (the init container).
+    /// Run weftd's reliability scenarios in a loop on a testbed cluster (root).
     ///
-    /// Copies weft-cni as <bin-dir>/flannel, the delegate plugins it needs (bridge, host-local,
-    /// portmap, loopback) where missing or older, and writes <conf-dir>/10-flannel.conflist
-    /// (kube-flannel's cbr0 config); idempotent. This is what the DaemonSet's init container runs.
-    InstallCni {
-        /// The weft-cni binary to install (default: next to this binary).
-        #[arg(long)]
-        plugin: Option<PathBuf>,
-        #[arg(long, default_value = weft_cni::install::DEFAULT_BIN_DIR)]
-        bin_dir: PathBuf,
-        #[arg(long, default_value = weft_cni::install::DEFAULT_CONF_DIR)]
-        conf_dir: PathBuf,
-        /// Where to copy bridge, host-local, portmap and loopback from [default: /usr/lib/weft/cni
-        /// when it exists, as in the weft image; otherwise none are copied].
-        #[arg(long)]
-        plugins_dir: Option<PathBuf>,
-        /// Also replace delegate plugins that are as new or newer than weft's, or whose version
-        /// cannot be read.
-        #[arg(long)]
-        replace_plugins: bool,
-        /// Show what would change, change nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// The network config in etcd: write it, show it, check it, migrate it from etcd v2.
-    #[command(subcommand)]
-    Network(NetworkCommand),
-    /// The subnet leases in etcd.
-    #[command(subcommand)]
-    Leases(LeasesCommand),
-    /// Plan the move of an EKS cluster from the AWS VPC CNI to weft (an offline runbook).
-    #[command(subcommand)]
-    Eks(eks::EksCommand),
-    /// A production etcd for weft: CA, TLS certs and Fedora CoreOS Ignition configs.
-    #[command(subcommand)]
-    Etcd(etcd_cluster::EtcdCommand),
-    /// Print the Kubernetes manifests that run weftd on every node (Namespace, ServiceAccount,
-    /// ConfigMap, DaemonSet) for `kubectl apply -f -`.
-    Manifest(manifest::ManifestArgs),
-    /// Commands run on one node (as root, on the node or in its network namespace).
-    #[command(subcommand)]
-    Node(cleanup::NodeCommand),
-    /// Check this node (as root, on the node or in its network namespace): etcd, the network
-    /// config, the lease and subnet.env, the VXLAN device and peers, masquerading, sysctls,
-    /// the CNI config, VPC CNI leftovers, kubelet max pods and the subnet manager mode; each
-    /// problem with its cause and fix. Exit 1 when any check fails.
-    Doctor(doctor::DoctorArgs),
-    /// Run weftd's reliability scenarios in a loop on a testbed cluster (needs root): weftd
-    /// restarts, etcd outages, kernel drift and nodes joining and leaving, under 20 ms pings and
-    /// long-lived TCP flows between pods, with kernel watchers counting flaps. Prints a report
-    /// (--json for JSON); exits 1 if a packet was lost (outside the soak's own drift damage), a
-    /// flow reset, a lease changed, a repair took over 5 s or a kernel entry flapped. The
-    /// testbed is always removed, also on Ctrl-C.
+    /// weftd restarts, etcd outages, kernel drift and nodes joining and leaving, under 20 ms
+    /// pings and long-lived TCP flows between pods, with kernel watchers counting flaps. Prints
+    /// a report (`-o json` for JSON); exits 1 if a packet was lost (outside the soak's own drift
+    /// damage), a flow reset, a lease changed, a repair took over 5 s or a kernel entry flapped.
+    /// The testbed is always removed, also on Ctrl-C.
     Soak(soak::SoakArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    ///
+    /// For example `weft completion bash > /etc/bash_completion.d/weft`, or
+    /// `source <(weft completion zsh)`.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print weft's version (as --version; `-o json` for a JSON document).
+    Version {
+        #[command(flatten)]
+        out: cli::OutputArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -190,6 +216,8 @@ fn main() -> ExitCode {
         Command::Node(cmd) => return finish(cleanup::run(cmd)),
         Command::Doctor(args) => return finish(doctor::run(&args)),
         Command::Soak(args) => soak::run(&args),
+        Command::Completion { shell } => return completion(shell).emit(),
+        Command::Version { out } => return version(out.output).emit(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -198,6 +226,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The completion script, written to a buffer first so a closed pipe cannot panic.
+fn completion(shell: clap_complete::Shell) -> Outcome {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "weft", &mut script);
+    Outcome {
+        stdout: String::from_utf8_lossy(&script).into_owned(),
+        ..Outcome::default()
+    }
+}
+
+/// `weft version`: what `weft --version` prints, or a JSON document.
+fn version(format: cli::OutputFormat) -> Outcome {
+    let name = env!("CARGO_PKG_NAME");
+    let version = env!("CARGO_PKG_VERSION");
+    let mut out = Outcome::default();
+    match format {
+        cli::OutputFormat::Text => out.say(format!("{name} {version}")),
+        cli::OutputFormat::Json => out.say(crate::output::json(&serde_json::json!({
+            "name": name,
+            "version": version,
+        }))),
+    }
+    out
 }
 
 fn install_cni(opts: &weft_cni::install::InstallOptions) -> anyhow::Result<()> {

@@ -202,6 +202,27 @@ fn cases() -> Vec<Case> {
             ],
         ),
         case(
+            "completion for an unknown shell",
+            2,
+            &["completion", "tcsh"],
+            &[
+                "invalid value 'tcsh' for '<SHELL>'",
+                "[possible values: bash, elvish, fish, powershell, zsh]",
+            ],
+        ),
+        case(
+            "completion without a shell",
+            2,
+            &["completion"],
+            &["the following required arguments were not provided", "<SHELL>"],
+        ),
+        case(
+            "version --output yaml",
+            2,
+            &["version", "--output", "yaml"],
+            &["invalid value 'yaml' for '--output <OUTPUT>'"],
+        ),
+        case(
             "--subnet-min short",
             2,
             &[

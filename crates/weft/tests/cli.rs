@@ -503,6 +503,15 @@ fn every_command_has_help() {
         &["leases", "--help"],
         &["leases", "list", "--help"],
         &["demo", "--help"],
+        &["soak", "--help"],
+        &["doctor", "--help"],
+        &["manifest", "--help"],
+        &["install-cni", "--help"],
+        &["node", "cleanup-vpc-cni", "--help"],
+        &["etcd", "ignition", "--help"],
+        &["eks", "plan", "--help"],
+        &["completion", "--help"],
+        &["version", "--help"],
     ] {
         let r = weft_local(args).ok(&format!("{args:?}"));
         assert!(r.stdout.contains("Usage: weft"), "{args:?}: {r}");
@@ -561,4 +570,92 @@ fn unreachable_etcd_is_named_with_the_fix() {
     assert!(r.stderr.contains("http://127.0.0.1:1"), "{r}");
     assert!(r.stderr.contains("--etcd-endpoints"), "{r}");
     assert_eq!(r.stderr.lines().count(), 1, "one line, no gRPC dump: {r}");
+}
+
+#[test]
+fn top_level_help_is_one_line_per_command_in_workflow_order() {
+    let r = weft_local(&["--help"]).ok("--help");
+    assert!(r.stdout.len() < 2048, "{} bytes: {r}", r.stdout.len());
+    let commands: Vec<&str> = r
+        .stdout
+        .lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    for line in &commands {
+        assert!(line.len() <= 100, "summary longer than a line: {line:?}");
+    }
+    let names: Vec<&str> = commands
+        .iter()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let order = [
+        "etcd",
+        "eks",
+        "network",
+        "manifest",
+        "install-cni",
+        "node",
+        "leases",
+        "doctor",
+        "demo",
+        "soak",
+        "completion",
+        "version",
+    ];
+    let positions: Vec<usize> = order
+        .iter()
+        .map(|c| {
+            names
+                .iter()
+                .position(|n| n == c)
+                .unwrap_or_else(|| panic!("{c} missing from --help: {r}"))
+        })
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "not in workflow order {order:?}: {names:?}"
+    );
+}
+
+#[test]
+fn version_prints_what_dash_dash_version_prints_or_json() {
+    let flag = weft_local(&["--version"]).ok("--version");
+    let cmd = weft_local(&["version"]).ok("version");
+    assert_eq!(cmd.stdout, flag.stdout);
+    assert_eq!(
+        cmd.stdout.trim(),
+        format!("weft {}", env!("CARGO_PKG_VERSION"))
+    );
+    let j = weft_local(&["version", "-o", "json"])
+        .ok("version -o json")
+        .json();
+    assert_eq!(j["name"], "weft");
+    assert_eq!(j["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn completion_scripts_name_the_commands() {
+    for (shell, marker) in [
+        ("bash", "complete -F _weft"),
+        ("zsh", "#compdef weft"),
+        ("fish", "complete -c weft"),
+        ("elvish", "edit:completion:arg-completer[weft]"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let r = weft_local(&["completion", shell]).ok(shell);
+        assert!(r.stdout.contains(marker), "{shell}: {marker:?} missing");
+        for sub in [
+            "install-cni",
+            "cleanup-vpc-cni",
+            "migrate-v2",
+            "etcd-endpoints",
+        ] {
+            assert!(r.stdout.contains(sub), "{shell}: {sub} missing");
+        }
+    }
+    let r = weft_local(&["completion", "tcsh"]);
+    assert_eq!(r.code, 2, "{r}");
+    assert!(r.stderr.contains("[possible values: bash"), "{r}");
 }
