@@ -7,6 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use weft_testbed::destroy_detached;
 
+use serde_json::json;
+
+use crate::cli::OutputFormat;
 use crate::cluster::{self, Cluster, ClusterSpec, Progress};
 
 /// Where the demo records the testbed it is running, so `weft demo down` and the next run can
@@ -23,6 +26,8 @@ pub struct DemoOptions {
     pub network: String,
     /// Leave the cluster running (remove it later with `weft demo down`).
     pub keep: bool,
+    /// The tables as text, or one JSON document (progress stays on stderr).
+    pub output: OutputFormat,
 }
 
 /// Removes the demo cluster left by `--keep` or by a run that crashed. Returns whether there
@@ -71,83 +76,140 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
     let pods = &c.pods;
     let tb = &c.tb;
 
-    println!();
-    println!(
-        "{:<6} {:<12} {:<16} {:<19} {:<11} pods",
-        "node", "public IP", "subnet", "VTEP MAC", "weftd RSS"
-    );
+    let json = opts.output == OutputFormat::Json;
+    let mut node_rows = Vec::new();
     for (i, env) in envs.iter().enumerate() {
         let node = tb.node(i);
-        let mac = c.vtep_mac(i).unwrap_or_else(|| "?".into());
-        let ips: Vec<String> = pods
-            .iter()
-            .filter(|p| p.node == i)
-            .map(|p| p.ip.to_string())
-            .collect();
-        let subnet = env.subnet.map(|s| s.to_string()).unwrap_or_default();
-        let rss = c
-            .weftd_rss_kib(i)
-            .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
-            .unwrap_or_else(|| "?".into());
+        node_rows.push(json!({
+            "name": node.name,
+            "public_ip": node.ip.to_string(),
+            "subnet": env.subnet.map(|s| s.to_string()),
+            "vtep_mac": c.vtep_mac(i),
+            "weftd_rss_kib": c.weftd_rss_kib(i),
+            "pods": pods
+                .iter()
+                .filter(|p| p.node == i)
+                .map(|p| p.ip.to_string())
+                .collect::<Vec<_>>(),
+        }));
+    }
+    if !json {
+        println!();
         println!(
-            "{:<6} {:<12} {:<16} {:<19} {:<11} {}",
-            node.name,
-            node.ip.to_string(),
-            subnet,
-            mac,
-            rss,
-            ips.join(" ")
+            "{:<6} {:<12} {:<16} {:<19} {:<11} pods",
+            "node", "public IP", "subnet", "VTEP MAC", "weftd RSS"
         );
-    }
-
-    println!();
-    println!("round-trip times in ms (3 pings each; FAIL = no reply)");
-    print!("{:<14}", "from \\ to");
-    for p in pods {
-        print!("{:>13}", p.ip.to_string());
-    }
-    println!();
-    let mut failures = 0;
-    for a in pods {
-        print!("{:<14}", a.ip.to_string());
-        for b in pods {
-            if a.ns == b.ns {
-                print!("{:>13}", "-");
-                continue;
-            }
-            match tb.ping(&a.ns, b.ip, 3, Duration::from_secs(5)) {
-                Ok(st) if st.received == st.transmitted && st.received > 0 => {
-                    print!("{:>13}", format!("{:.3}", st.avg_rtt_ms.unwrap_or(0.0)));
-                }
-                _ => {
-                    failures += 1;
-                    print!("{:>13}", "FAIL");
-                }
-            }
+        for row in &node_rows {
+            let text = |k: &str| row[k].as_str().unwrap_or("?").to_string();
+            let rss = row["weftd_rss_kib"]
+                .as_u64()
+                .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                .unwrap_or_else(|| "?".into());
+            let ips: Vec<&str> = row["pods"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p.as_str()).collect())
+                .unwrap_or_default();
+            println!(
+                "{:<6} {:<12} {:<16} {:<19} {:<11} {}",
+                text("name"),
+                text("public_ip"),
+                row["subnet"].as_str().unwrap_or(""),
+                text("vtep_mac"),
+                rss,
+                ips.join(" ")
+            );
+        }
+        println!();
+        println!("round-trip times in ms (3 pings each; FAIL = no reply)");
+        print!("{:<14}", "from \\ to");
+        for p in pods {
+            print!("{:>13}", p.ip.to_string());
         }
         println!();
     }
-    println!();
+    let mut failures = 0;
+    let mut pair_rows = Vec::new();
+    for a in pods {
+        if !json {
+            print!("{:<14}", a.ip.to_string());
+        }
+        for b in pods {
+            if a.ns == b.ns {
+                if !json {
+                    print!("{:>13}", "-");
+                }
+                continue;
+            }
+            let rtt = match tb.ping(&a.ns, b.ip, 3, Duration::from_secs(5)) {
+                Ok(st) if st.received == st.transmitted && st.received > 0 => {
+                    Some(st.avg_rtt_ms.unwrap_or(0.0))
+                }
+                _ => None,
+            };
+            if rtt.is_none() {
+                failures += 1;
+            }
+            if !json {
+                match rtt {
+                    Some(ms) => print!("{:>13}", format!("{ms:.3}")),
+                    None => print!("{:>13}", "FAIL"),
+                }
+            }
+            pair_rows.push(json!({
+                "from": a.ip.to_string(),
+                "to": b.ip.to_string(),
+                "connected": rtt.is_some(),
+                "rtt_ms": rtt,
+            }));
+        }
+        if !json {
+            println!();
+        }
+    }
+    if !json {
+        println!();
+    }
     let pairs = pods.len() * (pods.len() - 1);
     progress.step(&format!(
         "{} of {pairs} pod pairs connected",
         pairs - failures
     ));
+    let mut kept = None;
     if opts.keep {
         let ids: Vec<String> = pods.iter().map(|p| p.ns.clone()).collect();
         let dir = c.into_testbed().detach();
-        println!(
-            "the cluster keeps running (testbed files in {}); try:",
+        // The hints go to stderr with -o json, so stdout stays one JSON document.
+        let mut hints = format!(
+            "the cluster keeps running (testbed files in {}); try:\n",
             dir.display()
         );
         if let Some(ns) = ids.first() {
-            println!("  ip netns exec {ns} ip addr show eth0");
+            hints.push_str(&format!("  ip netns exec {ns} ip addr show eth0\n"));
         }
-        println!("remove it with: weft demo down");
+        hints.push_str("remove it with: weft demo down\n");
+        if json {
+            eprint!("{hints}");
+        } else {
+            print!("{hints}");
+        }
+        kept = Some(dir.display().to_string());
     } else {
         c.into_testbed().teardown().context("teardown")?;
         let _ = std::fs::remove_file(STATE_FILE);
         progress.step("torn down: namespaces, etcd and weftd removed");
+    }
+    if json {
+        let doc = json!({
+            "nodes": node_rows,
+            "pairs": pair_rows,
+            "summary": {
+                "pairs": pairs,
+                "connected": pairs - failures,
+                "failed": failures,
+            },
+            "kept_testbed_dir": kept,
+        });
+        println!("{}", crate::output::json(&doc));
     }
     if failures > 0 {
         bail!("{failures} of {pairs} pod pairs could not connect");

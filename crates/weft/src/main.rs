@@ -124,6 +124,8 @@ enum Command {
         /// Leave the cluster running; remove it later with `weft demo down`.
         #[arg(long)]
         keep: bool,
+        #[command(flatten)]
+        out: cli::OutputArgs,
     },
     /// Run weftd's reliability scenarios in a loop on a testbed cluster (root).
     ///
@@ -177,6 +179,7 @@ fn main() -> ExitCode {
             cni,
             network,
             keep,
+            out,
         } => demo::run(&demo::DemoOptions {
             nodes,
             pods_per_node: pods,
@@ -184,6 +187,7 @@ fn main() -> ExitCode {
             cni: cni.unwrap_or_else(|| cluster::sibling("weft-cni")),
             network,
             keep,
+            output: out.output,
         }),
         Command::InstallCni {
             plugin,

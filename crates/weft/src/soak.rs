@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use weft_core::peer::Peer;
 use weft_testbed::Signal;
 
+use crate::cli::{OutputArgs, OutputFormat};
 use crate::cluster::{self, Cluster, ClusterSpec, Progress, SUBNETS_PREFIX};
 use figures::{LossTag, Summary, parse_duration, show_duration};
 use kernel::NodeKernel;
@@ -65,8 +66,11 @@ pub struct SoakArgs {
     /// Path of the weft-cni binary (default: next to this binary).
     #[arg(long)]
     pub cni: Option<PathBuf>,
-    /// Print the report as JSON on stdout (progress stays on stderr).
-    #[arg(long)]
+    // The report's format (progress stays on stderr); `--json` below is its old spelling.
+    #[command(flatten)]
+    pub out: OutputArgs,
+    /// Deprecated: the old spelling of `-o json`, kept so scripts do not break.
+    #[arg(long, hide = true)]
     pub json: bool,
     /// Copy weftd's and etcd's logs into this directory at the end (without it they are kept
     /// only when the soak fails, in a directory the report names).
@@ -184,7 +188,7 @@ impl Plan {
             outage: a.outage,
             weftd,
             cni,
-            json: a.json,
+            json: a.json || a.out.output == OutputFormat::Json,
             logs: a.logs.clone(),
         })
     }
@@ -1394,6 +1398,21 @@ mod tests {
         assert_eq!(d.scenario, vec![ScenarioArg::All]);
         assert!(args(&["--scenario", "reboot"]).is_err());
         assert!(args(&["--duration", "10"]).is_err());
+    }
+
+    #[test]
+    fn dash_o_json_and_the_old_json_flag_both_ask_for_json() {
+        let bins = ["--weftd", "/bin/true", "--cni", "/bin/true"];
+        let plan = |extra: &[&str]| {
+            let all: Vec<&str> = bins.iter().chain(extra).copied().collect();
+            Plan::from_args(&args(&all).unwrap()).unwrap().json
+        };
+        assert!(!plan(&[]));
+        assert!(!plan(&["-o", "text"]));
+        assert!(plan(&["-o", "json"]));
+        assert!(plan(&["--output", "json"]));
+        assert!(plan(&["--json"]));
+        assert!(args(&["-o", "yaml"]).is_err());
     }
 
     #[test]

@@ -84,7 +84,8 @@ fn a_short_soak_runs_every_scenario_and_loses_nothing() {
         "5s",
         "--scenario",
         "all",
-        "--json",
+        "-o",
+        "json",
     ]);
     let (ok, stdout) = finish(child, Duration::from_secs(120));
     eprintln!("weft soak took {:?}", t0.elapsed());
@@ -148,6 +149,7 @@ fn a_short_soak_runs_every_scenario_and_loses_nothing() {
 fn ctrl_c_tears_the_testbed_down_and_reports() {
     require_binaries();
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // `--json`, the deprecated spelling of `-o json`, still works.
     let (child, lines) = spawn_soak(&["--duration", "10m", "--outage", "5s", "--json"]);
     let pid = child.id();
     let t0 = Instant::now();
