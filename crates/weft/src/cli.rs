@@ -161,7 +161,7 @@ pub struct InitArgs {
     /// Last subnet handed out (default: the last subnet of the network).
     #[arg(long, value_name = "IP", conflicts_with_all = ["json", "from_file"])]
     pub subnet_max: Option<Ipv4Addr>,
-    /// Backend type; weftd implements vxlan.
+    /// Backend type: vxlan, the only one weftd implements (others are refused).
     #[arg(long, default_value = "vxlan", conflicts_with_all = ["json", "from_file"])]
     pub backend: String,
     /// VXLAN network identifier (vxlan; default 1).

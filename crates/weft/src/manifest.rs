@@ -398,12 +398,7 @@ fn check_iface(iface: &str) -> Result<()> {
 /// Builds net-conf.json from the flags with `weft network init`'s builder (validated by the
 /// parser weftd uses), pretty-printed.
 fn net_conf(args: &ManifestArgs) -> Result<(String, NetworkConfig)> {
-    if !args.backend.trim().eq_ignore_ascii_case("vxlan") {
-        bail!(
-            "--backend {:?} is not available: weftd implements only the vxlan backend (flannel's other backends are not in weft); drop --backend or pass --backend vxlan",
-            args.backend
-        );
-    }
+    netconf::check_backend_flag(&args.backend).map_err(anyhow::Error::msg)?;
     let candidate = netconf::build_config(&InitSpec {
         network: args.network.clone(),
         subnet_len: args.subnet_len,

@@ -66,9 +66,24 @@ fn flag_of(key: &str) -> Option<&'static str> {
     })
 }
 
+/// `--backend` of `weft network init` and `weft manifest`: weftd runs only vxlan, so a config
+/// built for another backend would stop weftd at start; both commands refuse it with this.
+/// (A config given whole, with `--json` or `--from-file`, is written with a warning instead:
+/// flanneld nodes may still run it.)
+pub fn check_backend_flag(backend: &str) -> Result<(), String> {
+    if backend.trim().eq_ignore_ascii_case("vxlan") {
+        return Ok(());
+    }
+    Err(format!(
+        "--backend {:?} is not available: weftd implements only the vxlan backend (flannel's other backends are not in weft); drop --backend or pass --backend vxlan",
+        weft_core::clip::clip(backend)
+    ))
+}
+
 /// Builds the config JSON from flags (only the keys that were given, in flannel's usual
 /// order, so the stored value reads like a hand-written one) and validates it.
 pub fn build_config(spec: &InitSpec) -> Result<Candidate, String> {
+    check_backend_flag(&spec.backend)?;
     let typed: Option<Ipv4Net> = spec.network.trim().parse().ok();
     let mut members = vec![format!("\"Network\":{}", json_string(spec.network.trim()))];
     if let Some(len) = spec.subnet_len {
@@ -79,19 +94,6 @@ pub fn build_config(spec: &InitSpec) -> Result<Candidate, String> {
     }
     if let Some(max) = spec.subnet_max {
         members.push(format!("\"SubnetMax\":{}", json_string(&max.to_string())));
-    }
-    let is_vxlan = spec.backend.eq_ignore_ascii_case("vxlan");
-    for (flag, given) in [
-        ("--vni", spec.vni.is_some()),
-        ("--port", spec.port.is_some()),
-        ("--mtu", spec.mtu.is_some()),
-    ] {
-        if given && !is_vxlan {
-            return Err(format!(
-                "{flag} only applies to the vxlan backend, but --backend is {:?}; drop {flag} or use --backend vxlan",
-                spec.backend
-            ));
-        }
     }
     let mut backend = vec![format!("\"Type\":{}", json_string(&spec.backend))];
     for (key, value) in [("VNI", spec.vni), ("Port", spec.port), ("MTU", spec.mtu)] {
@@ -452,7 +454,7 @@ mod tests {
                     vni: Some(2),
                     ..InitSpec::network("10.244.0.0/16")
                 },
-                "--vni",
+                "--backend \"host-gw\" is not available",
             ),
             (InitSpec::network("10.244.1.0/16"), "10.244.0.0/16"),
         ];
@@ -463,17 +465,26 @@ mod tests {
     }
 
     #[test]
-    fn other_backends_are_accepted_without_vxlan_values() {
-        let c = build_config(&InitSpec {
-            backend: "host-gw".into(),
-            ..InitSpec::network("10.244.0.0/16")
-        })
-        .unwrap();
-        let e = Effective::of(&c.config);
-        assert_eq!(e.backend, "host-gw");
-        assert_eq!((e.vni, e.port), (None, None));
-        let lines = e.lines();
-        assert!(lines.iter().any(|(k, v)| *k == "VNI" && v.contains("n/a")));
+    fn other_backends_are_refused_with_the_fix() {
+        for backend in ["host-gw", "udp", "wireguard", "ipip"] {
+            let err = build_config(&InitSpec {
+                backend: backend.into(),
+                ..InitSpec::network("10.244.0.0/16")
+            })
+            .unwrap_err();
+            assert!(
+                err.contains(&format!("--backend {backend:?} is not available"))
+                    && err.contains("pass --backend vxlan"),
+                "{err}"
+            );
+        }
+        assert!(
+            build_config(&InitSpec {
+                backend: "VXLAN".into(),
+                ..InitSpec::network("10.244.0.0/16")
+            })
+            .is_ok()
+        );
     }
 
     #[test]

@@ -214,7 +214,10 @@ fn cases() -> Vec<Case> {
             "completion without a shell",
             2,
             &["completion"],
-            &["the following required arguments were not provided", "<SHELL>"],
+            &[
+                "the following required arguments were not provided",
+                "<SHELL>",
+            ],
         ),
         case(
             "version --output yaml",
@@ -331,6 +334,30 @@ fn cases() -> Vec<Case> {
             1,
             &init(&["--network", "10.244.0.0/16", "--mtu", "10"]),
             &["--mtu: Backend.MTU 10", "e.g. 1500"],
+        ),
+        case(
+            "network init --backend host-gw",
+            1,
+            &init(&["--network", "10.244.0.0/16", "--backend", "host-gw"]),
+            &[
+                "--backend \"host-gw\" is not available: weftd implements only the vxlan backend",
+                "pass --backend vxlan",
+            ],
+        ),
+        case(
+            "manifest --backend host-gw (the same message)",
+            1,
+            &[
+                "manifest",
+                "--etcd-endpoints",
+                "http://10.0.0.1:2379",
+                "--backend",
+                "host-gw",
+            ],
+            &[
+                "--backend \"host-gw\" is not available: weftd implements only the vxlan backend",
+                "pass --backend vxlan",
+            ],
         ),
         case(
             "--json truncated",
