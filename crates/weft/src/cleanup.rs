@@ -83,11 +83,11 @@ pub struct CleanupArgs {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Paths")]
 pub struct PathArgs {
-    /// CNI conf dir.
-    #[arg(long, default_value = weft_cni::install::DEFAULT_CONF_DIR)]
+    /// The container runtime's CNI conf dir.
+    #[arg(long, default_value = weft_cni::install::DEFAULT_CONF_DIR, value_name = "DIR")]
     pub conf_dir: PathBuf,
-    /// CNI bin dir.
-    #[arg(long, default_value = weft_cni::install::DEFAULT_BIN_DIR)]
+    /// The CNI bin dir.
+    #[arg(long, default_value = weft_cni::install::DEFAULT_BIN_DIR, value_name = "DIR")]
     pub bin_dir: PathBuf,
     /// ipamd's checkpoint and sockets.
     #[arg(long, default_value = "/var/run/aws-node")]

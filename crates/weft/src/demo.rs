@@ -56,7 +56,7 @@ fn record(dir: &Path) -> Result<()> {
 }
 
 pub fn run(opts: &DemoOptions) -> Result<()> {
-    cluster::check_size(opts.nodes, opts.pods_per_node, "--pods")?;
+    cluster::check_size(opts.nodes, opts.pods_per_node, "--pods-per-node")?;
     cluster::check_binaries(&opts.weftd, &opts.cni)?;
     let progress = Progress::start();
     if down()? {

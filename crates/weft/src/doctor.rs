@@ -63,12 +63,13 @@ pub struct DoctorArgs {
     /// dirs and kubelet's config are read below it.
     #[arg(long, value_name = "DIR")]
     pub host_root: Option<PathBuf>,
-    /// The container runtime's CNI conf dir.
-    #[arg(long, default_value = weft_cni::install::DEFAULT_CONF_DIR, value_name = "DIR")]
-    pub cni_conf_dir: PathBuf,
-    /// The CNI bin dir.
-    #[arg(long, default_value = weft_cni::install::DEFAULT_BIN_DIR, value_name = "DIR")]
-    pub cni_bin_dir: PathBuf,
+    /// The container runtime's CNI conf dir (as install-cni's; `--cni-conf-dir` is the old
+    /// spelling).
+    #[arg(long, alias = "cni-conf-dir", default_value = weft_cni::install::DEFAULT_CONF_DIR, value_name = "DIR")]
+    pub conf_dir: PathBuf,
+    /// The CNI bin dir (as install-cni's; `--cni-bin-dir` is the old spelling).
+    #[arg(long, alias = "cni-bin-dir", default_value = weft_cni::install::DEFAULT_BIN_DIR, value_name = "DIR")]
+    pub bin_dir: PathBuf,
     /// kubelet's config file (JSON or YAML with `maxPods`); its `<file>.d/*.conf` drop-ins are
     /// read too. Default: the first that exists of /etc/kubernetes/kubelet/config.json
     /// (AL2023), /etc/kubernetes/kubelet/kubelet-config.json (AL2) and

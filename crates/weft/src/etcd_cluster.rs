@@ -32,7 +32,7 @@ use self::pki::{Ca, Day, Role};
 
 /// The etcd release the generated units run by default (a tag of quay.io/coreos/etcd).
 pub const DEFAULT_ETCD_VERSION: &str = "3.5.21";
-/// The image repository a bare `--version` is a tag of.
+/// The image repository a bare `--etcd-version` is a tag of.
 pub const ETCD_IMAGE_REPOSITORY: &str = "quay.io/coreos/etcd";
 
 /// `weft etcd ...`
@@ -70,8 +70,9 @@ pub struct IgnitionArgs {
     /// etcd's --initial-cluster-token (default: weft-etcd-<random>).
     #[arg(long, value_name = "TOKEN")]
     pub cluster_token: Option<String>,
-    /// etcd version (a tag of quay.io/coreos/etcd, e.g. 3.5.21) or a full image reference.
-    #[arg(long = "version", value_name = "VERSION|IMAGE", default_value = DEFAULT_ETCD_VERSION)]
+    /// etcd version (a tag of quay.io/coreos/etcd, e.g. 3.5.21) or a full image reference
+    /// (`--version` is the old spelling).
+    #[arg(long, alias = "version", value_name = "VERSION|IMAGE", default_value = DEFAULT_ETCD_VERSION)]
     pub etcd_version: String,
     /// Pod network for the printed `weft network init` command.
     #[arg(long, value_name = "CIDR", default_value = "10.244.0.0/16")]
@@ -153,7 +154,7 @@ pub fn image_for(version: &str) -> Result<String> {
     let v = version.trim();
     if v.contains('/') || v.contains(':') {
         if v.is_empty() || v.chars().any(char::is_whitespace) {
-            bail!("--version {version:?} is not an image reference");
+            bail!("--etcd-version {version:?} is not an image reference");
         }
         return Ok(v.to_string());
     }
@@ -165,7 +166,7 @@ pub fn image_for(version: &str) -> Result<String> {
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     if !numeric || parts[0] != "3" || parts[1].parse::<u32>().unwrap_or(0) < 4 {
         bail!(
-            "--version {version:?} is neither an etcd 3.4+ release such as {DEFAULT_ETCD_VERSION} nor an image reference such as {ETCD_IMAGE_REPOSITORY}:v{DEFAULT_ETCD_VERSION}"
+            "--etcd-version {version:?} is neither an etcd 3.4+ release such as {DEFAULT_ETCD_VERSION} nor an image reference such as {ETCD_IMAGE_REPOSITORY}:v{DEFAULT_ETCD_VERSION}"
         );
     }
     Ok(format!("{ETCD_IMAGE_REPOSITORY}:v{bare}"))
@@ -600,9 +601,17 @@ mod tests {
             "--members=1",
             "--private-ip=10.0.1.10",
             "--out-dir=/x",
+            "--etcd-version=latest",
+        ]);
+        assert!(e.contains("--etcd-version \"latest\""), "{e}");
+        // `--version`, the old spelling, still sets it.
+        let e = plan_err(&[
+            "--members=1",
+            "--private-ip=10.0.1.10",
+            "--out-dir=/x",
             "--version=latest",
         ]);
-        assert!(e.contains("--version \"latest\""), "{e}");
+        assert!(e.contains("--etcd-version \"latest\""), "{e}");
     }
 
     #[test]

@@ -109,9 +109,9 @@ enum Command {
         /// Number of nodes.
         #[arg(long, default_value_t = 3)]
         nodes: usize,
-        /// Pods per node.
-        #[arg(long, default_value_t = 2)]
-        pods: usize,
+        /// Pods per node (as soak's; `--pods` is the old spelling).
+        #[arg(long, alias = "pods", default_value_t = 2)]
+        pods_per_node: usize,
         /// Path of the weftd binary (default: next to this binary).
         #[arg(long)]
         weftd: Option<PathBuf>,
@@ -174,7 +174,7 @@ fn main() -> ExitCode {
         Command::Demo {
             action: None,
             nodes,
-            pods,
+            pods_per_node,
             weftd,
             cni,
             network,
@@ -182,7 +182,7 @@ fn main() -> ExitCode {
             out,
         } => demo::run(&demo::DemoOptions {
             nodes,
-            pods_per_node: pods,
+            pods_per_node,
             weftd: weftd.unwrap_or_else(|| cluster::sibling("weftd")),
             cni: cni.unwrap_or_else(|| cluster::sibling("weft-cni")),
             network,

@@ -27,7 +27,7 @@ fn demo_runs_connects_every_pair_and_cleans_up() {
     }
 
     let out = weft()
-        .args(["demo", "--nodes", "2", "--pods", "2"])
+        .args(["demo", "--nodes", "2", "--pods-per-node", "2"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

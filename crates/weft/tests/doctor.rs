@@ -218,8 +218,8 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
     let base: Vec<String> = [
         flag("--etcd-endpoints", &endpoint),
         flag("--subnet-file", tb.subnet_file(0).display()),
-        flag("--cni-conf-dir", conf.display()),
-        flag("--cni-bin-dir", bin.display()),
+        flag("--conf-dir", conf.display()),
+        flag("--bin-dir", bin.display()),
         flag(
             "--flannel-args",
             format!("--ip-masq --etcd-endpoints={endpoint} --healthz-port=8081"),
@@ -254,7 +254,7 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
     std::fs::copy(fixture(KUBELET_RAISED), kubelet_dir.join("config")).unwrap();
     let mut rooted: Vec<String> = base
         .chunks(2)
-        .filter(|f| f[0] != "--cni-conf-dir" && f[0] != "--cni-bin-dir")
+        .filter(|f| f[0] != "--conf-dir" && f[0] != "--bin-dir")
         .flatten()
         .cloned()
         .collect();
@@ -305,6 +305,7 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
         &[
             flag("--etcd-endpoints", &endpoint),
             flag("--subnet-file", tb.subnet_file(1).display()),
+            // The old spellings of --conf-dir and --bin-dir still work.
             flag("--cni-conf-dir", conf.display()),
             flag("--cni-bin-dir", bin.display()),
             flag("--output", "json"),

@@ -1171,7 +1171,7 @@ fn cni_config(f: &Facts) -> Finding {
                 CNI_CONFIG,
                 e.clone(),
                 "the CNI config could not be checked",
-                "run weft doctor as root, with --cni-conf-dir set to the container runtime's conf dir",
+                "run weft doctor as root, with --conf-dir set to the container runtime's conf dir",
             );
         }
     };

@@ -45,8 +45,8 @@ pub async fn gather(args: &DoctorArgs) -> Result<Facts> {
     let etcd = etcd_facts(&args.etcd).await?;
     let root = args.host_root.as_deref();
     let cni = cni_facts(
-        &on_host(root, &args.cni_conf_dir),
-        &on_host(root, &args.cni_bin_dir),
+        &on_host(root, &args.conf_dir),
+        &on_host(root, &args.bin_dir),
     )?;
     let backends = iptables_backends();
     let iptables_save = match (args.iptables_save.as_str(), &backends) {
