@@ -8,6 +8,7 @@ mod doctor;
 mod eks;
 mod etcd;
 mod etcd_cluster;
+mod human;
 mod leases;
 mod manifest;
 mod netconf;

@@ -28,7 +28,7 @@ impl Ttl {
     fn text(&self) -> String {
         match self {
             Ttl::Reservation => "reservation".into(),
-            Ttl::Seconds(s) => s.to_string(),
+            Ttl::Seconds(s) => crate::human::ttl(*s),
             Ttl::Expired => "expired".into(),
             Ttl::Unknown(_) => "unknown".into(),
         }
@@ -530,7 +530,7 @@ mod tests {
         let text = r.render_text();
         assert!(text.starts_with("SUBNET"), "{text}");
         assert!(text.contains("reservation"), "{text}");
-        assert!(text.contains("86000"), "{text}");
+        assert!(text.contains("23h53m"), "{text}");
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["rows"][0]["ttl"], "reservation");
         assert_eq!(json["rows"][1]["ttl"], 86000);

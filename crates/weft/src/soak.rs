@@ -1429,11 +1429,11 @@ mod tests {
         a.pods_per_node = 1;
         a.outage = Duration::from_millis(500);
         let e = Plan::from_args(&a).unwrap_err().to_string();
-        assert!(e.contains("--outage 500ms"), "{e}");
+        assert!(e.contains("--outage 500 ms"), "{e}");
         a.outage = Duration::from_secs(5);
         a.duration = Duration::ZERO;
         let e = Plan::from_args(&a).unwrap_err().to_string();
-        assert!(e.contains("--duration 0ms"), "{e}");
+        assert!(e.contains("--duration 0 ms"), "{e}");
         a.duration = Duration::from_secs(5);
         a.weftd = Some("/nonexistent/weftd".into());
         let e = Plan::from_args(&a).unwrap_err().to_string();

@@ -415,6 +415,13 @@ fn leases_list_flags_each_kind_of_lease() {
             && normal.ends_with(" -"),
         "{normal}"
     );
+    // The TTL (600 s granted) is for people: 10m or 9m59s, not a count of seconds.
+    assert!(
+        normal
+            .split_whitespace()
+            .any(|w| w == "10m" || (w.starts_with("9m") && w.ends_with('s'))),
+        "{normal}"
+    );
     assert!(row("10.244.2.0/24").contains("reservation"), "{r}");
     assert!(row("10.244.2.0/24").ends_with(" -"), "{r}");
     assert!(row("10.244.3.0/24").ends_with("BAD"), "{r}");

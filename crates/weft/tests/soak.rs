@@ -193,7 +193,7 @@ fn bad_flags_are_named_before_anything_is_built() {
         (vec!["--scenario", "reboot"], "reboot"),
         (vec!["--nodes", "1"], "--nodes 1"),
         (vec!["--pods-per-node", "0"], "--pods-per-node 0"),
-        (vec!["--outage", "0s"], "--outage 0ms"),
+        (vec!["--outage", "0s"], "--outage 0 ms"),
         (vec!["--weftd", "/nonexistent/weftd"], "--weftd"),
     ] {
         let out = weft().arg("soak").args(&args).output().unwrap();

@@ -493,7 +493,7 @@ fn lease(f: &Facts, d: &Derived) -> Finding {
         );
     };
     let ttl = match &row.ttl {
-        Ttl::Seconds(s) => format!("TTL {s} s"),
+        Ttl::Seconds(s) => format!("TTL {}", crate::human::ttl(*s)),
         Ttl::Reservation => "a reservation (no TTL)".to_string(),
         Ttl::Expired => "expired".to_string(),
         Ttl::Unknown(e) => format!("TTL unknown ({e})"),

@@ -285,7 +285,7 @@ fn a_healthy_node_is_all_ok() {
     expect(
         &find(&healthy(), checks::LEASE),
         Status::Ok,
-        &["10.244.1.0/24", "node IP 10.250.1.1 (eth0)", "TTL 86000 s"],
+        &["10.244.1.0/24", "node IP 10.250.1.1 (eth0)", "TTL 23h53m"],
     );
     expect(
         &find(&healthy(), checks::VXLAN_DEVICE),

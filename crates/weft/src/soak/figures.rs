@@ -54,33 +54,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// `1m30s`, `40s`, `1.5s`, `250ms`: a duration for humans.
+/// A duration for messages and the report: the CLI's one format ([`crate::human::duration`]).
 pub fn show_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let secs = d.as_secs();
-    if secs < 60 {
-        let tenths = (ms % 1000) / 100;
-        return if tenths == 0 {
-            format!("{secs}s")
-        } else {
-            format!("{secs}.{tenths}s")
-        };
-    }
-    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out.push_str(&format!("{h}h"));
-    }
-    if m > 0 {
-        out.push_str(&format!("{m}m"));
-    }
-    if s > 0 || out.is_empty() {
-        out.push_str(&format!("{s}s"));
-    }
-    out
+    crate::human::duration(d)
 }
 
 /// Count, median and maximum of a set of timings, in milliseconds.
@@ -221,11 +197,11 @@ mod tests {
 
     #[test]
     fn durations_show_compactly() {
-        assert_eq!(show_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(show_duration(Duration::from_millis(250)), "250 ms");
         assert_eq!(show_duration(Duration::from_millis(1500)), "1.5s");
         assert_eq!(show_duration(Duration::from_secs(40)), "40s");
         assert_eq!(show_duration(Duration::from_secs(600)), "10m");
-        assert_eq!(show_duration(Duration::from_secs(3690)), "1h1m30s");
+        assert_eq!(show_duration(Duration::from_secs(3690)), "1h1m");
     }
 
     #[test]

@@ -158,18 +158,20 @@ impl Report {
     }
 
     /// The report as a table for a terminal.
+    ///
+    /// Durations read as people write them (`10m`, `23h59m`); the JSON keeps the seconds.
     pub fn table(&self) -> String {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "weft soak on testbed {}: {} nodes, {} pod(s) per node, scenarios {}, ran {:.0}s of {:.0}s, etcd outages of {:.0}s{}",
+            "weft soak on testbed {}: {} nodes, {} pod(s) per node, scenarios {}, ran {} of {}, etcd outages of {}{}",
             self.testbed,
             self.nodes,
             self.pods_per_node,
             self.scenarios.join(","),
-            self.ran_s,
-            self.duration_s,
-            self.outage_s,
+            people(self.ran_s),
+            people(self.duration_s),
+            people(self.outage_s),
             if self.interrupted {
                 " (interrupted)"
             } else {
@@ -317,6 +319,11 @@ impl Report {
     }
 }
 
+/// Seconds (as the report's JSON keeps them) as people read them.
+fn people(seconds: f64) -> String {
+    crate::human::duration(std::time::Duration::try_from_secs_f64(seconds).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +381,11 @@ mod tests {
         let r = empty();
         assert_eq!(r.verdict(), Vec::<String>::new());
         assert!(r.table().contains("PASS"));
+        assert!(
+            r.table().contains("ran 41s of 40s, etcd outages of 5s"),
+            "{}",
+            r.table()
+        );
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["iterations"]["restart"], 2);
         assert_eq!(json["timings"]["repair"]["max_ms"], 40.0);
