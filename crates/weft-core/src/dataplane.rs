@@ -287,6 +287,23 @@ impl Programmed {
         }
     }
 
+    /// Which of the entries `peer` calls for (`"neighbour"`, `"fdb"`, `"route"`) the model
+    /// lacks: empty when the peer is fully programmed. O(log n).
+    pub fn missing_for(&self, peer: &Peer) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        let n = neigh_of(peer);
+        if self.neighs.get(&n.ip) != Some(&n.mac) {
+            missing.push("neighbour");
+        }
+        if !self.fdb.contains(&fdb_of(peer)) {
+            missing.push("fdb");
+        }
+        if !self.routes.contains(&route_of(peer)) {
+            missing.push("route");
+        }
+        missing
+    }
+
     /// Number of entries (neighbours + FDB entries + routes).
     pub fn len(&self) -> usize {
         self.neighs.len() + self.fdb.len() + self.routes.len()

@@ -24,6 +24,7 @@ pub mod lease;
 pub mod mac;
 pub mod peer;
 pub mod rules;
+pub mod status;
 pub mod subnet;
 pub mod subnet_env;
 pub mod vtep;

@@ -796,6 +796,7 @@ async fn apply_peers(
             .reconcile_changes
             .inc_by((ops.len() - failed_ops) as u64);
     }
+    publish_peers(node, shared, &own, &peers, programmed);
     shared.health.metrics.peers_known.set(peers.len() as i64);
     shared
         .health
@@ -808,6 +809,26 @@ async fn apply_peers(
         .reconcile_seconds
         .observe(started.elapsed().as_secs_f64());
     failed_ops
+}
+
+/// Updates what /peers serves from the model after a pass: O(n log n), no kernel read.
+fn publish_peers(
+    node: &Node,
+    shared: &Shared,
+    own: &HeldLease,
+    peers: &[weft_core::peer::Peer],
+    programmed: &Programmed,
+) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let expiry = shared.health.metrics.lease_expiry.get();
+    let expires = (own.lease_id != 0 && expiry > 0.0).then_some(expiry as u64);
+    shared.health.peers(|v| {
+        v.set_lease(own.subnet, node.ext.public_ip, node.mac(), expires, now);
+        v.update(peers, programmed, now);
+    });
 }
 
 /// After a failed operation the entry's kernel state is unknown; the retry re-reads the

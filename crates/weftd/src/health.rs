@@ -16,6 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use weft_core::status::PeersView;
 
 /// Error kinds counted in `weft_errors_total{kind}`.
 #[derive(Debug, Clone, Copy)]
@@ -488,6 +489,8 @@ impl std::ops::Deref for BeatGuard {
 pub struct Health {
     pub metrics: Metrics,
     readiness: Mutex<Readiness>,
+    /// What the reconciler has programmed, for /peers.
+    peers: Mutex<PeersView>,
     heartbeats: Mutex<Vec<Arc<Heartbeat>>>,
 }
 
@@ -496,6 +499,7 @@ impl Health {
         Arc::new(Health {
             metrics: Metrics::new(),
             readiness: Mutex::new(Readiness::default()),
+            peers: Mutex::new(PeersView::default()),
             heartbeats: Mutex::new(Vec::new()),
         })
     }
@@ -537,6 +541,19 @@ impl Health {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Updates what /peers serves (called by the reconciler with its model of the device).
+    pub fn peers(&self, f: impl FnOnce(&mut PeersView)) {
+        f(&mut self.peers.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// The /peers body.
+    pub fn render_peers(&self) -> String {
+        self.peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .render()
     }
 
     /// A new heartbeat that /healthz checks from now on; `name` as in "the reconciler".
@@ -616,6 +633,13 @@ async fn metrics(State(h): State<Arc<Health>>) -> impl IntoResponse {
     )
 }
 
+async fn peers(State(h): State<Arc<Health>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        h.render_peers(),
+    )
+}
+
 /// Binds the health server; the returned future serves until the process ends.
 pub async fn bind(
     addr: SocketAddr,
@@ -625,6 +649,7 @@ pub async fn bind(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/peers", get(peers))
         .with_state(health);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     Ok(async move { axum::serve(listener, app).await })
