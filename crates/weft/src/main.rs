@@ -16,6 +16,7 @@ mod network;
 mod output;
 mod report;
 mod soak;
+mod status;
 mod v2;
 
 use std::path::PathBuf;
@@ -92,6 +93,12 @@ enum Command {
     /// The subnet leases in etcd.
     #[command(subcommand)]
     Leases(LeasesCommand),
+    /// The cluster at a glance: leases, and what every weftd has programmed (--probe).
+    ///
+    /// Every node's lease from etcd (subnet, public IP, VTEP MAC, TTL, flags), problems first;
+    /// with --probe, each weftd's /peers and whether every node has programmed every other
+    /// node as its lease says. Exit 1 on any FAIL (WARN alone exits 0).
+    Status(status::StatusArgs),
     /// Check this node: every known failure (E1-E5) as OK/WARN/FAIL with cause and fix.
     ///
     /// Run as root, on the node or in its network namespace: etcd, the network config, the
@@ -217,6 +224,7 @@ fn main() -> ExitCode {
         Command::Leases(LeasesCommand::List { out, etcd }) => {
             return finish(etcd_command(leases::list(&etcd, out.output)));
         }
+        Command::Status(args) => return finish(etcd_command(status::run(&args))),
         Command::Manifest(args) => return finish(manifest::run(&args)),
         Command::Node(cmd) => return finish(cleanup::run(cmd)),
         Command::Doctor(args) => return finish(doctor::run(&args)),
