@@ -487,7 +487,7 @@ pub fn analyse(rows: &[Row], probes: Option<&BTreeMap<Ipv4Addr, Probe>>, now: u6
             }
         }
     }
-    problems.sort_by(|a, b| a.severity.cmp(&b.severity));
+    problems.sort_by_key(|p| p.severity);
     Status {
         problems,
         nodes,

@@ -1,0 +1,161 @@
+//! `weft status` on a 3-node testbed with weftd on every node (root only; CI runs as root).
+//! weftd runs with flanneld's flags and the health port the manifest uses (8081); `weft
+//! status` runs in node 0's network namespace, as an operator on a node would run it.
+//!
+//! Healthy: every pair programmed, exit 0. Then weftd on node 2 is killed: the first problem
+//! is node 2's unreachable weftd, its row says so, its pairs are unknown, exit 1; the other
+//! pairs stay ok.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use weft_core::subnet_env::SubnetEnv;
+use weft_testbed::{Signal, Testbed, TestbedConfig, wait_until};
+
+const NET_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
+const CONFIG_KEY: &str = "/coreos.com/network/config";
+
+fn weft() -> &'static str {
+    env!("CARGO_BIN_EXE_weft")
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+fn status(tb: &Testbed, extra: &[&str]) -> Run {
+    let endpoint = format!("--etcd-endpoints={}", tb.etcd_endpoint());
+    let mut argv = vec![weft(), "status", endpoint.as_str()];
+    argv.extend(extra);
+    let out = tb.exec_output(&tb.node(0).ns, &argv).unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn status_shows_every_pair_programmed_then_an_unreachable_weftd_first() {
+    let started = Instant::now();
+    let weftd = Path::new(weft()).with_file_name("weftd");
+    assert!(
+        weftd.exists(),
+        "weftd must be built beside weft (cargo build --workspace --bins)"
+    );
+    let mut tb = Testbed::new("status", TestbedConfig::with_nodes(3))
+        .unwrap_or_else(|e| panic!("cannot build the testbed (root needed): {e}"));
+    tb.etcdctl(&["put", CONFIG_KEY, NET_CONFIG]).unwrap();
+    let endpoint = tb.etcd_endpoint();
+    let mut pids = Vec::new();
+    for i in 0..3 {
+        let n = tb.node(i).clone();
+        let args = vec![
+            format!("--etcd-endpoints={endpoint}"),
+            format!("--subnet-file={}", tb.subnet_file(i).display()),
+            format!("--state-dir={}", n.dir.join("state").display()),
+            "--healthz-port=8081".to_string(),
+            "--ip-masq".to_string(),
+        ];
+        pids.push(
+            tb.spawn(&n.ns, &weftd, &args, &[], &n.dir.join("weftd.log"))
+                .unwrap(),
+        );
+    }
+    let log = |tb: &Testbed, i: usize| {
+        std::fs::read_to_string(tb.node(i).dir.join("weftd.log")).unwrap_or_default()
+    };
+    let mut subnets = Vec::new();
+    for i in 0..3 {
+        let path = tb.subnet_file(i);
+        let env = wait_until(Duration::from_secs(15), Duration::from_millis(20), || {
+            std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| SubnetEnv::parse(&t).ok())
+        })
+        .unwrap_or_else(|| panic!("weftd on node {i} not ready; log:\n{}", log(&tb, i)));
+        subnets.push(env.subnet.unwrap().to_string());
+    }
+
+    // Without --probe: the leases only, exit 0.
+    let plain = status(&tb, &[]);
+    assert_eq!(plain.code, Some(0), "{plain}");
+    assert!(plain.stdout.contains("pairs not checked"), "{plain}");
+    for s in &subnets {
+        assert!(plain.stdout.contains(s.as_str()), "{s}: {plain}");
+    }
+    // TTLs for people: flanneld's 24 h lease, a few seconds old.
+    assert!(plain.stdout.contains("23h59m"), "{plain}");
+
+    // Healthy: all 6 pairs programmed (once every weftd has seen every lease).
+    let healthy = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let r = status(&tb, &["--probe", "-o", "json"]);
+        (r.code == Some(0)).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("never healthy:\n{}", status(&tb, &["--probe"])));
+    let doc: Value = serde_json::from_str(&healthy.stdout).unwrap();
+    assert_eq!(doc["ok"], true, "{healthy}");
+    assert_eq!(doc["problems"].as_array().unwrap().len(), 0, "{healthy}");
+    let pairs = doc["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 6, "{healthy}");
+    assert!(pairs.iter().all(|p| p["state"] == "ok"), "{healthy}");
+    for n in doc["nodes"].as_array().unwrap() {
+        assert_eq!(n["weftd"], "ok", "{healthy}");
+        assert!(n["held_seconds"].as_u64().is_some(), "{healthy}");
+    }
+    let text = status(&tb, &["--probe"]);
+    assert_eq!(text.code, Some(0), "{text}");
+    assert!(
+        text.stdout
+            .contains("3 nodes, 6 of 6 pairs programmed, 0 FAIL, 0 WARN: OK"),
+        "{text}"
+    );
+    assert!(!text.stdout.contains("problems:"), "{text}");
+
+    // weftd on node 2 killed: its weftd is the first problem, exit 1.
+    tb.signal(pids[2], Signal::SIGKILL).unwrap();
+    tb.wait_exit(pids[2], Duration::from_secs(5)).unwrap();
+    let broken = status(&tb, &["--probe"]);
+    assert_eq!(broken.code, Some(1), "{broken}");
+    let first = broken.stdout.lines().nth(1).unwrap_or("");
+    assert!(
+        first.starts_with(&format!(
+            "  FAIL {}: weftd unreachable at http://",
+            subnets[2]
+        )),
+        "{broken}"
+    );
+    assert!(broken.stdout.contains("unreachable"), "{broken}");
+    assert!(broken.stdout.trim_end().ends_with(": FAIL"), "{broken}");
+    let json = status(&tb, &["--probe", "-o", "json"]);
+    assert_eq!(json.code, Some(1), "{json}");
+    let doc: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(doc["ok"], false);
+    let pairs = doc["pairs"].as_array().unwrap();
+    for p in pairs {
+        let want = if p["from"] == subnets[2].as_str() {
+            "unknown"
+        } else {
+            "ok"
+        };
+        assert_eq!(p["state"], want, "{json}");
+    }
+
+    tb.teardown().unwrap();
+    let took = started.elapsed();
+    eprintln!("status test took {took:?}\nhealthy:\n{text}\nbroken:\n{broken}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+}
