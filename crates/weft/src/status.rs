@@ -23,6 +23,7 @@ use weft_core::status::PeersDoc;
 
 use crate::cli::{EtcdArgs, OutputArgs, OutputFormat};
 use crate::etcd::Etcd;
+use crate::human;
 use crate::output::{self, Outcome};
 use crate::report::{self, Row, Ttl};
 use crate::v2;
@@ -202,9 +203,14 @@ impl Status {
                     n.public_ip.map_or_else(dash, |ip| ip.to_string()),
                     n.vtep_mac.clone().unwrap_or_else(dash),
                     n.ttl_text.clone(),
-                    n.held_seconds.map_or_else(dash, |s| human_secs(s as i64)),
+                    n.held_seconds
+                        .map_or_else(dash, |s| human::duration(Duration::from_secs(s))),
                     match n.probe_ms {
-                        Some(ms) => format!("{} ({ms} ms)", n.weftd),
+                        Some(ms) => format!(
+                            "{} ({})",
+                            n.weftd,
+                            human::duration(Duration::from_millis(ms))
+                        ),
                         None => n.weftd.clone(),
                     },
                     if n.flags.is_empty() {
@@ -264,21 +270,10 @@ fn table(out: &mut String, header: &[String], rows: &[Vec<String>]) {
     }
 }
 
-/// Seconds for people: `42s`, `5m12s`, `23h59m`, `3d4h`.
-pub fn human_secs(s: i64) -> String {
-    let s = s.max(0);
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
-    }
-}
-
 fn ttl_text(t: &Ttl) -> String {
     match t {
         Ttl::Reservation => "reservation".into(),
-        Ttl::Seconds(s) => human_secs(*s),
+        Ttl::Seconds(s) => human::ttl(*s),
         Ttl::Expired => "expired".into(),
         Ttl::Unknown(_) => "unknown".into(),
     }
@@ -341,7 +336,7 @@ pub fn analyse(rows: &[Row], probes: Option<&BTreeMap<Ipv4Addr, Probe>>, now: u6
                     node: name.clone(),
                     message: format!(
                         "EXPIRING: {} left on its etcd lease and not renewed yet; is weftd running on that node and reaching etcd?",
-                        human_secs(*s)
+                        human::ttl(*s)
                     ),
                 });
             }
@@ -712,7 +707,7 @@ mod tests {
             "FAIL 10.244.1.0/24: has peer 10.244.3.0/24 (192.168.0.3) but its device lacks the route",
             "FAIL 10.244.2.0/24: has not programmed peer 10.244.4.0/24",
             "DUPLICATE-MAC: VTEP MAC 0a:00:00:00:00:03 is also published by 10.244.4.0-24",
-            "WARN 10.244.2.0/24: EXPIRING: 5m00s left",
+            "WARN 10.244.2.0/24: EXPIRING: 5m left",
             "STALE-MAC",
             "INCOMPLETE",
         ] {
@@ -733,14 +728,5 @@ mod tests {
         assert_eq!(s.fails(), 0);
         assert!(s.render_text().contains("not probed"));
         assert!(s.summary().contains("pairs not checked"));
-    }
-
-    #[test]
-    fn durations_for_people() {
-        assert_eq!(human_secs(42), "42s");
-        assert_eq!(human_secs(312), "5m12s");
-        assert_eq!(human_secs(86399), "23h59m");
-        assert_eq!(human_secs(3 * 86400 + 4 * 3600 + 5), "3d4h");
-        assert_eq!(human_secs(-5), "0s");
     }
 }
