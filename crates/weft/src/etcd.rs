@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use anyhow::{Result, anyhow, bail};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-use weft_store::{Store, StoreConfig};
+use weft_store::{Store, StoreConfig, StoreError};
 
 use crate::cli::EtcdArgs;
 use crate::report::{LeaseInput, Ttl};
@@ -19,16 +19,14 @@ pub struct Etcd {
 impl Etcd {
     pub async fn connect(args: &EtcdArgs) -> Result<Etcd> {
         let cfg = args.store_config()?;
-        let store = Store::connect(&cfg).await.map_err(|e| match e {
-            weft_store::StoreError::Connect {
-                endpoints,
-                cause,
-                hint,
-            } => anyhow!(
-                "cannot connect to etcd at {endpoints}: {}; {}",
-                root_cause(&cause),
-                hint.unwrap_or_else(|| "is etcd running and reachable there? check --etcd-endpoints (or FLANNELD_ETCD_ENDPOINTS)".into())
-            ),
+        let store = Store::connect(&cfg).await.map_err(|e| match &e {
+            StoreError::Connect { endpoints, .. } => {
+                let (cause, hint) = store_cause(&e);
+                anyhow!(
+                    "cannot connect to etcd at {endpoints}: {cause}; {}",
+                    hint.unwrap_or_else(|| "is etcd running and reachable there? check --etcd-endpoints (or FLANNELD_ETCD_ENDPOINTS)".into())
+                )
+            }
             other => anyhow!("{other}"),
         })?;
         Ok(Etcd { store, cfg })
@@ -39,13 +37,24 @@ impl Etcd {
         self.cfg.endpoints.join(",")
     }
 
-    /// "cannot <what> (etcd at <endpoints>): <root cause>; <hint>", one line without the
-    /// repeated gRPC/tonic layers.
+    /// "cannot <what> (etcd at <endpoints>): <root cause>; <fix>", one line without the
+    /// repeated gRPC/tonic layers (and without their debug dump of the transport error).
     fn failed(&self, what: &str, e: &(dyn std::error::Error + 'static)) -> anyhow::Error {
+        self.failed_with(what, root_cause(e), None)
+    }
+
+    /// [`Etcd::failed`] for weft-store's errors: the etcd-client error inside, and the TLS
+    /// setup's hint as the fix when it has one.
+    fn store_failed(&self, what: &str, e: &StoreError) -> anyhow::Error {
+        let (cause, hint) = store_cause(e);
+        self.failed_with(what, cause, hint)
+    }
+
+    fn failed_with(&self, what: &str, cause: String, hint: Option<String>) -> anyhow::Error {
+        let fix = hint.unwrap_or_else(|| "is etcd running and reachable there? check --etcd-endpoints (or FLANNELD_ETCD_ENDPOINTS), and --etcd-cafile/--etcd-certfile/--etcd-keyfile/--etcd-username if etcd requires them".into());
         anyhow!(
-            "cannot {what} (etcd at {}): {}; is etcd running and reachable there? check --etcd-endpoints (or FLANNELD_ETCD_ENDPOINTS), and --etcd-cafile/--etcd-certfile/--etcd-keyfile/--etcd-username if etcd requires them",
-            self.endpoints(),
-            root_cause(e)
+            "cannot {what} (etcd at {}): {cause}; {fix}",
+            self.endpoints()
         )
     }
 
@@ -58,7 +67,7 @@ impl Etcd {
         self.store
             .get_config()
             .await
-            .map_err(|e| self.failed(&format!("read {}", self.config_key()), &e))
+            .map_err(|e| self.store_failed(&format!("read {}", self.config_key()), &e))
     }
 
     /// Writes the config only if the key still holds what was read (`stored`), so a
@@ -93,7 +102,7 @@ impl Etcd {
             .store
             .list_leases()
             .await
-            .map_err(|e| self.failed(&format!("list {prefix}"), &e))?;
+            .map_err(|e| self.store_failed(&format!("list {prefix}"), &e))?;
         let mut ttls: HashMap<i64, Ttl> = HashMap::new();
         let mut out = Vec::with_capacity(raw.len());
         for lease in raw {
@@ -105,7 +114,7 @@ impl Etcd {
                 let t = match self.store.ttl(lease.lease_id).await {
                     Ok(Some(s)) => Ttl::Seconds(s),
                     Ok(None) => Ttl::Expired,
-                    Err(e) => Ttl::Unknown(root_cause(&e)),
+                    Err(e) => Ttl::Unknown(store_cause(&e).0),
                 };
                 ttls.insert(lease.lease_id, t.clone());
                 t
@@ -123,6 +132,18 @@ impl Etcd {
             });
         }
         Ok(out)
+    }
+}
+
+/// The cause of a weft-store error in one line (the innermost error of the etcd-client error
+/// it carries; weft-store's own Display embeds that error's text, which for a gRPC status is a
+/// debug dump of the whole transport chain), and the TLS setup's hint, if any.
+pub fn store_cause(e: &StoreError) -> (String, Option<String>) {
+    match e {
+        StoreError::Connect { cause, hint, .. } | StoreError::Request { cause, hint, .. } => {
+            (root_cause(cause), hint.clone())
+        }
+        other => (root_cause(other), None),
     }
 }
 

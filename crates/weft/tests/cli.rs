@@ -572,11 +572,30 @@ fn flags_that_would_be_ignored_are_refused() {
 
 #[test]
 fn unreachable_etcd_is_named_with_the_fix() {
-    let r = weft_local(&["leases", "list", "--etcd-endpoints", "http://127.0.0.1:1"])
-        .fails("leases list");
-    assert!(r.stderr.contains("http://127.0.0.1:1"), "{r}");
-    assert!(r.stderr.contains("--etcd-endpoints"), "{r}");
-    assert_eq!(r.stderr.lines().count(), 1, "one line, no gRPC dump: {r}");
+    // One line: the endpoint, the cause (the socket's error, not the transport's debug chain)
+    // and the fix, from every command that reads etcd.
+    for args in [
+        &["leases", "list"][..],
+        &["network", "show"],
+        &["network", "check"],
+        &["network", "init", "--network", "10.244.0.0/16"],
+    ] {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--etcd-endpoints", "http://127.0.0.1:1"]);
+        let r = weft_local(&all).fails(&format!("{args:?}"));
+        assert!(r.stderr.contains("http://127.0.0.1:1"), "{args:?}: {r}");
+        assert!(r.stderr.contains("Connection refused"), "{args:?}: {r}");
+        assert!(r.stderr.contains("check --etcd-endpoints"), "{args:?}: {r}");
+        assert_eq!(r.stderr.lines().count(), 1, "one line: {r}");
+        for dump in ["tonic", "source:", "ConnectError", "grpc request error"] {
+            assert!(!r.stderr.contains(dump), "{args:?}: {dump:?} in {r}");
+        }
+        assert!(
+            r.stderr.len() < 400,
+            "{args:?}: {} bytes: {r}",
+            r.stderr.len()
+        );
+    }
 }
 
 #[test]

@@ -22,7 +22,7 @@ use crate::cleanup::snapshot::{self, SystemHost};
 use crate::cleanup::{PathArgs, ToolArgs, plan};
 use crate::cli::EtcdArgs;
 use crate::eks::inputs;
-use crate::etcd::{Etcd, root_cause};
+use crate::etcd::{Etcd, store_cause};
 use crate::v2;
 
 /// kubelet config files of the EKS AMIs, in the order they are looked for.
@@ -85,9 +85,9 @@ pub fn read_text(path: &Path) -> FileText {
 }
 
 fn store_error(e: StoreError) -> String {
-    match e {
-        StoreError::Connect { cause, .. } | StoreError::Request { cause, .. } => root_cause(&cause),
-        other => other.to_string(),
+    match store_cause(&e) {
+        (cause, Some(hint)) => format!("{cause} ({hint})"),
+        (cause, None) => cause,
     }
 }
 
