@@ -9,6 +9,7 @@ mod eks;
 mod etcd;
 mod etcd_cluster;
 mod human;
+mod install_cni;
 mod leases;
 mod manifest;
 mod netconf;
@@ -86,6 +87,8 @@ enum Command {
         /// Show what would change, change nothing.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        out: cli::OutputArgs,
     },
     /// Commands run on one node (as root, on the node or in its network namespace).
     #[command(subcommand)]
@@ -204,6 +207,7 @@ fn main() -> ExitCode {
             plugins_dir,
             replace_plugins,
             dry_run,
+            out,
         } => {
             let mut opts = weft_cni::install::InstallOptions::new(
                 plugin.unwrap_or_else(|| cluster::sibling("weft-cni")),
@@ -216,7 +220,7 @@ fn main() -> ExitCode {
             });
             opts.replace_plugins = replace_plugins;
             opts.dry_run = dry_run;
-            install_cni(&opts)
+            return finish(install_cni::run(&opts, out.output));
         }
         Command::Etcd(cmd) => etcd_cluster::run(cmd),
         Command::Network(cmd) => return finish(etcd_command(run_network(cmd))),
@@ -264,12 +268,6 @@ fn version(format: cli::OutputFormat) -> Outcome {
         }))),
     }
     out
-}
-
-fn install_cni(opts: &weft_cni::install::InstallOptions) -> anyhow::Result<()> {
-    let report = weft_cni::install::install(opts)?;
-    print!("{report}");
-    Ok(())
 }
 
 async fn run_network(cmd: NetworkCommand) -> anyhow::Result<Outcome> {

@@ -226,6 +226,24 @@ fn cases() -> Vec<Case> {
             &["invalid value 'yaml' for '--output <OUTPUT>'"],
         ),
         case(
+            "install-cni --output yaml",
+            2,
+            &["install-cni", "--output", "yaml", "--conf-dir", "{dir}/out"],
+            &["invalid value 'yaml' for '--output <OUTPUT>'"],
+        ),
+        case(
+            "soak -o yaml",
+            2,
+            &["soak", "-o", "yaml"],
+            &["invalid value 'yaml' for '--output <OUTPUT>'"],
+        ),
+        case(
+            "demo -o yaml",
+            2,
+            &["demo", "-o", "yaml"],
+            &["invalid value 'yaml' for '--output <OUTPUT>'"],
+        ),
+        case(
             "--subnet-min short",
             2,
             &[

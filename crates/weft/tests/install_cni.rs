@@ -217,3 +217,60 @@ fn installs_the_real_reference_plugins_into_an_empty_bin_dir() {
     }
     assert!(!out.contains("missing from"), "{out}");
 }
+
+#[test]
+fn output_json_is_one_document_with_the_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bin, conf) = (dir.path().join("bin"), dir.path().join("net.d"));
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(
+        conf.join("10-aws.conflist"),
+        r#"{"cniVersion":"0.4.0","name":"aws-cni","plugins":[{"type":"aws-cni"}]}"#,
+    )
+    .unwrap();
+    let plugin = Path::new(env!("CARGO_BIN_EXE_weft")).with_file_name("weft-cni");
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .arg("install-cni")
+            .arg("--plugin")
+            .arg(&plugin)
+            .arg("--bin-dir")
+            .arg(&bin)
+            .arg("--conf-dir")
+            .arg(&conf)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+        doc
+    };
+    let dry = run(&["--dry-run", "-o", "json"]);
+    assert_eq!(dry["dry_run"], true, "{dry}");
+    assert_eq!(dry["changed"], true, "{dry}");
+    assert_eq!(dry["plugin"]["action"], "create", "{dry}");
+    assert_eq!(dry["conflist"]["action"], "create", "{dry}");
+    assert!(!conf.join("10-flannel.conflist").exists(), "dry run");
+    let warnings = dry["warnings"].as_array().expect("warnings");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.contains("10-aws.conflist"))),
+        "{dry}"
+    );
+    let first = run(&["-o", "json"]);
+    assert_eq!(first["plugin"]["action"], "create", "{first}");
+    assert_eq!(first["plugin"]["mode"], "0755", "{first}");
+    let again = run(&["--output", "json"]);
+    assert_eq!(again["changed"], false, "{again}");
+    assert_eq!(again["plugin"]["action"], "unchanged", "{again}");
+    assert_eq!(
+        again["conflist"]["path"],
+        conf.join("10-flannel.conflist").display().to_string()
+    );
+}
