@@ -90,31 +90,31 @@ pub struct PathArgs {
     #[arg(long, default_value = weft_cni::install::DEFAULT_BIN_DIR, value_name = "DIR")]
     pub bin_dir: PathBuf,
     /// ipamd's checkpoint and sockets.
-    #[arg(long, default_value = "/var/run/aws-node")]
+    #[arg(long, value_name = "DIR", default_value = "/var/run/aws-node")]
     pub aws_node_run_dir: PathBuf,
     /// The VPC CNI's logs (moved aside to <dir>.weft-bak, not deleted).
-    #[arg(long, default_value = "/var/log/aws-routed-eni")]
+    #[arg(long, value_name = "DIR", default_value = "/var/log/aws-routed-eni")]
     pub aws_log_dir: PathBuf,
     /// egress-cni's host-local data dir (holds egress-v6-ipam).
-    #[arg(long, default_value = "/run/cni/v4pd")]
+    #[arg(long, value_name = "DIR", default_value = "/run/cni/v4pd")]
     pub egress_v4pd_dir: PathBuf,
     /// egress-cni's host-local data dir (holds egress-v4-ipam).
-    #[arg(long, default_value = "/run/cni/v6pd")]
+    #[arg(long, value_name = "DIR", default_value = "/run/cni/v6pd")]
     pub egress_v6pd_dir: PathBuf,
     /// libcni's cached results (aws-cni-* entries are removed).
-    #[arg(long, default_value = "/var/lib/cni/results")]
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/cni/results")]
     pub cni_results_dir: PathBuf,
     /// The network policy agent's bpffs pins.
-    #[arg(long, default_value = "/sys/fs/bpf/globals/aws")]
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/globals/aws")]
     pub aws_bpf_dir: PathBuf,
     /// systemd-networkd's link state files (links it manages keep their 32765 rules).
-    #[arg(long, default_value = "/run/systemd/netif/links")]
+    #[arg(long, value_name = "DIR", default_value = "/run/systemd/netif/links")]
     pub networkd_links_dir: PathBuf,
     /// Where the kernel lists the legacy iptables tables that exist.
-    #[arg(long, default_value = "/proc/net")]
+    #[arg(long, value_name = "DIR", default_value = "/proc/net")]
     pub proc_net: PathBuf,
     /// weftd's subnet file: its FLANNEL_NETWORK is the overlay network.
-    #[arg(long, default_value = "/run/flannel/subnet.env")]
+    #[arg(long, value_name = "PATH", default_value = "/run/flannel/subnet.env")]
     pub subnet_file: PathBuf,
 }
 

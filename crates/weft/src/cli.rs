@@ -18,6 +18,7 @@ pub struct EtcdArgs {
     #[arg(
         long,
         env = "FLANNELD_ETCD_ENDPOINTS",
+        value_name = "URLS",
         default_value = "http://127.0.0.1:2379"
     )]
     pub etcd_endpoints: String,
@@ -25,23 +26,29 @@ pub struct EtcdArgs {
     #[arg(
         long,
         env = "FLANNELD_ETCD_PREFIX",
+        value_name = "PREFIX",
         default_value = "/coreos.com/network"
     )]
     pub etcd_prefix: String,
     /// CA that signed etcd's server certificate (https endpoints).
-    #[arg(long, env = "FLANNELD_ETCD_CAFILE")]
+    #[arg(long, env = "FLANNELD_ETCD_CAFILE", value_name = "PATH")]
     pub etcd_cafile: Option<PathBuf>,
     /// Client certificate for etcd TLS (with --etcd-keyfile).
-    #[arg(long, env = "FLANNELD_ETCD_CERTFILE")]
+    #[arg(long, env = "FLANNELD_ETCD_CERTFILE", value_name = "PATH")]
     pub etcd_certfile: Option<PathBuf>,
     /// Client key for etcd TLS (with --etcd-certfile).
-    #[arg(long, env = "FLANNELD_ETCD_KEYFILE")]
+    #[arg(long, env = "FLANNELD_ETCD_KEYFILE", value_name = "PATH")]
     pub etcd_keyfile: Option<PathBuf>,
     /// etcd username.
-    #[arg(long, env = "FLANNELD_ETCD_USERNAME")]
+    #[arg(long, env = "FLANNELD_ETCD_USERNAME", value_name = "NAME")]
     pub etcd_username: Option<String>,
     /// etcd password.
-    #[arg(long, env = "FLANNELD_ETCD_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FLANNELD_ETCD_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
     pub etcd_password: Option<String>,
 }
 

@@ -68,7 +68,7 @@ enum Command {
     /// (kube-flannel's cbr0 config); idempotent. This is what the DaemonSet's init container runs.
     InstallCni {
         /// The weft-cni binary to install (default: next to this binary).
-        #[arg(long)]
+        #[arg(long, value_name = "PATH")]
         plugin: Option<PathBuf>,
         /// The CNI bin dir.
         #[arg(long, default_value = weft_cni::install::DEFAULT_BIN_DIR, value_name = "DIR")]
@@ -118,19 +118,19 @@ enum Command {
         #[command(subcommand)]
         action: Option<DemoAction>,
         /// Number of nodes.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, value_name = "N", default_value_t = 3)]
         nodes: usize,
         /// Pods per node (as soak's; `--pods` is the old spelling).
-        #[arg(long, alias = "pods", default_value_t = 2)]
+        #[arg(long, alias = "pods", value_name = "N", default_value_t = 2)]
         pods_per_node: usize,
         /// Path of the weftd binary (default: next to this binary).
-        #[arg(long)]
+        #[arg(long, value_name = "PATH")]
         weftd: Option<PathBuf>,
         /// Path of the weft-cni binary (default: next to this binary).
-        #[arg(long)]
+        #[arg(long, value_name = "PATH")]
         cni: Option<PathBuf>,
         /// The overlay network.
-        #[arg(long, default_value = "10.244.0.0/16")]
+        #[arg(long, value_name = "CIDR", default_value = "10.244.0.0/16")]
         network: String,
         /// Leave the cluster running; remove it later with `weft demo down`.
         #[arg(long)]

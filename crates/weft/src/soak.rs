@@ -45,10 +45,10 @@ const FLOW_PORT: u16 = 7000;
 #[derive(Debug, Clone, Args)]
 pub struct SoakArgs {
     /// Number of nodes that stay for the whole soak (churn adds one more that comes and goes).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, value_name = "N", default_value_t = 3)]
     pub nodes: usize,
     /// Pods per node.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1)]
     pub pods_per_node: usize,
     /// How long to run the scenarios, e.g. 40s, 10m, 2h. Every chosen scenario runs at least
     /// once; the last one started finishes.
@@ -61,10 +61,10 @@ pub struct SoakArgs {
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub outage: Duration,
     /// Path of the weftd binary (default: next to this binary).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     pub weftd: Option<PathBuf>,
     /// Path of the weft-cni binary (default: next to this binary).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     pub cni: Option<PathBuf>,
     // The report's format (progress stays on stderr); `--json` below is its old spelling.
     #[command(flatten)]

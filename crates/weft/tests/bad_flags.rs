@@ -289,7 +289,7 @@ fn cases() -> Vec<Case> {
             "demo --nodes a word",
             2,
             &["demo", "--nodes", "many"],
-            &["invalid value 'many' for '--nodes <NODES>'"],
+            &["invalid value 'many' for '--nodes <N>'"],
         ),
         case(
             "demo --pods-per-node 0",
