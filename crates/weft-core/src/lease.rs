@@ -401,6 +401,17 @@ mod tests {
     }
 
     #[test]
+    fn huge_numbers_in_backend_data_read_back_the_same() {
+        // Found by the lease_json fuzzer: a 74-digit VNI parsed to an f64 that was written
+        // back as a different one (serde_json's fast float parsing without float_roundtrip).
+        let raw = br#"{"PublicIP":"10.0.0.1","BackendType":"vxlan","BackendData":{"VNI":55555555555555555555555555555555555555555555555555555555555555555555555551,"VtepMAC":"c6:d2:32:6f:8f:01"}}"#;
+        let attrs = LeaseAttrs::parse(raw).unwrap();
+        let again = LeaseAttrs::parse(attrs.to_json().as_bytes()).unwrap();
+        assert_eq!(again, attrs);
+        assert!(attrs.vxlan_data().is_err(), "such a VNI is no VNI");
+    }
+
+    #[test]
     fn vxlan_lease_has_flannels_exact_bytes() {
         let attrs = LeaseAttrs::vxlan(Ipv4Addr::new(192, 168, 64, 3), 1, mac("c6:d2:32:6f:8f:44"));
         assert_eq!(attrs.to_json(), FLANNEL_BYTES);
