@@ -14,7 +14,7 @@ use crate::cluster::{self, Cluster, ClusterSpec, Progress};
 
 /// Where the demo records the testbed it is running, so `weft demo down` and the next run can
 /// remove it (also after a crash).
-const STATE_FILE: &str = "/run/weft-demo/testbed";
+pub const STATE_FILE: &str = "/run/weft-demo/testbed";
 
 /// What `weft demo` runs.
 #[derive(Debug, Clone)]

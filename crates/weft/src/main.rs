@@ -3,6 +3,7 @@
 mod cleanup;
 mod cli;
 mod cluster;
+mod connectivity;
 mod demo;
 mod doctor;
 mod eks;
@@ -102,6 +103,9 @@ enum Command {
     /// with --probe, each weftd's /peers and whether every node has programmed every other
     /// node as its lease says. Exit 1 on any FAIL (WARN alone exits 0).
     Status(status::StatusArgs),
+    /// Test every pod pair of a testbed cluster: ICMP, TCP and MTU-sized packets (root).
+    #[command(subcommand)]
+    Connectivity(connectivity::ConnectivityCommand),
     /// Check this node: every known failure (E1-E5) as OK/WARN/FAIL with cause and fix.
     ///
     /// Run as root, on the node or in its network namespace: etcd, the network config, the
@@ -229,6 +233,7 @@ fn main() -> ExitCode {
             return finish(etcd_command(leases::list(&etcd, out.output)));
         }
         Command::Status(args) => return finish(etcd_command(status::run(&args))),
+        Command::Connectivity(cmd) => return finish(connectivity::run(cmd)),
         Command::Manifest(args) => return finish(manifest::run(&args)),
         Command::Node(cmd) => return finish(cleanup::run(cmd)),
         Command::Doctor(args) => return finish(doctor::run(&args)),
