@@ -40,7 +40,7 @@ pub struct StatusArgs {
     #[arg(long)]
     pub probe: bool,
     /// weftd's --healthz-port on the nodes (with --probe).
-    #[arg(long, default_value_t = 8081)]
+    #[arg(long, default_value_t = 8081, value_name = "PORT")]
     pub healthz_port: u16,
     #[command(flatten)]
     pub etcd: EtcdArgs,
