@@ -699,6 +699,36 @@ mod tests {
     }
 
     #[test]
+    fn peers_serves_what_the_reconciler_published() {
+        use weft_core::dataplane::{Programmed, desired_state};
+        use weft_core::peer::Peer;
+        let h = Health::new();
+        assert_eq!(h.render_peers(), r#"{"lease":null,"updated":0,"peers":[]}"#);
+        let peer = Peer {
+            subnet: "10.244.2.0/24".parse().unwrap(),
+            public_ip: "192.168.0.2".parse().unwrap(),
+            vtep_mac: weft_core::mac::MacAddr::from([0x0a, 0, 0, 0, 0, 2]),
+        };
+        let model = Programmed::from_state(&desired_state(std::slice::from_ref(&peer)));
+        h.peers(|v| {
+            v.set_lease(
+                "10.244.1.0/24".parse().unwrap(),
+                "192.168.0.1".parse().unwrap(),
+                weft_core::mac::MacAddr::from([0x0a, 0, 0, 0, 0, 1]),
+                None,
+                7,
+            );
+            v.update(&[peer], &model, 7);
+        });
+        let body = h.render_peers();
+        let doc: weft_core::status::PeersDoc = serde_json::from_str(&body).unwrap();
+        assert_eq!(doc.lease.unwrap().subnet.to_string(), "10.244.1.0/24");
+        assert_eq!(doc.peers.len(), 1);
+        assert!(doc.peers[0].programmed, "{body}");
+        assert_eq!(doc.peers[0].since, Some(7));
+    }
+
+    #[test]
     fn heartbeat_is_overdue_only_past_its_promise_plus_the_bound() {
         let t0 = Instant::now();
         let hb = Heartbeat::new("reconciler", t0);
