@@ -146,7 +146,8 @@ enum Command {
     ///
     /// weftd restarts, etcd outages, kernel drift and nodes joining and leaving, under 20 ms
     /// pings and long-lived TCP flows between pods, with kernel watchers counting flaps. Prints
-    /// a report (`-o json` for JSON); exits 1 if a packet was lost (outside the soak's own drift
+    /// a report (`-o json` for JSON; `--json`, its old spelling, still works but is deprecated);
+    /// exits 1 if a packet was lost (outside the soak's own drift
     /// damage), a flow reset, a lease changed, a repair took over 5 s or a kernel entry flapped.
     /// The testbed is always removed, also on Ctrl-C.
     Soak(soak::SoakArgs),

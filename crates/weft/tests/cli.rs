@@ -685,3 +685,33 @@ fn completion_scripts_name_the_commands() {
     assert_eq!(r.code, 2, "{r}");
     assert!(r.stderr.contains("[possible values: bash"), "{r}");
 }
+
+#[test]
+fn old_spellings_are_hidden_but_named_in_help() {
+    for (args, canonical, old) in [
+        (
+            &["soak", "--help"][..],
+            "--output",
+            "`--json`, its old spelling",
+        ),
+        (
+            &["demo", "--help"],
+            "--pods-per-node",
+            "`--pods` is the old spelling",
+        ),
+        (
+            &["doctor", "--help"],
+            "--conf-dir",
+            "`--cni-conf-dir` is the old",
+        ),
+        (
+            &["etcd", "ignition", "--help"],
+            "--etcd-version",
+            "`--version` is the old spelling",
+        ),
+    ] {
+        let r = weft_local(args).ok(&format!("{args:?}"));
+        assert!(r.stdout.contains(canonical), "{args:?}: {r}");
+        assert!(r.stdout.contains(old), "{args:?}: {old:?} missing: {r}");
+    }
+}
