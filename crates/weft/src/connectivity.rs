@@ -172,7 +172,47 @@ pub fn render_text(pairs: &[PairResult]) -> String {
         out.push_str(l.trim_end());
         out.push('\n');
     }
+    let mut ips: Vec<Ipv4Addr> = Vec::new();
+    for p in pairs {
+        for ip in [p.from_ip, p.to_ip] {
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
+    }
+    let by_ips: std::collections::HashMap<(Ipv4Addr, Ipv4Addr), &PairResult> =
+        pairs.iter().map(|p| ((p.from_ip, p.to_ip), p)).collect();
+    out.push_str("\nICMP round trips in ms (FAIL = the pair failed a check)\n");
+    out.push_str(&rtt_matrix(&ips, |i, j| {
+        match by_ips.get(&(ips[i], ips[j])) {
+            Some(p) if p.ok() => p
+                .icmp
+                .ms
+                .map_or_else(|| "ok".into(), |ms| format!("{ms:.3}")),
+            Some(_) => "FAIL".into(),
+            None => "?".into(),
+        }
+    }));
     let _ = writeln!(out, "\n{}", summary(pairs));
+    out
+}
+
+/// The all-pairs round-trip matrix of `weft demo` and `weft connectivity test`: a header of
+/// target IPs, one row per source, `cell(i, j)` off the diagonal and `-` on it.
+pub fn rtt_matrix(ips: &[Ipv4Addr], cell: impl Fn(usize, usize) -> String) -> String {
+    let mut out = format!("{:<14}", "from \\ to");
+    for ip in ips {
+        let _ = write!(out, "{:>13}", ip.to_string());
+    }
+    out.push('\n');
+    for (i, a) in ips.iter().enumerate() {
+        let _ = write!(out, "{:<14}", a.to_string());
+        for j in 0..ips.len() {
+            let c = if i == j { "-".to_string() } else { cell(i, j) };
+            let _ = write!(out, "{c:>13}");
+        }
+        out.push('\n');
+    }
     out
 }
 
@@ -397,17 +437,25 @@ pub fn run(cmd: ConnectivityCommand) -> Result<Outcome> {
 mod tests {
     use super::*;
 
+    fn ip_of(name: &str) -> Ipv4Addr {
+        if name.starts_with("n0") {
+            Ipv4Addr::new(10, 244, 1, 2)
+        } else {
+            Ipv4Addr::new(10, 244, 2, 2)
+        }
+    }
+
     fn pair(from: &str, to: &str, tcp_ok: bool) -> PairResult {
         PairResult {
             from: from.into(),
             to: to.into(),
-            from_ip: Ipv4Addr::new(10, 244, 1, 2),
-            to_ip: Ipv4Addr::new(10, 244, 2, 2),
+            from_ip: ip_of(from),
+            to_ip: ip_of(to),
             icmp: Check::pass(Duration::from_micros(156_000)),
             tcp: if tcp_ok {
                 Check::pass(Duration::from_millis(2))
             } else {
-                Check::fail("10.244.2.2:17771: connection timed out")
+                Check::fail("10.244.1.2:17771: connection timed out")
             },
             mtu: Check::pass(Duration::from_millis(1)),
             mtu_payload: 1422,
@@ -419,7 +467,7 @@ mod tests {
         let text = render_text(&[pair("n0/p0", "n1/p0", true), pair("n1/p0", "n0/p0", false)]);
         assert!(
             text.starts_with(
-                "failures:\n  n1/p0 10.244.1.2 -> n0/p0 10.244.2.2: TCP: 10.244.2.2:17771: connection timed out\n"
+                "failures:\n  n1/p0 10.244.2.2 -> n0/p0 10.244.1.2: TCP: 10.244.1.2:17771: connection timed out\n"
             ),
             "{text}"
         );
@@ -427,6 +475,22 @@ mod tests {
         assert!(text.contains("(1450 B)"), "{text}");
         assert!(
             text.ends_with("1 of 2 pod pairs pass ICMP, TCP and MTU: FAIL\n"),
+            "{text}"
+        );
+        let words = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
+        let matrix: Vec<String> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("from \\ to"))
+            .take(3)
+            .map(words)
+            .collect();
+        assert_eq!(
+            matrix,
+            [
+                "from \\ to 10.244.1.2 10.244.2.2",
+                "10.244.1.2 - 156.000",
+                "10.244.2.2 FAIL -"
+            ],
             "{text}"
         );
         let ok = render_text(&[pair("n0/p0", "n1/p0", true)]);

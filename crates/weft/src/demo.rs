@@ -120,24 +120,14 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
             );
         }
         println!();
-        println!("round-trip times in ms (3 pings each; FAIL = no reply)");
-        print!("{:<14}", "from \\ to");
-        for p in pods {
-            print!("{:>13}", p.ip.to_string());
-        }
-        println!();
     }
     let mut failures = 0;
     let mut pair_rows = Vec::new();
-    for a in pods {
-        if !json {
-            print!("{:<14}", a.ip.to_string());
-        }
-        for b in pods {
-            if a.ns == b.ns {
-                if !json {
-                    print!("{:>13}", "-");
-                }
+    // rtts[i][j]: the average round trip from pod i to pod j, None when a ping got no reply.
+    let mut rtts = vec![vec![None; pods.len()]; pods.len()];
+    for (i, a) in pods.iter().enumerate() {
+        for (j, b) in pods.iter().enumerate() {
+            if i == j {
                 continue;
             }
             let rtt = match tb.ping(&a.ns, b.ip, 3, Duration::from_secs(5)) {
@@ -149,12 +139,7 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
             if rtt.is_none() {
                 failures += 1;
             }
-            if !json {
-                match rtt {
-                    Some(ms) => print!("{:>13}", format!("{ms:.3}")),
-                    None => print!("{:>13}", "FAIL"),
-                }
-            }
+            rtts[i][j] = rtt;
             pair_rows.push(json!({
                 "from": a.ip.to_string(),
                 "to": b.ip.to_string(),
@@ -162,11 +147,17 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
                 "rtt_ms": rtt,
             }));
         }
-        if !json {
-            println!();
-        }
     }
     if !json {
+        println!("round-trip times in ms (3 pings each; FAIL = no reply)");
+        let ips: Vec<_> = pods.iter().map(|p| p.ip).collect();
+        print!(
+            "{}",
+            crate::connectivity::rtt_matrix(&ips, |i, j| match rtts[i][j] {
+                Some(ms) => format!("{ms:.3}"),
+                None => "FAIL".to_string(),
+            })
+        );
         println!();
     }
     let pairs = pods.len() * (pods.len() - 1);
