@@ -139,6 +139,15 @@ impl Cluster {
             c.envs.push(env);
         }
         progress.step("every node holds a lease and wrote subnet.env");
+        // A node is ready once its own lease and the peers it has seen so far are programmed;
+        // a peer whose lease came a moment later is programmed on its watch event. Wait for
+        // the full mesh before anything measures the paths.
+        let started = Instant::now();
+        c.wait_meshed(READY_TIMEOUT)?;
+        progress.step(&format!(
+            "every node has programmed every other node's VTEP ({:?})",
+            started.elapsed()
+        ));
 
         // Pods the way kubelet makes them: weft-cni (type flannel) → bridge + host-local.
         let cni = CniSetup::new(&c.spec.cni);
@@ -254,6 +263,48 @@ impl Cluster {
     }
 
     /// The VTEP MAC of flannel.1 on node `i`, as the kernel shows it.
+    /// Waits until every node's flannel.1 FDB has every other node's VTEP MAC towards that
+    /// node's IP.
+    pub fn wait_meshed(&self, timeout: Duration) -> Result<()> {
+        let n = self.spec.nodes;
+        let missing = || -> Vec<String> {
+            let macs: Vec<Option<String>> = (0..n).map(|i| self.vtep_mac(i)).collect();
+            let mut missing = Vec::new();
+            for i in 0..n {
+                let fdb = self
+                    .tb
+                    .exec(
+                        &self.tb.node(i).ns,
+                        &["bridge", "fdb", "show", "dev", "flannel.1"],
+                    )
+                    .unwrap_or_default();
+                for (j, mac) in macs.iter().enumerate() {
+                    if i == j {
+                        continue;
+                    }
+                    let want = mac
+                        .as_ref()
+                        .map(|m| format!("{m} dst {} ", self.tb.node(j).ip));
+                    if !want.is_some_and(|w| fdb.lines().any(|l| format!("{l} ").contains(&w))) {
+                        missing.push(format!("n{i} lacks n{j}"));
+                    }
+                }
+            }
+            missing
+        };
+        if wait_until(timeout, Duration::from_millis(20), || {
+            missing().is_empty().then_some(())
+        })
+        .is_some()
+        {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "the nodes did not program each other within {timeout:?}: {}",
+            missing().join(", ")
+        )
+    }
+
     pub fn vtep_mac(&self, i: usize) -> Option<String> {
         self.tb
             .exec(
