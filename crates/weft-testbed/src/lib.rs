@@ -99,6 +99,31 @@ pub fn node_ip(index: usize) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::new(10, 250, third, fourth))
 }
 
+/// `(program, args)` that run `program args` in a private mount namespace with `var_lib`
+/// bind-mounted over `/var/lib`: several weftd of one bed then share one `/var/lib/weft`, as on
+/// one host, and the host's own is never touched. Every step execs, so the pid stays the same.
+pub fn with_private_var_lib(
+    var_lib: &Path,
+    program: &str,
+    args: impl IntoIterator<Item = String>,
+) -> (PathBuf, Vec<String>) {
+    let mut a: Vec<String> = [
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        r#"mount --bind "$0" /var/lib && exec "$@""#,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.push(var_lib.display().to_string());
+    a.push(program.to_string());
+    a.extend(args);
+    (PathBuf::from("unshare"), a)
+}
+
 /// Polls `f` every `interval` until it returns `Some` or `timeout` has passed
 /// (`f` is tried one last time at the deadline).
 pub fn wait_until<T>(

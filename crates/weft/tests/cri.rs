@@ -263,28 +263,20 @@ fn start_weftd(tb: &mut Testbed, node: usize) -> SubnetEnv {
     let subnet_file = tb.subnet_file(node);
     let var_lib = tb.dir().join("var-lib");
     std::fs::create_dir_all(var_lib.join("weft")).expect("create the bed's /var/lib");
-    let mut args: Vec<String> = [
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        r#"mount --bind "$0" /var/lib && exec "$@""#,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.push(var_lib.display().to_string());
-    args.push(sibling("weftd").display().to_string());
-    args.extend([
-        format!("--etcd-endpoints={}", tb.etcd_endpoint()),
-        format!("--subnet-file={}", subnet_file.display()),
-        "--healthz-port=8081".into(),
-        "--ip-masq".into(),
-    ]);
+    let weftd = sibling("weftd").display().to_string();
+    let (unshare, args) = weft_testbed::with_private_var_lib(
+        &var_lib,
+        &weftd,
+        [
+            format!("--etcd-endpoints={}", tb.etcd_endpoint()),
+            format!("--subnet-file={}", subnet_file.display()),
+            "--healthz-port=8081".into(),
+            "--ip-masq".into(),
+        ],
+    );
     let log = n.dir.join("weftd.log");
     let env = [("RUST_LOG".to_string(), "info,weftd=debug".to_string())];
-    tb.spawn(&n.ns, Path::new("unshare"), &args, &env, &log)
+    tb.spawn(&n.ns, &unshare, &args, &env, &log)
         .expect("spawn weftd");
     wait_until(Duration::from_secs(20), Duration::from_millis(20), || {
         SubnetEnv::parse(&std::fs::read_to_string(&subnet_file).ok()?).ok()

@@ -12,20 +12,6 @@ use weft_testbed::Signal;
 
 const READY: Duration = Duration::from_secs(20);
 
-fn all_pairs_ping(c: &Cluster, pods: &[weft_testbed::Pod]) {
-    for a in pods {
-        for b in pods {
-            if a.ns == b.ns {
-                continue;
-            }
-            let st =
-                c.tb.ping(&a.ns, b.ip, 3, Duration::from_secs(5))
-                    .expect("ping");
-            assert_eq!(st.received, 3, "{} -> {}: {st:?}", a.ip, b.ip);
-        }
-    }
-}
-
 #[test]
 fn three_nodes_get_distinct_subnets_and_pods_reach_each_other() {
     let mut c = Cluster::new("three-nodes", 3, Some(NET_CONFIG));

@@ -14,20 +14,6 @@ use weft_testbed::Signal;
 
 const READY: Duration = Duration::from_secs(20);
 
-fn all_pairs_ping(c: &Cluster, pods: &[weft_testbed::Pod]) {
-    for a in pods {
-        for b in pods {
-            if a.ns == b.ns {
-                continue;
-            }
-            let st =
-                c.tb.ping(&a.ns, b.ip, 3, Duration::from_secs(5))
-                    .expect("ping");
-            assert_eq!(st.received, 3, "{} -> {}: {st:?}", a.ip, b.ip);
-        }
-    }
-}
-
 /// A metric's value (0 when absent: a counter family without that label yet).
 fn metric(c: &Cluster, i: usize, name: &str) -> u64 {
     let (_, body) = c.http_get(i, "/metrics").expect("metrics");

@@ -180,21 +180,7 @@ impl Cluster {
     /// The program and arguments that run `program args` in a private mount namespace with
     /// [`Cluster::var_lib`] over `/var/lib`. Every step execs, so the pid stays the same.
     fn in_mount_ns(&self, program: &str, args: Vec<String>) -> (PathBuf, Vec<String>) {
-        let mut a: Vec<String> = [
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            r#"mount --bind "$0" /var/lib && exec "$@""#,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        a.push(self.var_lib().display().to_string());
-        a.push(program.to_string());
-        a.extend(args);
-        (PathBuf::from("unshare"), a)
+        weft_testbed::with_private_var_lib(&self.var_lib(), program, args)
     }
 
     /// Waits until `pid` runs weftd itself (after the wrappers' execs).
@@ -527,4 +513,19 @@ pub fn tcp_flow(
         .map_err(|e| e.to_string())
         .and_then(|r| r)
     })
+}
+
+/// Pings every ordered pair of `pods` (3 pings each) and asserts all replies came back.
+pub fn all_pairs_ping(c: &Cluster, pods: &[Pod]) {
+    for a in pods {
+        for b in pods {
+            if a.ns == b.ns {
+                continue;
+            }
+            let st =
+                c.tb.ping(&a.ns, b.ip, 3, Duration::from_secs(5))
+                    .expect("ping");
+            assert_eq!(st.received, 3, "{} -> {}: {st:?}", a.ip, b.ip);
+        }
+    }
 }
