@@ -407,8 +407,25 @@ fn cleanup_vpc_cni_turns_an_aws_node_into_a_weft_node() {
         })
     };
     let env0 = ready(&tb, 0);
-    ready(&tb, 1);
+    let env1 = ready(&tb, 1);
     let ns = tb.node(0).ns.clone();
+    // Node 0 has programmed its route to node 1's subnet before anything is planted: node 1
+    // is ready a moment before node 0's watch delivers its lease, and a route that appears
+    // later would read as a change made by the dry run.
+    let peer = env1
+        .subnet
+        .expect("node 1's subnet.env has FLANNEL_SUBNET")
+        .to_string();
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            tb.exec(&ns, &["ip", "-4", "route", "show", "dev", "flannel.1"])
+                .ok()
+                .filter(|t| t.lines().any(|l| l.starts_with(&format!("{peer} "))))
+        })
+        .is_some(),
+        "node 0 has no route to node 1's subnet {peer}; log:\n{}",
+        std::fs::read_to_string(tb.node(0).dir.join("weftd.log")).unwrap_or_default()
+    );
     // weftd has written its masquerade rules (FLANNEL-POSTRTG) before anything is planted.
     assert!(
         wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
