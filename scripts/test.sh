@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, unit tests and the root-only integration tests on the
-# namespaced testbed. Needs root (sudo) and the packages .ci/run installs.
+# The test command: formatting, lints, then the two test tiers: every unprivileged test (unit tests
+# and the integration tests that need no root: what a plain `cargo test` runs as any user), then
+# the root tier (the integration tests on the namespaced testbed, marked
+# `#[ignore = "root tier: ..."]`, run here with `-- --ignored`). Needs root (sudo) for the root
+# tier and the packages .ci/run installs; it never passes by skipping that tier.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +21,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
 # The image tests run localhost/weft:dev: build it from those binaries (no release build).
 ./scripts/image.sh --debug
+# Tier 1: every unprivileged test (the root tier shows as "ignored" here).
 cargo test --workspace --locked
+# Tier 2: the root tier, only the tests marked ignored (each needs root and fails without it).
+cargo test --workspace --locked -- --ignored
 # The parsers' fuzz targets (fuzz/) for 20 s each: in CI, or locally with WEFT_FUZZ=1.
 if [ "${CI:-}" = true ] || [ "${WEFT_FUZZ:-}" = 1 ]; then
     ./scripts/fuzz.sh 20

@@ -26,6 +26,7 @@ fn table_headers(section: &str) -> Vec<&str> {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn smoke_prints_every_scenario_with_floor_and_ratio() {
     if let Err(e) = weft_testbed::require_root() {
         panic!(

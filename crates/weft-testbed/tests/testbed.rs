@@ -83,6 +83,7 @@ fn assert_gone(id: &str, dir: &Path, pids: &[Pid]) {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn three_node_bed_underlay_and_etcd() {
     let host_forward_before = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").ok();
     let t0 = Instant::now();
@@ -199,6 +200,7 @@ fn three_node_bed_underlay_and_etcd() {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn bring_up_time_of_three_nodes() {
     // Measured on its own bed so the figure is printed even when other checks fail.
     let t0 = Instant::now();
@@ -217,6 +219,7 @@ fn bring_up_time_of_three_nodes() {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn pods_on_one_node_ping_each_other() {
     let mut tb = bed("pods_on_one_node_ping_each_other", no_etcd(1));
     let gw = Ipv4Addr::new(10, 244, 0, 1);
@@ -279,6 +282,7 @@ fn pods_on_one_node_ping_each_other() {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn etcd_stop_start_keeps_data() {
     let mut tb = bed("etcd_stop_start_keeps_data", with_etcd(1));
     tb.etcdctl(&[
@@ -332,6 +336,7 @@ fn with_etcd(nodes: usize) -> TestbedConfig {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn etcd_v2_api_can_be_enabled() {
     let tb = bed(
         "etcd_v2_api_can_be_enabled",
@@ -364,6 +369,7 @@ fn etcd_v2_api_can_be_enabled() {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn spawn_signal_wait_exit() {
     let mut tb = bed("spawn_signal_wait_exit", no_etcd(1));
     let ns = tb.node(0).ns.clone();
@@ -434,6 +440,7 @@ fn spawn_signal_wait_exit() {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn exec_reports_command_and_stderr() {
     let tb = bed("exec_reports_command_and_stderr", no_etcd(1));
     let ns = tb.node(0).ns.clone();
@@ -458,6 +465,7 @@ fn exec_reports_command_and_stderr() {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn pinger_and_ping_stats() {
     let mut tb = bed("pinger_and_ping_stats", no_etcd(2));
     let (a, b) = (tb.node(0).clone(), tb.node(1).clone());
@@ -500,6 +508,7 @@ fn pinger_and_ping_stats() {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn add_node_joins_the_underlay() {
     let mut tb = bed("add_node_joins_the_underlay", with_etcd(1));
     let i = tb.add_node().unwrap();
@@ -518,6 +527,7 @@ fn add_node_joins_the_underlay() {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn in_netns_runs_inside_the_namespace() {
     let tb = bed(
         "in_netns_runs_inside_the_namespace",
@@ -548,6 +558,7 @@ fn in_netns_runs_inside_the_namespace() {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn drop_removes_namespaces_processes_and_strays() {
     let mut tb = bed(
         "drop_removes_namespaces_processes_and_strays",
@@ -604,6 +615,7 @@ fn drop_removes_namespaces_processes_and_strays() {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn panicking_test_still_cleans_up() {
     let (tx, rx) = std::sync::mpsc::channel();
     let r = std::thread::spawn(move || {
@@ -628,6 +640,7 @@ fn panicking_test_still_cleans_up() {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn concurrent_beds_do_not_collide() {
     let handles: Vec<_> = (0..3)
         .map(|k| {
@@ -664,6 +677,7 @@ fn concurrent_beds_do_not_collide() {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn keep_env_is_not_set_in_tests() {
     // Guard: the assertions above on removed dirs assume WEFT_TESTBED_KEEP is unset.
     assert!(

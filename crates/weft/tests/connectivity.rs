@@ -36,6 +36,7 @@ impl Drop for Down {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn connectivity_test_passes_on_a_kept_demo_and_names_the_pairs_a_broken_route_fails() {
     weft_testbed::require_root().expect("root");
     let started = std::time::Instant::now();

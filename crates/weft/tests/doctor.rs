@@ -131,6 +131,7 @@ fn flag(name: &str, value: impl std::fmt::Display) -> [String; 2] {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
     let started = Instant::now();
     let weftd = sibling("weftd");
@@ -470,6 +471,7 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn doctor_names_e1_e2_and_e3() {
     let started = Instant::now();
     let tb = Testbed::new(

@@ -74,6 +74,7 @@ fn has_flannel_rules(c: &Cluster, i: usize, backend: &str) -> bool {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn weftd_writes_with_the_backend_that_holds_the_hosts_rules() {
     let mut c = Cluster::new("ipt-backend", 4, Some(NET_CONFIG));
     // 0: an AL2-like node (kube-proxy on iptables-legacy), auto; 1: an AL2023-like node
@@ -164,6 +165,7 @@ fn weftd_writes_with_the_backend_that_holds_the_hosts_rules() {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn a_fresh_node_without_rules_gets_nft_and_is_told_why() {
     let mut c = Cluster::new("ipt-fresh", 1, Some(NET_CONFIG));
     start(&mut c, 0, &[]);
@@ -211,6 +213,7 @@ impl Drop for LockHolder {
 }
 
 #[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn a_held_xtables_lock_delays_the_rules_and_readyz_names_its_holder() {
     let mut c = Cluster::new("ipt-lock", 1, Some(NET_CONFIG));
     kube_rules(&c, 0, "legacy");
