@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo: builds weft and runs `weft demo` (a 3-node namespaced cluster with a real etcd,
+# The demo: builds weft and runs `weft-lab demo` (a 3-node namespaced cluster with a real etcd,
 # weftd on every node, pods pinging across nodes). Needs root; scripts/deps.sh installs what is
 # missing.
 set -euo pipefail
@@ -10,4 +10,4 @@ if [ "$(id -u)" != 0 ]; then
 fi
 ./scripts/deps.sh demo
 cargo build --release --locked --bins
-exec ./target/release/weft demo "$@"
+exec ./target/release/weft-lab demo "$@"

@@ -1294,7 +1294,7 @@ impl Testbed {
         }
     }
 
-    /// Leaves the bed running after this process exits (for `weft demo --keep`): its
+    /// Leaves the bed running after this process exits (for `weft-lab demo --keep`): its
     /// processes, namespaces and directory stay, and `<dir>/testbed.json` records them.
     /// [`destroy_detached`] removes it all later. Returns that directory.
     pub fn detach(mut self) -> PathBuf {

@@ -3,7 +3,7 @@
 //! the namespace and read on its own blocking thread, so each announcement is stamped the
 //! moment it was read, with no runtime in between. What an announcement means is the
 //! caller's `decode`; new versus deleted, the timestamps and lost announcements are this
-//! module's. Used by the benchmarks (convergence) and by `weft soak` (flap counting).
+//! module's. Used by the benchmarks (convergence) and by `weft-lab soak` (flap counting).
 
 use std::os::fd::AsFd;
 use std::sync::Arc;

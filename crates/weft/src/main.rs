@@ -1,25 +1,8 @@
 //! weft: the operator CLI.
 
-mod cleanup;
-mod cli;
-mod cluster;
-mod connectivity;
-mod demo;
-mod doctor;
-mod eks;
-mod etcd;
-mod etcd_cluster;
-mod human;
-mod install_cni;
-mod leases;
-mod manifest;
-mod netconf;
-mod network;
-mod output;
-mod report;
-mod soak;
-mod status;
-mod v2;
+use weft::{
+    cleanup, cli, doctor, eks, etcd_cluster, install_cni, leases, manifest, network, status,
+};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,20 +10,14 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{LeasesCommand, NetworkCommand};
-use crate::output::Outcome;
+use weft::cli::{LeasesCommand, NetworkCommand};
+use weft::output::Outcome;
 
 #[derive(Debug, Parser)]
 #[command(name = "weft", version, about = "weft's operator CLI")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum DemoAction {
-    /// Remove the demo cluster left by `weft demo --keep` (or by a crashed run).
-    Down,
 }
 
 // The commands in the order of the workflow: the etcd, the plan, the config, the deployment,
@@ -103,9 +80,6 @@ enum Command {
     /// with --probe, each weftd's /peers and whether every node has programmed every other
     /// node as its lease says. Exit 1 on any FAIL (WARN alone exits 0).
     Status(status::StatusArgs),
-    /// Test every pod pair of a testbed cluster: ICMP, TCP and MTU-sized packets (root).
-    #[command(subcommand)]
-    Connectivity(connectivity::ConnectivityCommand),
     /// Check this node: every known failure (E1-E5) as OK/WARN/FAIL with cause and fix.
     ///
     /// Run as root, on the node or in its network namespace: etcd, the network config, the
@@ -113,44 +87,6 @@ enum Command {
     /// VPC CNI leftovers, kubelet max pods and the subnet manager mode; each problem with its
     /// cause and fix. Exit 1 when any check fails.
     Doctor(doctor::DoctorArgs),
-    /// Run a whole cluster on this machine (root) and test every pod pair.
-    ///
-    /// A namespaced VPC with a real etcd, weftd on every node, pods made through weft-cni on
-    /// every node, then an all-pairs connectivity matrix. `weft demo down` removes a cluster
-    /// left by `--keep`.
-    Demo {
-        #[command(subcommand)]
-        action: Option<DemoAction>,
-        /// Number of nodes.
-        #[arg(long, value_name = "N", default_value_t = 3)]
-        nodes: usize,
-        /// Pods per node (as soak's; `--pods` is the old spelling).
-        #[arg(long, alias = "pods", value_name = "N", default_value_t = 2)]
-        pods_per_node: usize,
-        /// Path of the weftd binary (default: next to this binary).
-        #[arg(long, value_name = "PATH")]
-        weftd: Option<PathBuf>,
-        /// Path of the weft-cni binary (default: next to this binary).
-        #[arg(long, value_name = "PATH")]
-        cni: Option<PathBuf>,
-        /// The overlay network.
-        #[arg(long, value_name = "CIDR", default_value = "10.244.0.0/16")]
-        network: String,
-        /// Leave the cluster running; remove it later with `weft demo down`.
-        #[arg(long)]
-        keep: bool,
-        #[command(flatten)]
-        out: cli::OutputArgs,
-    },
-    /// Run weftd's reliability scenarios in a loop on a testbed cluster (root).
-    ///
-    /// weftd restarts, etcd outages, kernel drift and nodes joining and leaving, under 20 ms
-    /// pings and long-lived TCP flows between pods, with kernel watchers counting flaps. Prints
-    /// a report (`-o json` for JSON; `--json`, its old spelling, still works but is deprecated);
-    /// exits 1 if a packet was lost (outside the soak's own drift
-    /// damage), a flow reset, a lease changed, a repair took over 5 s or a kernel entry flapped.
-    /// The testbed is always removed, also on Ctrl-C.
-    Soak(soak::SoakArgs),
     /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
     ///
     /// For example `weft completion bash > /etc/bash_completion.d/weft`, or
@@ -177,34 +113,6 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Demo {
-            action: Some(DemoAction::Down),
-            ..
-        } => demo::down().map(|had| {
-            if had {
-                eprintln!("weft: removed the demo cluster");
-            } else {
-                eprintln!("weft: no demo cluster is running");
-            }
-        }),
-        Command::Demo {
-            action: None,
-            nodes,
-            pods_per_node,
-            weftd,
-            cni,
-            network,
-            keep,
-            out,
-        } => demo::run(&demo::DemoOptions {
-            nodes,
-            pods_per_node,
-            weftd: weftd.unwrap_or_else(|| cluster::sibling("weftd")),
-            cni: cni.unwrap_or_else(|| cluster::sibling("weft-cni")),
-            network,
-            keep,
-            output: out.output,
-        }),
         Command::InstallCni {
             plugin,
             bin_dir,
@@ -215,7 +123,7 @@ fn main() -> ExitCode {
             out,
         } => {
             let mut opts = weft_cni::install::InstallOptions::new(
-                plugin.unwrap_or_else(|| cluster::sibling("weft-cni")),
+                plugin.unwrap_or_else(|| weft::sibling("weft-cni")),
             );
             opts.bin_dir = bin_dir;
             opts.conf_dir = conf_dir;
@@ -234,11 +142,9 @@ fn main() -> ExitCode {
             return finish(etcd_command(leases::list(&etcd, out.output)));
         }
         Command::Status(args) => return finish(etcd_command(status::run(&args))),
-        Command::Connectivity(cmd) => return finish(connectivity::run(cmd)),
         Command::Manifest(args) => return finish(manifest::run(&args)),
         Command::Node(cmd) => return finish(cleanup::run(cmd)),
         Command::Doctor(args) => return finish(doctor::run(&args)),
-        Command::Soak(args) => soak::run(&args),
         Command::Completion { shell } => return completion(shell).emit(),
         Command::Version { out } => return version(out.output).emit(),
     };
@@ -268,7 +174,7 @@ fn version(format: cli::OutputFormat) -> Outcome {
     let mut out = Outcome::default();
     match format {
         cli::OutputFormat::Text => out.say(format!("{name} {version}")),
-        cli::OutputFormat::Json => out.say(crate::output::json(&serde_json::json!({
+        cli::OutputFormat::Json => out.say(weft::output::json(&serde_json::json!({
             "name": name,
             "version": version,
         }))),

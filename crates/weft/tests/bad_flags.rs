@@ -232,18 +232,6 @@ fn cases() -> Vec<Case> {
             &["invalid value 'yaml' for '--output <OUTPUT>'"],
         ),
         case(
-            "soak -o yaml",
-            2,
-            &["soak", "-o", "yaml"],
-            &["invalid value 'yaml' for '--output <OUTPUT>'"],
-        ),
-        case(
-            "demo -o yaml",
-            2,
-            &["demo", "-o", "yaml"],
-            &["invalid value 'yaml' for '--output <OUTPUT>'"],
-        ),
-        case(
             "--subnet-min short",
             2,
             &[
@@ -284,30 +272,6 @@ fn cases() -> Vec<Case> {
                 "one",
             ],
             &["invalid value 'one' for '--vni <N>'"],
-        ),
-        case(
-            "demo --nodes a word",
-            2,
-            &["demo", "--nodes", "many"],
-            &["invalid value 'many' for '--nodes <N>'"],
-        ),
-        case(
-            "demo --pods-per-node 0",
-            1,
-            &["demo", "--pods-per-node", "0"],
-            &["--pods-per-node 0 is out of range: use 1 to 20 pods per node"],
-        ),
-        case(
-            "demo --pods (the old spelling) 0",
-            1,
-            &["demo", "--pods", "0"],
-            &["--pods-per-node 0 is out of range"],
-        ),
-        case(
-            "soak --pods-per-node 0",
-            1,
-            &["soak", "--pods-per-node", "0"],
-            &["--pods-per-node 0 is out of range"],
         ),
         case(
             "manifest without endpoints",

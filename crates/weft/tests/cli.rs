@@ -514,8 +514,6 @@ fn every_command_has_help() {
         &["network", "migrate-v2", "--help"],
         &["leases", "--help"],
         &["leases", "list", "--help"],
-        &["demo", "--help"],
-        &["soak", "--help"],
         &["doctor", "--help"],
         &["manifest", "--help"],
         &["install-cni", "--help"],
@@ -630,8 +628,6 @@ fn top_level_help_is_one_line_per_command_in_workflow_order() {
         "node",
         "leases",
         "doctor",
-        "demo",
-        "soak",
         "completion",
         "version",
     ];
@@ -695,17 +691,7 @@ fn completion_scripts_name_the_commands() {
 fn old_spellings_are_hidden_but_named_in_help() {
     for (args, canonical, old) in [
         (
-            &["soak", "--help"][..],
-            "--output",
-            "`--json`, its old spelling",
-        ),
-        (
-            &["demo", "--help"],
-            "--pods-per-node",
-            "`--pods` is the old spelling",
-        ),
-        (
-            &["doctor", "--help"],
+            &["doctor", "--help"][..],
             "--conf-dir",
             "`--cni-conf-dir` is the old",
         ),

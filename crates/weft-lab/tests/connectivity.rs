@@ -1,14 +1,14 @@
-//! `weft connectivity test` on the cluster `weft demo --keep` leaves (root only; CI runs as
+//! `weft-lab connectivity test` on the cluster `weft-lab demo --keep` leaves (root only; CI runs as
 //! root): every pod pair passes ICMP, TCP and the MTU-sized ping, exit 0; with the overlay
 //! route deleted in one pod, exit 1 and exactly the pairs to and from that pod fail, named.
-//! The kept cluster is removed with `weft demo down`, also when an assertion fails.
+//! The kept cluster is removed with `weft-lab demo down`, also when an assertion fails.
 
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
 fn weft(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weft"))
+    Command::new(env!("CARGO_BIN_EXE_weft-lab"))
         .args(args)
         .output()
         .unwrap()
@@ -30,7 +30,7 @@ impl Drop for Down {
     fn drop(&mut self) {
         let o = weft(&["demo", "down"]);
         if !o.status.success() {
-            eprintln!("weft demo down failed:\n{}", text(&o));
+            eprintln!("weft-lab demo down failed:\n{}", text(&o));
         }
     }
 }

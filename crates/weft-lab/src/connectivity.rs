@@ -1,4 +1,4 @@
-//! `weft connectivity test`: every pod pair of a testbed cluster (the one `weft demo --keep`
+//! `weft-lab connectivity test`: every pod pair of a testbed cluster (the one `weft-lab demo --keep`
 //! leaves, or any testbed's `testbed.json`), each with three checks: ICMP (2 pings), TCP (a
 //! connection to a listener opened in the target pod) and an MTU-sized ping that may not be
 //! fragmented (`ping -M do -s <pod MTU - 28>`). A table (or `-o json`); exit 1 on any failure,
@@ -18,9 +18,9 @@ use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 use weft_testbed::{in_netns, parse_ping_summary};
 
-use crate::cli::{OutputArgs, OutputFormat};
-use crate::human;
-use crate::output::{self, Outcome};
+use weft::cli::{OutputArgs, OutputFormat};
+use weft::human;
+use weft::output::{self, Outcome};
 
 /// The TCP port each target pod listens on during the test.
 const TCP_PORT: u16 = 17_771;
@@ -30,7 +30,7 @@ pub enum ConnectivityCommand {
     /// Test every pod pair of a testbed cluster (root): ICMP, TCP and MTU-sized packets.
     ///
     /// Reads the cluster's manifest (`testbed.json`: the pods, their namespaces and nodes),
-    /// by default the one `weft demo --keep` leaves. Exit 1 when any pair fails a check.
+    /// by default the one `weft-lab demo --keep` leaves. Exit 1 when any pair fails a check.
     Test(TestArgs),
 }
 
@@ -38,7 +38,7 @@ pub enum ConnectivityCommand {
 pub struct TestArgs {
     #[command(flatten)]
     pub out: OutputArgs,
-    /// The testbed's directory or its testbed.json [default: the cluster of `weft demo --keep`].
+    /// The testbed's directory or its testbed.json [default: the cluster of `weft-lab demo --keep`].
     #[arg(long, value_name = "PATH")]
     pub testbed: Option<PathBuf>,
 }
@@ -197,7 +197,7 @@ pub fn render_text(pairs: &[PairResult]) -> String {
     out
 }
 
-/// The all-pairs round-trip matrix of `weft demo` and `weft connectivity test`: a header of
+/// The all-pairs round-trip matrix of `weft-lab demo` and `weft-lab connectivity test`: a header of
 /// target IPs, one row per source, `cell(i, j)` off the diagonal and `-` on it.
 pub fn rtt_matrix(ips: &[Ipv4Addr], cell: impl Fn(usize, usize) -> String) -> String {
     let mut out = format!("{:<14}", "from \\ to");
@@ -233,7 +233,7 @@ fn manifest_path(arg: Option<&Path>) -> Result<PathBuf> {
             let state = crate::demo::STATE_FILE;
             let text = std::fs::read_to_string(state).map_err(|_| {
                 anyhow!(
-                    "no kept demo cluster ({state} is missing): start one with `weft demo --keep`, or pass --testbed <dir>"
+                    "no kept demo cluster ({state} is missing): start one with `weft-lab demo --keep`, or pass --testbed <dir>"
                 )
             })?;
             PathBuf::from(text.trim())
@@ -242,7 +242,7 @@ fn manifest_path(arg: Option<&Path>) -> Result<PathBuf> {
     let path = dir.join("testbed.json");
     if !path.is_file() {
         bail!(
-            "{} does not exist: pass --testbed with the directory of a running testbed (the one `weft demo --keep` prints)",
+            "{} does not exist: pass --testbed with the directory of a running testbed (the one `weft-lab demo --keep` prints)",
             path.display()
         );
     }

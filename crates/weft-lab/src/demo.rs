@@ -1,4 +1,4 @@
-//! `weft demo`: a whole cluster on this machine. A namespaced VPC with a real etcd, weftd on
+//! `weft-lab demo`: a whole cluster on this machine. A namespaced VPC with a real etcd, weftd on
 //! every node, pods on every node, and an all-pairs connectivity matrix.
 
 use std::path::{Path, PathBuf};
@@ -9,14 +9,14 @@ use weft_testbed::destroy_detached;
 
 use serde_json::json;
 
-use crate::cli::OutputFormat;
 use crate::cluster::{self, Cluster, ClusterSpec, Progress};
+use weft::cli::OutputFormat;
 
-/// Where the demo records the testbed it is running, so `weft demo down` and the next run can
+/// Where the demo records the testbed it is running, so `weft-lab demo down` and the next run can
 /// remove it (also after a crash).
 pub const STATE_FILE: &str = "/run/weft-demo/testbed";
 
-/// What `weft demo` runs.
+/// What `weft-lab demo` runs.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     pub nodes: usize,
@@ -24,7 +24,7 @@ pub struct DemoOptions {
     pub weftd: PathBuf,
     pub cni: PathBuf,
     pub network: String,
-    /// Leave the cluster running (remove it later with `weft demo down`).
+    /// Leave the cluster running (remove it later with `weft-lab demo down`).
     pub keep: bool,
     /// The tables as text, or one JSON document (progress stays on stderr).
     pub output: OutputFormat,
@@ -177,7 +177,7 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
         if let Some(ns) = ids.first() {
             hints.push_str(&format!("  ip netns exec {ns} ip addr show eth0\n"));
         }
-        hints.push_str("remove it with: weft demo down\n");
+        hints.push_str("remove it with: weft-lab demo down\n");
         if json {
             eprint!("{hints}");
         } else {
@@ -200,7 +200,7 @@ pub fn run(opts: &DemoOptions) -> Result<()> {
             },
             "kept_testbed_dir": kept,
         });
-        println!("{}", crate::output::json(&doc));
+        println!("{}", weft::output::json(&doc));
     }
     if failures > 0 {
         bail!("{failures} of {pairs} pod pairs could not connect");

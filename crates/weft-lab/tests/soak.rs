@@ -1,4 +1,4 @@
-//! `weft soak` end to end, CI-sized (root only; CI runs as root): every scenario at least once
+//! `weft-lab soak` end to end, CI-sized (root only; CI runs as root): every scenario at least once
 //! on a real testbed, nothing lost, and the testbed gone afterwards, also after Ctrl-C.
 
 use std::io::{BufRead, BufReader};
@@ -11,16 +11,16 @@ use std::time::{Duration, Instant};
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn weft() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_weft"))
+    Command::new(env!("CARGO_BIN_EXE_weft-lab"))
 }
 
 fn require_binaries() {
-    weft_testbed::require_root().expect("weft soak needs root (CI runs as root)");
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_weft"));
+    weft_testbed::require_root().expect("weft-lab soak needs root (CI runs as root)");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_weft-lab"));
     for sibling in ["weftd", "weft-cni"] {
         assert!(
             bin.with_file_name(sibling).exists(),
-            "{sibling} must be built beside weft (cargo build --workspace --bins)"
+            "{sibling} must be built beside weft-lab (cargo build --workspace --bins)"
         );
     }
 }
@@ -29,7 +29,7 @@ fn namespaces_of(id: &str) -> Vec<String> {
     weft_testbed::list_namespaces_with_prefix(id).expect("list namespaces")
 }
 
-/// Starts `weft soak` with stdout captured and stderr lines forwarded to a channel (and
+/// Starts `weft-lab soak` with stdout captured and stderr lines forwarded to a channel (and
 /// echoed, so a failing run shows its progress).
 fn spawn_soak(args: &[&str]) -> (Child, Receiver<String>) {
     let mut child = weft()
@@ -38,7 +38,7 @@ fn spawn_soak(args: &[&str]) -> (Child, Receiver<String>) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn weft soak");
+        .expect("spawn weft-lab soak");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = channel();
     std::thread::spawn(move || {
@@ -66,7 +66,7 @@ fn finish(mut child: Child, timeout: Duration) -> (bool, String) {
         if t0.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("weft soak still running after {timeout:?}");
+            panic!("weft-lab soak still running after {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -89,10 +89,10 @@ fn a_short_soak_runs_every_scenario_and_loses_nothing() {
         "json",
     ]);
     let (ok, stdout) = finish(child, Duration::from_secs(120));
-    eprintln!("weft soak took {:?}", t0.elapsed());
+    eprintln!("weft-lab soak took {:?}", t0.elapsed());
     let report: serde_json::Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("the report is not JSON ({e}):\n{stdout}"));
-    assert!(ok, "weft soak failed: {:#}", report["failures"]);
+    assert!(ok, "weft-lab soak failed: {:#}", report["failures"]);
     assert_eq!(report["passed"], true);
 
     for s in ["restart", "etcd-outage", "drift", "churn"] {
@@ -158,7 +158,7 @@ fn ctrl_c_tears_the_testbed_down_and_reports() {
     loop {
         let line = lines
             .recv_timeout(Duration::from_secs(60))
-            .expect("weft soak said nothing for 60 s");
+            .expect("weft-lab soak said nothing for 60 s");
         if line.contains("soak running") {
             break;
         }

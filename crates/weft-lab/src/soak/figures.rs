@@ -1,4 +1,4 @@
-//! Pure helpers of `weft soak`: durations on the command line, percentiles, and the ping
+//! Pure helpers of `weft-lab soak`: durations on the command line, percentiles, and the ping
 //! sequence tracker that tells which lost packets fell inside a deliberate-damage window.
 
 use std::collections::BTreeMap;
@@ -54,9 +54,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// A duration for messages and the report: the CLI's one format ([`crate::human::duration`]).
+/// A duration for messages and the report: the CLI's one format ([`weft::human::duration`]).
 pub fn show_duration(d: Duration) -> String {
-    crate::human::duration(d)
+    weft::human::duration(d)
 }
 
 /// Count, median and maximum of a set of timings, in milliseconds.

@@ -164,7 +164,7 @@ impl Report {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "weft soak on testbed {}: {} nodes, {} pod(s) per node, scenarios {}, ran {} of {}, etcd outages of {}{}",
+            "weft-lab soak on testbed {}: {} nodes, {} pod(s) per node, scenarios {}, ran {} of {}, etcd outages of {}{}",
             self.testbed,
             self.nodes,
             self.pods_per_node,
@@ -321,7 +321,7 @@ impl Report {
 
 /// Seconds (as the report's JSON keeps them) as people read them.
 fn people(seconds: f64) -> String {
-    crate::human::duration(std::time::Duration::try_from_secs_f64(seconds).unwrap_or_default())
+    weft::human::duration(std::time::Duration::try_from_secs_f64(seconds).unwrap_or_default())
 }
 
 #[cfg(test)]

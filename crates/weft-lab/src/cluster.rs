@@ -1,4 +1,4 @@
-//! A whole weft cluster on this machine, shared by `weft demo` and `weft soak`: a namespaced
+//! A whole weft cluster on this machine, shared by `weft-lab demo` and `weft-lab soak`: a namespaced
 //! VPC with a real etcd (weft-testbed), weftd on every node, and pods made through weft-cni
 //! and the real bridge/host-local plugins, the way kubelet makes them.
 
@@ -320,7 +320,7 @@ impl Cluster {
         rss_kib(self.weftd.get(i).copied().flatten()?)
     }
 
-    /// Gives up ownership of the testbed (for `weft demo --keep`).
+    /// Gives up ownership of the testbed (for `weft-lab demo --keep`).
     pub fn into_testbed(self) -> Testbed {
         self.tb
     }

@@ -1,6 +1,6 @@
-//! `weft soak`: weftd's reliability scenarios (restarts, etcd outages, kernel drift, nodes
+//! `weft-lab soak`: weftd's reliability scenarios (restarts, etcd outages, kernel drift, nodes
 //! joining and leaving) in a loop for as long as asked, on a testbed cluster built like
-//! `weft demo`'s, under constant pod traffic, with a report of what broke and how fast weftd
+//! `weft-lab demo`'s, under constant pod traffic, with a report of what broke and how fast weftd
 //! recovered. The integration tests run the same code for 20 seconds; long soaks run it for
 //! hours outside CI.
 
@@ -23,13 +23,13 @@ use tracing::{info, warn};
 use weft_core::peer::Peer;
 use weft_testbed::Signal;
 
-use crate::cli::{OutputArgs, OutputFormat};
 use crate::cluster::{self, Cluster, ClusterSpec, Progress, SUBNETS_PREFIX};
 use figures::{LossTag, Summary, parse_duration, show_duration};
 use kernel::NodeKernel;
 use report::{KernelReport, Report, Rss, Timings};
 use traffic::{Flow, PingPair};
 use watch::{FlapCounter, Watcher};
+use weft::cli::{OutputArgs, OutputFormat};
 
 /// The lease TTL of a churn node that leaves by dying (its lease must expire).
 const CHURN_TTL: Duration = Duration::from_secs(5);
@@ -41,7 +41,7 @@ const POLL: Duration = Duration::from_millis(20);
 /// First port of the TCP flows (one per flow, inside the pods).
 const FLOW_PORT: u16 = 7000;
 
-/// `weft soak`.
+/// `weft-lab soak`.
 #[derive(Debug, Clone, Args)]
 pub struct SoakArgs {
     /// Number of nodes that stay for the whole soak (churn adds one more that comes and goes).
@@ -197,7 +197,7 @@ impl Plan {
 pub fn run(args: &SoakArgs) -> Result<()> {
     let plan = Plan::from_args(args)?;
     let json = plan.json;
-    weft_testbed::require_root().context("weft soak builds network namespaces")?;
+    weft_testbed::require_root().context("weft-lab soak builds network namespaces")?;
     let interrupt = install_interrupt()?;
     let progress = Progress::start();
     let mut soak = Soak::start(plan, progress, interrupt)?;
@@ -254,9 +254,9 @@ fn install_interrupt() -> Result<Arc<AtomicBool>> {
                         _ = hup.recv() => "SIGHUP",
                     };
                     if f.swap(true, Ordering::SeqCst) {
-                        eprintln!("weft soak: {name} again: still tearing the testbed down");
+                        eprintln!("weft-lab soak: {name} again: still tearing the testbed down");
                     } else {
-                        eprintln!("weft soak: {name}: stopping, tearing the testbed down");
+                        eprintln!("weft-lab soak: {name}: stopping, tearing the testbed down");
                     }
                 }
             })

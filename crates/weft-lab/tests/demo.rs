@@ -1,9 +1,9 @@
-//! `weft demo` end to end (root only; CI runs as root): the README's main command.
+//! `weft-lab demo` end to end (root only; CI runs as root): the README's main command.
 
 use std::process::Command;
 
 fn weft() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_weft"))
+    Command::new(env!("CARGO_BIN_EXE_weft-lab"))
 }
 
 fn namespaces() -> String {
@@ -19,11 +19,11 @@ fn namespaces() -> String {
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn demo_runs_connects_every_pair_and_cleans_up() {
     weft_testbed::require_root().expect("root");
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_weft"));
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_weft-lab"));
     for sibling in ["weftd", "weft-cni"] {
         assert!(
             bin.with_file_name(sibling).exists(),
-            "{sibling} must be built beside weft (cargo build --workspace --bins)"
+            "{sibling} must be built beside weft-lab (cargo build --workspace --bins)"
         );
     }
 

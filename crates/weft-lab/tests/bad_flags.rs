@@ -1,0 +1,115 @@
+//! The bad-flag corpus of the real `weft-lab` binary: flags it must refuse before it builds
+//! anything (no root needed). Each case exits with the expected status (2 for what clap
+//! refuses, 1 for what weft-lab refuses), names the flag and the fix on stderr, keeps stderr
+//! short and never panics.
+
+use std::process::{Command, Stdio};
+
+const MAX_STDERR_BYTES: usize = 2048;
+
+#[test]
+fn bad_flags_are_refused_with_the_flag_named_and_no_panic() {
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["soak", "-o", "yaml"],
+            2,
+            "invalid value 'yaml' for '--output <OUTPUT>'",
+        ),
+        (
+            &["demo", "-o", "yaml"],
+            2,
+            "invalid value 'yaml' for '--output <OUTPUT>'",
+        ),
+        (
+            &["demo", "--nodes", "many"],
+            2,
+            "invalid value 'many' for '--nodes <N>'",
+        ),
+        (
+            &["demo", "--pods-per-node", "0"],
+            1,
+            "--pods-per-node 0 is out of range: use 1 to 20 pods per node",
+        ),
+        (
+            &["demo", "--pods", "0"],
+            1,
+            "--pods-per-node 0 is out of range",
+        ),
+        (
+            &["soak", "--pods-per-node", "0"],
+            1,
+            "--pods-per-node 0 is out of range",
+        ),
+        (
+            &["connectivity", "test", "-o", "yaml"],
+            2,
+            "invalid value 'yaml' for '--output <OUTPUT>'",
+        ),
+    ];
+    let mut problems = Vec::new();
+    for (args, code, needle) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_weft-lab"))
+            .args(*args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run weft-lab");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let label = args.join(" ");
+        if out.status.code() != Some(*code) {
+            problems.push(format!(
+                "{label}: exit {:?} instead of {code}; stderr:\n{stderr}",
+                out.status.code()
+            ));
+        }
+        if stderr.contains("panicked") {
+            problems.push(format!("{label}: panicked:\n{stderr}"));
+        }
+        if stderr.len() > MAX_STDERR_BYTES {
+            problems.push(format!("{label}: stderr is {} bytes", stderr.len()));
+        }
+        if !stderr.contains(needle) {
+            problems.push(format!("{label}: stderr lacks {needle:?}:\n{stderr}"));
+        }
+        if !out.stdout.is_empty() {
+            problems.push(format!(
+                "{label}: printed on stdout: {}",
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+#[test]
+fn every_command_has_help_and_old_spellings_are_named() {
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_weft-lab"))
+            .args(args)
+            .output()
+            .expect("run weft-lab");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let top = help(&["--help"]);
+    for sub in ["demo", "soak", "connectivity"] {
+        assert!(top.contains(sub), "--help lacks {sub}: {top}");
+    }
+    for (args, canonical, old) in [
+        (
+            &["soak", "--help"][..],
+            "--output",
+            "`--json`, its old spelling",
+        ),
+        (
+            &["demo", "--help"],
+            "--pods-per-node",
+            "`--pods` is the old spelling",
+        ),
+        (&["connectivity", "test", "--help"], "--testbed", ""),
+    ] {
+        let text = help(args);
+        assert!(text.contains("Usage: weft-lab"), "{args:?}: {text}");
+        assert!(text.contains(canonical), "{args:?}: {text}");
+        assert!(text.contains(old), "{args:?}: {old:?} missing: {text}");
+    }
+}
