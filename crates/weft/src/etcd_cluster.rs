@@ -16,7 +16,6 @@
 //! Checks that need no file system (member count, IPs, names, token, version) come first and
 //! name the flag and the fix.
 
-pub(crate) mod base64;
 mod ignition;
 mod pki;
 

@@ -75,7 +75,8 @@ pub fn key_path(key: &str) -> String {
 
 /// Standard base64 (RFC 4648, with padding), for the Basic auth header.
 pub fn base64(data: &[u8]) -> String {
-    crate::etcd_cluster::base64::encode(data)
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 /// A parsed HTTP response.

@@ -10,8 +10,6 @@ use std::net::Ipv4Addr;
 
 use serde_json::{Value, json};
 
-use super::base64;
-
 /// Where the Ignition config puts the certs (host and container).
 pub const PKI_DIR: &str = "/etc/etcd/pki";
 /// etcd's data dir (host and container).
@@ -151,7 +149,7 @@ WantedBy=multi-user.target
 }
 
 fn data_url(text: &str) -> String {
-    format!("data:;base64,{}", base64::encode(text.as_bytes()))
+    format!("data:;base64,{}", base64_encode(text.as_bytes()))
 }
 
 fn file(path: &str, mode: u32, text: &str) -> Value {
@@ -189,6 +187,12 @@ pub fn config(c: &Cluster, i: usize, pki: &MemberPki<'_>) -> Value {
             ],
         },
     })
+}
+
+/// Standard base64 with padding (RFC 4648), as Ignition's `data:;base64,` URLs carry it.
+fn base64_encode(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 #[cfg(test)]
@@ -267,11 +271,11 @@ mod tests {
         assert_eq!(f("/etc/etcd/pki/server.key")["mode"], 0o600);
         assert_eq!(
             f("/etc/etcd/pki/peer.key")["contents"]["source"],
-            format!("data:;base64,{}", base64::encode(b"PK"))
+            format!("data:;base64,{}", base64_encode(b"PK"))
         );
         assert_eq!(
             f("/etc/hostname")["contents"]["source"],
-            format!("data:;base64,{}", base64::encode(b"etcd2\n"))
+            format!("data:;base64,{}", base64_encode(b"etcd2\n"))
         );
         let unit = &v["systemd"]["units"][0];
         assert_eq!(unit["name"], UNIT_NAME);

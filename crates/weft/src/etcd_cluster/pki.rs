@@ -13,8 +13,6 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
-use super::base64;
-
 /// Years a new CA is valid.
 pub const CA_YEARS: i32 = 10;
 /// Years a member or client cert is valid (at most until the CA expires).
@@ -166,21 +164,14 @@ fn set_validity(p: &mut CertificateParams, from: Day, to: Day) {
     p.not_after = rcgen::date_time_ymd(to.year, to.month, to.day);
 }
 
-/// The DER bodies of the `label` blocks of a PEM text.
+/// The DER bodies of the `label` blocks of a PEM text (x509-parser's PEM reader; a block
+/// that is not valid base64 is skipped, and reading stops at the first malformed one).
 pub fn pem_blocks(text: &str, label: &str) -> Vec<Vec<u8>> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(b) = rest.find(&begin) {
-        let after = &rest[b + begin.len()..];
-        let Some(e) = after.find(&end) else { break };
-        if let Some(der) = base64::decode(&after[..e]) {
-            out.push(der);
-        }
-        rest = &after[e + end.len()..];
-    }
-    out
+    x509_parser::pem::Pem::iter_from_buffer(text.as_bytes())
+        .map_while(Result::ok)
+        .filter(|p| p.label == label)
+        .map(|p| p.contents)
+        .collect()
 }
 
 /// Loads an existing CA (`ca.crt`/`ca.key` named by `cert_name`/`key_name` in errors) and
@@ -231,63 +222,14 @@ pub fn load_ca(
     })
 }
 
-/// One DER TLV: (tag, content, rest). Short and long length forms.
-fn tlv(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = buf.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        (len, &rest[n..])
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-}
-
-/// The notAfter day of a DER certificate.
+/// The notAfter day (UTC) of a DER certificate; None if it is not an X.509 certificate.
 pub fn not_after(der: &[u8]) -> Option<Day> {
-    let (0x30, cert, _) = tlv(der)? else {
-        return None;
-    };
-    let (0x30, tbs, _) = tlv(cert)? else {
-        return None;
-    };
-    let mut rest = tbs;
-    let (tag, _, r) = tlv(rest)?;
-    if tag == 0xa0 {
-        rest = r; // explicit version
-    }
-    for _ in 0..3 {
-        rest = tlv(rest)?.2; // serial, signature algorithm, issuer
-    }
-    let (0x30, validity, _) = tlv(rest)? else {
-        return None;
-    };
-    let (_, _, after) = tlv(validity)?;
-    let (tag, time, _) = tlv(after)?;
-    let digits = std::str::from_utf8(time).ok()?;
-    let num = |s: &str| s.parse::<i32>().ok();
-    let (year, md) = match tag {
-        0x17 => {
-            let yy = num(digits.get(..2)?)?;
-            (
-                if yy < 50 { 2000 + yy } else { 1900 + yy },
-                digits.get(2..6)?,
-            )
-        }
-        0x18 => (num(digits.get(..4)?)?, digits.get(4..8)?),
-        _ => return None,
-    };
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let t = cert.validity().not_after.to_datetime();
     Some(Day {
-        year,
-        month: u8::try_from(num(md.get(..2)?)?).ok()?,
-        day: u8::try_from(num(md.get(2..4)?)?).ok()?,
+        year: t.year(),
+        month: u8::from(t.month()),
+        day: t.day(),
     })
 }
 
