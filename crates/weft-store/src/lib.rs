@@ -7,12 +7,14 @@
 
 mod config;
 mod error;
+mod flags;
 mod store;
 mod tls;
 mod watch;
 
 pub use config::*;
 pub use error::*;
+pub use flags::*;
 pub use store::*;
 pub(crate) use tls::*;
 pub use watch::*;

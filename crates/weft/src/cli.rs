@@ -4,86 +4,11 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand, ValueEnum};
-use weft_store::StoreConfig;
 
-/// The environment fallback of `--etcd-endpoints`.
-const ENDPOINTS_ENV: &str = "FLANNELD_ETCD_ENDPOINTS";
-
-/// How to reach etcd: the same flags and `FLANNELD_*` environment fallbacks as weftd and
-/// flanneld, so a node's environment works unchanged.
-#[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "etcd")]
-pub struct EtcdArgs {
-    /// Comma-separated etcd endpoints (http:// or https://).
-    #[arg(
-        long,
-        env = "FLANNELD_ETCD_ENDPOINTS",
-        value_name = "URLS",
-        default_value = "http://127.0.0.1:2379"
-    )]
-    pub etcd_endpoints: String,
-    /// etcd prefix of the network config and the subnet leases (as weftd's --etcd-prefix).
-    #[arg(
-        long,
-        env = "FLANNELD_ETCD_PREFIX",
-        value_name = "PREFIX",
-        default_value = "/coreos.com/network"
-    )]
-    pub etcd_prefix: String,
-    /// CA that signed etcd's server certificate (https endpoints).
-    #[arg(long, env = "FLANNELD_ETCD_CAFILE", value_name = "PATH")]
-    pub etcd_cafile: Option<PathBuf>,
-    /// Client certificate for etcd TLS (with --etcd-keyfile).
-    #[arg(long, env = "FLANNELD_ETCD_CERTFILE", value_name = "PATH")]
-    pub etcd_certfile: Option<PathBuf>,
-    /// Client key for etcd TLS (with --etcd-certfile).
-    #[arg(long, env = "FLANNELD_ETCD_KEYFILE", value_name = "PATH")]
-    pub etcd_keyfile: Option<PathBuf>,
-    /// etcd username.
-    #[arg(long, env = "FLANNELD_ETCD_USERNAME", value_name = "NAME")]
-    pub etcd_username: Option<String>,
-    /// etcd password.
-    #[arg(
-        long,
-        env = "FLANNELD_ETCD_PASSWORD",
-        value_name = "PASSWORD",
-        hide_env_values = true
-    )]
-    pub etcd_password: Option<String>,
-}
-
-impl EtcdArgs {
-    /// The endpoints, split on commas and checked, or an error naming the flag (and the
-    /// environment variable, when the value came from there) and the fix.
-    pub fn endpoints(&self) -> anyhow::Result<Vec<String>> {
-        weft_store::parse_endpoints(&self.etcd_endpoints).map_err(|e| {
-            let on_command_line = std::env::args()
-                .skip(1)
-                .any(|a| a == "--etcd-endpoints" || a.starts_with("--etcd-endpoints="));
-            let from_env = std::env::var(ENDPOINTS_ENV).is_ok_and(|v| v == self.etcd_endpoints);
-            if from_env && !on_command_line {
-                anyhow::anyhow!(
-                    "{e} (the value comes from the environment variable {ENDPOINTS_ENV}; correct or unset it)"
-                )
-            } else {
-                e.into()
-            }
-        })
-    }
-
-    /// The store config for weft-store.
-    pub fn store_config(&self) -> anyhow::Result<StoreConfig> {
-        Ok(StoreConfig {
-            endpoints: self.endpoints()?,
-            prefix: self.etcd_prefix.clone(),
-            ca_file: self.etcd_cafile.clone(),
-            cert_file: self.etcd_certfile.clone(),
-            key_file: self.etcd_keyfile.clone(),
-            username: self.etcd_username.clone(),
-            password: self.etcd_password.clone(),
-        })
-    }
-}
+/// How to reach etcd: weft-store's [`weft_store::EtcdFlags`], the same flags, defaults and
+/// `FLANNELD_*` environment fallbacks as weftd and flanneld, so a node's environment works
+/// unchanged.
+pub use weft_store::EtcdFlags as EtcdArgs;
 
 /// Output format of the commands that print data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -238,13 +163,18 @@ mod tests {
     }
 
     #[test]
-    fn defaults_match_weftd() {
-        // Only meaningful when the FLANNELD_* variables are not set in the test environment.
-        if std::env::vars().any(|(k, _)| k.starts_with("FLANNELD_ETCD")) {
-            return;
-        }
-        let t = T::try_parse_from(["t"]).unwrap();
-        assert_eq!(t.etcd.etcd_endpoints, "http://127.0.0.1:2379");
-        assert_eq!(t.etcd.etcd_prefix, "/coreos.com/network");
+    fn defaults_are_flanneld_s() {
+        // The declared defaults (independent of FLANNELD_* variables in the environment).
+        use clap::CommandFactory;
+        let cmd = T::command();
+        let default = |id: &str| {
+            let arg = cmd.get_arguments().find(|a| a.get_id() == id).unwrap();
+            arg.get_default_values()[0].to_string_lossy().into_owned()
+        };
+        assert_eq!(
+            default("etcd_endpoints"),
+            "http://127.0.0.1:4001,http://127.0.0.1:2379"
+        );
+        assert_eq!(default("etcd_prefix"), "/coreos.com/network");
     }
 }

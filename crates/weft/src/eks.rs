@@ -174,18 +174,7 @@ fn plan(args: &PlanArgs, stdin: &mut dyn std::io::Read) -> Result<Outcome> {
     .map_err(problems)?;
 
     let etcd_endpoints = match &args.etcd_endpoints {
-        Some(raw) => Some(
-            EtcdArgs {
-                etcd_endpoints: raw.clone(),
-                etcd_prefix: String::new(),
-                etcd_cafile: None,
-                etcd_certfile: None,
-                etcd_keyfile: None,
-                etcd_username: None,
-                etcd_password: None,
-            }
-            .endpoints()?,
-        ),
+        Some(raw) => Some(EtcdArgs::with_endpoints(raw).endpoints()?),
         None => None,
     };
 

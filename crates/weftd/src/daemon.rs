@@ -239,12 +239,12 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
 
     let store_cfg = StoreConfig {
         endpoints: v.endpoints.clone(),
-        prefix: flags.etcd_prefix.clone(),
-        ca_file: flags.etcd_cafile.clone(),
-        cert_file: flags.etcd_certfile.clone(),
-        key_file: flags.etcd_keyfile.clone(),
-        username: flags.etcd_username.clone(),
-        password: flags.etcd_password.clone(),
+        prefix: flags.etcd.etcd_prefix.clone(),
+        ca_file: flags.etcd.etcd_cafile.clone(),
+        cert_file: flags.etcd.etcd_certfile.clone(),
+        key_file: flags.etcd.etcd_keyfile.clone(),
+        username: flags.etcd.etcd_username.clone(),
+        password: flags.etcd.etcd_password.clone(),
     };
     if store_cfg.ca_file.is_none() && store_cfg.cert_file.is_none() {
         warn!(
@@ -375,7 +375,7 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
         health: health.clone(),
     });
     set_lease_metrics(&health, &own);
-    info!(subnet = %own.subnet, key = %lease_key(&node.flags.etcd_prefix, own.subnet), "holding lease");
+    info!(subnet = %own.subnet, key = %lease_key(&node.flags.etcd.etcd_prefix, own.subnet), "holding lease");
     if let Some(p) = previous.filter(|p| *p != own.subnet) {
         // subnet.env still offers the old subnet, which may be another node's by now.
         withdraw_subnet(
@@ -1034,7 +1034,7 @@ async fn watch_task(
                 Ok((raws, r)) => {
                     shared.health.metrics.relisted(why.label());
                     let own_subnet = shared.own().subnet;
-                    let own_key = lease_key(&node.flags.etcd_prefix, own_subnet);
+                    let own_key = lease_key(&node.flags.etcd.etcd_prefix, own_subnet);
                     if let Some(mine) = raws.iter().find(|x| x.key == own_key) {
                         let _ = own_tx.try_send(OwnKey::Put(own_subnet, mine.clone()));
                     } else {
@@ -1116,7 +1116,7 @@ async fn watch_task(
                         Ok(Some(WatchBatch::Events { events, revision })) => {
                             delay = Duration::from_millis(100);
                             let own_subnet = shared.own().subnet;
-                            let own_key = lease_key(&node.flags.etcd_prefix, own_subnet);
+                            let own_key = lease_key(&node.flags.etcd.etcd_prefix, own_subnet);
                             let changed = !events.is_empty();
                             {
                                 let mut t = shared.table();

@@ -13,35 +13,9 @@ use clap::{ArgAction, Parser};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "weftd", disable_version_flag = true, about, long_about = None)]
 pub struct Flags {
-    /// Comma-separated etcd endpoints.
-    #[arg(
-        long,
-        env = "FLANNELD_ETCD_ENDPOINTS",
-        default_value = "http://127.0.0.1:4001,http://127.0.0.1:2379"
-    )]
-    pub etcd_endpoints: String,
-    /// etcd prefix under which the network config and the subnet leases live.
-    #[arg(
-        long,
-        env = "FLANNELD_ETCD_PREFIX",
-        default_value = "/coreos.com/network"
-    )]
-    pub etcd_prefix: String,
-    /// Client key for etcd TLS (with --etcd-certfile).
-    #[arg(long, env = "FLANNELD_ETCD_KEYFILE")]
-    pub etcd_keyfile: Option<PathBuf>,
-    /// Client certificate for etcd TLS (with --etcd-keyfile).
-    #[arg(long, env = "FLANNELD_ETCD_CERTFILE")]
-    pub etcd_certfile: Option<PathBuf>,
-    /// CA that signed etcd's server certificate. On its own it gives server-verified TLS.
-    #[arg(long, env = "FLANNELD_ETCD_CAFILE")]
-    pub etcd_cafile: Option<PathBuf>,
-    /// etcd username.
-    #[arg(long, env = "FLANNELD_ETCD_USERNAME")]
-    pub etcd_username: Option<String>,
-    /// etcd password.
-    #[arg(long, env = "FLANNELD_ETCD_PASSWORD", hide_env_values = true)]
-    pub etcd_password: Option<String>,
+    /// flanneld's `--etcd-*` flags, defined once in weft-store (shared with the weft CLI).
+    #[command(flatten)]
+    pub etcd: weft_store::EtcdFlags,
 
     /// Use the Kubernetes API instead of etcd (not available in weft yet).
     #[arg(long, env = "FLANNELD_KUBE_SUBNET_MGR", action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false, value_parser = go_bool)]
@@ -206,7 +180,7 @@ pub enum FlagError {
         hint: &'static str,
     },
     #[error(transparent)]
-    Endpoints(#[from] weft_store::EndpointError),
+    Endpoints(#[from] weft_store::EndpointsFlagError),
     #[error("--iptables-resync 0 is out of range: use a number of seconds ≥ 1")]
     Resync,
     #[error("--healthz-ip {0:?} is not an IP address")]
@@ -239,7 +213,7 @@ impl Flags {
         if self.iptables_resync == 0 {
             return Err(FlagError::Resync);
         }
-        let endpoints = weft_store::parse_endpoints(&self.etcd_endpoints)?;
+        let endpoints = self.etcd.endpoints()?;
         let public_ip = parse_ip(
             "public-ip",
             &self.public_ip,
@@ -329,10 +303,10 @@ mod tests {
     fn flanneld_defaults() {
         let f = parse(&[]).unwrap();
         assert_eq!(
-            f.etcd_endpoints,
+            f.etcd.etcd_endpoints,
             "http://127.0.0.1:4001,http://127.0.0.1:2379"
         );
-        assert_eq!(f.etcd_prefix, "/coreos.com/network");
+        assert_eq!(f.etcd.etcd_prefix, "/coreos.com/network");
         assert_eq!(f.subnet_file, PathBuf::from("/run/flannel/subnet.env"));
         assert_eq!(f.subnet_lease_renew_margin, 60);
         assert!(!f.ip_masq);
@@ -376,7 +350,7 @@ mod tests {
             "2",
         ])
         .unwrap();
-        assert_eq!(f.etcd_endpoints, "http://10.0.0.1:2379");
+        assert_eq!(f.etcd.etcd_endpoints, "http://10.0.0.1:2379");
         assert!(f.ip_masq);
         assert!(!f.iptables_forward_rules);
         assert_eq!(f.iface, vec!["eth1", "10.0.0.9"]);
