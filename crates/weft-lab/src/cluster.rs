@@ -74,15 +74,6 @@ pub fn check_binaries(weftd: &Path, cni: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Finds a sibling binary (target/release/weft → target/release/weftd).
-pub fn sibling(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join(name)))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from(name))
-}
-
 /// A running cluster: the testbed, the weftd on each node, and the pods. Dropping it tears
 /// the testbed down (weft-testbed kills every process and deletes every namespace).
 #[derive(Debug)]

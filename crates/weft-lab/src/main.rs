@@ -12,9 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 use weft::cli;
-use weft::output::Outcome;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -80,12 +78,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    weft::output::init_logging();
     let result = match cli.command {
         Command::Demo {
             action: Some(DemoAction::Down),
@@ -127,16 +120,4 @@ fn main() -> ExitCode {
     }
 }
 
-fn finish(result: anyhow::Result<Outcome>) -> ExitCode {
-    match result {
-        Ok(outcome) => outcome.emit(),
-        Err(e) => {
-            let mut o = Outcome {
-                failed: true,
-                ..Outcome::default()
-            };
-            o.note(format!("{e:#}"));
-            o.emit()
-        }
-    }
-}
+use weft::output::finish;

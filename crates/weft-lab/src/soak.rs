@@ -174,11 +174,8 @@ impl Plan {
         if scenarios.is_empty() {
             bail!("--scenario is empty: name restart, etcd-outage, drift, churn or all");
         }
-        let weftd = a.weftd.clone().unwrap_or_else(|| cluster::sibling("weftd"));
-        let cni = a
-            .cni
-            .clone()
-            .unwrap_or_else(|| cluster::sibling("weft-cni"));
+        let weftd = a.weftd.clone().unwrap_or_else(|| weft::sibling("weftd"));
+        let cni = a.cni.clone().unwrap_or_else(|| weft::sibling("weft-cni"));
         cluster::check_binaries(&weftd, &cni)?;
         Ok(Plan {
             nodes: a.nodes,

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 use weft::cli::{LeasesCommand, NetworkCommand};
 use weft::output::Outcome;
@@ -105,13 +104,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: logs collected from a file or a pod stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    weft::output::init_logging();
     let result = match cli.command {
         Command::InstallCni {
             plugin,
@@ -200,16 +193,4 @@ fn etcd_command(fut: impl Future<Output = anyhow::Result<Outcome>>) -> anyhow::R
         .block_on(fut)
 }
 
-fn finish(result: anyhow::Result<Outcome>) -> ExitCode {
-    match result {
-        Ok(outcome) => outcome.emit(),
-        Err(e) => {
-            let mut o = Outcome {
-                failed: true,
-                ..Outcome::default()
-            };
-            o.note(format!("{e:#}"));
-            o.emit()
-        }
-    }
-}
+use weft::output::finish;
