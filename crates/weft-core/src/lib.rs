@@ -15,6 +15,7 @@
 //! - [`clip`] — cutting input echoed in error messages down to size.
 //! - [`xtables`] — the host's iptables backend (legacy or nft) and the xtables lock's holder.
 
+pub mod agent;
 pub mod alloc;
 pub mod clip;
 pub mod config;

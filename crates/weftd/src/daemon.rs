@@ -22,6 +22,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, error, info, warn};
+use weft_core::agent;
 use weft_core::alloc::{AcquireAction, Listing as KeySet, plan_acquire_listed};
 use weft_core::config::{BackendConfig, NetworkConfig};
 use weft_core::dataplane::{Op, Programmed, diff};
@@ -1080,7 +1081,6 @@ async fn watch_task(
                     shared.health.metrics.watch_reconnects.inc();
                     info!(from_revision = rev + 1, "lease watch re-established");
                 }
-                first = false;
                 delay = Duration::from_millis(100);
                 shared.health.met(Condition::Watch);
                 let mut check_due = false;
@@ -1194,6 +1194,8 @@ async fn watch_task(
             }
             Err(e) => lost_etcd(&shared, &e.to_string()),
         }
+        // Any later watch is a reconnect, also when this first attempt failed.
+        first = false;
         if relist.is_some() {
             continue;
         }
@@ -1268,143 +1270,179 @@ fn lost_etcd(shared: &Shared, why: &str) {
     );
 }
 
-/// When to renew: `margin` before expiry, but never later than half the TTL (so short test
-/// TTLs still renew in time).
-fn renew_after(ttl: i64, margin_minutes: i64) -> Duration {
-    let margin = (margin_minutes * 60).min(ttl / 2).max(1);
-    Duration::from_secs((ttl - margin).max(1) as u64)
+fn held_of(l: HeldLease) -> agent::Held {
+    agent::Held {
+        subnet: l.subnet,
+        lease_id: l.lease_id,
+        ttl: l.ttl,
+    }
 }
 
+fn lease_of(h: agent::Held) -> HeldLease {
+    HeldLease {
+        subnet: h.subnet,
+        lease_id: h.lease_id,
+        ttl: h.ttl,
+    }
+}
+
+/// Judges a value the watch found in our own key (weft_core::agent::judge_own_key).
+fn judge_own(node: &Node, raw: &RawLease) -> agent::OwnKey {
+    let parsed = match raw.value() {
+        Some(v) => LeaseAttrs::parse(v).map_err(|e| e.to_string()),
+        None => Err(LeaseError::TooLarge {
+            size: raw.oversized.unwrap_or(0),
+            limit: MAX_LEASE_BYTES,
+        }
+        .to_string()),
+    };
+    let parsed = parsed.map(|attrs| {
+        let ours = attrs.backend_type.as_deref() == Some("vxlan")
+            && attrs.vxlan_data().ok()
+                == Some(weft_core::lease::VxlanBackendData {
+                    vni: node.spec.vni,
+                    vtep_mac: node.mac(),
+                });
+        (attrs.public_ip, ours)
+    });
+    agent::judge_own_key(parsed, node.ext.public_ip, raw.lease_id)
+}
+
+/// The lease task: the executor of weft_core's [`agent::LeaseAgent`]. It sleeps until the
+/// agent wants to renew, turns our key's changes from the watch into events, carries out the
+/// agent's effects against etcd and the node, and feeds their outcomes back.
 async fn lease_task(node: Arc<Node>, shared: Arc<Shared>, mut rx: mpsc::Receiver<OwnKey>) {
-    let mut renew_at =
-        Instant::now() + renew_after(shared.own().ttl, node.flags.subnet_lease_renew_margin);
-    // When our etcd lease runs out unless renewed, as far as this node can tell (measured from
-    // before the request that granted or renewed it, so never later than etcd's own expiry).
-    let mut expires_at = Instant::now() + Duration::from_secs(shared.own().ttl.max(0) as u64);
-    // subnet.env was withdrawn while the lease could not be renewed in time.
-    let mut withdrawn = false;
+    let margin = node.flags.subnet_lease_renew_margin;
+    let mut lease = agent::LeaseAgent::new(held_of(shared.own()), margin, Instant::now());
+    // The last value the watch showed in our key (what a rewrite is guarded on).
+    let mut last_raw: Option<RawLease> = None;
     loop {
-        let own = shared.own();
+        let wake = lease.wake_at();
         let sleep = async {
-            if own.lease_id == 0 {
-                std::future::pending::<()>().await
-            } else {
-                tokio::time::sleep_until(renew_at.into()).await
+            match wake {
+                None => std::future::pending::<()>().await,
+                Some(at) => tokio::time::sleep_until(at.into()).await,
             }
         };
-        let reacquire: Option<(Option<Ipv4Net>, Option<Ipv4Net>)> = tokio::select! {
-            _ = sleep => {
-                let sent = Instant::now();
-                // An answer after the lease ran out is too late to keep the subnet in
-                // subnet.env: wait for one only until then (at least 1 s).
-                let deadline = expires_at.max(sent + Duration::from_secs(1));
-                let renewed = match tokio::time::timeout_at(deadline.into(), node.store.renew(own.lease_id)).await {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(_) => Err("etcd did not answer the renewal before the lease ran out".to_string()),
-                };
-                match renewed {
-                    Ok(Some(ttl)) => {
-                        debug!(subnet = %own.subnet, ttl, "renewed lease");
-                        shared.set_own(HeldLease { ttl, ..own });
-                        set_lease_metrics(&shared.health, &shared.own());
-                        renew_at = Instant::now() + renew_after(ttl, node.flags.subnet_lease_renew_margin);
-                        expires_at = sent + Duration::from_secs(ttl.max(0) as u64);
-                        if withdrawn {
-                            // etcd kept the lease after all: the subnet is still ours.
-                            info!(subnet = %own.subnet, "the lease was renewed after all; restoring subnet.env");
-                            restore_subnet(&node, &shared, own.subnet).await;
-                            withdrawn = false;
-                        }
-                        None
-                    }
-                    Ok(None) => {
-                        warn!(subnet = %own.subnet, "our etcd lease expired; re-acquiring (the same subnet if still free)");
-                        withdraw_subnet(&node, &shared.health, own.subnet, "expired (its etcd lease ran out)");
-                        Some((Some(own.subnet), None))
-                    }
-                    Err(e) => {
-                        node_error(&shared, ErrorKind::Lease);
-                        let now = Instant::now();
-                        if now >= expires_at && !withdrawn {
-                            withdraw_subnet(&node, &shared.health, own.subnet, &format!("could not be renewed before its lease ran out ({e})"));
-                            withdrawn = true;
-                        }
-                        warn!(error = %e, "lease renewal failed; retrying in 5 s");
-                        // Try again in 5 s, or at the expiry if that comes first.
-                        renew_at = if now < expires_at {
-                            (now + Duration::from_secs(5)).min(expires_at)
-                        } else {
-                            now + Duration::from_secs(5)
-                        };
-                        None
-                    }
-                }
-            }
+        let event = tokio::select! {
+            _ = sleep => agent::Event::Tick(Instant::now()),
             ev = rx.recv() => match ev {
                 None => return,
                 Some(OwnKey::MacConflict) => {
-                    resolve_mac_conflict(&node, &shared).await;
-                    None
-                }
-                Some(OwnKey::Deleted(sn) | OwnKey::Put(sn, _)) if sn != own.subnet => {
-                    debug!(old = %sn, current = %own.subnet, "ignoring news about a subnet we no longer hold");
-                    None
-                }
-                Some(OwnKey::Deleted(_)) => {
-                    warn!(subnet = %own.subnet, "our lease key was deleted; re-acquiring (the same subnet if still free)");
-                    withdraw_subnet(&node, &shared.health, own.subnet, "lost its lease key (deleted in etcd)");
-                    Some((Some(own.subnet), None))
-                }
-                Some(OwnKey::Put(_, raw)) => {
-                    let parsed = match raw.value() {
-                        Some(v) => LeaseAttrs::parse(v),
-                        None => Err(LeaseError::TooLarge { size: raw.oversized.unwrap_or(0), limit: MAX_LEASE_BYTES }),
-                    };
-                    let wrong = match &parsed {
-                        Ok(attrs) if attrs.public_ip != node.ext.public_ip => None,
-                        Ok(attrs) => (attrs.backend_type.as_deref() != Some("vxlan")
-                            || attrs.vxlan_data().ok() != Some(weft_core::lease::VxlanBackendData { vni: node.spec.vni, vtep_mac: node.mac() }))
-                            .then(|| "our public IP with another backend, VNI or VtepMAC".to_string()),
-                        Err(e) => Some(e.to_string()),
-                    };
-                    match (parsed, wrong) {
-                        (Ok(attrs), _) if attrs.public_ip != node.ext.public_ip => {
-                            warn!(subnet = %own.subnet, holder = %attrs.public_ip, "our subnet is now leased by another node (our lease expired while we were cut off); taking another subnet");
-                            withdraw_subnet(&node, &shared.health, own.subnet, &format!("was taken by another node (PublicIP {})", attrs.public_ip));
-                            Some((None, Some(own.subnet)))
-                        }
-                        (_, Some(why)) => rewrite_own_key(&node, &shared.health, &own, &raw, &why).await,
-                        (_, None) => {
-                            if raw.lease_id != own.lease_id && raw.lease_id != 0 && own.lease_id != 0 {
-                                debug!(subnet = %own.subnet, "our key was rewritten with another etcd lease; adopting it");
-                                shared.set_own(HeldLease { lease_id: raw.lease_id, ..own });
-                            }
-                            None
-                        }
+                    if let Some(held) = resolve_mac_conflict(&node, &shared).await {
+                        // A new etcd lease carries the new MAC: renew that one from now on.
+                        agent::Event::Acquired { lease: held_of(held), now: Instant::now() }
+                    } else {
+                        continue;
                     }
+                }
+                Some(OwnKey::Deleted(sn) | OwnKey::Put(sn, _)) if sn != lease.held().subnet => {
+                    debug!(old = %sn, current = %lease.held().subnet, "ignoring news about a subnet we no longer hold");
+                    continue;
+                }
+                Some(OwnKey::Deleted(sn)) => agent::Event::OwnKeyDeleted(sn),
+                Some(OwnKey::Put(sn, raw)) => {
+                    let verdict = judge_own(&node, &raw);
+                    last_raw = Some(raw);
+                    agent::Event::OwnKeyPut(sn, verdict)
                 }
             }
         };
-        if let Some((previous, exclude)) = reacquire {
+        let mut events = std::collections::VecDeque::from([event]);
+        while let Some(ev) = events.pop_front() {
+            for fx in lease.on(ev) {
+                if let Some(next) = carry_out(&node, &shared, fx, last_raw.as_ref()).await {
+                    events.push_back(next);
+                }
+            }
+        }
+    }
+}
+
+/// Carries out one effect of the lease agent; returns the outcome as the agent's next event.
+async fn carry_out(
+    node: &Node,
+    shared: &Shared,
+    fx: agent::Effect,
+    last_raw: Option<&RawLease>,
+) -> Option<agent::Event> {
+    use agent::{Effect, Event};
+    match fx {
+        Effect::Renew { lease_id, deadline } => {
+            let sent = Instant::now();
+            let renewed =
+                match tokio::time::timeout_at(deadline.into(), node.store.renew(lease_id)).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => {
+                        Err("etcd did not answer the renewal before the lease ran out".to_string())
+                    }
+                };
+            Some(match renewed {
+                Ok(Some(ttl)) => {
+                    debug!(subnet = %shared.own().subnet, ttl, "renewed lease");
+                    Event::Renewed {
+                        sent,
+                        now: Instant::now(),
+                        ttl,
+                    }
+                }
+                Ok(None) => Event::RenewalExpired,
+                Err(error) => {
+                    node_error(shared, ErrorKind::Lease);
+                    warn!(error = %error, "lease renewal failed; retrying in 5 s");
+                    Event::RenewalFailed {
+                        now: Instant::now(),
+                        error,
+                    }
+                }
+            })
+        }
+        Effect::Hold(held) => {
+            let held = lease_of(held);
+            if held.lease_id != shared.own().lease_id {
+                debug!(subnet = %held.subnet, "our key was rewritten with another etcd lease; adopting it");
+            }
+            shared.set_own(held);
+            set_lease_metrics(&shared.health, &held);
+            None
+        }
+        Effect::Withdraw { subnet, why } => {
+            withdraw_subnet(node, &shared.health, subnet, &why);
+            None
+        }
+        Effect::Restore { subnet } => {
+            info!(subnet = %subnet, "the lease was renewed after all; restoring subnet.env");
+            restore_subnet(node, shared, subnet).await;
+            None
+        }
+        Effect::RewriteOwnKey { why } => {
+            let raw = last_raw?;
+            Some(Event::Rewritten(
+                rewrite_own_key(node, &shared.own(), raw, &why).await,
+            ))
+        }
+        Effect::Reacquire {
+            previous,
+            exclude,
+            why,
+        } => {
+            let own = shared.own();
+            warn!(subnet = %own.subnet, "{why}; re-acquiring ({})", if exclude.is_some() { "another subnet" } else { "the same subnet if still free" });
             if shared.health.is_met(Condition::Lease) {
                 // Not withdrawn (which says why): our own key is being rewritten.
                 shared
                     .health
                     .unmet(Condition::Lease, "re-acquiring the subnet lease");
             }
-            let (new, _) = acquire_retrying(&node, previous, exclude, &shared.health).await;
+            let (new, _) = acquire_retrying(node, previous, exclude, &shared.health).await;
             if new.subnet != own.subnet {
                 warn!(old = %own.subnet, new = %new.subnet, "subnet changed; pods on the old subnet must be re-created");
             } else {
                 info!(subnet = %new.subnet, "lease re-acquired");
             }
-            shared.set_own(new);
-            set_lease_metrics(&shared.health, &new);
-            renew_at = Instant::now() + renew_after(new.ttl, node.flags.subnet_lease_renew_margin);
-            expires_at = Instant::now() + Duration::from_secs(new.ttl.max(0) as u64);
-            withdrawn = false;
+            let acquired = Instant::now();
             loop {
-                match apply_own_subnet(&node, &shared, new.subnet).await {
+                match apply_own_subnet(node, shared, new.subnet).await {
                     Ok(()) => break,
                     Err(e) => {
                         error!(
@@ -1416,14 +1454,19 @@ async fn lease_task(node: Arc<Node>, shared: Arc<Shared>, mut rx: mpsc::Receiver
                 }
             }
             shared.health.met(Condition::Lease);
+            Some(Event::Acquired {
+                lease: held_of(new),
+                now: acquired,
+            })
         }
     }
 }
 
 /// A lease event showed another node publishing our VTEP MAC. After a random pause (when both
 /// nodes are weftd, the other one often moves first and there is nothing left to do), check
-/// again; if the conflict is still there, take a new MAC and publish it in our lease.
-async fn resolve_mac_conflict(node: &Node, shared: &Shared) {
+/// again; if the conflict is still there, take a new MAC and publish it in our lease. Returns
+/// the lease that now carries the new MAC (None when nothing was published).
+async fn resolve_mac_conflict(node: &Node, shared: &Shared) -> Option<HeldLease> {
     let pause = Duration::from_millis(rand::random::<u64>() % 1000);
     tokio::time::sleep(pause).await;
     let (holder, taken) = {
@@ -1436,7 +1479,7 @@ async fn resolve_mac_conflict(node: &Node, shared: &Shared) {
     };
     let Some(holder) = holder else {
         debug!("the VTEP MAC conflict resolved itself (the other node moved)");
-        return;
+        return None;
     };
     change_mac(node, &shared.health, &holder, taken).await;
     // The device's MAC changed under the model: re-read it.
@@ -1450,14 +1493,14 @@ async fn resolve_mac_conflict(node: &Node, shared: &Shared) {
                 match LeaseAttrs::parse(&raw.value) {
                     Ok(a) if a.public_ip == node.ext.public_ip => {}
                     // Not ours any more: the lease keeper re-acquires (with the new MAC).
-                    _ => return,
+                    _ => return None,
                 }
                 match node.store.take_over(&raw, &value, node.ttl).await {
                     Ok(Some(held)) => {
                         shared.set_own(held);
                         set_lease_metrics(&shared.health, &held);
                         info!(subnet = %held.subnet, mac = %node.mac(), "published the new VTEP MAC");
-                        return;
+                        return Some(held);
                     }
                     Ok(None) => {
                         debug!("our lease changed while publishing the new VTEP MAC; again")
@@ -1470,7 +1513,7 @@ async fn resolve_mac_conflict(node: &Node, shared: &Shared) {
                 }
             }
             // Gone: the lease keeper re-acquires (with the new MAC).
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(e) => {
                 node_error(shared, ErrorKind::Lease);
                 warn!(error = %e, "cannot read our lease to publish the new VTEP MAC; retrying");
@@ -1478,6 +1521,7 @@ async fn resolve_mac_conflict(node: &Node, shared: &Shared) {
             }
         }
     }
+    None
 }
 
 /// Replaces subnet.env (atomically) with one the CNI plugin refuses, naming the lost subnet
@@ -1513,11 +1557,10 @@ fn withdraw_subnet(node: &Node, health: &Health, lost: Ipv4Net, why: &str) {
 /// re-acquire (returned as the re-acquire request).
 async fn rewrite_own_key(
     node: &Node,
-    health: &Health,
     own: &HeldLease,
     raw: &RawLease,
     why: &str,
-) -> Option<(Option<Ipv4Net>, Option<Ipv4Net>)> {
+) -> agent::Rewrite {
     warn!(subnet = %own.subnet, key = %raw.key, problem = %why, "our lease key holds a value that is not ours; rewriting it in place");
     match node
         .store
@@ -1526,21 +1569,16 @@ async fn rewrite_own_key(
     {
         Ok(true) => {
             info!(subnet = %own.subnet, "our lease key holds our value again");
-            None
+            agent::Rewrite::Done
         }
         Ok(false) => {
             if own.lease_id != 0 && matches!(node.store.ttl(own.lease_id).await, Ok(None)) {
-                warn!(subnet = %own.subnet, "our etcd lease is gone; re-acquiring");
-                withdraw_subnet(node, health, own.subnet, "lost its etcd lease");
-                return Some((Some(own.subnet), None));
+                return agent::Rewrite::LeaseGone;
             }
             debug!(subnet = %own.subnet, "our key changed again before the rewrite; the watch brings the change");
-            None
+            agent::Rewrite::Raced
         }
-        Err(e) => {
-            warn!(subnet = %own.subnet, error = %e, "cannot rewrite our lease key; re-acquiring");
-            Some((Some(own.subnet), None))
-        }
+        Err(e) => agent::Rewrite::Failed(e.to_string()),
     }
 }
 
@@ -1722,17 +1760,5 @@ async fn firewall_task(node: Arc<Node>, shared: Arc<Shared>) {
                 error!(error = %e, "cannot check the iptables rules");
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renews_at_margin_or_half_ttl() {
-        assert_eq!(renew_after(86400, 60), Duration::from_secs(86400 - 3600));
-        assert_eq!(renew_after(10, 60), Duration::from_secs(5));
-        assert_eq!(renew_after(3, 60), Duration::from_secs(2));
     }
 }
