@@ -40,6 +40,7 @@ pub mod nlmonitor;
 pub mod oci;
 mod ping;
 pub mod podman;
+pub mod prom;
 pub mod tls;
 
 use std::collections::BTreeSet;

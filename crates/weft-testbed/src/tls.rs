@@ -1246,7 +1246,7 @@ impl Testbed {
         name: &str,
         metric: &str,
     ) -> Result<Option<f64>, TestbedError> {
-        Ok(metric_value(&self.etcd_member_metrics(name)?, metric))
+        Ok(crate::prom::Scrape::parse(&self.etcd_member_metrics(name)?).value(metric))
     }
 }
 
@@ -1258,14 +1258,6 @@ const STATUS_ARGS: [&str; 6] = [
     "-w",
     "json",
 ];
-
-/// The value of the unlabelled sample `metric` in Prometheus text.
-fn metric_value(text: &str, metric: &str) -> Option<f64> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(metric))
-        .find_map(|rest| rest.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
 
 #[cfg(test)]
 mod tests {
@@ -1365,10 +1357,10 @@ mod tests {
 
         let text = "# HELP etcd_debugging_mvcc_watcher_total x\netcd_debugging_mvcc_watcher_total_x 9\netcd_debugging_mvcc_watcher_total 3\n";
         assert_eq!(
-            metric_value(text, "etcd_debugging_mvcc_watcher_total"),
+            crate::prom::Scrape::parse(text).value("etcd_debugging_mvcc_watcher_total"),
             Some(3.0)
         );
-        assert_eq!(metric_value(text, "nope"), None);
+        assert_eq!(crate::prom::Scrape::parse(text).value("nope"), None);
     }
 
     #[test]
