@@ -85,8 +85,11 @@ pub enum Event {
 pub enum Effect {
     /// Renew `lease_id`; give up waiting for the answer at `deadline`.
     Renew { lease_id: i64, deadline: Instant },
-    /// The lease is what it is now (a renewal or an adopted lease id): publish it.
+    /// The lease is what it is now (granted, re-acquired or renewed): publish it.
     Hold(Held),
+    /// Our key was rewritten with another etcd lease (a restarted weftd): publish the lease
+    /// with that id.
+    Adopt(Held),
     /// Take `subnet` away from pods (subnet.env), saying why.
     Withdraw { subnet: Ipv4Net, why: String },
     /// etcd kept the lease after all: give `subnet` back to pods.
@@ -274,7 +277,7 @@ impl LeaseAgent {
                 if lease_id != self.held.lease_id && lease_id != 0 && self.held.lease_id != 0 {
                     // Our key was rewritten with another etcd lease (a restarted weftd).
                     self.held.lease_id = lease_id;
-                    vec![Effect::Hold(self.held)]
+                    vec![Effect::Adopt(self.held)]
                 } else {
                     Vec::new()
                 }
@@ -554,7 +557,7 @@ mod tests {
         ));
         assert_eq!(
             fx,
-            vec![Effect::Hold(Held {
+            vec![Effect::Adopt(Held {
                 lease_id: 42,
                 ..held(DAY)
             })]

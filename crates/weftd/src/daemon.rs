@@ -1397,11 +1397,11 @@ async fn carry_out(
                 }
             })
         }
-        Effect::Hold(held) => {
-            let held = lease_of(held);
-            if held.lease_id != shared.own().lease_id {
+        Effect::Hold(held) | Effect::Adopt(held) => {
+            if matches!(fx, Effect::Adopt(_)) {
                 debug!(subnet = %held.subnet, "our key was rewritten with another etcd lease; adopting it");
             }
+            let held = lease_of(held);
             shared.set_own(held);
             set_lease_metrics(&shared.health, &held);
             None
@@ -1497,8 +1497,7 @@ async fn resolve_mac_conflict(node: &Node, shared: &Shared) -> Option<HeldLease>
                 }
                 match node.store.take_over(&raw, &value, node.ttl).await {
                     Ok(Some(held)) => {
-                        shared.set_own(held);
-                        set_lease_metrics(&shared.health, &held);
+                        // The lease task publishes it (set_own, metrics) through the agent.
                         info!(subnet = %held.subnet, mac = %node.mac(), "published the new VTEP MAC");
                         return Some(held);
                     }
