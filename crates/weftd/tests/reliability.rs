@@ -325,6 +325,8 @@ fn an_etcd_outage_loses_no_packet_and_a_node_joining_meanwhile_is_programmed_aft
     c.start(1, &[]);
     let sn0 = c.subnet(0);
     let sn1 = c.subnet(1);
+    // Both nodes programmed before the pings start, as before an outage in a real cluster.
+    c.wait_mesh(&[0, 1], Duration::from_secs(10));
     let a = c.pod(0);
     let b = c.pod(1);
     let p1 =

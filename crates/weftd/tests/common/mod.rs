@@ -357,6 +357,25 @@ impl Cluster {
         v[0]["address"].as_str().expect("address").to_string()
     }
 
+    /// Waits until each of `nodes` has programmed every other one (neighbour, FDB entry and
+    /// route): a node is ready before its watch has delivered a lease written a moment later,
+    /// so traffic started at "ready" can find no path yet.
+    pub fn wait_mesh(&self, nodes: &[usize], timeout: Duration) {
+        let peers: Vec<(usize, Ipv4Net, String, Ipv4Addr)> = nodes
+            .iter()
+            .map(|&j| (j, self.subnet(j), self.vtep_mac(j), self.tb.node(j).ip))
+            .collect();
+        for &i in nodes {
+            for (j, sn, mac, ip) in &peers {
+                if *j != i {
+                    self.eventually(i, &format!("node {j} programmed"), timeout, || {
+                        self.has_peer(i, *sn, mac, *ip) == (true, true, true)
+                    });
+                }
+            }
+        }
+    }
+
     /// Entries node `i` holds for a peer subnet: (neigh, fdb, route) present?
     pub fn has_peer(
         &self,
