@@ -267,10 +267,17 @@ impl Store {
     /// The raw network config, or None when the key does not exist.
     pub async fn get_config(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let key = self.config_key();
-        let mut c = self.client.clone();
         let mut attempt = 0;
         let resp = loop {
-            match c.get(key.clone(), None).await {
+            // `call` sends again what a dead member's endpoint refused (up to twice per
+            // endpoint), as for every other request.
+            let got = self
+                .call(|mut c| {
+                    let k = key.clone();
+                    async move { c.get(k, None).await }
+                })
+                .await;
+            match got {
                 Ok(r) => break r,
                 // A dead member's endpoint fails the first requests that the balanced
                 // channel hands it; the live members answer the next ones.
