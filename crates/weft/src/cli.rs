@@ -177,4 +177,49 @@ mod tests {
         );
         assert_eq!(default("etcd_prefix"), "/coreos.com/network");
     }
+
+    /// The `weft network init` command that `weft manifest` prints parses with this CLI's
+    /// flags and names the same network as the manifest's net-conf.json.
+    #[test]
+    fn manifest_network_init_command_parses() {
+        use clap::Args as _;
+        #[derive(Debug, Parser)]
+        struct M {
+            #[command(flatten)]
+            m: weft_deploy::manifest::ManifestArgs,
+        }
+        for extra in [
+            &[][..],
+            &[
+                "--network",
+                "10.50.0.0/16",
+                "--subnet-len",
+                "25",
+                "--vni",
+                "4096",
+            ][..],
+            &[
+                "--network",
+                "172.16.0.0/12",
+                "--backend",
+                "VXLAN",
+                "--port",
+                "0",
+            ][..],
+        ] {
+            let mut argv = vec!["weft", "--etcd-endpoints", "http://10.0.0.5:2379"];
+            argv.extend_from_slice(extra);
+            let a = M::try_parse_from(argv).unwrap().m;
+            let (spec, _) = weft_deploy::manifest::validate(&a).unwrap();
+            let parsed = weft_core::config::NetworkConfig::parse(spec.net_conf.as_bytes()).unwrap();
+            let init = InitArgs::augment_args(clap::Command::new("weft"))
+                .try_get_matches_from(&spec.network_init[2..])
+                .unwrap_or_else(|e| panic!("{:?}: {e}", spec.network_init));
+            assert_eq!(
+                init.get_one::<String>("network").map(String::as_str),
+                parsed.network.map(|n| n.to_string()).as_deref(),
+                "{extra:?}"
+            );
+        }
+    }
 }

@@ -1,18 +1,19 @@
 //! weft's operator CLI as a library: the `weft` binary (src/main.rs) is its command line, and
 //! weft-lab (the demo, the soak and the connectivity test on the testbed) reuses its output
-//! helpers. Nothing here links the testbed.
+//! helpers. The renderers (manifests, the EKS plan, etcd Ignition and PKI, the network config)
+//! are the weft-deploy crate's, re-exported here under their old paths. Nothing here links the
+//! testbed.
+
+pub use weft_deploy::{eks, manifest, netconf};
 
 pub mod cleanup;
 pub mod cli;
 pub mod doctor;
-pub mod eks;
 pub mod etcd;
 pub mod etcd_cluster;
 pub mod human;
 pub mod install_cni;
 pub mod leases;
-pub mod manifest;
-pub mod netconf;
 pub mod network;
 pub mod output;
 pub mod report;

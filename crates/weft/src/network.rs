@@ -3,37 +3,18 @@
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use weft_core::config::{BackendConfig, NetworkConfig};
+use weft_core::config::NetworkConfig;
 use weft_core::subnet::subnets_key_prefix;
 
 use crate::cli::{EtcdArgs, InitArgs, OutputFormat, WriteArgs};
 use crate::etcd::Etcd;
+pub use crate::netconf::weftd_refusals;
 use crate::netconf::{self, Candidate, Decision, Effective, InitSpec};
 use crate::output::{self, Outcome};
 use crate::report;
 use crate::v2::{self, Probe, V2Get};
 
 const EXAMPLE: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
-
-/// Why weftd would refuse to start with a config that flannel accepts (weftd's own checks).
-pub fn weftd_refusals(cfg: &NetworkConfig) -> Vec<String> {
-    let mut out = Vec::new();
-    if let BackendConfig::Other { type_name } = &cfg.backend {
-        out.push(format!(
-            "backend {type_name:?} is not available in weftd, which implements \"vxlan\"; weftd refuses to start (flanneld would run it)"
-        ));
-    }
-    if cfg.enable_ipv6 {
-        out.push("EnableIPv6 is true, but weftd implements IPv4 only and refuses to start".into());
-    }
-    if cfg.enable_nftables {
-        out.push("EnableNFTables is true, but weftd's nftables mode is not available yet and weftd refuses to start".into());
-    }
-    if cfg.network.is_none() || !cfg.enable_ipv4 {
-        out.push("there is no IPv4 Network, which weftd needs".into());
-    }
-    out
-}
 
 /// Notes printed when writing a config.
 fn write_notes(out: &mut Outcome, cfg: &NetworkConfig) {

@@ -231,7 +231,7 @@ impl AmiFamily {
     }
 
     /// The exact kubelet max-pods setting, in the family's own words.
-    pub(crate) fn setting(self, cluster: &str, n: u32) -> String {
+    pub fn setting(self, cluster: &str, n: u32) -> String {
         match self {
             AmiFamily::Al2 => format!(
                 "/etc/eks/bootstrap.sh {cluster} --use-max-pods false --kubelet-extra-args '--max-pods={n}'"

@@ -12,8 +12,8 @@
 //! plan and `render` prints it. Everything below this file is pure.
 
 mod addresses;
-pub(crate) mod inputs;
-pub(crate) mod max_pods;
+pub mod inputs;
+pub mod max_pods;
 mod render;
 mod runbook;
 
@@ -24,8 +24,8 @@ use anyhow::{Result, anyhow, bail};
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use serde_json::Value;
 
-use crate::cli::EtcdArgs;
 use crate::output::Outcome;
+use weft_store::EtcdFlags as EtcdArgs;
 
 /// `weft eks ...`
 #[derive(Debug, Subcommand)]

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use serde::Serialize;
-use weft_core::config::{ConfigError, NetworkConfig, VXLAN_OVERHEAD};
+use weft_core::config::{BackendConfig, ConfigError, NetworkConfig, VXLAN_OVERHEAD};
 
 /// The kernel's VXLAN port when the config leaves `Port` at 0.
 pub const KERNEL_VXLAN_PORT: u16 = 8472;
@@ -334,6 +334,26 @@ fn diff_lines(
         String::from_utf8_lossy(stored).trim()
     ));
     out.push(format!("+ new:    {}", new.raw));
+    out
+}
+
+/// Why weftd would refuse to start with a config that flannel accepts (weftd's own checks).
+pub fn weftd_refusals(cfg: &NetworkConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if let BackendConfig::Other { type_name } = &cfg.backend {
+        out.push(format!(
+            "backend {type_name:?} is not available in weftd, which implements \"vxlan\"; weftd refuses to start (flanneld would run it)"
+        ));
+    }
+    if cfg.enable_ipv6 {
+        out.push("EnableIPv6 is true, but weftd implements IPv4 only and refuses to start".into());
+    }
+    if cfg.enable_nftables {
+        out.push("EnableNFTables is true, but weftd's nftables mode is not available yet and weftd refuses to start".into());
+    }
+    if cfg.network.is_none() || !cfg.enable_ipv4 {
+        out.push("there is no IPv4 Network, which weftd needs".into());
+    }
     out
 }
 
