@@ -234,16 +234,10 @@ pub fn plan(args: &IgnitionArgs) -> Result<Plan> {
     })
 }
 
-/// `s` quoted for a POSIX shell when it needs it.
+/// `s` quoted for a POSIX shell when it needs it (shlex; a flag value cannot hold a NUL, the
+/// one byte shlex refuses, so the fallback is never taken).
 fn sh(s: &str) -> String {
-    if !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,@+%".contains(&b))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
+    shlex::try_quote(s).map_or_else(|_| s.replace('\0', ""), |q| q.into_owned())
 }
 
 /// What to do next, with every command filled in (placeholders in <ANGLE_BRACKETS>).
@@ -486,5 +480,24 @@ mod tests {
         );
         assert!(image_for("3.3.1").is_err());
         assert!(image_for("3.5").is_err());
+    }
+
+    #[test]
+    fn printed_paths_survive_the_shell() {
+        for raw in [
+            "./pki/ca.crt",
+            "my pki/ca.crt",
+            "it's/$HOME/`x`/ca.crt",
+            "a\"b\\c",
+            "",
+        ] {
+            let q = sh(raw);
+            assert_eq!(
+                shlex::split(&q),
+                Some(vec![raw.to_string()]),
+                "{raw:?} -> {q}"
+            );
+        }
+        assert_eq!(sh("./pki/ca.crt"), "./pki/ca.crt");
     }
 }

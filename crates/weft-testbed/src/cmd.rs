@@ -18,16 +18,10 @@ pub(crate) fn describe(cmd: &Command) -> String {
     s
 }
 
+/// A word of a logged command line, quoted for a POSIX shell (shlex) so it can be pasted.
 fn quote(a: &OsStr) -> String {
     let s = a.to_string_lossy();
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c))
-    {
-        s.into_owned()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
+    shlex::try_quote(&s).map_or_else(|_| s.replace('\0', ""), |q| q.into_owned())
 }
 
 pub(crate) fn spawn_error(cmd: &Command, source: std::io::Error, hint: &str) -> TestbedError {

@@ -20,82 +20,48 @@ pub const LEAF_YEARS: i32 = 5;
 /// CN (and so the etcd user name) of the client cert.
 pub const CLIENT_CN: &str = "weft";
 
-/// A calendar day (UTC).
+/// A calendar day (UTC): the `time` crate's date, with the few steps the PKI needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Day {
-    pub year: i32,
-    pub month: u8,
-    pub day: u8,
-}
+pub struct Day(pub time::Date);
 
 impl std::fmt::Display for Day {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+        // time's Display of a Date is ISO 8601: 2026-03-01.
+        self.0.fmt(f)
     }
 }
 
 impl Day {
     /// Today (UTC) from the system clock.
     pub fn today() -> Day {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        Day::from_unix_days(i64::try_from(secs / 86_400).unwrap_or(0))
+        Day(time::OffsetDateTime::now_utc().date())
     }
 
-    /// The civil date `days` days after 1970-01-01 (proleptic Gregorian calendar).
-    pub fn from_unix_days(days: i64) -> Day {
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        Day {
-            year: i32::try_from(year).unwrap_or(i32::MAX),
-            month: month as u8,
-            day: day as u8,
-        }
+    /// The day `year-month-day`; None when there is no such day.
+    pub fn ymd(year: i32, month: u8, day: u8) -> Option<Day> {
+        let month = time::Month::try_from(month).ok()?;
+        time::Date::from_calendar_date(year, month, day)
+            .ok()
+            .map(Day)
     }
 
-    /// The same day `n` years later (Feb 29 becomes Feb 28).
+    /// The same day `n` years later (Feb 29 becomes Feb 28 in a year that has none).
     pub fn plus_years(self, n: i32) -> Day {
-        let day = if self.month == 2 && self.day == 29 {
-            28
-        } else {
-            self.day
-        };
-        Day {
-            year: self.year + n,
-            day,
-            ..self
-        }
+        let year = self.0.year().saturating_add(n);
+        let day = self.0.day().min(self.0.month().length(year));
+        time::Date::from_calendar_date(year, self.0.month(), day)
+            .map(Day)
+            .unwrap_or(Day(time::Date::MAX))
     }
 
-    /// The day before (good enough for clock skew: the 1st goes back to the 28th).
+    /// The day before.
     pub fn minus_one(self) -> Day {
-        if self.day > 1 {
-            Day {
-                day: self.day - 1,
-                ..self
-            }
-        } else if self.month > 1 {
-            Day {
-                month: self.month - 1,
-                day: 28,
-                ..self
-            }
-        } else {
-            Day {
-                year: self.year - 1,
-                month: 12,
-                day: 31,
-            }
-        }
+        Day(self.0.previous_day().unwrap_or(self.0))
+    }
+
+    /// Midnight (UTC) at the start of the day, as certificates carry it.
+    fn start(self) -> time::OffsetDateTime {
+        self.0.midnight().assume_utc()
     }
 }
 
@@ -160,8 +126,8 @@ pub fn new_ca(today: Day) -> Result<Ca> {
 }
 
 fn set_validity(p: &mut CertificateParams, from: Day, to: Day) {
-    p.not_before = rcgen::date_time_ymd(from.year, from.month, from.day);
-    p.not_after = rcgen::date_time_ymd(to.year, to.month, to.day);
+    p.not_before = from.start();
+    p.not_after = to.start();
 }
 
 /// The DER bodies of the `label` blocks of a PEM text (x509-parser's PEM reader; a block
@@ -226,11 +192,7 @@ pub fn load_ca(
 pub fn not_after(der: &[u8]) -> Option<Day> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let t = cert.validity().not_after.to_datetime();
-    Some(Day {
-        year: t.year(),
-        month: u8::from(t.month()),
-        day: t.day(),
-    })
+    Some(Day(t.to_offset(time::UtcOffset::UTC).date()))
 }
 
 impl Ca {
@@ -289,26 +251,29 @@ impl Ca {
 mod tests {
     use super::*;
 
-    const TODAY: Day = Day {
-        year: 2026,
-        month: 3,
-        day: 1,
-    };
+    const TODAY: Day = Day(
+        match time::Date::from_calendar_date(2026, time::Month::March, 1) {
+            Ok(d) => d,
+            Err(_) => panic!("not a date"),
+        },
+    );
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(Day::from_unix_days(0).to_string(), "1970-01-01");
-        assert_eq!(Day::from_unix_days(11_016).to_string(), "2000-02-29");
-        assert_eq!(Day::from_unix_days(20_513).to_string(), "2026-03-01");
-        assert_eq!(Day::from_unix_days(-1).to_string(), "1969-12-31");
-        let leap = Day {
-            year: 2028,
-            month: 2,
-            day: 29,
-        };
+    fn calendar_steps() {
+        let leap = Day::ymd(2028, 2, 29).unwrap();
         assert_eq!(leap.plus_years(5).to_string(), "2033-02-28");
+        assert_eq!(leap.plus_years(4).to_string(), "2032-02-29");
         assert_eq!(TODAY.minus_one().to_string(), "2026-02-28");
-        assert!(Day::today().year >= 2025);
+        assert_eq!(
+            Day::ymd(2026, 1, 1).unwrap().minus_one().to_string(),
+            "2025-12-31"
+        );
+        assert_eq!(
+            Day::ymd(2024, 3, 1).unwrap().minus_one().to_string(),
+            "2024-02-29"
+        );
+        assert!(Day::ymd(2026, 2, 29).is_none() && Day::ymd(2026, 13, 1).is_none());
+        assert!(Day::today().0.year() >= 2025);
     }
 
     #[test]
