@@ -121,15 +121,12 @@ pub fn wait_ready(tb: &Testbed, i: usize, timeout: Duration) -> Result<Ipv4Net> 
     }
 }
 
-/// A minimal HTTP/1.0 GET; call it from a thread inside the node's namespace.
+/// The status of a GET of weftd's health server; call it from a thread inside the node's
+/// namespace.
 pub fn http_get(ip: Ipv4Addr, port: u16, path: &str) -> Option<u16> {
-    let mut s =
-        std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    buf.split_whitespace().nth(1)?.parse().ok()
+    weft_testbed::http::get((ip, port).into(), path, Duration::from_secs(1))
+        .ok()
+        .map(|(code, _)| code)
 }
 
 /// Runs `cmd`, killing it after `timeout`; returns its output (an error if it had to be killed).

@@ -331,15 +331,9 @@ pub fn log_tail(p: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// The status code of a plain HTTP/1.0 GET (weftd's health server), from the calling
-/// thread's namespace.
+/// The status code of a GET of weftd's health server, from the calling thread's namespace.
 fn http_status(ip: Ipv4Addr, port: u16, path: &str) -> Option<u16> {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    buf.split_whitespace().nth(1)?.parse().ok()
+    weft_testbed::http::get((ip, port).into(), path, Duration::from_secs(1))
+        .ok()
+        .map(|(code, _)| code)
 }

@@ -1220,23 +1220,19 @@ impl Testbed {
             )));
         }
         let addr = self.member_addr(name)?;
-        let got = in_netns(self.switch_ns(), move || -> std::io::Result<String> {
-            use std::io::{Read, Write};
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-            s.set_read_timeout(Some(Duration::from_secs(2)))?;
-            write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-            let mut buf = String::new();
-            s.read_to_string(&mut buf)?;
-            Ok(buf)
+        let got = in_netns(self.switch_ns(), move || {
+            crate::http::get(addr, "/metrics", Duration::from_secs(2))
         })?;
-        let text = got.map_err(|e| TestbedError::Io {
+        let (status, body) = got.map_err(|e| TestbedError::Io {
             what: format!("GET http://{addr}/metrics of etcd member {name}"),
             source: e,
         })?;
-        Ok(text
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_string())
-            .unwrap_or(text))
+        if status != 200 {
+            return Err(TestbedError::Invalid(format!(
+                "etcd member {name} answered HTTP {status} for /metrics"
+            )));
+        }
+        Ok(body)
     }
 
     /// One unlabelled sample of [`Testbed::etcd_member_metrics`], e.g.

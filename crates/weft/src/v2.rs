@@ -1,12 +1,10 @@
 //! Reading flannel's keys from the legacy etcd v2 store (`/v2/keys/...`, plain HTTP/JSON), so
 //! `weft network check` can explain the v2/v3 split and `migrate-v2` can copy the config.
 //!
-//! A GET-only HTTP/1.1 client over `std::net::TcpStream` (one request per connection,
-//! `Connection: close`) keeps the dependency tree as it is; the response parsing is pure and
-//! unit-tested. https endpoints are not probed: the v2 API is a migration aid only.
+//! The GETs go through ureq (plain HTTP, no proxy from the environment: an etcd in the VPC is
+//! never reached through a web proxy); interpreting the v2 answer is pure and unit-tested.
+//! https endpoints are not probed: the v2 API is a migration aid only.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -87,133 +85,52 @@ pub struct HttpResponse {
     pub body: Vec<u8>,
 }
 
-/// Parses a whole HTTP/1.x response (the connection was closed by the server), handling
-/// `Content-Length`, chunked transfer encoding and read-to-close bodies.
-pub fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
-    let head_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the response has no complete HTTP header")?;
-    let head = std::str::from_utf8(&raw[..head_end]).map_err(|_| "the HTTP header is not text")?;
-    let body = &raw[head_end + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    if !version.starts_with("HTTP/1.") {
-        return Err(format!(
-            "not an HTTP/1.x response (status line {status_line:?}); is this an etcd client URL?"
-        ));
-    }
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad HTTP status line {status_line:?}"))?;
-    let mut content_length = None;
-    let mut chunked = false;
-    let mut content_type = None;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            content_length = Some(
-                value
-                    .parse::<usize>()
-                    .map_err(|_| format!("bad Content-Length {value:?}"))?,
-            );
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.to_ascii_lowercase().contains("chunked");
-        } else if name.eq_ignore_ascii_case("content-type") {
-            content_type = Some(value.to_string());
-        }
-    }
-    let body = if chunked {
-        dechunk(body)?
-    } else if let Some(n) = content_length {
-        body.get(..n)
-            .ok_or_else(|| {
-                format!(
-                    "the response body is cut short ({} of {n} bytes)",
-                    body.len()
-                )
-            })?
-            .to_vec()
-    } else {
-        body.to_vec()
-    };
-    Ok(HttpResponse {
-        status,
-        content_type,
-        body,
-    })
-}
-
-fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("a chunk size line is cut short")?;
-        let size_text = std::str::from_utf8(&data[..line_end]).map_err(|_| "bad chunk size")?;
-        let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        let chunk = data.get(..size).ok_or("a chunk is cut short")?;
-        out.extend_from_slice(chunk);
-        data = data.get(size + 2..).ok_or("a chunk is cut short")?;
-    }
-}
-
 /// GET `path` from a plain-HTTP endpoint, with optional Basic auth.
 pub fn http_get(
     ep: &HttpEndpoint,
     path: &str,
     auth: Option<(&str, &str)>,
 ) -> Result<HttpResponse, String> {
-    let addrs: Vec<SocketAddr> = (ep.host.as_str(), ep.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", ep.host))?
-        .collect();
-    let mut last = format!("{} resolves to no address", ep.host);
-    let mut stream = None;
-    for addr in addrs {
-        match TcpStream::connect_timeout(&addr, TIMEOUT) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last = format!("cannot connect to {addr}: {e}"),
-        }
-    }
-    let mut stream = stream.ok_or(last)?;
-    let io = |e: std::io::Error| format!("HTTP request to {} failed: {e}", ep.authority);
-    stream.set_read_timeout(Some(TIMEOUT)).map_err(io)?;
-    stream.set_write_timeout(Some(TIMEOUT)).map_err(io)?;
-    let mut req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nUser-Agent: weft\r\nConnection: close\r\n",
-        ep.authority
-    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .proxy(None)
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(TIMEOUT))
+        .user_agent("weft")
+        .build()
+        .into();
+    let url = format!("http://{}{path}", ep.authority);
+    let failed = |e: ureq::Error| {
+        format!(
+            "HTTP request to {} failed: {e}; is this an etcd client URL?",
+            ep.authority
+        )
+    };
+    let mut req = agent.get(&url).header("Accept", "application/json");
     if let Some((user, password)) = auth {
-        req.push_str(&format!(
-            "Authorization: Basic {}\r\n",
-            base64(format!("{user}:{password}").as_bytes())
-        ));
+        req = req.header(
+            "Authorization",
+            format!("Basic {}", base64(format!("{user}:{password}").as_bytes())),
+        );
     }
-    req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).map_err(io)?;
-    let mut raw = Vec::new();
-    stream
-        .take(MAX_RESPONSE)
-        .read_to_end(&mut raw)
-        .map_err(io)?;
-    parse_response(&raw)
+    let mut resp = req.call().map_err(failed)?;
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_RESPONSE)
+        .read_to_vec()
+        .map_err(failed)?;
+    Ok(HttpResponse {
+        status,
+        content_type,
+        body,
+    })
 }
 
 /// What the v2 store said about one key.
@@ -396,9 +313,55 @@ mod tests {
     // What etcd 3.4.23 with --enable-v2 answers (captured with curl).
     const FOUND: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Etcd-Index: 4\r\nContent-Length: 171\r\n\r\n{\"action\":\"get\",\"node\":{\"key\":\"/coreos.com/network/config\",\"value\":\"{\\\"Network\\\":\\\"10.244.0.0/16\\\",\\\"Backend\\\":{\\\"Type\\\":\\\"vxlan\\\"}}\",\"modifiedIndex\":4,\"createdIndex\":4}}\n";
 
+    /// A one-connection HTTP server on loopback that answers `raw` to whatever it is asked
+    /// and hands back the request it got.
+    fn serve_once(raw: &'static str) -> (HttpEndpoint, std::thread::JoinHandle<String>) {
+        use std::io::{BufRead, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut r = std::io::BufReader::new(s);
+            let mut req = String::new();
+            while r.read_line(&mut req).unwrap() > 2 {}
+            r.get_mut().write_all(raw.as_bytes()).unwrap();
+            req
+        });
+        (
+            http_endpoint(&format!("http://127.0.0.1:{port}")).unwrap(),
+            handle,
+        )
+    }
+
+    fn get(raw: &'static str) -> Result<HttpResponse, String> {
+        let (ep, server) = serve_once(raw);
+        let got = http_get(&ep, "/v2/keys/coreos.com/network/config", None);
+        server.join().unwrap();
+        got
+    }
+
     #[test]
     fn parses_a_found_key() {
-        let r = parse_response(FOUND.as_bytes()).unwrap();
+        let (ep, server) = serve_once(FOUND);
+        let r = http_get(
+            &ep,
+            "/v2/keys/coreos.com/network/config",
+            Some(("root", "s3cret!")),
+        )
+        .unwrap();
+        let req = server.join().unwrap();
+        assert!(
+            req.starts_with("GET /v2/keys/coreos.com/network/config HTTP/1.1\r\n"),
+            "{req}"
+        );
+        let auth = req
+            .lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+            })
+            .map(|(_, v)| v.trim());
+        assert_eq!(auth, Some("Basic cm9vdDpzM2NyZXQh"), "{req}");
         assert_eq!(r.status, 200);
         assert_eq!(r.content_type.as_deref(), Some("application/json"));
         assert_eq!(
@@ -413,11 +376,12 @@ mod tests {
     #[test]
     fn parses_missing_disabled_and_errors() {
         let missing = "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 89\r\n\r\n{\"errorCode\":100,\"message\":\"Key not found\",\"cause\":\"/coreos.com/network/nope\",\"index\":4}\n";
-        let r = parse_response(missing.as_bytes()).unwrap();
+        let r = get(missing).unwrap();
+        assert_eq!(r.status, 404);
         assert_eq!(parse_v2_get(&r).unwrap(), V2Get::NotFound);
 
         let disabled = "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 19\r\n\r\n404 page not found\n";
-        let r = parse_response(disabled.as_bytes()).unwrap();
+        let r = get(disabled).unwrap();
         assert_eq!(parse_v2_get(&r).unwrap(), V2Get::Disabled);
 
         let denied = resp(
@@ -461,21 +425,14 @@ mod tests {
     #[test]
     fn chunked_and_close_delimited_bodies() {
         let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n";
-        assert_eq!(
-            parse_response(chunked.as_bytes()).unwrap().body,
-            b"hello world"
-        );
+        assert_eq!(get(chunked).unwrap().body, b"hello world");
         let close = "HTTP/1.0 200 OK\r\n\r\nuntil close";
-        assert_eq!(
-            parse_response(close.as_bytes()).unwrap().body,
-            b"until close"
-        );
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort").is_err());
-        assert!(
-            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err()
-        );
-        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert_eq!(get(close).unwrap().body, b"until close");
+        let short = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort";
+        assert!(get(short).is_err());
+        let ssh = "SSH-2.0-OpenSSH_9.2\r\n\r\n";
+        let e = get(ssh).unwrap_err();
+        assert!(e.contains("is this an etcd client URL"), "{e}");
     }
 
     #[test]

@@ -143,18 +143,10 @@ impl Kubelet<'_> {
 
 /// A plain HTTP GET inside `ns` (the health server is plain HTTP).
 fn http_get(ns: &str, addr: &str, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let (addr, path) = (addr.to_string(), path.to_string());
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let path = path.to_string();
     in_netns(ns, move || {
-        let mut s =
-            std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2))
-                .ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).ok()?;
-        let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-        Some((code, buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string()))
+        weft_testbed::http::get(addr, &path, Duration::from_secs(2)).ok()
     })
     .ok()
     .flatten()

@@ -401,18 +401,9 @@ impl Cluster {
     }
 }
 
-/// A minimal HTTP/1.0 GET (the health server is plain HTTP).
+/// A GET of weftd's health server (plain HTTP): the status and the body.
 pub fn http_get(ip: Ipv4Addr, port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    Some((code, body))
+    weft_testbed::http::get((ip, port).into(), path, Duration::from_secs(2)).ok()
 }
 
 pub fn read(p: &Path) -> String {
