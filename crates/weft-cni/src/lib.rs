@@ -88,19 +88,11 @@ mod stdin_tests {
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    /// Compares `actual` with `tests/golden/<name>` byte for byte; `WEFT_UPDATE_GOLDEN=1`
-    /// rewrites the file instead (review the diff before committing it).
+    /// Compares `actual` with `tests/golden/<name>` (expect-test; `UPDATE_EXPECT=1` rewrites
+    /// the file instead: review the diff before committing it).
     pub fn assert_golden(name: &str, actual: &[u8]) {
         let path = format!("{}/tests/golden/{name}", env!("CARGO_MANIFEST_DIR"));
-        if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some() {
-            std::fs::write(&path, actual).unwrap();
-        }
-        let want = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("{path}: {e} (WEFT_UPDATE_GOLDEN=1 writes it)"));
-        assert_eq!(
-            String::from_utf8_lossy(actual),
-            String::from_utf8_lossy(&want),
-            "golden file {path} differs"
-        );
+        let actual = std::str::from_utf8(actual).expect("golden outputs are UTF-8 text");
+        expect_test::expect_file![path].assert_eq(actual);
     }
 }

@@ -24,12 +24,15 @@ fn mac(s: &str) -> MacAddr {
     s.parse().unwrap()
 }
 
-/// Compares with a readable message instead of one huge line.
+/// Compares with `tests/golden/<name>` (expect-test: a diff on failure, `UPDATE_EXPECT=1`
+/// rewrites the file); `golden` is the file as the test read it, which must match too.
 fn assert_golden(name: &str, golden: &str, actual: &str) {
-    assert!(
-        golden == actual,
-        "output differs from tests/golden/{name}\n--- golden\n{golden}\n--- actual\n{actual}\n---"
-    );
+    expect_test::expect_file![format!(
+        "{}/tests/golden/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )]
+    .assert_eq(actual);
+    assert_eq!(golden, actual, "tests/golden/{name} as compiled in");
 }
 
 #[test]

@@ -4,13 +4,13 @@
 //! `kubectl ... -o json` and `aws ec2 describe-instance-types` output) are compared exactly
 //! with tests/golden/eks/; after an intended change rewrite them with
 //!
-//!     WEFT_UPDATE_GOLDEN=1 cargo test -p weft --test eks_plan
+//!     UPDATE_EXPECT=1 cargo test -p weft --test eks_plan
 //!
 //! and review the diff. Every error path has a message test: what the user sees must name the
 //! flag, the value (or file and JSON path) and the fix.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
@@ -160,32 +160,7 @@ fn golden_args(output: &str) -> Vec<String> {
 }
 
 fn golden(name: &str, actual: &str) {
-    let path: PathBuf = crate_dir().join("tests/golden/eks").join(name);
-    if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some_and(|v| v == "1") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {} ({e}); create it with WEFT_UPDATE_GOLDEN=1 cargo test -p weft --test eks_plan",
-            path.display()
-        )
-    });
-    if want != actual {
-        let line = want
-            .lines()
-            .zip(actual.lines())
-            .position(|(w, a)| w != a)
-            .unwrap_or_else(|| want.lines().count().min(actual.lines().count()));
-        panic!(
-            "{} differs from the output at line {} (WEFT_UPDATE_GOLDEN=1 rewrites it):\n--- want\n{}\n--- got\n{}",
-            path.display(),
-            line + 1,
-            want.lines().nth(line).unwrap_or("<end of file>"),
-            actual.lines().nth(line).unwrap_or("<end of output>")
-        );
-    }
+    expect_test::expect_file![crate_dir().join("tests/golden/eks").join(name)].assert_eq(actual);
 }
 
 fn write_temp(dir: &tempfile::TempDir, name: &str, text: &str) -> String {

@@ -11,7 +11,7 @@
 //! mTLS with the generated client cert.
 //!
 //! Regenerate the golden files with
-//!     WEFT_UPDATE_GOLDEN=1 cargo test -p weft --test etcd_ignition
+//!     UPDATE_EXPECT=1 cargo test -p weft --test etcd_ignition
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -149,31 +149,7 @@ fn golden(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden/ignition")
         .join(name);
-    if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some_and(|v| v == "1") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {} ({e}); create it with WEFT_UPDATE_GOLDEN=1 cargo test -p weft --test etcd_ignition",
-            path.display()
-        )
-    });
-    if want != actual {
-        let line = want
-            .lines()
-            .zip(actual.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(0);
-        panic!(
-            "{} differs, first at line {}:\n  golden: {:?}\n  actual: {:?}\nIf intended: WEFT_UPDATE_GOLDEN=1 cargo test -p weft --test etcd_ignition\n--- actual ---\n{actual}",
-            path.display(),
-            line + 1,
-            want.lines().nth(line),
-            actual.lines().nth(line)
-        );
-    }
+    expect_test::expect_file![path].assert_eq(actual);
 }
 
 #[test]

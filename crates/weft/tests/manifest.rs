@@ -1,7 +1,7 @@
 //! `weft manifest`: golden files and schema validation (no root, no cluster).
 //!
 //! Golden files live in tests/golden/manifest/. After an intended change, rewrite them with
-//!     WEFT_UPDATE_GOLDEN=1 cargo test -p weft --test manifest
+//!     UPDATE_EXPECT=1 cargo test -p weft --test manifest
 //! and review the diff. The default image tag (this crate's version) is written as
 //! `@VERSION@` in the golden files so a version bump does not touch them.
 //!
@@ -68,36 +68,12 @@ fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/manifest")
 }
 
-/// Compares `actual` with a golden file, or rewrites it when WEFT_UPDATE_GOLDEN=1.
+/// Compares `actual` with a golden file (expect-test; `UPDATE_EXPECT=1` rewrites it), with
+/// the default image's version as `@VERSION@`.
 fn check_golden(name: &str, actual: &str) {
     let default_image = format!("localhost/weft:{}", env!("CARGO_PKG_VERSION"));
     let actual = actual.replace(&default_image, "localhost/weft:@VERSION@");
-    let path = golden_dir().join(name);
-    if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some_and(|v| v == "1") {
-        std::fs::create_dir_all(golden_dir()).unwrap();
-        std::fs::write(&path, &actual).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read {} ({e}); create it with WEFT_UPDATE_GOLDEN=1 cargo test -p weft --test manifest",
-            path.display()
-        )
-    });
-    if want != actual {
-        let first = want
-            .lines()
-            .zip(actual.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or_else(|| want.lines().count().min(actual.lines().count()));
-        panic!(
-            "{} differs from the render, first at line {}:\n  golden: {:?}\n  render: {:?}\nIf the change is intended: WEFT_UPDATE_GOLDEN=1 cargo test -p weft --test manifest\n--- render ---\n{actual}",
-            path.display(),
-            first + 1,
-            want.lines().nth(first),
-            actual.lines().nth(first),
-        );
-    }
+    expect_test::expect_file![golden_dir().join(name)].assert_eq(&actual);
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! iptables-nft-save, `ip -j rule`, `ip -4 -j route show table all`, `ip -j link show` in a
 //! namespace holding the VPC CNI's rules next to kube-proxy's and weft's), plus the effects
 //! through a recording fake [`Host`] and temp dirs. The fixtures and goldens live in
-//! `tests/golden/cleanup/`; `UPDATE_GOLDEN=1` rewrites the goldens.
+//! `tests/golden/cleanup/`; `UPDATE_EXPECT=1` rewrites the goldens.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -53,22 +53,7 @@ fn golden_path(name: &str) -> PathBuf {
 }
 
 fn check_golden(name: &str, actual: &str) {
-    let path = golden_path(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
-            path.display()
-        )
-    });
-    assert!(
-        want == actual,
-        "{} differs (UPDATE_GOLDEN=1 rewrites it):\n--- want\n{want}\n--- got\n{actual}",
-        path.display()
-    );
+    expect_test::expect_file![golden_path(name)].assert_eq(actual);
 }
 
 fn tools() -> Tools {

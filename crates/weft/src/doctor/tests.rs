@@ -1340,7 +1340,7 @@ fn renders_text_and_json() {
 }
 
 /// The text report of a node with three problems (E4, E5 and a missing peer route), kept as
-/// a golden file so a change of wording or layout is a readable diff (`UPDATE_GOLDEN=1`
+/// a golden file so a change of wording or layout is a readable diff (`UPDATE_EXPECT=1`
 /// rewrites it).
 #[test]
 fn golden_text_report() {
@@ -1359,13 +1359,5 @@ fn golden_text_report() {
     let text = render::text(&run_all(&f));
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/doctor/report-e4-e5-peer.txt");
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &text).unwrap();
-    }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
-    assert_eq!(
-        text, want,
-        "the report changed; rerun with UPDATE_GOLDEN=1 if intended"
-    );
+    expect_test::expect_file![path].assert_eq(&text);
 }
