@@ -25,6 +25,7 @@ pub mod lease;
 pub mod mac;
 pub mod peer;
 pub mod rules;
+pub mod saved;
 pub mod status;
 pub mod subnet;
 pub mod subnet_env;

@@ -271,7 +271,7 @@ pub fn plan_remove(table: Table, saved: &str, chains: &[&str]) -> Option<String>
     Some(out)
 }
 
-/// What `iptables-save` says about one table.
+/// What `iptables-save` says about one table, with each spec normalized for comparison.
 struct SavedTable {
     declared: Vec<String>,
     /// (chain, normalized spec) in file order.
@@ -280,38 +280,15 @@ struct SavedTable {
 
 impl SavedTable {
     fn parse(table: Table, saved: &str) -> SavedTable {
-        // Text without any `*table` header is taken as the body of the requested table.
-        let has_headers = saved.lines().any(|line| line.trim_start().starts_with('*'));
-        let mut inside = !has_headers;
-        let mut declared = Vec::new();
-        let mut rules = Vec::new();
-        for raw in saved.lines() {
-            let line = raw.trim();
-            if let Some(name) = line.strip_prefix('*') {
-                inside = name.trim() == table.name();
-                continue;
-            }
-            if line == "COMMIT" {
-                inside = !has_headers;
-                continue;
-            }
-            if !inside || line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            if let Some(decl) = line.strip_prefix(':') {
-                if let Some(name) = decl.split_whitespace().next() {
-                    declared.push(name.to_owned());
-                }
-                continue;
-            }
-            let line = strip_counters(line);
-            if let Some(rest) = line.strip_prefix("-A ") {
-                let rest = rest.trim_start();
-                let (chain, spec) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
-                rules.push((chain.to_owned(), normalize(spec)));
-            }
+        let t = crate::saved::SavedTable::parse(table.name(), saved);
+        SavedTable {
+            rules: t
+                .rules
+                .into_iter()
+                .map(|r| (r.chain, normalize(&r.spec)))
+                .collect(),
+            declared: t.chains,
         }
-        SavedTable { declared, rules }
     }
 
     fn is_declared(&self, chain: &str) -> bool {
@@ -325,19 +302,6 @@ impl SavedTable {
             .map(|(_, spec)| spec.clone())
             .collect()
     }
-}
-
-/// Drops the `[packets:bytes] ` prefix `iptables-save -c` puts before each rule.
-fn strip_counters(line: &str) -> &str {
-    if let Some(rest) = line.strip_prefix('[')
-        && let Some((counters, after)) = rest.split_once(']')
-        && counters
-            .split(':')
-            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return after.trim_start();
-    }
-    line
 }
 
 /// Splits a spec into tokens, keeping double-quoted strings (with `\"` escapes) whole.
@@ -723,7 +687,5 @@ COMMIT
         assert_eq!(unquote_token(r#""a \"b\" c""#), r#"a "b" c"#);
         assert_eq!(jump_target("-s 1.2.3.4/32 -j RETURN"), Some("RETURN"));
         assert_eq!(jump_target("-s 1.2.3.4/32"), None);
-        assert_eq!(strip_counters("[1:2] -A X"), "-A X");
-        assert_eq!(strip_counters("[x] -A X"), "[x] -A X");
     }
 }

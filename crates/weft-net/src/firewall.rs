@@ -420,24 +420,8 @@ pub fn watch_nftables_changes(on_change: impl Fn() + Send + 'static) -> std::io:
     Ok(())
 }
 
-/// The `*<table>` … `COMMIT` section of a full `iptables-save` dump (empty if absent).
-pub fn table_section(saved: &str, table: &str) -> String {
-    let mut out = String::new();
-    let mut inside = false;
-    for line in saved.lines() {
-        if let Some(name) = line.strip_prefix('*') {
-            inside = name.trim() == table;
-        }
-        if inside {
-            out.push_str(line);
-            out.push('\n');
-            if line.trim() == "COMMIT" {
-                inside = false;
-            }
-        }
-    }
-    out
-}
+/// The `*<table>` … `COMMIT` section of a full `iptables-save` dump (weft-core's reader).
+pub use weft_core::saved::table_section;
 
 fn version_at_least(text: &str, want: (u32, u32, u32)) -> bool {
     // "iptables v1.8.9 (nf_tables)"

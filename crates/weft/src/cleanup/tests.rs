@@ -399,7 +399,7 @@ fn all_commands(plan: &Plan) -> String {
 #[test]
 fn words_are_split_like_iptables_restore() {
     assert_eq!(
-        iptables::split_words(
+        weft_core::saved::split_words(
             r#"-s 169.254.172.10/32 -m comment --comment "name: \"aws-cni\" id: \"8d7f3a\"" -j CNI-E4-x"#
         ),
         [
@@ -414,7 +414,7 @@ fn words_are_split_like_iptables_restore() {
         ]
     );
     assert_eq!(
-        iptables::split_words(r#"-m comment --comment "AWS, primary ENI"  -j X"#),
+        weft_core::saved::split_words(r#"-m comment --comment "AWS, primary ENI"  -j X"#),
         ["-m", "comment", "--comment", "AWS, primary ENI", "-j", "X"]
     );
 }
