@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: formatting, lints, then the two test tiers: every unprivileged test (unit tests
+# The test command: formatting, lints, cargo deny, then the two test tiers: every unprivileged test (unit tests
 # and the integration tests that need no root: what a plain `cargo test` runs as any user), then
 # the root tier (the integration tests on the namespaced testbed, marked
 # `#[ignore = "root tier: ..."]`, run here with `-- --ignored`). Needs root (sudo) for the root
@@ -17,6 +17,8 @@ fi
 cargo fmt --all -- --check
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Licenses, duplicate versions, sources (and advisories where their database is reachable).
+./scripts/deny.sh
 # The integration tests run the binaries (weftd, weft-cni, weft) on the testbed: build them first.
 cargo build --workspace --bins --locked
 # The image tests run localhost/weft:dev: build it from those binaries (no release build).
