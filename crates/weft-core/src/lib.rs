@@ -24,6 +24,7 @@ mod json;
 pub mod lease;
 pub mod mac;
 pub mod peer;
+pub mod peers;
 pub mod rules;
 pub mod saved;
 pub mod status;

@@ -41,7 +41,7 @@ use weft_store::{HeldLease, LeaseEvent, RawLease, Store, StoreConfig, WatchBatch
 use crate::files;
 use crate::flags::{Flags, IptablesBackend, Validated};
 use crate::health::{self, Condition, ErrorKind, Health};
-use crate::peers::{Entry, Notice, PeerTable, parse_entry};
+use weft_core::peers::{Entry, Notice, PeerTable, parse_entry};
 
 /// How often the reconciler looks at the kernel even when nothing was announced. Changes to
 /// the device are normally seen at once through netlink notifications; this is the safety net
@@ -174,7 +174,7 @@ fn mac_holder<'a>(node: &Node, raws: &'a [RawLease]) -> Option<&'a RawLease> {
     raws.iter().find(|r| {
         matches!(
             parse_entry(&node.cfg, r.subnet.clone(), &r.value),
-            crate::peers::Entry::Peer(p) if p.vtep_mac == mine && p.public_ip != node.ext.public_ip
+            Entry::Peer(p) if p.vtep_mac == mine && p.public_ip != node.ext.public_ip
         )
     })
 }

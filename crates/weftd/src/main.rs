@@ -4,7 +4,6 @@ mod daemon;
 mod files;
 mod flags;
 mod health;
-mod peers;
 
 use std::process::ExitCode;
 

@@ -12,11 +12,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use weft_core::config::NetworkConfig;
-use weft_core::lease::{Lease, LeaseAttrs};
-use weft_core::mac::MacAddr;
-use weft_core::peer::{Peer, PeerVerdict, classify_lease};
-use weft_core::subnet::subnet_key;
+use crate::config::NetworkConfig;
+use crate::lease::{Lease, LeaseAttrs};
+use crate::mac::MacAddr;
+use crate::peer::{Peer, PeerVerdict, classify_lease};
+use crate::subnet::subnet_key;
 
 /// One key of the subnets prefix after judging it.
 #[derive(Debug, Clone, PartialEq)]
