@@ -11,12 +11,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
 use crate::config::NetworkConfig;
 use crate::lease::{Lease, LeaseAttrs};
 use crate::mac::MacAddr;
 use crate::peer::{Peer, PeerVerdict, classify_lease};
 use crate::subnet::subnet_key;
+use ipnet::Ipv4Net;
 
 /// One key of the subnets prefix after judging it.
 #[derive(Debug, Clone, PartialEq)]

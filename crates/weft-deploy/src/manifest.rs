@@ -283,51 +283,26 @@ fn check_image(image: &str) -> Result<()> {
     Ok(())
 }
 
-/// Splits and checks `--etcd-endpoints`.
+/// Splits and checks `--etcd-endpoints` (weft-store's parser, weftd's own), stricter than
+/// weftd where a rendered manifest should be: no path, and a warning when no port is named.
 fn parse_endpoints(raw: &str, warnings: &mut Vec<String>) -> Result<Vec<String>> {
-    let endpoints: Vec<String> = raw
-        .split(',')
-        .map(|e| e.trim().to_string())
-        .filter(|e| !e.is_empty())
-        .collect();
-    if endpoints.is_empty() {
-        bail!(
-            "--etcd-endpoints {raw:?} holds no endpoint; pass etcd's client URLs, e.g. --etcd-endpoints http://10.0.0.5:2379"
-        );
-    }
+    let endpoints = weft_store::parse_endpoint_list(raw).map_err(anyhow::Error::new)?;
     let mut checked = Vec::with_capacity(endpoints.len());
-    for e in &endpoints {
-        let Some((scheme, rest)) = ["http://", "https://"]
-            .into_iter()
-            .find_map(|scheme| e.strip_prefix(scheme).map(|rest| (scheme, rest)))
-        else {
-            let host = e.split_once("://").map_or(e.as_str(), |(_, h)| h);
+    for e in endpoints {
+        if !e.path().is_empty() {
             bail!(
-                "--etcd-endpoints entry {e:?} must start with http:// or https://, e.g. --etcd-endpoints http://{host}"
-            );
-        };
-        // A trailing slash is harmless (etcdctl takes it); anything else after the port is not.
-        let rest = rest.trim_end_matches('/');
-        let e = &format!("{scheme}{rest}");
-        let host_ok = !rest.is_empty()
-            && rest.chars().all(|c| {
-                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']' | '%')
-            });
-        if !host_ok {
-            bail!(
-                "--etcd-endpoints entry {e:?} is not scheme://host:port (no path, spaces or quotes); pass e.g. --etcd-endpoints http://10.0.0.5:2379"
+                "--etcd-endpoints entry {:?} is not scheme://host:port (no path); pass e.g. --etcd-endpoints http://10.0.0.5:2379",
+                e.url()
             );
         }
-        let has_port = rest.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && !port.contains(']') && !port.is_empty()
-        });
-        if !has_port {
+        if e.port().is_none() {
             warnings.push(format!(
-                "--etcd-endpoints entry {e:?} names no port, so weftd dials port {}; etcd's client port is usually 2379",
-                if e.starts_with("https://") { 443 } else { 80 }
+                "--etcd-endpoints entry {:?} names no port, so weftd dials port {}; etcd's client port is usually 2379",
+                e.url(),
+                e.port_or_default()
             ));
         }
-        checked.push(e.clone());
+        checked.push(e.url().to_string());
     }
     Ok(checked)
 }

@@ -26,6 +26,44 @@ mod tests {
     use std::path::Path;
 
     #[test]
+    fn endpoint_parts() {
+        let e = Endpoint::parse(" https://etcd.internal:2379/ ").unwrap();
+        assert_eq!(e.url(), "https://etcd.internal:2379");
+        assert!(e.is_https());
+        assert_eq!(
+            (e.host(), e.port(), e.path()),
+            ("etcd.internal", Some(2379), "")
+        );
+        let e = Endpoint::parse("http://[fd00::5]:2379/v3").unwrap();
+        assert_eq!(
+            (e.host(), e.authority(), e.path()),
+            ("fd00::5", "[fd00::5]:2379", "/v3")
+        );
+        let e = Endpoint::parse("http://10.0.0.5").unwrap();
+        assert_eq!((e.port(), e.port_or_default()), (None, 80));
+        assert_eq!(Endpoint::parse("https://h").unwrap().port_or_default(), 443);
+        for bad in [
+            "http://",
+            "http://h:port",
+            "http://h:99999",
+            "http://a b:2379",
+            "http://[::1",
+            "http://\"x\":1",
+        ] {
+            assert_eq!(
+                Endpoint::parse(bad),
+                Err(EndpointError::Shape(bad.into())),
+                "{bad}"
+            );
+        }
+        let msg = EndpointError::Shape("http://h:port".into()).to_string();
+        assert!(
+            msg.contains("--etcd-endpoints http://10.0.0.5:2379"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn endpoints_are_split_and_checked() {
         assert_eq!(
             parse_endpoints(" http://a:2379, https://b:2379/ ,"),
@@ -44,12 +82,12 @@ mod tests {
         );
         let msg = |v: &str| parse_endpoints(v).unwrap_err().to_string();
         assert!(
-            msg("10.0.0.1:2379").ends_with("e.g. http://10.0.0.1:2379"),
+            msg("10.0.0.1:2379").ends_with("e.g. --etcd-endpoints http://10.0.0.1:2379"),
             "{}",
             msg("10.0.0.1:2379")
         );
         assert!(
-            msg("ftp://x:2379").ends_with("e.g. http://x:2379"),
+            msg("ftp://x:2379").ends_with("e.g. --etcd-endpoints http://x:2379"),
             "{}",
             msg("ftp://x:2379")
         );

@@ -5,7 +5,7 @@
 //!
 //! - [`EtcdSetup::Tls`]: one member on `https://10.250.0.2:2379` (and `https://127.0.0.1:2379`
 //!   inside `<id>-etcd`), with a CA, a server cert (SANs 10.250.0.2, 127.0.0.1, localhost) and
-//!   a client cert generated with rcgen into `<bed dir>/tls/` ([`EtcdTlsFiles`]);
+//!   a client cert generated with weft's etcd PKI into `<bed dir>/tls/` ([`EtcdTlsFiles`]);
 //!   `--client-cert-auth` when [`EtcdTls::client_cert_auth`] is set. [`Testbed::etcd_ca`]
 //!   issues more certs from the same CA (expired ones, for instance).
 //! - [`EtcdSetup::Members`]: any number of etcd processes, each started with the exact
@@ -42,11 +42,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
 use tracing::debug;
+use weft_deploy::etcd::pki;
 
 use crate::{
     ETCD_CLIENT_PORT, ETCD_HEALTH_TIMEOUT, ETCD_IP, Pid, Signal, Testbed, TestbedError,
@@ -241,10 +238,10 @@ impl EtcdTlsFiles {
     }
 }
 
-/// A throw-away certificate authority (ECDSA P-256) made with rcgen.
+/// A throw-away certificate authority (ECDSA P-256): weft's own etcd PKI
+/// (`weft_deploy::etcd::pki`, the one certificate builder), under another name.
 pub struct TestCa {
-    issuer: Issuer<'static, KeyPair>,
-    cert_pem: String,
+    ca: pki::Ca,
 }
 
 impl std::fmt::Debug for TestCa {
@@ -312,81 +309,52 @@ impl std::fmt::Debug for IssuedCert {
     }
 }
 
-fn gen_err(what: &str) -> impl FnOnce(rcgen::Error) -> TestbedError + '_ {
-    move |e| TestbedError::Invalid(format!("generating {what} with rcgen: {e}"))
-}
-
-fn dn(common_name: &str) -> DistinguishedName {
-    let mut d = DistinguishedName::new();
-    d.push(DnType::CommonName, common_name);
-    d
+fn pki_err(what: &str) -> impl FnOnce(anyhow::Error) -> TestbedError + '_ {
+    move |e| TestbedError::Invalid(format!("generating {what}: {e:#}"))
 }
 
 impl TestCa {
     /// A new self-signed CA named `common_name`.
     pub fn new(common_name: &str) -> Result<TestCa, TestbedError> {
-        let mut p = CertificateParams::default();
-        p.distinguished_name = dn(common_name);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().map_err(gen_err("a CA key"))?;
-        let cert = p.self_signed(&key).map_err(gen_err("a CA cert"))?;
-        Ok(TestCa {
-            cert_pem: cert.pem(),
-            issuer: Issuer::new(p, key),
-        })
+        let ca = pki::new_ca_named(common_name, pki::Day::today()).map_err(pki_err("a CA"))?;
+        Ok(TestCa { ca })
     }
 
     /// The CA certificate, PEM.
     pub fn cert_pem(&self) -> &str {
-        &self.cert_pem
+        &self.ca.cert_pem
     }
 
     /// Writes the CA certificate to `path`.
     pub fn write_cert(&self, path: &Path) -> Result<(), TestbedError> {
-        write_file(path, self.cert_pem.as_bytes(), false)
+        write_file(path, self.ca.cert_pem.as_bytes(), false)
     }
 
     /// Issues a cert with a fresh key.
     pub fn issue(&self, spec: &CertSpec) -> Result<IssuedCert, TestbedError> {
-        let mut p = CertificateParams::default();
-        p.distinguished_name = dn(&spec.common_name);
-        p.subject_alt_names = spec.ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
-        for d in &spec.dns_names {
-            let name = d
-                .clone()
-                .try_into()
-                .map_err(gen_err("a DNS name for a SAN"))?;
-            p.subject_alt_names.push(SanType::DnsName(name));
-        }
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        if spec.server {
-            p.extended_key_usages
-                .push(ExtendedKeyUsagePurpose::ServerAuth);
-        }
-        if spec.client {
-            p.extended_key_usages
-                .push(ExtendedKeyUsagePurpose::ClientAuth);
-        }
-        if spec.expired {
-            p.not_before = rcgen::date_time_ymd(2000, 1, 1);
-            p.not_after = rcgen::date_time_ymd(2000, 12, 31);
-        }
-        p.use_authority_key_identifier_extension = true;
-        let key = KeyPair::generate().map_err(gen_err("a key"))?;
-        let cert = p
-            .signed_by(&key, &self.issuer)
-            .map_err(gen_err("a certificate"))?;
+        let today = pki::Day::today();
+        let valid = if spec.expired {
+            let day = |m, d| {
+                pki::Day::ymd(2000, m, d).ok_or_else(|| TestbedError::Invalid("no such day".into()))
+            };
+            (day(1, 1)?, day(12, 31)?)
+        } else {
+            (today.minus_one(), self.ca.leaf_not_after(today))
+        };
+        let pem = self
+            .ca
+            .issue_leaf(&pki::Leaf {
+                common_name: &spec.common_name,
+                ips: &spec.ips,
+                dns_names: &spec.dns_names,
+                server_auth: spec.server,
+                client_auth: spec.client,
+                valid,
+            })
+            .map_err(pki_err("a certificate"))?;
         Ok(IssuedCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
+            cert_pem: pem.cert,
+            key_pem: pem.key,
         })
     }
 }

@@ -500,18 +500,19 @@ fn probe_all(ips: &[Ipv4Addr], port: u16) -> BTreeMap<Ipv4Addr, Probe> {
                 s.spawn(move || {
                     let url = format!("http://{ip}:{port}/peers");
                     let started = Instant::now();
-                    let ep = v2::HttpEndpoint {
-                        authority: format!("{ip}:{port}"),
-                        host: ip.to_string(),
-                        port,
-                    };
-                    let result = v2::http_get(&ep, "/peers", None).and_then(|r| {
-                        if r.status != 200 {
-                            return Err(format!("HTTP {} (a weftd older than /peers?)", r.status));
-                        }
-                        serde_json::from_slice::<PeersDoc>(&r.body)
-                            .map_err(|e| format!("the answer is not weftd's /peers JSON: {e}"))
-                    });
+                    let result = v2::http_endpoint(&format!("http://{ip}:{port}"))
+                        .ok_or_else(|| format!("http://{ip}:{port} is not a URL"))
+                        .and_then(|ep| v2::http_get(&ep, "/peers", None))
+                        .and_then(|r| {
+                            if r.status != 200 {
+                                return Err(format!(
+                                    "HTTP {} (a weftd older than /peers?)",
+                                    r.status
+                                ));
+                            }
+                            serde_json::from_slice::<PeersDoc>(&r.body)
+                                .map_err(|e| format!("the answer is not weftd's /peers JSON: {e}"))
+                        });
                     (
                         *ip,
                         Probe {

@@ -16,43 +16,13 @@ const MAX_RESPONSE: u64 = 8 << 20;
 /// etcd v2 error code for a missing key.
 pub const ERR_KEY_NOT_FOUND: u64 = 100;
 
-/// A plain-HTTP etcd endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpEndpoint {
-    /// `host:port` for the Host header and for resolving.
-    pub authority: String,
-    pub host: String,
-    pub port: u16,
-}
+/// A plain-HTTP endpoint: weft-store's endpoint type, the one `--etcd-endpoints` parser.
+pub use weft_store::Endpoint as HttpEndpoint;
 
-/// Splits `http://host[:port][/...]` into host and port (port 80 when absent, as a URL means).
+/// An `http://host[:port][/...]` URL's endpoint (port 80 when absent, as a URL means).
 /// Returns None for https or anything else.
 pub fn http_endpoint(url: &str) -> Option<HttpEndpoint> {
-    let rest = url.strip_prefix("http://")?;
-    let authority = rest.split('/').next().unwrap_or("");
-    let authority = authority.rsplit('@').next().unwrap_or(authority);
-    if authority.is_empty() {
-        return None;
-    }
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, after) = v6.split_once(']')?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().ok()?,
-            None if after.is_empty() => 80,
-            None => return None,
-        };
-        (h.to_string(), port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p.parse().ok()?),
-            None => (authority.to_string(), 80),
-        }
-    };
-    Some(HttpEndpoint {
-        authority: authority.to_string(),
-        host,
-        port,
-    })
+    HttpEndpoint::parse(url).ok().filter(|e| !e.is_https())
 }
 
 /// The v2 URL path of a key: `/v2/keys` + the key, percent-encoding what is not path-safe.
@@ -99,11 +69,11 @@ pub fn http_get(
         .user_agent("weft")
         .build()
         .into();
-    let url = format!("http://{}{path}", ep.authority);
+    let url = format!("http://{}{path}", ep.authority());
     let failed = |e: ureq::Error| {
         format!(
             "HTTP request to {} failed: {e}; is this an etcd client URL?",
-            ep.authority
+            ep.authority()
         )
     };
     let mut req = agent.get(&url).header("Accept", "application/json");
@@ -280,17 +250,14 @@ mod tests {
 
     #[test]
     fn endpoints() {
+        let ep = http_endpoint("http://10.250.0.2:2379").unwrap();
         assert_eq!(
-            http_endpoint("http://10.250.0.2:2379"),
-            Some(HttpEndpoint {
-                authority: "10.250.0.2:2379".into(),
-                host: "10.250.0.2".into(),
-                port: 2379
-            })
+            (ep.authority(), ep.host(), ep.port_or_default()),
+            ("10.250.0.2:2379", "10.250.0.2", 2379)
         );
-        assert_eq!(http_endpoint("http://etcd/").unwrap().port, 80);
+        assert_eq!(http_endpoint("http://etcd/").unwrap().port_or_default(), 80);
         let v6 = http_endpoint("http://[::1]:2379").unwrap();
-        assert_eq!((v6.host.as_str(), v6.port), ("::1", 2379));
+        assert_eq!((v6.host(), v6.port_or_default()), ("::1", 2379));
         assert_eq!(http_endpoint("https://10.0.0.1:2379"), None);
         assert_eq!(http_endpoint("http://"), None);
         assert_eq!(http_endpoint("http://h:port"), None);

@@ -105,9 +105,14 @@ fn gen_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> anyhow::Error {
 
 /// A new CA valid from yesterday for [`CA_YEARS`] years.
 pub fn new_ca(today: Day) -> Result<Ca> {
+    new_ca_named("weft etcd CA", today)
+}
+
+/// [`new_ca`] with another common name (the testbed's throw-away CAs use it too).
+pub fn new_ca_named(common_name: &str, today: Day) -> Result<Ca> {
     let not_after = today.plus_years(CA_YEARS);
     let mut p = CertificateParams::default();
-    p.distinguished_name = dn("weft etcd CA");
+    p.distinguished_name = dn(common_name);
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -201,7 +206,8 @@ impl Ca {
         today.plus_years(LEAF_YEARS).min(self.not_after)
     }
 
-    /// Issues a cert with a fresh key: SANs `ips` and `dns_names`, usages for `role`.
+    /// Issues a cert with a fresh key: SANs `ips` and `dns_names`, usages for `role`, valid
+    /// from yesterday to [`Ca::leaf_not_after`].
     pub fn issue(
         &self,
         common_name: &str,
@@ -210,13 +216,23 @@ impl Ca {
         role: Role,
         today: Day,
     ) -> Result<Pem> {
+        let ips: Vec<IpAddr> = ips.iter().map(|ip| IpAddr::V4(*ip)).collect();
+        self.issue_leaf(&Leaf {
+            common_name,
+            ips: &ips,
+            dns_names,
+            server_auth: matches!(role, Role::Server | Role::Peer),
+            client_auth: true,
+            valid: (today.minus_one(), self.leaf_not_after(today)),
+        })
+    }
+
+    /// Issues a cert with a fresh key as `leaf` describes it.
+    pub fn issue_leaf(&self, leaf: &Leaf<'_>) -> Result<Pem> {
         let mut p = CertificateParams::default();
-        p.distinguished_name = dn(common_name);
-        p.subject_alt_names = ips
-            .iter()
-            .map(|ip| SanType::IpAddress(IpAddr::V4(*ip)))
-            .collect();
-        for d in dns_names {
+        p.distinguished_name = dn(leaf.common_name);
+        p.subject_alt_names = leaf.ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
+        for d in leaf.dns_names {
             let name = d
                 .clone()
                 .try_into()
@@ -227,15 +243,16 @@ impl Ca {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        p.extended_key_usages = match role {
-            Role::Server | Role::Peer => vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
-            Role::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
-        };
+        if leaf.server_auth {
+            p.extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
+        }
+        if leaf.client_auth {
+            p.extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ClientAuth);
+        }
         p.use_authority_key_identifier_extension = true;
-        set_validity(&mut p, today.minus_one(), self.leaf_not_after(today));
+        set_validity(&mut p, leaf.valid.0, leaf.valid.1);
         let key = KeyPair::generate().map_err(gen_err("a key"))?;
         let cert = p
             .signed_by(&key, &self.issuer)
@@ -245,6 +262,20 @@ impl Ca {
             key: key.serialize_pem(),
         })
     }
+}
+
+/// A leaf certificate to issue.
+#[derive(Debug, Clone)]
+pub struct Leaf<'a> {
+    pub common_name: &'a str,
+    pub ips: &'a [IpAddr],
+    pub dns_names: &'a [String],
+    /// Extended key usage serverAuth.
+    pub server_auth: bool,
+    /// Extended key usage clientAuth.
+    pub client_auth: bool,
+    /// notBefore and notAfter (midnight UTC).
+    pub valid: (Day, Day),
 }
 
 #[cfg(test)]
