@@ -10,12 +10,9 @@ use std::net::Ipv4Addr;
 
 use anyhow::Result;
 use ipnet::Ipv4Net;
-use netlink_packet_route::{
-    AddressFamily,
-    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
-    route::{RouteAddress, RouteAttribute, RouteMessage},
-};
+use netlink_packet_route::{neighbour::NeighbourMessage, route::RouteMessage};
 use weft_core::dataplane::KernelState;
+use weft_net::netlink::{neigh_facts, route_facts};
 use weft_testbed::nlmonitor::{Announced, Announcement, NetlinkMonitor};
 
 use crate::ns::NsRuntime;
@@ -48,32 +45,15 @@ pub fn listen(ns: &str) -> Result<Listener> {
 }
 
 fn route(r: &RouteMessage) -> Option<Entry> {
-    let dst = r
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
-            _ => None,
-        })
-        .unwrap_or(Ipv4Addr::UNSPECIFIED);
-    Ipv4Net::new(dst, r.header.destination_prefix_length)
-        .ok()
-        .map(Entry::Route)
+    route_facts(r).map(|f| Entry::Route(f.dst))
 }
 
 fn neigh(n: &NeighbourMessage) -> Option<Entry> {
-    match n.header.family {
-        AddressFamily::Inet => n.attributes.iter().find_map(|a| match a {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(Entry::Neigh(*ip)),
-            _ => None,
-        }),
-        AddressFamily::Bridge => n.attributes.iter().find_map(|a| match a {
-            NeighbourAttribute::LinkLayerAddress(b) => {
-                <[u8; 6]>::try_from(b.as_slice()).ok().map(Entry::Fdb)
-            }
-            _ => None,
-        }),
-        _ => None,
+    let f = neigh_facts(n)?;
+    if f.fdb {
+        f.mac.map(|m| Entry::Fdb(m.0))
+    } else {
+        f.ip.map(Entry::Neigh)
     }
 }
 

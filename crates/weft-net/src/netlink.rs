@@ -911,39 +911,111 @@ fn neighbour_change(n: &NeighbourMessage, present: bool) -> KernelChange {
     }
 }
 
+/// What weft reads of an IPv4 route message: the one route decoder, for weftd's dumps and
+/// monitor, the soak's watcher and the benchmarks' listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteFacts {
+    /// RTA_TABLE when present (tables above 255), else the header's table.
+    pub table: u32,
+    pub dst: Ipv4Net,
+    pub gw: Option<Ipv4Addr>,
+    pub oif: Option<u32>,
+    pub unicast: bool,
+    /// Made by the kernel for an address (protocol kernel).
+    pub kernel_made: bool,
+    pub onlink: bool,
+}
+
+impl RouteFacts {
+    /// In the main table.
+    pub fn in_main_table(&self) -> bool {
+        self.table == u32::from(RouteHeader::RT_TABLE_MAIN)
+    }
+}
+
+/// The facts of an IPv4 route message (None for another family or a bad prefix length).
+pub fn route_facts(r: &RouteMessage) -> Option<RouteFacts> {
+    if r.header.address_family != AddressFamily::Inet {
+        return None;
+    }
+    let mut table = u32::from(r.header.table);
+    let (mut dst, mut gw, mut oif) = (Ipv4Addr::UNSPECIFIED, None, None);
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gw = Some(*ip),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            _ => {}
+        }
+    }
+    Some(RouteFacts {
+        table,
+        dst: Ipv4Net::new(dst, r.header.destination_prefix_length).ok()?,
+        gw,
+        oif,
+        unicast: r.header.kind == RouteType::Unicast,
+        kernel_made: r.header.protocol == RouteProtocol::Kernel,
+        onlink: r.header.flags.contains(RouteFlags::Onlink),
+    })
+}
+
+/// What weft reads of a neighbour (ARP) or bridge FDB message: the one neighbour decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeighFacts {
+    /// An FDB entry (family AF_BRIDGE) rather than an IPv4 neighbour.
+    pub fdb: bool,
+    pub ifindex: u32,
+    /// NDA_DST: the neighbour's IP, or an FDB entry's remote VTEP.
+    pub ip: Option<Ipv4Addr>,
+    pub mac: Option<MacAddr>,
+    pub permanent: bool,
+}
+
+/// The facts of an IPv4 neighbour or FDB message (None for another family).
+pub fn neigh_facts(n: &NeighbourMessage) -> Option<NeighFacts> {
+    let fdb = match n.header.family {
+        AddressFamily::Inet => false,
+        AddressFamily::Bridge => true,
+        _ => return None,
+    };
+    let (mut ip, mut mac) = (None, None);
+    for a in &n.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => ip = Some(*v4),
+            // FDB dumps carry NDA_DST as raw bytes (rust-stack.md pitfall 4).
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                ip = Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+            }
+            NeighbourAttribute::LinkLayerAddress(b) => mac = mac_from(b),
+            _ => {}
+        }
+    }
+    Some(NeighFacts {
+        fdb,
+        ifindex: n.header.ifindex,
+        ip,
+        mac,
+        permanent: n.header.state == NeighbourState::Permanent,
+    })
+}
+
 /// A neighbour message's IPv4 address, and its MAC if the entry is permanent (the only kind
 /// weft programs; any other state means weft's entry is not there).
 fn neigh_of_message(n: &NeighbourMessage) -> (Option<Ipv4Addr>, Option<MacAddr>) {
-    let ip = n.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-        _ => None,
-    });
-    let mac = if n.header.state == NeighbourState::Permanent {
-        n.attributes.iter().find_map(|a| match a {
-            NeighbourAttribute::LinkLayerAddress(b) => mac_from(b),
-            _ => None,
-        })
-    } else {
-        None
-    };
-    (ip, mac)
+    match neigh_facts(n) {
+        Some(f) => (f.ip, f.mac.filter(|_| f.permanent)),
+        None => (None, None),
+    }
 }
 
 /// An FDB message as the (MAC, destination) entry weft programs, if it has both.
 fn fdb_of_message(n: &NeighbourMessage) -> Option<FdbEntry> {
-    let dst = n.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-        // FDB dumps carry NDA_DST as raw bytes (rust-stack.md pitfall 4).
-        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
-            Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-        }
-        _ => None,
-    })?;
-    let mac = n.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::LinkLayerAddress(b) => mac_from(b),
-        _ => None,
-    })?;
-    Some(FdbEntry { mac, dst })
+    let f = neigh_facts(n)?;
+    Some(FdbEntry {
+        mac: f.mac?,
+        dst: f.ip?,
+    })
 }
 
 fn route_oif(r: &RouteMessage) -> Option<u32> {
@@ -956,40 +1028,16 @@ fn route_oif(r: &RouteMessage) -> Option<u32> {
 /// A route message as (output link, entry) if it is a route weft could own: main table,
 /// unicast, not one the kernel made for an address, with an output link.
 fn route_of_message(r: &RouteMessage) -> Option<(u32, RouteEntry)> {
-    let table = r
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(r.header.table as u32);
-    if table != RouteHeader::RT_TABLE_MAIN as u32
-        || r.header.kind != RouteType::Unicast
-        || r.header.protocol == RouteProtocol::Kernel
-    {
+    let f = route_facts(r)?;
+    if !f.in_main_table() || !f.unicast || f.kernel_made {
         return None;
     }
-    let oif = route_oif(r)?;
-    let dst_ip = r
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
-            _ => None,
-        })
-        .unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let dst = Ipv4Net::new(dst_ip, r.header.destination_prefix_length).ok()?;
-    let gw = r.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
-        _ => None,
-    });
     Some((
-        oif,
+        f.oif?,
         RouteEntry {
-            dst,
-            gw,
-            onlink: r.header.flags.contains(RouteFlags::Onlink),
+            dst: f.dst,
+            gw: f.gw,
+            onlink: f.onlink,
         },
     ))
 }
@@ -1148,5 +1196,73 @@ mod tests {
                     10, 244, 2, 0
                 ))))
         );
+    }
+
+    #[test]
+    fn route_facts_read_back_what_weft_sends() {
+        let r = RouteEntry {
+            dst: "10.244.2.0/24".parse().unwrap(),
+            gw: Some(Ipv4Addr::new(10, 244, 2, 0)),
+            onlink: true,
+        };
+        let m = route_message(5, &r);
+        let f = route_facts(&m).unwrap();
+        assert_eq!((f.dst, f.gw, f.oif, f.onlink), (r.dst, r.gw, Some(5), true));
+        assert!(f.in_main_table() && f.unicast && !f.kernel_made);
+        assert_eq!(route_of_message(&m), Some((5, r)));
+        let mut v6 = m.clone();
+        v6.header.address_family = AddressFamily::Inet6;
+        assert_eq!(route_facts(&v6), None);
+        let mut other = m;
+        other.attributes.push(RouteAttribute::Table(1536));
+        assert!(!route_facts(&other).unwrap().in_main_table());
+        assert_eq!(route_of_message(&other), None);
+    }
+
+    #[test]
+    fn neighbour_facts_of_arp_and_fdb_entries() {
+        let mac = MacAddr([0x0e, 1, 2, 3, 4, 5]);
+        let mut arp = NeighbourMessage::default();
+        arp.header.family = AddressFamily::Inet;
+        arp.header.ifindex = 7;
+        arp.header.state = NeighbourState::Permanent;
+        arp.attributes = vec![
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(Ipv4Addr::new(10, 244, 2, 0))),
+            NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()),
+        ];
+        let f = neigh_facts(&arp).unwrap();
+        assert_eq!(
+            (f.fdb, f.ifindex, f.ip, f.mac, f.permanent),
+            (
+                false,
+                7,
+                Some(Ipv4Addr::new(10, 244, 2, 0)),
+                Some(mac),
+                true
+            )
+        );
+        assert_eq!(neigh_of_message(&arp), (f.ip, Some(mac)));
+        arp.header.state = NeighbourState::Stale;
+        assert_eq!(
+            neigh_of_message(&arp).1,
+            None,
+            "only a permanent entry is weft's"
+        );
+        // An FDB dump carries NDA_DST as raw bytes.
+        let mut fdb = NeighbourMessage::default();
+        fdb.header.family = AddressFamily::Bridge;
+        fdb.attributes = vec![
+            NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()),
+            NeighbourAttribute::Destination(NeighbourAddress::Other(vec![192, 168, 0, 2])),
+        ];
+        assert_eq!(
+            fdb_of_message(&fdb),
+            Some(FdbEntry {
+                mac,
+                dst: Ipv4Addr::new(192, 168, 0, 2)
+            })
+        );
+        fdb.header.family = AddressFamily::Inet6;
+        assert_eq!(neigh_facts(&fdb), None);
     }
 }

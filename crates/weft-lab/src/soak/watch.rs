@@ -12,14 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use ipnet::Ipv4Net;
-use netlink_packet_route::{
-    AddressFamily,
-    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
-    route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage},
-};
+use netlink_packet_route::{neighbour::NeighbourMessage, route::RouteMessage};
 use serde::Serialize;
 use weft_core::mac::MacAddr;
 use weft_core::peer::Peer;
+use weft_net::netlink::{neigh_facts, route_facts};
 use weft_testbed::nlmonitor::{Announced, Announcement, NetlinkMonitor};
 
 const RCVBUF: usize = 8 << 20;
@@ -54,51 +51,19 @@ impl Watcher {
 }
 
 fn route(r: &RouteMessage) -> Option<Seen> {
-    if r.header.address_family != AddressFamily::Inet {
-        return None;
-    }
-    let table = r
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(u32::from(r.header.table));
-    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
-        return None;
-    }
-    let dst = r
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
-            _ => None,
-        })
-        .unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let gw = r.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => Some(*ip),
-        _ => None,
-    });
-    let dst = Ipv4Net::new(dst, r.header.destination_prefix_length).ok()?;
-    Some(Seen::Route { dst, gw })
+    let f = route_facts(r)?;
+    f.in_main_table().then_some(Seen::Route {
+        dst: f.dst,
+        gw: f.gw,
+    })
 }
 
 fn neigh(n: &NeighbourMessage) -> Option<Seen> {
-    let mac = n.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::LinkLayerAddress(b) => {
-            <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr)
-        }
-        _ => None,
-    });
-    let ip = n.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-        _ => None,
-    });
-    match n.header.family {
-        AddressFamily::Inet => ip.map(|ip| Seen::Neigh { ip, mac }),
-        AddressFamily::Bridge => mac.map(|mac| Seen::Fdb { mac, dst: ip }),
-        _ => None,
+    let f = neigh_facts(n)?;
+    if f.fdb {
+        f.mac.map(|mac| Seen::Fdb { mac, dst: f.ip })
+    } else {
+        f.ip.map(|ip| Seen::Neigh { ip, mac: f.mac })
     }
 }
 
