@@ -25,6 +25,7 @@ pub mod lease;
 pub mod mac;
 pub mod peer;
 pub mod peers;
+pub mod readiness;
 pub mod rules;
 pub mod saved;
 pub mod status;
