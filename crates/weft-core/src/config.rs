@@ -789,101 +789,212 @@ fn to_v4(n: u64) -> Ipv4Addr {
     Ipv4Addr::from(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
-fn check_v4(
-    network: Ipv4Net,
+/// What differs between the IPv4 and the IPv6 part of a config for [`check_family`]: key
+/// names, limits, flannel's messages and the address arithmetic.
+trait Family {
+    type Net: Copy + std::fmt::Display;
+    type Addr: Copy + Ord + std::fmt::Display;
+    const NETWORK: &'static str;
+    const LEN: &'static str;
+    const MIN: &'static str;
+    const MAX: &'static str;
+    const MAX_LEN: u8;
+    /// flannel's message for a SubnetLen over [`Family::MAX_LEN`], and weft's fix.
+    const LEN_TOO_LONG: (&'static str, &'static str);
+    /// flannel's message for a network that holds fewer than four subnets.
+    const ACCOMMODATE: &'static str;
+    /// flannel's message for a network too small for the default length, and weft's fix.
+    const TOO_SMALL: (&'static str, &'static str);
+    /// Whether an unspecified address (`0.0.0.0`) means "default", as flannel reads IPv4.
+    const UNSPECIFIED_IS_DEFAULT: bool;
+    fn prefix(net: Self::Net) -> u8;
+    fn default_len(prefix: u8) -> Option<u8>;
+    fn bounds(net: Self::Net, len: u8) -> (Self::Addr, Self::Addr);
+    fn contains(net: Self::Net, addr: Self::Addr) -> bool;
+    /// The start of the `/len` block holding `addr`.
+    fn align(addr: Self::Addr, len: u8) -> Self::Addr;
+    fn is_unspecified(addr: Self::Addr) -> bool;
+}
+
+struct V4;
+struct V6;
+
+impl Family for V4 {
+    type Net = Ipv4Net;
+    type Addr = Ipv4Addr;
+    const NETWORK: &'static str = "Network";
+    const LEN: &'static str = "SubnetLen";
+    const MIN: &'static str = "SubnetMin";
+    const MAX: &'static str = "SubnetMax";
+    const MAX_LEN: u8 = 30;
+    const LEN_TOO_LONG: (&'static str, &'static str) = (
+        "SubnetLen must be less than /31",
+        "each node subnet needs room for the gateway and pods; use 30 or less, e.g. \"SubnetLen\": 24, or remove SubnetLen for the default",
+    );
+    const ACCOMMODATE: &'static str = "network must be able to accommodate at least four subnets";
+    const TOO_SMALL: (&'static str, &'static str) = (
+        "network is too small. Minimum useful network prefix is /28",
+        r#"use a /28 or larger Network such as "10.244.0.0/16""#,
+    );
+    const UNSPECIFIED_IS_DEFAULT: bool = true;
+    fn prefix(net: Ipv4Net) -> u8 {
+        net.prefix_len()
+    }
+    fn default_len(prefix: u8) -> Option<u8> {
+        default_subnet_len(prefix)
+    }
+    fn bounds(net: Ipv4Net, len: u8) -> (Ipv4Addr, Ipv4Addr) {
+        v4_bounds(net, len)
+    }
+    fn contains(net: Ipv4Net, addr: Ipv4Addr) -> bool {
+        net.contains(&addr)
+    }
+    fn align(addr: Ipv4Addr, len: u8) -> Ipv4Addr {
+        Ipv4Net::new(addr, len).map(|n| n.network()).unwrap_or(addr)
+    }
+    fn is_unspecified(addr: Ipv4Addr) -> bool {
+        addr.is_unspecified()
+    }
+}
+
+impl Family for V6 {
+    type Net = Ipv6Net;
+    type Addr = Ipv6Addr;
+    const NETWORK: &'static str = "IPv6Network";
+    const LEN: &'static str = "IPv6SubnetLen";
+    const MIN: &'static str = "IPv6SubnetMin";
+    const MAX: &'static str = "IPv6SubnetMax";
+    const MAX_LEN: u8 = 126;
+    const LEN_TOO_LONG: (&'static str, &'static str) = (
+        "IPv6SubnetLen must be less than /127",
+        "use 126 or less, e.g. \"IPv6SubnetLen\": 64, or remove IPv6SubnetLen for the default",
+    );
+    const ACCOMMODATE: &'static str =
+        "IPv6Network must be able to accommodate at least four subnets";
+    const TOO_SMALL: (&'static str, &'static str) = (
+        "IPv6Network is too small. Minimum useful network prefix is /124",
+        r#"use a /124 or larger IPv6Network such as "fc00::/48""#,
+    );
+    const UNSPECIFIED_IS_DEFAULT: bool = false;
+    fn prefix(net: Ipv6Net) -> u8 {
+        net.prefix_len()
+    }
+    fn default_len(prefix: u8) -> Option<u8> {
+        default_ipv6_subnet_len(prefix)
+    }
+    fn bounds(net: Ipv6Net, len: u8) -> (Ipv6Addr, Ipv6Addr) {
+        v6_bounds(net, len)
+    }
+    fn contains(net: Ipv6Net, addr: Ipv6Addr) -> bool {
+        net.contains(&addr)
+    }
+    fn align(addr: Ipv6Addr, len: u8) -> Ipv6Addr {
+        Ipv6Net::new(addr, len).map(|n| n.network()).unwrap_or(addr)
+    }
+    fn is_unspecified(addr: Ipv6Addr) -> bool {
+        addr.is_unspecified()
+    }
+}
+
+/// The subnet length, SubnetMin and SubnetMax of one family's part, defaults filled in and
+/// checked as flannel checks them (with flannel's messages).
+fn check_family<F: Family>(
+    network: F::Net,
     raw_len: Option<u64>,
-    raw_min: Option<Ipv4Addr>,
-    raw_max: Option<Ipv4Addr>,
-) -> Result<V4Defaults, ConfigError> {
-    let prefix = network.prefix_len();
+    raw_min: Option<F::Addr>,
+    raw_max: Option<F::Addr>,
+) -> Result<(u8, F::Addr, F::Addr), ConfigError> {
+    let prefix = F::prefix(network);
     let len = match raw_len {
         Some(len) if len > 0 => {
-            if len > 30 {
-                return Err(invalid(
-                    "SubnetLen",
-                    len.to_string(),
-                    "SubnetLen must be less than /31",
-                    "each node subnet needs room for the gateway and pods; use 30 or less, e.g. \"SubnetLen\": 24, or remove SubnetLen for the default",
-                ));
+            if len > u64::from(F::MAX_LEN) {
+                let (flannel, fix) = F::LEN_TOO_LONG;
+                return Err(invalid(F::LEN, len.to_string(), flannel, fix));
             }
-            // len <= 30 here, so the conversion cannot fail.
-            let len = u8::try_from(len).unwrap_or(30);
-            if len < prefix + 2 {
+            // len <= MAX_LEN here, so the conversion cannot fail.
+            let len = u8::try_from(len).unwrap_or(F::MAX_LEN);
+            if u16::from(len) < u16::from(prefix) + 2 {
                 return Err(invalid(
-                    "SubnetLen",
+                    F::LEN,
                     len.to_string(),
-                    "network must be able to accommodate at least four subnets",
+                    F::ACCOMMODATE,
                     format!(
-                        "Network {network} is a /{prefix}, so SubnetLen must be at least {}; raise SubnetLen, remove it for the default, or use a larger Network",
-                        prefix + 2
+                        "{} {network} is a /{prefix}, so {} must be at least {}; raise {}, remove it for the default, or use a larger {}",
+                        F::NETWORK,
+                        F::LEN,
+                        u16::from(prefix) + 2,
+                        F::LEN,
+                        F::NETWORK
                     ),
                 ));
             }
             len
         }
-        _ => default_subnet_len(prefix).ok_or_else(|| {
-            invalid(
-                "Network",
-                quoted(&network.to_string()),
-                "network is too small. Minimum useful network prefix is /28",
-                r#"use a /28 or larger Network such as "10.244.0.0/16""#,
-            )
+        _ => F::default_len(prefix).ok_or_else(|| {
+            let (flannel, fix) = F::TOO_SMALL;
+            invalid(F::NETWORK, quoted(&network.to_string()), flannel, fix)
         })?,
     };
 
-    let (default_min, default_max) = v4_bounds(network, len);
-    let min = match raw_min {
-        None | Some(Ipv4Addr::UNSPECIFIED) => default_min,
-        Some(min) if network.contains(&min) => min,
-        Some(min) => {
-            return Err(invalid(
-                "SubnetMin",
-                quoted(&min.to_string()),
-                "SubnetMin is not in the range of the Network",
-                format!(
-                    "use an address inside Network {network} such as {default_min}, or remove SubnetMin"
-                ),
-            ));
-        }
+    let (default_min, default_max) = F::bounds(network, len);
+    let pick = |key: &str, raw: Option<F::Addr>, default: F::Addr| match raw {
+        None => Ok(default),
+        Some(a) if F::UNSPECIFIED_IS_DEFAULT && F::is_unspecified(a) => Ok(default),
+        Some(a) if F::contains(network, a) => Ok(a),
+        Some(a) => Err(invalid(
+            key,
+            quoted(&a.to_string()),
+            format!("{key} is not in the range of the {}", F::NETWORK),
+            format!(
+                "use an address inside {} {network} such as {default}, or remove {key}",
+                F::NETWORK
+            ),
+        )),
     };
-    let max = match raw_max {
-        None | Some(Ipv4Addr::UNSPECIFIED) => default_max,
-        Some(max) if network.contains(&max) => max,
-        Some(max) => {
-            return Err(invalid(
-                "SubnetMax",
-                quoted(&max.to_string()),
-                "SubnetMax is not in the range of the Network",
-                format!(
-                    "use an address inside Network {network} such as {default_max}, or remove SubnetMax"
-                ),
-            ));
-        }
-    };
+    let min = pick(F::MIN, raw_min, default_min)?;
+    let max = pick(F::MAX, raw_max, default_max)?;
 
-    for (key, addr) in [("SubnetMin", min), ("SubnetMax", max)] {
-        let aligned = Ipv4Net::new(addr, len).map(|n| n.network()).unwrap_or(addr);
+    for (key, addr) in [(F::MIN, min), (F::MAX, max)] {
+        let aligned = F::align(addr, len);
         if aligned != addr {
             return Err(invalid(
                 key,
                 quoted(&addr.to_string()),
                 format!("{key} is not on a SubnetLen boundary: {addr}"),
-                format!("with SubnetLen {len} use the start of a /{len} such as {aligned}"),
+                format!(
+                    "with {} {len} use the start of a /{len} such as {aligned}",
+                    F::LEN
+                ),
             ));
         }
     }
 
     if min > max {
         return Err(invalid(
-            "SubnetMin",
+            F::MIN,
             quoted(&min.to_string()),
-            format!("SubnetMin is above SubnetMax {max}, so no subnet can be allocated"),
             format!(
-                "make SubnetMin at most SubnetMax, or remove both for the defaults {default_min} and {default_max}"
+                "{} is above {} {max}, so no subnet can be allocated",
+                F::MIN,
+                F::MAX
+            ),
+            format!(
+                "make {} at most {}, or remove both for the defaults {default_min} and {default_max}",
+                F::MIN,
+                F::MAX
             ),
         ));
     }
     Ok((len, min, max))
+}
+
+fn check_v4(
+    network: Ipv4Net,
+    raw_len: Option<u64>,
+    raw_min: Option<Ipv4Addr>,
+    raw_max: Option<Ipv4Addr>,
+) -> Result<V4Defaults, ConfigError> {
+    check_family::<V4>(network, raw_len, raw_min, raw_max)
 }
 
 /// Default IPv6SubnetMin/Max for a network and subnet length.
@@ -905,93 +1016,7 @@ fn check_v6(
     raw_min: Option<Ipv6Addr>,
     raw_max: Option<Ipv6Addr>,
 ) -> Result<V6Defaults, ConfigError> {
-    let prefix = network.prefix_len();
-    let len = match raw_len {
-        Some(len) if len > 0 => {
-            if len > 126 {
-                return Err(invalid(
-                    "IPv6SubnetLen",
-                    len.to_string(),
-                    "IPv6SubnetLen must be less than /127",
-                    "use 126 or less, e.g. \"IPv6SubnetLen\": 64, or remove IPv6SubnetLen for the default",
-                ));
-            }
-            let len = u8::try_from(len).unwrap_or(126);
-            if u16::from(len) < u16::from(prefix) + 2 {
-                return Err(invalid(
-                    "IPv6SubnetLen",
-                    len.to_string(),
-                    "IPv6Network must be able to accommodate at least four subnets",
-                    format!(
-                        "IPv6Network {network} is a /{prefix}, so IPv6SubnetLen must be at least {}; raise IPv6SubnetLen, remove it for the default, or use a larger IPv6Network",
-                        u16::from(prefix) + 2
-                    ),
-                ));
-            }
-            len
-        }
-        _ => default_ipv6_subnet_len(prefix).ok_or_else(|| {
-            invalid(
-                "IPv6Network",
-                quoted(&network.to_string()),
-                "IPv6Network is too small. Minimum useful network prefix is /124",
-                r#"use a /124 or larger IPv6Network such as "fc00::/48""#,
-            )
-        })?,
-    };
-
-    let (default_min, default_max) = v6_bounds(network, len);
-    let min = match raw_min {
-        None => default_min,
-        Some(min) if network.contains(&min) => min,
-        Some(min) => {
-            return Err(invalid(
-                "IPv6SubnetMin",
-                quoted(&min.to_string()),
-                "IPv6SubnetMin is not in the range of the IPv6Network",
-                format!(
-                    "use an address inside IPv6Network {network} such as {default_min}, or remove IPv6SubnetMin"
-                ),
-            ));
-        }
-    };
-    let max = match raw_max {
-        None => default_max,
-        Some(max) if network.contains(&max) => max,
-        Some(max) => {
-            return Err(invalid(
-                "IPv6SubnetMax",
-                quoted(&max.to_string()),
-                "IPv6SubnetMax is not in the range of the IPv6Network",
-                format!(
-                    "use an address inside IPv6Network {network} such as {default_max}, or remove IPv6SubnetMax"
-                ),
-            ));
-        }
-    };
-
-    for (key, addr) in [("IPv6SubnetMin", min), ("IPv6SubnetMax", max)] {
-        let aligned = Ipv6Net::new(addr, len).map(|n| n.network()).unwrap_or(addr);
-        if aligned != addr {
-            return Err(invalid(
-                key,
-                quoted(&addr.to_string()),
-                format!("{key} is not on a SubnetLen boundary: {addr}"),
-                format!("with IPv6SubnetLen {len} use the start of a /{len} such as {aligned}"),
-            ));
-        }
-    }
-
-    if min > max {
-        return Err(invalid(
-            "IPv6SubnetMin",
-            quoted(&min.to_string()),
-            format!("IPv6SubnetMin is above IPv6SubnetMax {max}, so no subnet can be allocated"),
-            format!(
-                "make IPv6SubnetMin at most IPv6SubnetMax, or remove both for the defaults {default_min} and {default_max}"
-            ),
-        ));
-    }
+    let (len, min, max) = check_family::<V6>(network, raw_len, raw_min, raw_max)?;
     Ok((len, Some(min), Some(max)))
 }
 
