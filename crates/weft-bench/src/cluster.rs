@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ipnet::Ipv4Net;
-use weft_core::subnet_env::SubnetEnv;
 use weft_testbed::{Pid, Testbed, TestbedConfig};
 
 use crate::etcd::CONFIG_KEY;
@@ -41,37 +40,11 @@ pub fn bed(label: &str, nodes: usize, underlay_mtu: u32, config: &str) -> Result
     Ok(tb)
 }
 
-pub fn log_path(tb: &Testbed, i: usize) -> PathBuf {
-    tb.node(i).dir.join("weftd.log")
-}
+pub use weft_testbed::weftd::{log_path, subnet_env};
 
+/// Node `i`'s weftd log so far.
 pub fn log(tb: &Testbed, i: usize) -> String {
-    strip_ansi(&std::fs::read_to_string(log_path(tb, i)).unwrap_or_default())
-}
-
-/// Removes terminal colour sequences (`ESC [ ... letter`), which tracing writes even to files.
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' && chars.peek() == Some(&'[') {
-            chars.next();
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn log_tail(tb: &Testbed, i: usize) -> String {
-    let l = log(tb, i);
-    let lines: Vec<&str> = l.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
+    weft_testbed::weftd::read_log(tb, i)
 }
 
 /// Starts weftd on node `i` (flags as in weftd's integration tests, plus `--ip-masq` as in
@@ -83,25 +56,17 @@ pub fn start_weftd(tb: &mut Testbed, bins: &Bins, i: usize) -> Result<Pid> {
 /// [`start_weftd`] with `extra` flags appended (e.g. a short `--subnet-lease-ttl`).
 pub fn start_weftd_with(tb: &mut Testbed, bins: &Bins, i: usize, extra: &[String]) -> Result<Pid> {
     let n = tb.node(i).clone();
-    let mut args = vec![
-        format!("--etcd-endpoints={}", tb.etcd_endpoint()),
-        format!("--subnet-file={}", tb.subnet_file(i).display()),
+    let mut args = weft_testbed::weftd::flanneld_args(tb, i);
+    args.extend([
         format!("--state-dir={}", n.dir.join("state").display()),
         format!("--healthz-port={HEALTH_PORT}"),
         "--ip-masq".to_string(),
-    ];
+    ]);
     args.extend(extra.iter().cloned());
     let mut env = vec![("RUST_LOG".to_string(), "info".to_string())];
     env.extend(bins.weftd_env.iter().cloned());
     tb.spawn(&n.ns, &bins.weftd, &args, &env, &log_path(tb, i))
         .with_context(|| format!("starting weftd on node {i}"))
-}
-
-/// subnet.env of node `i`, if written and valid.
-pub fn subnet_env(tb: &Testbed, i: usize) -> Option<SubnetEnv> {
-    std::fs::read_to_string(tb.subnet_file(i))
-        .ok()
-        .and_then(|t| SubnetEnv::parse(&t).ok())
 }
 
 /// Waits until node `i` has written subnet.env; returns its subnet.
@@ -114,7 +79,7 @@ pub fn wait_ready(tb: &Testbed, i: usize, timeout: Duration) -> Result<Ipv4Net> 
         if Instant::now() >= deadline {
             bail!(
                 "weftd on node {i} wrote no subnet.env within {timeout:?}; its log ends with:\n{}",
-                log_tail(tb, i)
+                weft_testbed::weftd::log_tail(tb, i, 15)
             );
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -284,14 +249,6 @@ pub fn log_time(log: &str, needle: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strips_colours() {
-        assert_eq!(
-            strip_ansi("\x1b[2m2026-01-01T00:00:00Z\x1b[0m \x1b[32m INFO\x1b[0m x"),
-            "2026-01-01T00:00:00Z  INFO x"
-        );
-    }
 
     #[test]
     fn parses_tracing_timestamps() {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use weft_core::subnet_env::SubnetEnv;
+use weft_testbed::weftd;
 use weft_testbed::{CniSetup, Pid, Pod, Signal, Testbed, TestbedConfig, wait_until};
 
 /// Where network config lives in etcd (flannel's default prefix).
@@ -156,13 +157,12 @@ impl Cluster {
 
     /// weftd's command line on node `i`: flanneld's flags plus `extra`.
     pub fn weftd_args(&self, i: usize, extra: &[String]) -> Vec<String> {
-        let mut args = vec![
-            format!("--etcd-endpoints={}", self.tb.etcd_endpoint()),
-            format!("--subnet-file={}", self.tb.subnet_file(i).display()),
+        let mut args = weftd::flanneld_args(&self.tb, i);
+        args.extend([
             format!("--state-dir={}", self.state_dir(i).display()),
             "--ip-masq".to_string(),
             format!("--healthz-port={HEALTHZ_PORT}"),
-        ];
+        ]);
         args.extend(extra.iter().cloned());
         args
     }
@@ -173,12 +173,12 @@ impl Cluster {
     }
 
     pub fn log_path(&self, i: usize) -> PathBuf {
-        self.tb.node(i).dir.join("weftd.log")
+        weftd::log_path(&self.tb, i)
     }
 
     /// The last lines of node `i`'s weftd log (for error messages).
     pub fn log_tail(&self, i: usize) -> String {
-        log_tail(&self.log_path(i))
+        weftd::log_tail(&self.tb, i, 20)
     }
 
     /// Starts weftd on node `i` (which may be a node added after [`Cluster::build`]).
@@ -229,14 +229,12 @@ impl Cluster {
 
     /// Node `i`'s subnet.env, if written and valid.
     pub fn subnet_env(&self, i: usize) -> Option<SubnetEnv> {
-        std::fs::read_to_string(self.tb.subnet_file(i))
-            .ok()
-            .and_then(|t| SubnetEnv::parse(&t).ok())
+        weftd::subnet_env(&self.tb, i)
     }
 
     /// Waits until node `i` has written subnet.env.
     pub fn wait_subnet_env(&self, i: usize, timeout: Duration) -> Result<SubnetEnv> {
-        wait_until(timeout, Duration::from_millis(20), || self.subnet_env(i)).with_context(|| {
+        weftd::wait_subnet_env(&self.tb, i, timeout).with_context(|| {
             format!(
                 "node {i} did not become ready; its log:\n{}",
                 self.log_tail(i)
@@ -322,13 +320,6 @@ pub fn rss_kib(pid: Pid) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// The last 20 lines of a log file.
-pub fn log_tail(p: &Path) -> String {
-    let text = std::fs::read_to_string(p).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// The status code of a GET of weftd's health server, from the calling thread's namespace.

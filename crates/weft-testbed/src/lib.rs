@@ -43,6 +43,7 @@ mod ping;
 pub mod podman;
 pub mod prom;
 pub mod tls;
+pub mod weftd;
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};

@@ -139,26 +139,23 @@ impl Cluster {
     }
 
     pub fn subnet_file(&self, i: usize) -> PathBuf {
-        self.tb.node(i).dir.join("run/flannel/subnet.env")
+        self.tb.subnet_file(i)
     }
 
     pub fn log_path(&self, i: usize) -> PathBuf {
-        self.tb.node(i).dir.join("weftd.log")
+        weft_testbed::weftd::log_path(&self.tb, i)
     }
 
     pub fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
+        weft_testbed::weftd::read_log(&self.tb, i)
     }
 
     /// weftd's flags for node `i`: flanneld's flags only. No `--state-dir`: every node uses
     /// the default `/var/lib/weft`, which [`Cluster::start`] makes one directory shared by all
     /// nodes of the bed, exactly as on one host (see [`Cluster::var_lib`]).
     pub fn args(&self, i: usize) -> Vec<String> {
-        let mut a = vec![
-            format!("--etcd-endpoints={}", self.tb.etcd_endpoint()),
-            format!("--subnet-file={}", self.subnet_file(i).display()),
-            "--healthz-port=8081".into(),
-        ];
+        let mut a = weft_testbed::weftd::flanneld_args(&self.tb, i);
+        a.push("--healthz-port=8081".into());
         a.extend(self.extra_args.iter().cloned());
         a
     }
@@ -273,13 +270,7 @@ impl Cluster {
     }
 
     pub fn wait_ready(&self, i: usize, timeout: Duration) -> SubnetEnv {
-        let path = self.subnet_file(i);
-        wait_until(timeout, Duration::from_millis(20), || {
-            std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| SubnetEnv::parse(&t).ok())
-        })
-        .unwrap_or_else(|| {
+        weft_testbed::weftd::wait_subnet_env(&self.tb, i, timeout).unwrap_or_else(|| {
             panic!(
                 "node {i} not ready after {timeout:?}; log:\n{}",
                 self.log(i)
@@ -446,27 +437,13 @@ impl ReadyLog {
     }
 }
 
-/// Standard base64 (etcdctl's JSON encodes keys and values so); invalid input yields garbage,
-/// never a panic.
+/// Standard base64, as etcdctl's JSON encodes keys and values; invalid input yields an
+/// empty value, never a panic.
 pub fn base64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let digits: Vec<u8> = s.bytes().filter(|c| *c != b'=').map(val).collect();
-    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
-    for chunk in digits.chunks(4) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, d)| n | (u32::from(*d) << (18 - 6 * i)));
-        let bytes = n.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_default()
 }
 
 /// A long-lived TCP flow between two pods: a request/response every 20 ms until `stop`.
