@@ -22,6 +22,7 @@ pub mod config;
 pub mod dataplane;
 mod json;
 pub mod lease;
+pub mod lease_watch;
 pub mod mac;
 pub mod peer;
 pub mod peers;

@@ -27,6 +27,7 @@ use weft_core::alloc::{AcquireAction, Listing as KeySet, plan_acquire_listed};
 use weft_core::config::{BackendConfig, NetworkConfig};
 use weft_core::dataplane::{Op, Programmed, diff};
 use weft_core::lease::{LeaseAttrs, LeaseError, MAX_LEASE_BYTES};
+use weft_core::lease_watch::{Batch, Next, Tick, WatchCursor};
 use weft_core::mac::MacAddr;
 use weft_core::rules::{Rule, forward_rules, masq_rules};
 use weft_core::subnet::lease_key;
@@ -985,24 +986,6 @@ async fn reconcile_task(node: Arc<Node>, shared: Arc<Shared>) {
     }
 }
 
-/// Why the watch is replaced by a full listing.
-#[derive(Debug, Clone, Copy)]
-enum Relist {
-    Compacted,
-    TooLarge,
-    Repair,
-}
-
-impl Relist {
-    fn label(self) -> &'static str {
-        match self {
-            Relist::Compacted => "compacted",
-            Relist::TooLarge => "too_large",
-            Relist::Repair => "repair",
-        }
-    }
-}
-
 /// The lease watch. `rev` is the revision up to which every event has been applied to the
 /// peer table (first the start-up listing's): a broken stream resumes from `rev + 1`, and
 /// `rev` only moves to the last delivered event's mod revision or to a progress
@@ -1012,78 +995,73 @@ impl Relist {
 /// paged listing. Every --lease-relist-interval, the anti-entropy check asks for a progress
 /// notification (bringing `rev` to etcd's current revision once caught up), then lists the
 /// keys (without values) at `rev` and compares them with the table; any difference is
-/// repaired by a full listing and counted.
-async fn watch_task(
-    node: Arc<Node>,
-    shared: Arc<Shared>,
-    mut rev: i64,
-    own_tx: mpsc::Sender<OwnKey>,
-) {
+/// repaired by a full listing and counted. Every one of those decisions (where to resume,
+/// when and why to re-list, when to check and at which revision, how long to back off) is
+/// weft-core's [`WatchCursor`]; this task carries them out.
+async fn watch_task(node: Arc<Node>, shared: Arc<Shared>, rev: i64, own_tx: mpsc::Sender<OwnKey>) {
     let hb = shared.health.heartbeat("lease watch");
-    let mut delay = Duration::from_millis(100);
-    let mut first = true;
-    let mut relist: Option<Relist> = None;
+    let mut cursor = WatchCursor::new(rev);
     let period = Duration::from_secs(node.flags.lease_relist_interval);
     let mut check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if let Some(why) = relist {
-            // Every etcd request has a timeout (5 s) and a page is at most about 1 MiB, so a
-            // listing of tens of thousands of keys ends well within the bound.
-            hb.busy("re-listing the leases", Duration::ZERO);
-            match node.store.list_leases().await {
-                Ok((raws, r)) => {
-                    shared.health.metrics.relisted(why.label());
-                    let own_subnet = shared.own().subnet;
-                    let own_key = lease_key(&node.flags.etcd.etcd_prefix, own_subnet);
-                    if let Some(mine) = raws.iter().find(|x| x.key == own_key) {
-                        let _ = own_tx.try_send(OwnKey::Put(own_subnet, mine.clone()));
-                    } else {
-                        let _ = own_tx.try_send(OwnKey::Deleted(own_subnet));
+        let from = match cursor.next() {
+            Next::Relist(why) => {
+                // Every etcd request has a timeout (5 s) and a page is at most about 1 MiB, so
+                // a listing of tens of thousands of keys ends well within the bound.
+                hb.busy("re-listing the leases", Duration::ZERO);
+                match node.store.list_leases().await {
+                    Ok((raws, r)) => {
+                        shared.health.metrics.relisted(why.label());
+                        let own_subnet = shared.own().subnet;
+                        let own_key = lease_key(&node.flags.etcd.etcd_prefix, own_subnet);
+                        if let Some(mine) = raws.iter().find(|x| x.key == own_key) {
+                            let _ = own_tx.try_send(OwnKey::Put(own_subnet, mine.clone()));
+                        } else {
+                            let _ = own_tx.try_send(OwnKey::Deleted(own_subnet));
+                        }
+                        let repaired = reset_table(&node, &shared, &raws);
+                        shared
+                            .health
+                            .metrics
+                            .lease_relist_repairs
+                            .inc_by(repaired as u64);
+                        if shared
+                            .table()
+                            .holder_of_mac(node.mac(), node.ext.public_ip)
+                            .is_some()
+                        {
+                            let _ = own_tx.try_send(OwnKey::MacConflict);
+                        }
+                        info!(
+                            revision = r,
+                            keys = raws.len(),
+                            reason = why.label(),
+                            changed = repaired,
+                            "re-listed leases"
+                        );
+                        cursor.listed(r);
+                        shared.kick.notify_one();
                     }
-                    let repaired = reset_table(&node, &shared, &raws);
-                    shared
-                        .health
-                        .metrics
-                        .lease_relist_repairs
-                        .inc_by(repaired as u64);
-                    if shared
-                        .table()
-                        .holder_of_mac(node.mac(), node.ext.public_ip)
-                        .is_some()
-                    {
-                        let _ = own_tx.try_send(OwnKey::MacConflict);
+                    Err(e) => {
+                        lost_etcd(&shared, &e.to_string());
+                        let wait = cursor.list_failed();
+                        hb.busy("waiting to re-list the leases", wait);
+                        tokio::time::sleep(wait).await;
                     }
-                    info!(
-                        revision = r,
-                        keys = raws.len(),
-                        reason = why.label(),
-                        changed = repaired,
-                        "re-listed leases"
-                    );
-                    rev = r;
-                    relist = None;
-                    shared.kick.notify_one();
                 }
-                Err(e) => {
-                    lost_etcd(&shared, &e.to_string());
-                    hb.busy("waiting to re-list the leases", delay);
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                    continue;
-                }
+                continue;
             }
-        }
+            Next::Watch { from } => from,
+        };
         hb.busy("opening the lease watch", Duration::ZERO);
-        match node.store.watch_leases(rev + 1).await {
+        match node.store.watch_leases(from).await {
             Ok(mut w) => {
-                if !first {
+                if cursor.opened() {
                     shared.health.metrics.watch_reconnects.inc();
-                    info!(from_revision = rev + 1, "lease watch re-established");
+                    info!(from_revision = from, "lease watch re-established");
                 }
-                delay = Duration::from_millis(100);
                 shared.health.met(Condition::Watch);
-                let mut check_due = false;
                 loop {
                     // No deadline: a quiet cluster sends nothing for hours. A dead connection
                     // ends the stream within about 9 s (HTTP/2 keep-alive), which is a beat.
@@ -1091,22 +1069,18 @@ async fn watch_task(
                     let next = tokio::select! {
                         b = w.next() => b,
                         _ = check.tick() => {
-                            // First a progress notification, which brings `rev` to etcd's
-                            // current revision once the watch has caught up, so the check
-                            // lists at a recent revision (never a compacted one) even when no
-                            // lease changed for hours. Without one within a period (the watch
-                            // is still catching up), check at `rev` as it is.
-                            if !check_due {
-                                check_due = true;
-                                if let Err(e) = w.request_progress().await {
-                                    debug!(error = %e, "cannot ask etcd for watch progress");
+                            match cursor.tick() {
+                                Tick::RequestProgress => {
+                                    if let Err(e) = w.request_progress().await {
+                                        debug!(error = %e, "cannot ask etcd for watch progress");
+                                    }
                                 }
-                                continue;
-                            }
-                            check_due = false;
-                            if !check_leases(&node, &shared, &hb, rev).await {
-                                relist = Some(Relist::Repair);
-                                break;
+                                Tick::Check { at } => {
+                                    if !check_leases(&node, &shared, &hb, at).await {
+                                        cursor.check_failed();
+                                        break;
+                                    }
+                                }
                             }
                             continue;
                         }
@@ -1114,7 +1088,6 @@ async fn watch_task(
                     hb.busy("applying lease events", Duration::ZERO);
                     match next {
                         Ok(Some(WatchBatch::Events { events, revision })) => {
-                            delay = Duration::from_millis(100);
                             let own_subnet = shared.own().subnet;
                             let own_key = lease_key(&node.flags.etcd.etcd_prefix, own_subnet);
                             let changed = !events.is_empty();
@@ -1146,18 +1119,16 @@ async fn watch_task(
                                     }
                                 }
                             }
-                            if revision > rev {
-                                rev = revision;
-                            }
-                            if changed {
-                                shared.kick.notify_one();
-                            } else if check_due {
-                                // The progress notification asked for by the check.
-                                check_due = false;
-                                if !check_leases(&node, &shared, &hb, rev).await {
-                                    relist = Some(Relist::Repair);
-                                    break;
+                            match cursor.batch(revision, changed) {
+                                Batch::Reconcile => shared.kick.notify_one(),
+                                Batch::Check { at } => {
+                                    // The progress notification asked for by the check.
+                                    if !check_leases(&node, &shared, &hb, at).await {
+                                        cursor.check_failed();
+                                        break;
+                                    }
                                 }
+                                Batch::Nothing => {}
                             }
                         }
                         Ok(Some(WatchBatch::Compacted(c))) => {
@@ -1169,7 +1140,7 @@ async fn watch_task(
                                 Condition::Watch,
                                 "re-listing the leases after an etcd compaction",
                             );
-                            relist = Some(Relist::Compacted);
+                            cursor.compacted();
                             break;
                         }
                         Ok(None) => {
@@ -1177,12 +1148,12 @@ async fn watch_task(
                             break;
                         }
                         Err(e) if e.is_too_large() => {
-                            warn!(error = %e, from_revision = rev + 1, "a lease watch response was over gRPC's message limit (huge values); re-listing page by page");
+                            warn!(error = %e, from_revision = cursor.rev() + 1, "a lease watch response was over gRPC's message limit (huge values); re-listing page by page");
                             shared.health.unmet(
                                 Condition::Watch,
                                 "re-listing the leases (a watch response was over gRPC's message limit)",
                             );
-                            relist = Some(Relist::TooLarge);
+                            cursor.too_large();
                             break;
                         }
                         Err(e) => {
@@ -1194,15 +1165,12 @@ async fn watch_task(
             }
             Err(e) => lost_etcd(&shared, &e.to_string()),
         }
-        // Any later watch is a reconnect, also when this first attempt failed.
-        first = false;
-        if relist.is_some() {
-            continue;
+        // A re-list is due at once; otherwise wait (capped at 1 s: the watch is back within a
+        // second of etcd's return).
+        if let Some(wait) = cursor.lost() {
+            hb.busy("waiting to reconnect the lease watch", wait);
+            tokio::time::sleep(wait).await;
         }
-        // Capped at 1 s: the watch is back within a second of etcd's return.
-        hb.busy("waiting to reconnect the lease watch", delay);
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(1));
     }
 }
 
