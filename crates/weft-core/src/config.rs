@@ -819,6 +819,24 @@ trait Family {
 struct V4;
 struct V6;
 
+/// The [`Family`] methods that read the same for both families (ipnet's and std's types).
+macro_rules! same_for_both_families {
+    ($net:ty, $addr:ty) => {
+        fn prefix(net: $net) -> u8 {
+            net.prefix_len()
+        }
+        fn contains(net: $net, addr: $addr) -> bool {
+            net.contains(&addr)
+        }
+        fn align(addr: $addr, len: u8) -> $addr {
+            <$net>::new(addr, len).map(|n| n.network()).unwrap_or(addr)
+        }
+        fn is_unspecified(addr: $addr) -> bool {
+            addr.is_unspecified()
+        }
+    };
+}
+
 impl Family for V4 {
     type Net = Ipv4Net;
     type Addr = Ipv4Addr;
@@ -837,23 +855,12 @@ impl Family for V4 {
         r#"use a /28 or larger Network such as "10.244.0.0/16""#,
     );
     const UNSPECIFIED_IS_DEFAULT: bool = true;
-    fn prefix(net: Ipv4Net) -> u8 {
-        net.prefix_len()
-    }
+    same_for_both_families!(Ipv4Net, Ipv4Addr);
     fn default_len(prefix: u8) -> Option<u8> {
         default_subnet_len(prefix)
     }
     fn bounds(net: Ipv4Net, len: u8) -> (Ipv4Addr, Ipv4Addr) {
         v4_bounds(net, len)
-    }
-    fn contains(net: Ipv4Net, addr: Ipv4Addr) -> bool {
-        net.contains(&addr)
-    }
-    fn align(addr: Ipv4Addr, len: u8) -> Ipv4Addr {
-        Ipv4Net::new(addr, len).map(|n| n.network()).unwrap_or(addr)
-    }
-    fn is_unspecified(addr: Ipv4Addr) -> bool {
-        addr.is_unspecified()
     }
 }
 
@@ -876,23 +883,12 @@ impl Family for V6 {
         r#"use a /124 or larger IPv6Network such as "fc00::/48""#,
     );
     const UNSPECIFIED_IS_DEFAULT: bool = false;
-    fn prefix(net: Ipv6Net) -> u8 {
-        net.prefix_len()
-    }
+    same_for_both_families!(Ipv6Net, Ipv6Addr);
     fn default_len(prefix: u8) -> Option<u8> {
         default_ipv6_subnet_len(prefix)
     }
     fn bounds(net: Ipv6Net, len: u8) -> (Ipv6Addr, Ipv6Addr) {
         v6_bounds(net, len)
-    }
-    fn contains(net: Ipv6Net, addr: Ipv6Addr) -> bool {
-        net.contains(&addr)
-    }
-    fn align(addr: Ipv6Addr, len: u8) -> Ipv6Addr {
-        Ipv6Net::new(addr, len).map(|n| n.network()).unwrap_or(addr)
-    }
-    fn is_unspecified(addr: Ipv6Addr) -> bool {
-        addr.is_unspecified()
     }
 }
 

@@ -82,6 +82,19 @@ pub struct IgnitionArgs {
     pub instance_type: String,
 }
 
+/// Parses `weft etcd ignition` flags alone (`argv` without the program and subcommand), as
+/// clap would under the `weft etcd ignition` command.
+pub fn parse_ignition_args(argv: &[&str]) -> Result<IgnitionArgs, clap::Error> {
+    #[derive(Debug, clap::Parser)]
+    struct T {
+        #[command(subcommand)]
+        cmd: EtcdCommand,
+    }
+    let all = ["weft", "ignition"].iter().chain(argv.iter());
+    let EtcdCommand::Ignition(a) = <T as clap::Parser>::try_parse_from(all)?.cmd;
+    Ok(a)
+}
+
 /// The checked flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -364,20 +377,8 @@ pub fn instructions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Debug, Parser)]
-    struct T {
-        #[command(subcommand)]
-        cmd: EtcdCommand,
-    }
-
     fn args(list: &[&str]) -> IgnitionArgs {
-        let mut v = vec!["t", "ignition"];
-        v.extend_from_slice(list);
-        match T::try_parse_from(v).unwrap().cmd {
-            EtcdCommand::Ignition(a) => a,
-        }
+        parse_ignition_args(list).unwrap()
     }
 
     fn plan_err(list: &[&str]) -> String {

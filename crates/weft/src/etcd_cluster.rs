@@ -153,20 +153,8 @@ pub fn generate(args: &IgnitionArgs, today: Day) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Debug, Parser)]
-    struct T {
-        #[command(subcommand)]
-        cmd: EtcdCommand,
-    }
-
     fn args(list: &[&str]) -> IgnitionArgs {
-        let mut v = vec!["t", "ignition"];
-        v.extend_from_slice(list);
-        match T::try_parse_from(v).unwrap().cmd {
-            EtcdCommand::Ignition(a) => a,
-        }
+        weft_deploy::etcd::parse_ignition_args(list).unwrap()
     }
 
     #[test]
