@@ -20,7 +20,7 @@ mod runbook;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, anyhow, bail};
+use crate::error::{Error, Result, bail, input as anyhow};
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use serde_json::Value;
 
@@ -232,7 +232,7 @@ fn plan(args: &PlanArgs, stdin: &mut dyn std::io::Read) -> Result<Outcome> {
 }
 
 /// One error out of a list of problems.
-fn problems(list: Vec<String>) -> anyhow::Error {
+fn problems(list: Vec<String>) -> Error {
     match list.as_slice() {
         [one] => anyhow!("{one}"),
         many => {

@@ -24,7 +24,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use crate::error::{Result, bail, input};
 use clap::{Args, Subcommand};
 
 use self::ignition::{Cluster, Member};
@@ -105,7 +105,7 @@ pub struct Plan {
 
 fn parse_ip(s: &str) -> Result<Ipv4Addr> {
     let ip: Ipv4Addr = s.trim().parse().map_err(|_| {
-        anyhow::anyhow!(
+        input!(
             "--private-ip {s:?} is not an IPv4 address: pass the member's private VPC address, e.g. --private-ip 10.0.1.10"
         )
     })?;

@@ -11,8 +11,12 @@
 //! The `weft` CLI parses the flags (the clap types are here, so every caller shares them),
 //! calls these and prints the [`output::Outcome`].
 
+mod error;
+
 pub mod eks;
 pub mod etcd;
 pub mod manifest;
 pub mod netconf;
 pub mod output;
+
+pub use error::{Error, Result};

@@ -11,7 +11,7 @@ mod yaml;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
-use anyhow::{Result, bail};
+use crate::error::{Error, Result, bail};
 use clap::{Args, ValueEnum};
 use weft_core::config::NetworkConfig;
 
@@ -286,7 +286,7 @@ fn check_image(image: &str) -> Result<()> {
 /// Splits and checks `--etcd-endpoints` (weft-store's parser, weftd's own), stricter than
 /// weftd where a rendered manifest should be: no path, and a warning when no port is named.
 fn parse_endpoints(raw: &str, warnings: &mut Vec<String>) -> Result<Vec<String>> {
-    let endpoints = weft_store::parse_endpoint_list(raw).map_err(anyhow::Error::new)?;
+    let endpoints = weft_store::parse_endpoint_list(raw)?;
     let mut checked = Vec::with_capacity(endpoints.len());
     for e in endpoints {
         if !e.path().is_empty() {
@@ -372,7 +372,7 @@ fn check_iface(iface: &str) -> Result<()> {
 /// Builds net-conf.json from the flags with `weft network init`'s builder (validated by the
 /// parser weftd uses), pretty-printed.
 fn net_conf(args: &ManifestArgs) -> Result<(String, NetworkConfig)> {
-    netconf::check_backend_flag(&args.backend).map_err(anyhow::Error::msg)?;
+    netconf::check_backend_flag(&args.backend).map_err(Error::Input)?;
     let candidate = netconf::build_config(&InitSpec {
         network: args.network.clone(),
         subnet_len: args.subnet_len,
@@ -383,7 +383,7 @@ fn net_conf(args: &ManifestArgs) -> Result<(String, NetworkConfig)> {
         port: args.port,
         mtu: args.mtu,
     })
-    .map_err(anyhow::Error::msg)?;
+    .map_err(Error::Input)?;
     let config = candidate.config;
     if let Some(refusal) = netconf::weftd_refusals(&config).first() {
         bail!("the network config from --network and the backend flags would not run: {refusal}");
@@ -406,7 +406,10 @@ fn net_conf(args: &ManifestArgs) -> Result<(String, NetworkConfig)> {
         doc.push("SubnetLen", i64::from(config.subnet_len));
     }
     doc.push("Backend", backend);
-    let mut text = serde_json::to_string_pretty(&Node::Map(doc))?;
+    let mut text = serde_json::to_string_pretty(&Node::Map(doc)).map_err(|e| Error::Serialize {
+        what: "net-conf.json",
+        message: e.to_string(),
+    })?;
     text.push('\n');
     // The pretty file must mean exactly what `weft network init` would store.
     match NetworkConfig::parse(text.as_bytes()) {

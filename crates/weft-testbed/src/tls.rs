@@ -309,8 +309,8 @@ impl std::fmt::Debug for IssuedCert {
     }
 }
 
-fn pki_err(what: &str) -> impl FnOnce(anyhow::Error) -> TestbedError + '_ {
-    move |e| TestbedError::Invalid(format!("generating {what}: {e:#}"))
+fn pki_err(what: &str) -> impl FnOnce(weft_deploy::Error) -> TestbedError + '_ {
+    move |e| TestbedError::Invalid(format!("generating {what}: {e}"))
 }
 
 impl TestCa {

@@ -130,12 +130,14 @@ fn main() -> ExitCode {
         }
         Command::Etcd(cmd) => etcd_cluster::run(cmd),
         Command::Network(cmd) => return finish(etcd_command(run_network(cmd))),
-        Command::Eks(cmd) => return finish(eks::run(cmd)),
+        Command::Eks(cmd) => return finish(eks::run(cmd).map_err(anyhow::Error::from)),
         Command::Leases(LeasesCommand::List { out, etcd }) => {
             return finish(etcd_command(leases::list(&etcd, out.output)));
         }
         Command::Status(args) => return finish(etcd_command(status::run(&args))),
-        Command::Manifest(args) => return finish(manifest::run(&args)),
+        Command::Manifest(args) => {
+            return finish(manifest::run(&args).map_err(anyhow::Error::from));
+        }
         Command::Node(cmd) => return finish(cleanup::run(cmd)),
         Command::Doctor(args) => return finish(doctor::run(&args)),
         Command::Completion { shell } => return completion(shell).emit(),

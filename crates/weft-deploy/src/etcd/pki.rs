@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use anyhow::{Result, anyhow, bail};
+use crate::error::{Error, Result, bail, input as anyhow};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -99,8 +99,11 @@ fn dn(common_name: &str) -> DistinguishedName {
     d
 }
 
-fn gen_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> anyhow::Error {
-    move |e| anyhow!("cannot generate {what}: {e}")
+fn gen_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> Error {
+    move |e| Error::Generate {
+        what,
+        message: e.to_string(),
+    }
 }
 
 /// A new CA valid from yesterday for [`CA_YEARS`] years.
