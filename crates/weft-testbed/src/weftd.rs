@@ -2,12 +2,12 @@
 //! own flags for that node, where its log goes, and the subnet.env it writes. One place, so
 //! the three agree on what a node's weftd is.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use weft_core::subnet_env::SubnetEnv;
 
-use crate::{Testbed, wait_until};
+use crate::{Pid, Testbed, TestbedError, wait_until, with_private_var_lib};
 
 /// flanneld's flags that every weftd on node `i` needs: the bed's etcd and the node's
 /// subnet.env (`<node dir>/run/flannel/subnet.env`, where the flannel CNI plugin reads it).
@@ -17,6 +17,72 @@ pub fn flanneld_args(tb: &Testbed, i: usize) -> Vec<String> {
         format!("--etcd-endpoints={}", tb.etcd_endpoint()),
         format!("--subnet-file={}", tb.subnet_file(i).display()),
     ]
+}
+
+/// The directory every weftd of the bed sees as `/var/lib`: [`spawn`] runs weftd in a private
+/// mount namespace where it stands over `/var/lib`, so the host's own `/var/lib` is never
+/// touched and all nodes share one default state dir `/var/lib/weft`, as several weftd on one
+/// host do.
+pub fn var_lib(tb: &Testbed) -> PathBuf {
+    let dir = tb.dir().join("var-lib");
+    // create_dir_all fails only on a bed whose dir is gone; spawn then reports it.
+    let _ = std::fs::create_dir_all(dir.join("weft"));
+    dir
+}
+
+/// Starts `weftd` on node `i` the way a user runs it on a host: [`flanneld_args`] plus
+/// `extra`, no `--state-dir` (the default, under the bed's shared [`var_lib`]), logging to
+/// [`log_path`] with `RUST_LOG=info,weftd=debug` plus `env`. Returns once the pid runs weftd
+/// itself (the mount-namespace wrappers exec it in place), so signals reach weftd.
+pub fn spawn(
+    tb: &mut Testbed,
+    weftd: &Path,
+    i: usize,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Pid, TestbedError> {
+    let mut args = flanneld_args(tb, i);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let mut vars = vec![("RUST_LOG".to_string(), "info,weftd=debug".to_string())];
+    vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let (program, args) = with_private_var_lib(&var_lib(tb), &weftd.display().to_string(), args);
+    let ns = tb.node(i).ns.clone();
+    let log = log_path(tb, i);
+    let pid = tb.spawn(&ns, &program, &args, &vars, &log)?;
+    if !wait_exec(tb, pid, weftd) {
+        return Err(TestbedError::Io {
+            what: format!(
+                "node {i}: the mount-namespace wrapper did not exec {} within 5 s",
+                weftd.display()
+            ),
+            source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+        });
+    }
+    Ok(pid)
+}
+
+/// Waits (up to 5 s) until `pid` runs `program` itself, after its wrappers' execs. True once
+/// it does, or when the process is already gone (the caller sees its exit status and log);
+/// false when the wrapper still runs.
+pub fn wait_exec(tb: &mut Testbed, pid: Pid, program: &Path) -> bool {
+    let Ok(exe) = std::fs::canonicalize(program) else {
+        return false;
+    };
+    wait_until(Duration::from_secs(5), Duration::from_millis(5), || {
+        let now = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        (now.as_ref() == Some(&exe) || !tb.is_running(pid)).then_some(())
+    })
+    .is_some()
+}
+
+/// Waits up to `timeout` for node `i`'s subnet.env; panics with its weftd log otherwise.
+pub fn ready(tb: &Testbed, i: usize, timeout: Duration) -> SubnetEnv {
+    wait_subnet_env(tb, i, timeout).unwrap_or_else(|| {
+        panic!(
+            "weftd on node {i} wrote no subnet.env within {timeout:?}; log:\n{}",
+            read_log(tb, i)
+        )
+    })
 }
 
 /// Where node `i`'s weftd writes its log (stdout and stderr).

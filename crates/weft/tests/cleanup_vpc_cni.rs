@@ -18,8 +18,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use weft_core::subnet_env::SubnetEnv;
-use weft_testbed::{CniSetup, Testbed, TestbedConfig, wait_until};
+use weft_testbed::{CniSetup, Testbed, TestbedConfig, wait_until, weftd};
 
 const NET_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const CONFIG_KEY: &str = "/coreos.com/network/config";
@@ -381,34 +380,17 @@ fn cleanup_vpc_cni_turns_an_aws_node_into_a_weft_node() {
 
     // weftd on both nodes, as crates/weftd/tests/common starts it.
     for i in 0..2 {
-        let n = tb.node(i).clone();
-        let args = vec![
-            format!("--etcd-endpoints={}", tb.etcd_endpoint()),
-            format!("--subnet-file={}", tb.subnet_file(i).display()),
-            format!("--state-dir={}", n.dir.join("state").display()),
-            "--healthz-port=8081".to_string(),
-            "--ip-masq".to_string(),
-        ];
-        let env = vec![("RUST_LOG".to_string(), "info".to_string())];
-        tb.spawn(&n.ns, &weftd, &args, &env, &n.dir.join("weftd.log"))
-            .unwrap();
+        weftd::spawn(
+            &mut tb,
+            &weftd,
+            i,
+            &["--healthz-port=8081", "--ip-masq"],
+            &[],
+        )
+        .unwrap();
     }
-    let ready = |tb: &Testbed, i: usize| {
-        let path = tb.subnet_file(i);
-        wait_until(Duration::from_secs(15), Duration::from_millis(20), || {
-            std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| SubnetEnv::parse(&t).ok())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "weftd on node {i} not ready; log:\n{}",
-                std::fs::read_to_string(tb.node(i).dir.join("weftd.log")).unwrap_or_default()
-            )
-        })
-    };
-    let env0 = ready(&tb, 0);
-    let env1 = ready(&tb, 1);
+    let env0 = weftd::ready(&tb, 0, Duration::from_secs(15));
+    let env1 = weftd::ready(&tb, 1, Duration::from_secs(15));
     let ns = tb.node(0).ns.clone();
     // Node 0 has programmed its route to node 1's subnet before anything is planted: node 1
     // is ready a moment before node 0's watch delivers its lease, and a route that appears

@@ -34,7 +34,7 @@ use weft_cni::install::COMPANION_PLUGINS;
 use weft_core::subnet_env::SubnetEnv;
 use weft_testbed::containerd::{self, cni_conf_dir};
 use weft_testbed::podman;
-use weft_testbed::{Containerd, Testbed, TestbedConfig, oci, wait_until};
+use weft_testbed::{Containerd, Testbed, TestbedConfig, oci, wait_until, weftd};
 
 const NET_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const CONFIG_KEY: &str = "/coreos.com/network/config";
@@ -259,34 +259,15 @@ fn files_naming(tb: &Testbed, sb: &Sandbox) -> Vec<PathBuf> {
 /// namespace where the bed's `var-lib` dir stands over `/var/lib`, so the default state dir
 /// `/var/lib/weft` is one dir shared by the bed's nodes, as on one host. Waits for subnet.env.
 fn start_weftd(tb: &mut Testbed, node: usize) -> SubnetEnv {
-    let n = tb.node(node).clone();
-    let subnet_file = tb.subnet_file(node);
-    let var_lib = tb.dir().join("var-lib");
-    std::fs::create_dir_all(var_lib.join("weft")).expect("create the bed's /var/lib");
-    let weftd = sibling("weftd").display().to_string();
-    let (unshare, args) = weft_testbed::with_private_var_lib(
-        &var_lib,
-        &weftd,
-        [
-            format!("--etcd-endpoints={}", tb.etcd_endpoint()),
-            format!("--subnet-file={}", subnet_file.display()),
-            "--healthz-port=8081".into(),
-            "--ip-masq".into(),
-        ],
-    );
-    let log = n.dir.join("weftd.log");
-    let env = [("RUST_LOG".to_string(), "info,weftd=debug".to_string())];
-    tb.spawn(&n.ns, &unshare, &args, &env, &log)
-        .expect("spawn weftd");
-    wait_until(Duration::from_secs(20), Duration::from_millis(20), || {
-        SubnetEnv::parse(&std::fs::read_to_string(&subnet_file).ok()?).ok()
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "weftd on node {node} wrote no subnet.env within 20 s; log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        )
-    })
+    weftd::spawn(
+        tb,
+        &sibling("weftd"),
+        node,
+        &["--healthz-port=8081", "--ip-masq"],
+        &[],
+    )
+    .expect("spawn weftd");
+    weftd::ready(tb, node, Duration::from_secs(20))
 }
 
 /// What a node's init container does, from the image as the DaemonSet runs it:

@@ -18,8 +18,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use weft_core::subnet_env::SubnetEnv;
-use weft_testbed::{Signal, Testbed, TestbedConfig, wait_until};
+use weft_testbed::{Signal, Testbed, TestbedConfig, wait_until, weftd};
 
 const NET_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const CONFIG_KEY: &str = "/coreos.com/network/config";
@@ -141,47 +140,37 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
     tb.etcdctl(&["put", CONFIG_KEY, NET_CONFIG]).unwrap();
     let endpoint = tb.etcd_endpoint();
 
-    // weftd on both nodes, as crates/weftd/tests/common starts it.
-    let mut pids = Vec::new();
-    for i in 0..2 {
-        let n = tb.node(i).clone();
-        let args = vec![
-            format!("--etcd-endpoints={endpoint}"),
-            format!("--subnet-file={}", tb.subnet_file(i).display()),
-            format!("--state-dir={}", n.dir.join("state").display()),
-            "--healthz-port=8081".to_string(),
-            "--ip-masq".to_string(),
-        ];
-        let mut env = vec![("RUST_LOG".to_string(), "info".to_string())];
-        // Node 1 is an AL2-like node: weftd writes with iptables-legacy (with a lock file of
-        // the bed's, not the host's /run/xtables.lock).
-        let mut args = args;
-        if i == 1 {
-            args.push("--iptables-backend=legacy".to_string());
-            env.push((
-                "XTABLES_LOCKFILE".to_string(),
-                tb.dir().join("xtables.lock").display().to_string(),
-            ));
-        }
-        pids.push(
-            tb.spawn(&n.ns, &weftd, &args, &env, &n.dir.join("weftd.log"))
-                .unwrap(),
-        );
-    }
-    let log = |tb: &Testbed, i: usize| {
-        std::fs::read_to_string(tb.node(i).dir.join("weftd.log")).unwrap_or_default()
-    };
-    let ready = |tb: &Testbed, i: usize| {
-        let path = tb.subnet_file(i);
-        wait_until(Duration::from_secs(15), Duration::from_millis(20), || {
-            std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| SubnetEnv::parse(&t).ok())
-        })
-        .unwrap_or_else(|| panic!("weftd on node {i} not ready; log:\n{}", log(tb, i)))
-    };
-    ready(&tb, 0);
-    let env1 = ready(&tb, 1);
+    // weftd on both nodes, with flanneld's flags, as crates/weftd/tests/common starts it.
+    // Node 1 is an AL2-like node: weftd writes with iptables-legacy (with a lock file of the
+    // bed's, not the host's /run/xtables.lock).
+    let lock = tb.dir().join("xtables.lock").display().to_string();
+    let mut pids = vec![
+        weftd::spawn(
+            &mut tb,
+            &weftd,
+            0,
+            &["--healthz-port=8081", "--ip-masq"],
+            &[],
+        )
+        .unwrap(),
+    ];
+    pids.push(
+        weftd::spawn(
+            &mut tb,
+            &weftd,
+            1,
+            &[
+                "--healthz-port=8081",
+                "--ip-masq",
+                "--iptables-backend=legacy",
+            ],
+            &[("XTABLES_LOCKFILE", &lock)],
+        )
+        .unwrap(),
+    );
+    let log = |tb: &Testbed, i: usize| weftd::read_log(tb, i);
+    weftd::ready(&tb, 0, Duration::from_secs(15));
+    let env1 = weftd::ready(&tb, 1, Duration::from_secs(15));
     let peer_subnet = env1.subnet.unwrap();
     let n0 = tb.node(0).clone();
     let ns = n0.ns.clone();

@@ -402,26 +402,15 @@ impl Bed {
     }
 
     fn start_weftd(&mut self, i: usize) -> (Pid, PathBuf, PathBuf) {
-        let node = self.tb.node(i).clone();
-        let subnet = node.dir.join("run/flannel/subnet.env");
-        let log = node.dir.join("weftd.log");
-        let mut args = vec![
-            format!("--etcd-endpoints={}", self.tb.etcd_endpoint()),
-            format!("--subnet-file={}", subnet.display()),
-            format!("--state-dir={}", node.dir.join("state").display()),
-        ];
-        args.extend(self.tls_flags());
-        let pid = self
-            .tb
-            .spawn(
-                &node.ns,
-                &weftd_bin(),
-                &args,
-                &[("RUST_LOG".into(), "info".into())],
-                &log,
-            )
+        let tls = self.tls_flags();
+        let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+        let pid = weft_testbed::weftd::spawn(&mut self.tb, &weftd_bin(), i, &tls, &[])
             .expect("spawn weftd");
-        (pid, subnet, log)
+        (
+            pid,
+            self.tb.subnet_file(i),
+            weft_testbed::weftd::log_path(&self.tb, i),
+        )
     }
 }
 

@@ -28,8 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use weft_core::subnet_env::SubnetEnv;
-use weft_testbed::{CniSetup, Pinger, Testbed, TestbedConfig, wait_until};
+use weft_testbed::{CniSetup, Pinger, Testbed, TestbedConfig, wait_until, weftd};
 
 const NET_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const CONFIG_KEY: &str = "/coreos.com/network/config";
@@ -386,32 +385,21 @@ fn rolling_migration_on_ec2_rules_loses_no_packet() {
 
     // 1. weftd on every node, with flanneld's flags.
     for i in 0..n {
-        let node = tb.node(i).clone();
-        let args = vec![
-            format!("--etcd-endpoints={}", tb.etcd_endpoint()),
-            format!("--subnet-file={}", tb.subnet_file(i).display()),
-            format!("--state-dir={}", node.dir.join("state").display()),
-            "--healthz-port=8081".to_string(),
-            "--ip-masq".to_string(),
-        ];
-        let env = vec![("RUST_LOG".to_string(), "info".to_string())];
-        tb.spawn(&node.ns, &weftd, &args, &env, &node.dir.join("weftd.log"))
-            .unwrap();
+        weftd::spawn(
+            &mut tb,
+            &weftd,
+            i,
+            &["--healthz-port=8081", "--ip-masq"],
+            &[],
+        )
+        .unwrap();
     }
     for i in 0..n {
-        let path = tb.subnet_file(i);
-        wait_until(Duration::from_secs(15), Duration::from_millis(20), || {
-            std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| SubnetEnv::parse(&t).ok())
-                .filter(|e| e.subnet.is_some())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "weftd on node {i} not ready; log:\n{}",
-                std::fs::read_to_string(tb.node(i).dir.join("weftd.log")).unwrap_or_default()
-            )
-        });
+        let env = weftd::ready(&tb, i, Duration::from_secs(15));
+        assert!(
+            env.subnet.is_some(),
+            "node {i}: no FLANNEL_SUBNET in {env:?}"
+        );
         let ns = tb.node(i).ns.clone();
         assert!(
             wait_until(Duration::from_secs(5), Duration::from_millis(20), || {

@@ -10,8 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use weft_core::subnet_env::SubnetEnv;
-use weft_testbed::{Signal, Testbed, TestbedConfig, wait_until};
+use weft_testbed::{Signal, Testbed, TestbedConfig, wait_until, weftd};
 
 const NET_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const CONFIG_KEY: &str = "/coreos.com/network/config";
@@ -60,34 +59,22 @@ fn status_shows_every_pair_programmed_then_an_unreachable_weftd_first() {
     let mut tb = Testbed::new("status", TestbedConfig::with_nodes(3))
         .unwrap_or_else(|e| panic!("cannot build the testbed (root needed): {e}"));
     tb.etcdctl(&["put", CONFIG_KEY, NET_CONFIG]).unwrap();
-    let endpoint = tb.etcd_endpoint();
     let mut pids = Vec::new();
     for i in 0..3 {
-        let n = tb.node(i).clone();
-        let args = vec![
-            format!("--etcd-endpoints={endpoint}"),
-            format!("--subnet-file={}", tb.subnet_file(i).display()),
-            format!("--state-dir={}", n.dir.join("state").display()),
-            "--healthz-port=8081".to_string(),
-            "--ip-masq".to_string(),
-        ];
         pids.push(
-            tb.spawn(&n.ns, &weftd, &args, &[], &n.dir.join("weftd.log"))
-                .unwrap(),
+            weftd::spawn(
+                &mut tb,
+                &weftd,
+                i,
+                &["--healthz-port=8081", "--ip-masq"],
+                &[],
+            )
+            .unwrap(),
         );
     }
-    let log = |tb: &Testbed, i: usize| {
-        std::fs::read_to_string(tb.node(i).dir.join("weftd.log")).unwrap_or_default()
-    };
     let mut subnets = Vec::new();
     for i in 0..3 {
-        let path = tb.subnet_file(i);
-        let env = wait_until(Duration::from_secs(15), Duration::from_millis(20), || {
-            std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| SubnetEnv::parse(&t).ok())
-        })
-        .unwrap_or_else(|| panic!("weftd on node {i} not ready; log:\n{}", log(&tb, i)));
+        let env = weftd::ready(&tb, i, Duration::from_secs(15));
         subnets.push(env.subnet.unwrap().to_string());
     }
 

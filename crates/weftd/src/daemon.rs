@@ -42,6 +42,7 @@ use weft_store::{HeldLease, LeaseEvent, RawLease, Store, StoreConfig, WatchBatch
 use crate::files;
 use crate::flags::{Flags, IptablesBackend, Validated};
 use crate::health::{self, Condition, ErrorKind, Health};
+use crate::lease_exec::{LeaseExecutor, LeasePort, News};
 use weft_core::peers::{Entry, Notice, PeerTable, parse_entry};
 
 /// How often the reconciler looks at the kernel even when nothing was announced. Changes to
@@ -51,15 +52,8 @@ const RESYNC: Duration = Duration::from_secs(60);
 /// The same when netlink notifications are not available.
 const RESYNC_UNANNOUNCED: Duration = Duration::from_secs(10);
 
-/// A change to our own lease key seen by the watch, with the subnet it was about (events
-/// queued before a re-acquire must not be mistaken for news about the new subnet).
-#[derive(Debug)]
-enum OwnKey {
-    Deleted(Ipv4Net),
-    Put(Ipv4Net, RawLease),
-    /// A lease of another node publishes our VTEP MAC.
-    MacConflict,
-}
+/// A change to our own lease key seen by the watch (see [`News`]).
+type OwnKey = News<RawLease>;
 
 struct Shared {
     /// Index of the VXLAN device as of the last reconcile (0 before the first).
@@ -1016,9 +1010,9 @@ async fn watch_task(node: Arc<Node>, shared: Arc<Shared>, rev: i64, own_tx: mpsc
                         let own_subnet = shared.own().subnet;
                         let own_key = lease_key(&node.flags.etcd.etcd_prefix, own_subnet);
                         if let Some(mine) = raws.iter().find(|x| x.key == own_key) {
-                            let _ = own_tx.try_send(OwnKey::Put(own_subnet, mine.clone()));
+                            let _ = own_tx.try_send(News::Put(own_subnet, mine.clone()));
                         } else {
-                            let _ = own_tx.try_send(OwnKey::Deleted(own_subnet));
+                            let _ = own_tx.try_send(News::Deleted(own_subnet));
                         }
                         let repaired = reset_table(&node, &shared, &raws);
                         shared
@@ -1031,7 +1025,7 @@ async fn watch_task(node: Arc<Node>, shared: Arc<Shared>, rev: i64, own_tx: mpsc
                             .holder_of_mac(node.mac(), node.ext.public_ip)
                             .is_some()
                         {
-                            let _ = own_tx.try_send(OwnKey::MacConflict);
+                            let _ = own_tx.try_send(News::MacConflict);
                         }
                         info!(
                             revision = r,
@@ -1098,21 +1092,20 @@ async fn watch_task(node: Arc<Node>, shared: Arc<Shared>, rev: i64, own_tx: mpsc
                                         LeaseEvent::Put(r) => {
                                             if r.key == own_key {
                                                 let _ = own_tx
-                                                    .try_send(OwnKey::Put(own_subnet, r.clone()));
+                                                    .try_send(News::Put(own_subnet, r.clone()));
                                             }
                                             let entry = entry_of(&node.cfg, &r);
                                             if let Entry::Peer(p) = &entry
                                                 && p.vtep_mac == node.mac()
                                                 && p.public_ip != node.ext.public_ip
                                             {
-                                                let _ = own_tx.try_send(OwnKey::MacConflict);
+                                                let _ = own_tx.try_send(News::MacConflict);
                                             }
                                             t.put(r.key, r.mod_revision, entry);
                                         }
                                         LeaseEvent::Delete { key, .. } => {
                                             if key == own_key {
-                                                let _ =
-                                                    own_tx.try_send(OwnKey::Deleted(own_subnet));
+                                                let _ = own_tx.try_send(News::Deleted(own_subnet));
                                             }
                                             t.delete(&key);
                                         }
@@ -1276,157 +1269,106 @@ fn judge_own(node: &Node, raw: &RawLease) -> agent::OwnKey {
     agent::judge_own_key(parsed, node.ext.public_ip, raw.lease_id)
 }
 
-/// The lease task: the executor of weft_core's [`agent::LeaseAgent`]. It sleeps until the
-/// agent wants to renew, turns our key's changes from the watch into events, carries out the
-/// agent's effects against etcd and the node, and feeds their outcomes back.
-async fn lease_task(node: Arc<Node>, shared: Arc<Shared>, mut rx: mpsc::Receiver<OwnKey>) {
+/// The lease task: weft_core's [`agent::LeaseAgent`] run by [`LeaseExecutor`] against etcd
+/// and this node through [`NodeLease`].
+async fn lease_task(node: Arc<Node>, shared: Arc<Shared>, rx: mpsc::Receiver<OwnKey>) {
     let margin = node.flags.subnet_lease_renew_margin;
-    let mut lease = agent::LeaseAgent::new(held_of(shared.own()), margin, Instant::now());
-    // The last value the watch showed in our key (what a rewrite is guarded on).
-    let mut last_raw: Option<RawLease> = None;
-    loop {
-        let wake = lease.wake_at();
-        let sleep = async {
-            match wake {
-                None => std::future::pending::<()>().await,
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-            }
-        };
-        let event = tokio::select! {
-            _ = sleep => agent::Event::Tick(Instant::now()),
-            ev = rx.recv() => match ev {
-                None => return,
-                Some(OwnKey::MacConflict) => {
-                    if let Some(held) = resolve_mac_conflict(&node, &shared).await {
-                        // A new etcd lease carries the new MAC: renew that one from now on.
-                        agent::Event::Acquired { lease: held_of(held), now: Instant::now() }
-                    } else {
-                        continue;
-                    }
-                }
-                Some(OwnKey::Deleted(sn) | OwnKey::Put(sn, _)) if sn != lease.held().subnet => {
-                    debug!(old = %sn, current = %lease.held().subnet, "ignoring news about a subnet we no longer hold");
-                    continue;
-                }
-                Some(OwnKey::Deleted(sn)) => agent::Event::OwnKeyDeleted(sn),
-                Some(OwnKey::Put(sn, raw)) => {
-                    let verdict = judge_own(&node, &raw);
-                    last_raw = Some(raw);
-                    agent::Event::OwnKeyPut(sn, verdict)
-                }
-            }
-        };
-        let mut events = std::collections::VecDeque::from([event]);
-        while let Some(ev) = events.pop_front() {
-            for fx in lease.on(ev) {
-                if let Some(next) = carry_out(&node, &shared, fx, last_raw.as_ref()).await {
-                    events.push_back(next);
-                }
-            }
-        }
-    }
+    let held = held_of(shared.own());
+    LeaseExecutor::new(NodeLease { node, shared }, held, margin)
+        .run(rx)
+        .await
 }
 
-/// Carries out one effect of the lease agent; returns the outcome as the agent's next event.
-async fn carry_out(
-    node: &Node,
-    shared: &Shared,
-    fx: agent::Effect,
-    last_raw: Option<&RawLease>,
-) -> Option<agent::Event> {
-    use agent::{Effect, Event};
-    match fx {
-        Effect::Renew { lease_id, deadline } => {
-            let sent = Instant::now();
-            let renewed =
-                match tokio::time::timeout_at(deadline.into(), node.store.renew(lease_id)).await {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(_) => {
-                        Err("etcd did not answer the renewal before the lease ran out".to_string())
-                    }
-                };
-            Some(match renewed {
-                Ok(Some(ttl)) => {
-                    debug!(subnet = %shared.own().subnet, ttl, "renewed lease");
-                    Event::Renewed {
-                        sent,
-                        now: Instant::now(),
-                        ttl,
-                    }
-                }
-                Ok(None) => Event::RenewalExpired,
-                Err(error) => {
-                    node_error(shared, ErrorKind::Lease);
-                    warn!(error = %error, "lease renewal failed; retrying in 5 s");
-                    Event::RenewalFailed {
-                        now: Instant::now(),
-                        error,
-                    }
-                }
-            })
+/// The lease agent's way out to etcd and this node.
+struct NodeLease {
+    node: Arc<Node>,
+    shared: Arc<Shared>,
+}
+
+impl LeasePort for NodeLease {
+    type Value = RawLease;
+
+    fn judge(&self, raw: &RawLease) -> agent::OwnKey {
+        judge_own(&self.node, raw)
+    }
+
+    async fn renew(&self, lease_id: i64) -> Result<Option<i64>, String> {
+        let renewed = self.node.store.renew(lease_id).await;
+        if let Ok(Some(ttl)) = renewed {
+            debug!(subnet = %self.shared.own().subnet, ttl, "renewed lease");
         }
-        Effect::Hold(held) | Effect::Adopt(held) => {
-            if matches!(fx, Effect::Adopt(_)) {
-                debug!(subnet = %held.subnet, "our key was rewritten with another etcd lease; adopting it");
-            }
-            let held = lease_of(held);
-            shared.set_own(held);
-            set_lease_metrics(&shared.health, &held);
-            None
+        renewed.map_err(|e| e.to_string())
+    }
+
+    fn renewal_failed(&self, error: &str) {
+        node_error(&self.shared, ErrorKind::Lease);
+        warn!(error = %error, "lease renewal failed; retrying in 5 s");
+    }
+
+    fn hold(&self, held: agent::Held, adopted: bool) {
+        if adopted {
+            debug!(subnet = %held.subnet, "our key was rewritten with another etcd lease; adopting it");
         }
-        Effect::Withdraw { subnet, why } => {
-            withdraw_subnet(node, &shared.health, subnet, &why);
-            None
+        let held = lease_of(held);
+        self.shared.set_own(held);
+        set_lease_metrics(&self.shared.health, &held);
+    }
+
+    fn withdraw(&self, subnet: Ipv4Net, why: &str) {
+        withdraw_subnet(&self.node, &self.shared.health, subnet, why);
+    }
+
+    async fn restore(&self, subnet: Ipv4Net) {
+        info!(subnet = %subnet, "the lease was renewed after all; restoring subnet.env");
+        restore_subnet(&self.node, &self.shared, subnet).await;
+    }
+
+    async fn rewrite(&self, held: agent::Held, raw: &RawLease, why: &str) -> agent::Rewrite {
+        rewrite_own_key(&self.node, &lease_of(held), raw, why).await
+    }
+
+    async fn reacquire(
+        &self,
+        held: agent::Held,
+        previous: Option<Ipv4Net>,
+        exclude: Option<Ipv4Net>,
+        why: &str,
+    ) -> (agent::Held, tokio::time::Instant) {
+        let (node, shared) = (&*self.node, &*self.shared);
+        warn!(subnet = %held.subnet, "{why}; re-acquiring ({})", if exclude.is_some() { "another subnet" } else { "the same subnet if still free" });
+        if shared.health.is_met(Condition::Lease) {
+            // Not withdrawn (which says why): our own key is being rewritten.
+            shared
+                .health
+                .unmet(Condition::Lease, "re-acquiring the subnet lease");
         }
-        Effect::Restore { subnet } => {
-            info!(subnet = %subnet, "the lease was renewed after all; restoring subnet.env");
-            restore_subnet(node, shared, subnet).await;
-            None
+        let (new, _) = acquire_retrying(node, previous, exclude, &shared.health).await;
+        let granted = tokio::time::Instant::now();
+        if new.subnet != held.subnet {
+            warn!(old = %held.subnet, new = %new.subnet, "subnet changed; pods on the old subnet must be re-created");
+        } else {
+            info!(subnet = %new.subnet, "lease re-acquired");
         }
-        Effect::RewriteOwnKey { why } => {
-            let raw = last_raw?;
-            Some(Event::Rewritten(
-                rewrite_own_key(node, &shared.own(), raw, &why).await,
-            ))
-        }
-        Effect::Reacquire {
-            previous,
-            exclude,
-            why,
-        } => {
-            let own = shared.own();
-            warn!(subnet = %own.subnet, "{why}; re-acquiring ({})", if exclude.is_some() { "another subnet" } else { "the same subnet if still free" });
-            if shared.health.is_met(Condition::Lease) {
-                // Not withdrawn (which says why): our own key is being rewritten.
-                shared
-                    .health
-                    .unmet(Condition::Lease, "re-acquiring the subnet lease");
-            }
-            let (new, _) = acquire_retrying(node, previous, exclude, &shared.health).await;
-            if new.subnet != own.subnet {
-                warn!(old = %own.subnet, new = %new.subnet, "subnet changed; pods on the old subnet must be re-created");
-            } else {
-                info!(subnet = %new.subnet, "lease re-acquired");
-            }
-            let acquired = Instant::now();
-            loop {
-                match apply_own_subnet(node, shared, new.subnet).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        error!(
-                            error = format!("{e:#}"),
-                            "cannot apply the new lease; retrying"
-                        );
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
+        loop {
+            match apply_own_subnet(node, shared, new.subnet).await {
+                Ok(()) => break,
+                Err(e) => {
+                    error!(
+                        error = format!("{e:#}"),
+                        "cannot apply the new lease; retrying"
+                    );
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
-            shared.health.met(Condition::Lease);
-            Some(Event::Acquired {
-                lease: held_of(new),
-                now: acquired,
-            })
         }
+        shared.health.met(Condition::Lease);
+        (held_of(new), granted)
+    }
+
+    async fn resolve_mac_conflict(&self) -> Option<agent::Held> {
+        resolve_mac_conflict(&self.node, &self.shared)
+            .await
+            .map(held_of)
     }
 }
 

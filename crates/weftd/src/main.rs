@@ -4,6 +4,7 @@ mod daemon;
 mod files;
 mod flags;
 mod health;
+mod lease_exec;
 
 use std::process::ExitCode;
 

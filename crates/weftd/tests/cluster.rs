@@ -84,11 +84,7 @@ fn three_nodes_get_distinct_subnets_and_pods_reach_each_other() {
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn a_departed_node_is_removed_from_its_peers() {
-    let mut c = Cluster::new("departed", 3, Some(NET_CONFIG));
-    for i in 0..3 {
-        c.start(i, &[]);
-    }
-    let gone = c.subnet(2);
+    let (mut c, [_, _, gone]) = Cluster::running("departed");
     let mac = c.vtep_mac(2);
     let ip = c.tb.node(2).ip;
     for i in 0..2 {
@@ -150,11 +146,7 @@ fn ten_nodes_starting_at_once_get_distinct_subnets() {
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn restart_under_traffic_loses_nothing_and_keeps_subnet_and_mac() {
-    let mut c = Cluster::new("restart", 2, Some(NET_CONFIG));
-    c.start(0, &[]);
-    c.start(1, &[]);
-    let sn1 = c.subnet(1);
-    c.subnet(0);
+    let (mut c, [_, sn1]) = Cluster::running("restart");
     let mac1 = c.vtep_mac(1);
     let a = c.pod(0);
     let b = c.pod(1);
@@ -242,11 +234,7 @@ fn restart_under_traffic_loses_nothing_and_keeps_subnet_and_mac() {
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn survives_etcd_restart_and_compaction_without_losing_routes() {
-    let mut c = Cluster::new("etcd-restart", 2, Some(NET_CONFIG));
-    c.start(0, &[]);
-    c.start(1, &[]);
-    let sn1 = c.subnet(1);
-    c.subnet(0);
+    let (mut c, [_, sn1]) = Cluster::running("etcd-restart");
     let mac1 = c.vtep_mac(1);
     let ip1 = c.tb.node(1).ip;
     c.eventually(0, "peer programmed", Duration::from_secs(5), || {
@@ -346,11 +334,7 @@ fn survives_etcd_restart_and_compaction_without_losing_routes() {
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn deleted_routes_entries_and_device_are_repaired() {
-    let mut c = Cluster::new("repair", 2, Some(NET_CONFIG));
-    c.start(0, &[]);
-    c.start(1, &[]);
-    let sn1 = c.subnet(1);
-    let sn0 = c.subnet(0);
+    let (mut c, [sn0, sn1]) = Cluster::running("repair");
     let mac0 = c.vtep_mac(0);
     let mac1 = c.vtep_mac(1);
     let ip1 = c.tb.node(1).ip;
@@ -527,11 +511,7 @@ fn unsupported_backend_and_kube_mode_fail_clearly() {
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn a_peer_whose_lease_changes_leaves_no_stale_entries_and_bad_values_hurt_no_one() {
-    let mut c = Cluster::new("lease-change", 2, Some(NET_CONFIG));
-    c.start(0, &[]);
-    c.start(1, &[]);
-    c.subnet(0);
-    let sn1 = c.subnet(1);
+    let (mut c, [_, sn1]) = Cluster::running("lease-change");
     let mac1 = c.vtep_mac(1);
     let ip1 = c.tb.node(1).ip;
     c.eventually(0, "peer 1", Duration::from_secs(5), || {
@@ -601,20 +581,6 @@ fn a_peer_whose_lease_changes_leaves_no_stale_entries_and_bad_values_hurt_no_one
     assert!(c.tb.is_running(c.weftd[0].unwrap()));
 }
 
-/// A counter from weftd's /metrics.
-fn metric(c: &Cluster, i: usize, name: &str) -> u64 {
-    let (_, body) = c.http_get(i, "/metrics").expect("metrics");
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no {name} in:\n{body}")) as u64
-}
-
 fn synthetic_lease(i: u32) -> (String, String) {
     let subnet = format!("10.244.{}.0", 100 + i);
     let key = format!("/coreos.com/network/subnets/{subnet}-24");
@@ -648,7 +614,7 @@ fn lease_changes_are_applied_without_rereading_the_kernel() {
             c.routes(0).lines().filter(|l| l.contains("onlink")).count(),
         )
     };
-    let reads_at_start = metric(&c, 0, "weft_kernel_reads_total");
+    let reads_at_start = c.metric(0, "weft_kernel_reads_total", &[]) as u64;
     assert!(reads_at_start >= 1, "the first pass reads the device");
 
     // 30 peers arrive one at a time, then 10 leave.
@@ -669,16 +635,16 @@ fn lease_changes_are_applied_without_rereading_the_kernel() {
     // Let the kernel's announcements of those 120 changes arrive.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
-        metric(&c, 0, "weft_kernel_reads_total"),
+        c.metric(0, "weft_kernel_reads_total", &[]) as u64,
         reads_at_start,
         "lease changes must not trigger full reads of the device"
     );
     assert_eq!(
-        metric(&c, 0, "weft_kernel_drift_total"),
+        c.metric(0, "weft_kernel_drift_total", &[]) as u64,
         0,
         "weftd's own changes are not drift"
     );
-    assert_eq!(metric(&c, 0, "weft_peers_programmed"), 20);
+    assert_eq!(c.metric(0, "weft_peers_programmed", &[]) as u64, 20);
 
     // Someone else deletes a route: that is drift, repaired after a full read.
     let victim: Ipv4Net = "10.244.120.0/24".parse().unwrap();
@@ -686,8 +652,8 @@ fn lease_changes_are_applied_without_rereading_the_kernel() {
     c.eventually(0, "route repaired", Duration::from_secs(5), || {
         programmed(&c) == (20, 20, 20)
     });
-    assert!(metric(&c, 0, "weft_kernel_drift_total") >= 1);
-    assert!(metric(&c, 0, "weft_kernel_reads_total") > reads_at_start);
+    assert!(c.metric(0, "weft_kernel_drift_total", &[]) as u64 >= 1);
+    assert!(c.metric(0, "weft_kernel_reads_total", &[]) as u64 > reads_at_start);
     // The log went to a file: plain text, no terminal colour codes.
     assert!(!c.log(0).contains('\u{1b}'), "{}", c.log(0));
 }

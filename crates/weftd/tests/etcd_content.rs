@@ -61,15 +61,6 @@ fn mac(n: u32) -> MacAddr {
     MacAddr([0x0e, 0xee, b[0], b[1], b[2], b[3]])
 }
 
-fn metric(c: &Cluster, i: usize, name: &str) -> f64 {
-    let (_, body) = c.http_get(i, "/metrics").expect("metrics");
-    body.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>()
-        + 0.0
-}
-
 /// The peer subnets node `i` routes through flannel.1.
 fn routed(c: &Cluster, i: usize) -> BTreeSet<Ipv4Net> {
     c.routes(i)
@@ -157,19 +148,15 @@ fn garbage_values_keep_their_subnets_and_a_node_still_gets_a_free_one_quickly() 
     assert!(routed(&c, 0).is_empty(), "no route from garbage");
     // Each bad key is refused once (logged and counted), not on every pass.
     c.eventually(0, "refusals counted", Duration::from_secs(5), || {
-        metric(&c, 0, "weft_lease_keys_refused_total") >= 200.0
+        c.metric(0, "weft_lease_keys_refused_total", &[]) >= 200.0
     });
-    assert_eq!(metric(&c, 0, "weft_lease_keys_refused_total"), 200.0);
+    assert_eq!(c.metric(0, "weft_lease_keys_refused_total", &[]), 200.0);
 }
 
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn an_alias_key_with_a_hostile_public_ip_changes_no_route() {
-    let mut c = Cluster::new("alias", 2, Some(NET_CONFIG));
-    c.start(0, &[]);
-    c.start(1, &[]);
-    let sn = c.subnet(0);
-    c.subnet(1);
+    let (c, [sn, _]) = Cluster::running("alias");
     let (mac0, ip0) = (c.vtep_mac(0), c.tb.node(0).ip);
     c.eventually(1, "peer programmed", Duration::from_secs(5), || {
         c.has_peer(1, sn, &mac0, ip0) == (true, true, true)
@@ -205,7 +192,7 @@ fn an_alias_key_with_a_hostile_public_ip_changes_no_route() {
         "an FDB entry sends traffic to the hostile address: {f:?}"
     );
     assert_eq!(routed(&c, 1), BTreeSet::from([sn]));
-    assert_eq!(metric(&c, 1, "weft_lease_keys_refused_total"), 2.0);
+    assert_eq!(c.metric(1, "weft_lease_keys_refused_total", &[]), 2.0);
     let log = c.log(1);
     assert!(log.contains("not canonical"), "{log}");
     // logged once per key
@@ -217,14 +204,8 @@ fn an_alias_key_with_a_hostile_public_ip_changes_no_route() {
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn a_watch_broken_in_the_middle_of_a_long_catch_up_skips_no_event() {
-    let mut c = Cluster::new("catch-up", 1, Some(NET_CONFIG));
-    c.start(0, &[]);
-    let own = c.subnet(0);
-    let peers: Vec<Ipv4Net> = (1..=255u8)
-        .map(|k| Ipv4Net::new(Ipv4Addr::new(10, 244, k, 0), 24).unwrap())
-        .filter(|sn| *sn != own)
-        .take(200)
-        .collect();
+    let (mut c, [own]) = Cluster::running("catch-up");
+    let peers = other_subnets(own, 200);
     let ip = |round: u32, k: usize| Ipv4Addr::new(10, 251, round as u8, k as u8);
     // weftd falls behind: frozen, and its connection to etcd is cut by an etcd restart.
     let pid = c.weftd[0].unwrap();
@@ -291,9 +272,9 @@ fn a_watch_broken_in_the_middle_of_a_long_catch_up_skips_no_event() {
     );
     eprintln!("caught up with the final state in {:?}", t0.elapsed());
     assert!(c.tb.is_running(pid));
-    assert!(metric(&c, 0, "weft_lease_relists_total{reason=\"too_large\"}") >= 1.0);
+    assert!(c.metric(0, "weft_lease_relists_total", &[("reason", "too_large")]) >= 1.0);
     assert!(
-        metric(&c, 0, "weft_lease_relist_repairs_total") >= 100.0,
+        c.metric(0, "weft_lease_relist_repairs_total", &[]) >= 100.0,
         "the re-list repaired what the broken watch had not delivered"
     );
     // The six huge values are refused for their keys only.
@@ -342,14 +323,8 @@ fn write_concurrently(c: &Cluster, per_key: Vec<(String, Vec<Vec<u8>>)>) -> i64 
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn a_watch_cut_by_an_etcd_restart_during_a_catch_up_resumes_after_the_last_event() {
-    let mut c = Cluster::new("catch-up-cut", 1, Some(NET_CONFIG));
-    c.start(0, &[]);
-    let own = c.subnet(0);
-    let peers: Vec<Ipv4Net> = (1..=255u8)
-        .map(|k| Ipv4Net::new(Ipv4Addr::new(10, 244, k, 0), 24).unwrap())
-        .filter(|sn| *sn != own)
-        .take(200)
-        .collect();
+    let (mut c, [own]) = Cluster::running("catch-up-cut");
+    let peers = other_subnets(own, 200);
     const ROUNDS: u8 = 40;
     let ip = |round: u8, k: usize| Ipv4Addr::new(10, 253, round, k as u8);
     // weftd falls behind: frozen, its connection cut by an etcd restart, while every peer
@@ -493,9 +468,7 @@ fn a_joining_node_lists_25000_leases() {
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn our_key_overwritten_with_a_value_not_ours_is_rewritten_in_place() {
-    let mut c = Cluster::new("own-rewrite", 1, Some(NET_CONFIG));
-    c.start(0, &[]);
-    let sn = c.subnet(0);
+    let (mut c, [sn]) = Cluster::running("own-rewrite");
     let key = Cluster::lease_key(sn);
     let id = c.key_lease(&key).expect("lease key");
     let ours = c.tb.etcdctl(&["get", &key, "--print-value-only"]).unwrap();
@@ -531,11 +504,7 @@ fn anti_entropy_checks_find_nothing_when_the_watch_missed_nothing_even_across_a_
     let mut c = Cluster::new("anti-entropy", 1, Some(NET_CONFIG));
     c.start(0, &["--lease-relist-interval=1"]);
     let own = c.subnet(0);
-    let peers: Vec<Ipv4Net> = (1..=255u8)
-        .map(|k| Ipv4Net::new(Ipv4Addr::new(10, 244, k, 0), 24).unwrap())
-        .filter(|sn| *sn != own)
-        .take(50)
-        .collect();
+    let peers = other_subnets(own, 50);
     let put = |round: u8| {
         peers
             .iter()
@@ -572,11 +541,20 @@ fn anti_entropy_checks_find_nothing_when_the_watch_missed_nothing_even_across_a_
         fdb(&c, 0) == want
     });
     std::thread::sleep(Duration::from_millis(1500));
-    let checks = metric(&c, 0, "weft_lease_relist_checks_total");
-    let relists = metric(&c, 0, "weft_lease_relists_total");
-    let repairs = metric(&c, 0, "weft_lease_relist_repairs_total");
+    let checks = c.metric(0, "weft_lease_relist_checks_total", &[]);
+    let relists = c.metric(0, "weft_lease_relists_total", &[]);
+    let repairs = c.metric(0, "weft_lease_relist_repairs_total", &[]);
     eprintln!("anti-entropy: {checks} checks, {relists} re-lists, {repairs} repairs");
     assert!(checks >= 4.0, "{checks} checks in ~6 s:\n{}", c.log(0));
     assert_eq!(repairs, 0.0, "{}", c.log(0));
     assert_eq!(relists, 0.0, "no full listing was needed:\n{}", c.log(0));
+}
+
+/// `n` /24s of 10.244.0.0/16 other than `own`: subnets for peers written by hand.
+fn other_subnets(own: Ipv4Net, n: usize) -> Vec<Ipv4Net> {
+    (1..=255u8)
+        .map(|k| Ipv4Net::new(Ipv4Addr::new(10, 244, k, 0), 24).unwrap())
+        .filter(|sn| *sn != own)
+        .take(n)
+        .collect()
 }

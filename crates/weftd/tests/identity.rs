@@ -14,20 +14,6 @@ use weft_testbed::Signal;
 
 const READY: Duration = Duration::from_secs(20);
 
-/// A metric's value (0 when absent: a counter family without that label yet).
-fn metric(c: &Cluster, i: usize, name: &str) -> u64 {
-    let (_, body) = c.http_get(i, "/metrics").expect("metrics");
-    body.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(0.0) as u64
-}
-
 /// The VtepMAC node `i`'s lease publishes.
 fn published_mac(c: &Cluster, i: usize) -> String {
     let key = Cluster::lease_key(c.subnet(i));
@@ -106,7 +92,7 @@ fn a_node_started_from_another_nodes_state_dir_makes_its_own_mac() {
     let mac1 = c.vtep_mac(1);
     assert_ne!(mac1, mac0, "node 1 must not publish node 0's MAC");
     assert_eq!(published_mac(&c, 1), mac1);
-    assert_eq!(metric(&c, 1, "weft_vtep_mac_conflicts_total"), 1);
+    assert_eq!(c.metric(1, "weft_vtep_mac_conflicts_total", &[]) as u64, 1);
     assert!(
         c.log(1)
             .contains("another node publishes this node's VTEP MAC"),
@@ -120,14 +106,14 @@ fn a_node_started_from_another_nodes_state_dir_makes_its_own_mac() {
     let mac2 = c.vtep_mac(2);
     assert!(mac2 != mac0 && mac2 != mac1, "{mac0} {mac1} {mac2}");
     assert_eq!(
-        metric(
-            &c,
+        c.metric(
             2,
-            r#"weft_vtep_mac_replaced_total{reason="other_node"}"#
-        ),
+            "weft_vtep_mac_replaced_total",
+            &[("reason", "other_node")]
+        ) as u64,
         1
     );
-    assert_eq!(metric(&c, 2, "weft_vtep_mac_conflicts_total"), 0);
+    assert_eq!(c.metric(2, "weft_vtep_mac_conflicts_total", &[]) as u64, 0);
     let pods: Vec<_> = (0..3).map(|i| c.pod(i)).collect();
     all_pairs_ping(&c, &pods);
 }
@@ -158,7 +144,7 @@ fn a_zero_multicast_or_garbage_mac_file_is_replaced() {
         assert!(text.lines().any(|l| l.starts_with(&mac)), "{text}");
         assert!(!text.contains(bad.trim()), "{bad:?} replaced:\n{text}");
         assert_eq!(
-            metric(&c, 0, r#"weft_vtep_mac_replaced_total{reason="invalid"}"#),
+            c.metric(0, "weft_vtep_mac_replaced_total", &[("reason", "invalid")]) as u64,
             1,
             "file {n}"
         );
@@ -169,11 +155,7 @@ fn a_zero_multicast_or_garbage_mac_file_is_replaced() {
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn a_lease_of_another_node_publishing_our_mac_makes_us_take_a_new_one() {
-    let mut c = Cluster::new("mac-conflict", 2, Some(NET_CONFIG));
-    c.start(0, &[]);
-    c.start(1, &[]);
-    let sn0 = c.subnet(0);
-    c.subnet(1);
+    let (mut c, [sn0, _]) = Cluster::running("mac-conflict");
     let ip0 = c.tb.node(0).ip;
     let old = c.vtep_mac(0);
     let (a, b) = (c.pod(0), c.pod(1));
@@ -210,6 +192,6 @@ fn a_lease_of_another_node_publishing_our_mac_makes_us_take_a_new_one() {
         "no stale FDB entry for the old MAC:\n{}",
         c.fdb(1)
     );
-    assert_eq!(metric(&c, 0, "weft_vtep_mac_conflicts_total"), 1);
+    assert_eq!(c.metric(0, "weft_vtep_mac_conflicts_total", &[]) as u64, 1);
     all_pairs_ping(&c, &[a, b]);
 }

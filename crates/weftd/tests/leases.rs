@@ -53,11 +53,7 @@ fn renewal_keeps_the_same_key_and_etcd_lease_and_leaves_no_orphans() {
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn a_deleted_own_key_is_reacquired_without_exiting() {
-    let mut c = Cluster::new("own-key", 2, Some(NET_CONFIG));
-    c.start(0, &[]);
-    c.start(1, &[]);
-    let sn = c.subnet(0);
-    c.subnet(1);
+    let (mut c, [sn, _]) = Cluster::running("own-key");
     let key = Cluster::lease_key(sn);
     c.tb.etcdctl(&["del", &key]).unwrap();
     c.eventually(0, "key re-created", Duration::from_secs(10), || {
@@ -151,9 +147,7 @@ fn flanneld_environment_variables_fill_unset_flags() {
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn after_etcd_data_loss_a_node_takes_back_the_subnet_in_its_subnet_env() {
-    let mut c = Cluster::new("data-loss", 1, Some(NET_CONFIG));
-    c.start(0, &[]);
-    let sn = c.subnet(0);
+    let (mut c, [sn]) = Cluster::running("data-loss");
     c.kill(0, weft_testbed::Signal::SIGKILL);
     // etcd loses every lease (restored from an old backup, or wiped)
     c.tb.etcdctl(&["del", "--prefix", SUBNETS]).unwrap();

@@ -43,16 +43,19 @@ pub struct Cluster {
 impl Cluster {
     /// A bed with `nodes` nodes and the network config written (unless `config` is None).
     pub fn new(label: &str, nodes: usize, config: Option<&str>) -> Cluster {
-        let tb = Testbed::new(label, TestbedConfig::with_nodes(nodes))
-            .unwrap_or_else(|e| panic!("{label}: testbed: {e}"));
-        if let Some(c) = config {
-            tb.etcdctl(&["put", CONFIG_KEY, c]).expect("put config");
+        let tb = Testbed::new(label, TestbedConfig::with_nodes(nodes));
+        Cluster::on(label, tb, nodes, config)
+    }
+
+    /// `N` nodes with the network config [`NET_CONFIG`], each running weftd started as
+    /// flanneld's flags start it, each holding its lease: the cluster and the nodes' subnets.
+    pub fn running<const N: usize>(label: &str) -> (Cluster, [Ipv4Net; N]) {
+        let mut c = Cluster::new(label, N, Some(NET_CONFIG));
+        for i in 0..N {
+            c.start(i, &[]);
         }
-        Cluster {
-            weftd: vec![None; nodes],
-            tb,
-            extra_args: vec!["--ip-masq".into()],
-        }
+        let subnets = std::array::from_fn(|i| c.subnet(i));
+        (c, subnets)
     }
 
     /// Like [`Cluster::new`], with etcd run as `setup` says (e.g. a 3-member cluster).
@@ -62,8 +65,17 @@ impl Cluster {
         setup: EtcdSetup,
         config: Option<&str>,
     ) -> Cluster {
-        let tb = Testbed::new_with_etcd(label, TestbedConfig::with_nodes(nodes), setup)
-            .unwrap_or_else(|e| panic!("{label}: testbed: {e}"));
+        let tb = Testbed::new_with_etcd(label, TestbedConfig::with_nodes(nodes), setup);
+        Cluster::on(label, tb, nodes, config)
+    }
+
+    fn on(
+        label: &str,
+        tb: Result<Testbed, weft_testbed::TestbedError>,
+        nodes: usize,
+        config: Option<&str>,
+    ) -> Cluster {
+        let tb = tb.unwrap_or_else(|e| panic!("{label}: testbed: {e}"));
         if let Some(c) = config {
             tb.etcdctl(&["put", CONFIG_KEY, c]).expect("put config");
         }
@@ -155,18 +167,21 @@ impl Cluster {
     /// nodes of the bed, exactly as on one host (see [`Cluster::var_lib`]).
     pub fn args(&self, i: usize) -> Vec<String> {
         let mut a = weft_testbed::weftd::flanneld_args(&self.tb, i);
-        a.push("--healthz-port=8081".into());
+        a.extend(self.extras());
+        a
+    }
+
+    /// This cluster's flags on top of flanneld's.
+    fn extras(&self) -> Vec<String> {
+        let mut a = vec!["--healthz-port=8081".to_string()];
         a.extend(self.extra_args.iter().cloned());
         a
     }
 
-    /// The directory each weftd of this bed sees as `/var/lib`: weftd runs in a private mount
-    /// namespace where it is bind-mounted over `/var/lib`, so the host's own `/var/lib` is
-    /// never touched and all nodes share one `/var/lib/weft`, as several weftd on one host do.
+    /// The directory each weftd of this bed sees as `/var/lib` (see
+    /// [`weft_testbed::weftd::var_lib`]): all nodes share one `/var/lib/weft`.
     pub fn var_lib(&self) -> PathBuf {
-        let dir = self.tb.dir().join("var-lib");
-        std::fs::create_dir_all(dir.join("weft")).expect("create the bed's /var/lib");
-        dir
+        weft_testbed::weftd::var_lib(&self.tb)
     }
 
     /// The state dir all nodes share (their `/var/lib/weft`).
@@ -182,12 +197,7 @@ impl Cluster {
 
     /// Waits until `pid` runs weftd itself (after the wrappers' execs).
     fn wait_exec(&mut self, i: usize, pid: Pid, what: &str) {
-        let exe = std::fs::canonicalize(weftd_bin()).expect("weftd binary");
-        let execd = wait_until(Duration::from_secs(5), Duration::from_millis(5), || {
-            let now = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-            (now == exe).then_some(())
-        });
-        if execd.is_none() && self.tb.is_running(pid) {
+        if !weft_testbed::weftd::wait_exec(&mut self.tb, pid, &weftd_bin()) {
             panic!(
                 "{what} did not exec weftd within 5 s; log:\n{}",
                 self.log(i)
@@ -202,18 +212,11 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra environment variables.
     pub fn start_env(&mut self, i: usize, extra: &[&str], vars: &[(&str, &str)]) -> Pid {
-        let mut args = self.args(i);
+        let mut args = self.extras();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let ns = self.tb.node(i).ns.clone();
-        let log = self.log_path(i);
-        let mut env = vec![("RUST_LOG".to_string(), "info,weftd=debug".to_string())];
-        env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let (program, args) = self.in_mount_ns(&weftd_bin().display().to_string(), args);
-        let pid = self
-            .tb
-            .spawn(&ns, &program, &args, &env, &log)
-            .expect("spawn weftd");
-        self.wait_exec(i, pid, "unshare");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let pid = weft_testbed::weftd::spawn(&mut self.tb, &weftd_bin(), i, &args, vars)
+            .unwrap_or_else(|e| panic!("spawn weftd on node {i}: {e}"));
         self.weftd[i] = Some(pid);
         pid
     }
@@ -311,6 +314,15 @@ impl Cluster {
         weft_testbed::in_netns(&ns, move || http_get(ip, 8081, &path))
             .ok()
             .flatten()
+    }
+
+    /// The sum of every series of metric `name` in node `i`'s /metrics whose labels include
+    /// all of `with`; 0 when there is none.
+    pub fn metric(&self, i: usize, name: &str, with: &[(&str, &str)]) -> f64 {
+        let (_, body) = self
+            .http_get(i, "/metrics")
+            .unwrap_or_else(|| panic!("node {i}: /metrics did not answer"));
+        weft_testbed::prom::Scrape::parse(&body).sum(name, with)
     }
 
     /// Waits until `f` holds, panicking with node `i`'s log otherwise.
