@@ -25,7 +25,7 @@ use tracing::{debug, error, info, warn};
 use weft_core::agent;
 use weft_core::alloc::{AcquireAction, Listing as KeySet, plan_acquire_listed};
 use weft_core::config::{BackendConfig, NetworkConfig};
-use weft_core::dataplane::{Op, Programmed, diff};
+use weft_core::dataplane::{Programmed, diff};
 use weft_core::lease::{LeaseAttrs, LeaseError, MAX_LEASE_BYTES};
 use weft_core::lease_watch::{Batch, Next, Tick, WatchCursor};
 use weft_core::mac::MacAddr;
@@ -43,6 +43,7 @@ use crate::files;
 use crate::flags::{Flags, IptablesBackend, Validated};
 use crate::health::{self, Condition, ErrorKind, Health};
 use crate::lease_exec::{LeaseExecutor, LeasePort, News};
+use crate::peer_sync;
 use weft_core::peers::{Entry, Notice, PeerTable, parse_entry};
 
 /// How often the reconciler looks at the kernel even when nothing was announced. Changes to
@@ -704,17 +705,13 @@ async fn reconcile(node: &Node, shared: &Shared) -> Result<usize> {
     // Whatever was announced before this read is superseded by it.
     shared.full_due.store(false, Ordering::Relaxed);
     let own = shared.own();
-    let dev = node.nl.ensure_vxlan(&node.spec()).await?;
+    let (dev, fresh) = peer_sync::refresh(&node.nl, &node.spec(), own.subnet, node.network).await?;
     if dev.created {
         warn!(device = %node.spec.name, "the VXLAN device was missing; re-created it with the same MAC");
     }
     shared.dev_index.store(dev.index, Ordering::Relaxed);
-    node.nl
-        .ensure_address_and_up(dev.index, own.subnet.network(), node.network)
-        .await?;
-    let actual = node.nl.read_state(dev.index).await?;
     shared.health.metrics.kernel_reads.inc();
-    let programmed = model.insert((dev.index, Programmed::from_state(&actual)));
+    let programmed = model.insert((dev.index, fresh));
     Ok(apply_peers(node, shared, dev.index, &mut programmed.1, Some(started)).await)
 }
 
@@ -774,23 +771,17 @@ async fn apply_peers(
                 "applying lease changes"
             );
         }
-        let results = node.nl.apply(index, &ops).await;
-        for (op, result) in ops.iter().zip(results) {
-            match result {
-                None => programmed.applied(op),
-                Some(e) => {
-                    failed_ops += 1;
-                    node_error(shared, ErrorKind::Netlink);
-                    warn!(?op, error = %e, "kernel change failed; will retry");
-                    forget_failed(programmed, op);
-                }
-            }
+        let applied = peer_sync::carry_out(&node.nl, index, &ops, programmed).await;
+        for (op, e) in &applied.failed {
+            node_error(shared, ErrorKind::Netlink);
+            warn!(?op, error = %e, "kernel change failed; will retry");
         }
+        failed_ops = applied.failed.len();
         shared
             .health
             .metrics
             .reconcile_changes
-            .inc_by((ops.len() - failed_ops) as u64);
+            .inc_by((applied.ops - failed_ops) as u64);
     }
     publish_peers(node, shared, &own, &peers, programmed);
     shared.health.metrics.peers_known.set(peers.len() as i64);
@@ -825,16 +816,6 @@ fn publish_peers(
         v.set_lease(own.subnet, node.ext.public_ip, node.mac(), expires, now);
         v.update(peers, programmed, now);
     });
-}
-
-/// After a failed operation the entry's kernel state is unknown; the retry re-reads the
-/// device anyway (a failure sets `full_due`), so the model only has to stop claiming it.
-fn forget_failed(programmed: &mut Programmed, op: &Op) {
-    match op {
-        Op::SetNeigh(n) | Op::DelNeigh(n) => programmed.applied(&Op::DelNeigh(*n)),
-        Op::SetFdb(f) | Op::DelFdb(f) => programmed.applied(&Op::DelFdb(*f)),
-        Op::SetRoute(r) | Op::DelRoute(r) => programmed.applied(&Op::DelRoute(*r)),
-    }
 }
 
 fn node_error(shared: &Shared, kind: ErrorKind) {

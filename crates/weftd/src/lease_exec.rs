@@ -426,7 +426,11 @@ mod tests {
         let renewed = fake.times(|c| *c == Call::Renew(99));
         assert!(!renewed.is_empty(), "the new lease is renewed: {calls:?}");
         // 30 s after etcd granted it (20 ms into the re-acquisition), not after it was applied
-        assert_eq!(renewed[0], re[0] + Duration::from_millis(30_020), "{calls:?}");
+        assert_eq!(
+            renewed[0],
+            re[0] + Duration::from_millis(30_020),
+            "{calls:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,6 +5,7 @@ mod files;
 mod flags;
 mod health;
 mod lease_exec;
+mod peer_sync;
 
 use std::process::ExitCode;
 
