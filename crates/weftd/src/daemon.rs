@@ -33,7 +33,6 @@ use weft_core::rules::{Rule, forward_rules, masq_rules};
 use weft_core::subnet::lease_key;
 use weft_core::subnet_env::SubnetEnv;
 use weft_core::vtep::{Fresh, MacChoice, NodeIdentity, fresh_mac};
-use weft_net::firewall::LockWait;
 use weft_net::iface::{self, ExtIface, IfaceRequest};
 use weft_net::netlink::{ChangeMonitor, KernelChange};
 use weft_net::{FirewallError, Iptables, Netlink, VxlanSpec};
@@ -44,6 +43,7 @@ use crate::flags::{Flags, IptablesBackend, Validated};
 use crate::health::{self, Condition, ErrorKind, Health};
 use crate::lease_exec::{LeaseExecutor, LeasePort, News};
 use crate::peer_sync;
+use crate::rules_sync;
 use weft_core::peers::{Entry, Notice, PeerTable, parse_entry};
 
 /// How often the reconciler looks at the kernel even when nothing was announced. Changes to
@@ -1533,47 +1533,13 @@ async fn apply_own_subnet(node: &Node, shared: &Shared, subnet: Ipv4Net) -> Resu
     }
     Ok(())
 }
-
-/// Brings the rules for `subnet` in place and keeps [`Condition::Rules`] saying how that
-/// went. While another process holds the xtables lock, the condition names it; each attempt
-/// waits at most weft_net::firewall::LOCK_WAIT and the next one starts at once, so the rules
-/// follow within moments of the lock's release.
+/// Brings the rules for `subnet` in place (see [`rules_sync::sync_rules`]).
 async fn sync_rules(
     node: &Node,
     shared: &Shared,
     subnet: Ipv4Net,
 ) -> Result<Vec<weft_core::rules::Table>, FirewallError> {
-    let desired = desired_rules(node, subnet);
-    let waited = AtomicBool::new(false);
-    let on_wait = |w: &LockWait| {
-        waited.store(true, Ordering::Relaxed);
-        shared.health.unmet(Condition::Rules, w.to_string());
-    };
-    loop {
-        match node.fw.sync_with(&desired, &on_wait).await {
-            Ok(changed) => {
-                if waited.load(Ordering::Relaxed) {
-                    info!("got the xtables lock");
-                }
-                shared.health.met(Condition::Rules);
-                return Ok(changed);
-            }
-            Err(e) => match e.lock_wait() {
-                Some(w) => {
-                    shared.health.metrics.iptables_lock_busy.inc();
-                    on_wait(w);
-                    warn!(error = %e, "the xtables lock is busy");
-                }
-                None => {
-                    shared.health.unmet(
-                        Condition::Rules,
-                        format!("cannot program the iptables rules: {e}"),
-                    );
-                    return Err(e);
-                }
-            },
-        }
-    }
+    rules_sync::sync_rules(&node.fw, &shared.health, &desired_rules(node, subnet)).await
 }
 
 /// The iptables binaries to write with: those `--iptables-backend` names, or in `auto` those

@@ -6,6 +6,7 @@ mod flags;
 mod health;
 mod lease_exec;
 mod peer_sync;
+mod rules_sync;
 
 use std::process::ExitCode;
 
