@@ -9,6 +9,29 @@ use weft_core::subnet_env::SubnetEnv;
 
 use crate::{Pid, Testbed, TestbedError, wait_until, with_private_var_lib};
 
+/// flanneld's default etcd key for the network config (`--etcd-prefix` /coreos.com/network).
+pub const CONFIG_KEY: &str = "/coreos.com/network/config";
+
+/// The network config of the stock manifests: VXLAN over 10.244.0.0/16, flannel's defaults.
+pub const NET_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
+
+/// A bed of `nodes` nodes whose etcd holds `config` at [`CONFIG_KEY`].
+pub fn bed(label: &str, nodes: usize, config: &str) -> Result<Testbed, TestbedError> {
+    let tb = Testbed::new(label, crate::TestbedConfig::with_nodes(nodes))?;
+    tb.etcdctl(&["put", CONFIG_KEY, config])?;
+    Ok(tb)
+}
+
+/// [`spawn`] on nodes `0..n`, each with the same `extra` flags.
+pub fn spawn_all(
+    tb: &mut Testbed,
+    weftd: &Path,
+    n: usize,
+    extra: &[&str],
+) -> Result<Vec<Pid>, TestbedError> {
+    (0..n).map(|i| spawn(tb, weftd, i, extra, &[])).collect()
+}
+
 /// flanneld's flags that every weftd on node `i` needs: the bed's etcd and the node's
 /// subnet.env (`<node dir>/run/flannel/subnet.env`, where the flannel CNI plugin reads it).
 /// Nothing else: the rest is the caller's (and flanneld's defaults).

@@ -18,10 +18,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use weft_testbed::{CniSetup, Testbed, TestbedConfig, wait_until, weftd};
-
-const NET_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
-const CONFIG_KEY: &str = "/coreos.com/network/config";
+use weft_testbed::{CniSetup, Testbed, wait_until, weftd};
 
 /// The VPC CNI's `misc/10-aws.conflist` as aws-node renders it for an IPv4 cluster.
 const AWS_CONFLIST: &str = include_str!("golden/cleanup/node/10-aws.conflist");
@@ -370,25 +367,15 @@ fn cleanup_vpc_cni_turns_an_aws_node_into_a_weft_node() {
     let started = Instant::now();
     let weftd = sibling("weftd");
     let weft_cni = sibling("weft-cni");
-    let mut tb = Testbed::new("cleanup-vpc-cni", TestbedConfig::with_nodes(2))
+    let mut tb = weftd::bed("cleanup-vpc-cni", 2, weftd::NET_CONFIG)
         .unwrap_or_else(|e| panic!("cannot build the testbed: {e}"));
-    tb.etcdctl(&["put", CONFIG_KEY, NET_CONFIG]).unwrap();
     let legacy = has_program("iptables-legacy-restore");
     if !legacy {
         eprintln!("iptables-legacy is not installed: planting the nft backend only");
     }
 
     // weftd on both nodes, as crates/weftd/tests/common starts it.
-    for i in 0..2 {
-        weftd::spawn(
-            &mut tb,
-            &weftd,
-            i,
-            &["--healthz-port=8081", "--ip-masq"],
-            &[],
-        )
-        .unwrap();
-    }
+    weftd::spawn_all(&mut tb, &weftd, 2, &["--healthz-port=8081", "--ip-masq"]).unwrap();
     let env0 = weftd::ready(&tb, 0, Duration::from_secs(15));
     let env1 = weftd::ready(&tb, 1, Duration::from_secs(15));
     let ns = tb.node(0).ns.clone();

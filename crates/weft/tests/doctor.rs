@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use weft_testbed::{Signal, Testbed, TestbedConfig, wait_until, weftd};
 
-const NET_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
 const CONFIG_KEY: &str = "/coreos.com/network/config";
 const AWS_CONFLIST: &str = include_str!("golden/cleanup/node/10-aws.conflist");
 const NODES_NO_PODCIDR: &str = "tests/golden/doctor/nodes-no-podcidr.json";
@@ -135,25 +134,16 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
     let started = Instant::now();
     let weftd = sibling("weftd");
     let weft_cni = sibling("weft-cni");
-    let mut tb = Testbed::new("doctor-cluster", TestbedConfig::with_nodes(2))
+    let mut tb = weftd::bed("doctor-cluster", 2, weftd::NET_CONFIG)
         .unwrap_or_else(|e| panic!("cannot build the testbed (root needed): {e}"));
-    tb.etcdctl(&["put", CONFIG_KEY, NET_CONFIG]).unwrap();
     let endpoint = tb.etcd_endpoint();
 
     // weftd on both nodes, with flanneld's flags, as crates/weftd/tests/common starts it.
     // Node 1 is an AL2-like node: weftd writes with iptables-legacy (with a lock file of the
     // bed's, not the host's /run/xtables.lock).
     let lock = tb.dir().join("xtables.lock").display().to_string();
-    let mut pids = vec![
-        weftd::spawn(
-            &mut tb,
-            &weftd,
-            0,
-            &["--healthz-port=8081", "--ip-masq"],
-            &[],
-        )
-        .unwrap(),
-    ];
+    let mut pids =
+        weftd::spawn_all(&mut tb, &weftd, 1, &["--healthz-port=8081", "--ip-masq"]).unwrap();
     pids.push(
         weftd::spawn(
             &mut tb,

@@ -28,10 +28,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use weft_testbed::{CniSetup, Pinger, Testbed, TestbedConfig, wait_until, weftd};
+use weft_testbed::{CniSetup, Pinger, Testbed, wait_until, weftd};
 
-const NET_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
-const CONFIG_KEY: &str = "/coreos.com/network/config";
 const AWS_CONFLIST: &str = include_str!("golden/cleanup/node/10-aws.conflist");
 const PING_EVERY: Duration = Duration::from_millis(20);
 
@@ -309,9 +307,8 @@ fn rolling_migration_on_ec2_rules_loses_no_packet() {
     let weftd = sibling("weftd");
     let weft_cni = sibling("weft-cni");
     let n = 3;
-    let mut tb = Testbed::new("migrate-vpc-cni", TestbedConfig::with_nodes(n))
+    let mut tb = weftd::bed("migrate-vpc-cni", n, weftd::NET_CONFIG)
         .unwrap_or_else(|e| panic!("cannot build the testbed: {e}"));
-    tb.etcdctl(&["put", CONFIG_KEY, NET_CONFIG]).unwrap();
     tb.enable_ec2().unwrap();
     let roots: Vec<Root> = (0..n).map(|i| Root(tb.node(i).dir.join("root"))).collect();
 
@@ -384,16 +381,7 @@ fn rolling_migration_on_ec2_rules_loses_no_packet() {
     }
 
     // 1. weftd on every node, with flanneld's flags.
-    for i in 0..n {
-        weftd::spawn(
-            &mut tb,
-            &weftd,
-            i,
-            &["--healthz-port=8081", "--ip-masq"],
-            &[],
-        )
-        .unwrap();
-    }
+    weftd::spawn_all(&mut tb, &weftd, n, &["--healthz-port=8081", "--ip-masq"]).unwrap();
     for i in 0..n {
         let env = weftd::ready(&tb, i, Duration::from_secs(15));
         assert!(

@@ -10,10 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use weft_testbed::{Signal, Testbed, TestbedConfig, wait_until, weftd};
-
-const NET_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
-const CONFIG_KEY: &str = "/coreos.com/network/config";
+use weft_testbed::{Signal, Testbed, wait_until, weftd};
 
 fn weft() -> &'static str {
     env!("CARGO_BIN_EXE_weft")
@@ -56,22 +53,9 @@ fn status_shows_every_pair_programmed_then_an_unreachable_weftd_first() {
         weftd.exists(),
         "weftd must be built beside weft (cargo build --workspace --bins)"
     );
-    let mut tb = Testbed::new("status", TestbedConfig::with_nodes(3))
+    let mut tb = weftd::bed("status", 3, weftd::NET_CONFIG)
         .unwrap_or_else(|e| panic!("cannot build the testbed (root needed): {e}"));
-    tb.etcdctl(&["put", CONFIG_KEY, NET_CONFIG]).unwrap();
-    let mut pids = Vec::new();
-    for i in 0..3 {
-        pids.push(
-            weftd::spawn(
-                &mut tb,
-                &weftd,
-                i,
-                &["--healthz-port=8081", "--ip-masq"],
-                &[],
-            )
-            .unwrap(),
-        );
-    }
+    let pids = weftd::spawn_all(&mut tb, &weftd, 3, &["--healthz-port=8081", "--ip-masq"]).unwrap();
     let mut subnets = Vec::new();
     for i in 0..3 {
         let env = weftd::ready(&tb, i, Duration::from_secs(15));
