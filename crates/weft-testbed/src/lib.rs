@@ -35,6 +35,7 @@ pub mod cni;
 pub mod containerd;
 pub mod ec2;
 mod error;
+pub mod flow;
 pub mod http;
 mod netns;
 pub mod nlmonitor;

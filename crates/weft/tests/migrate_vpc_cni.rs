@@ -120,54 +120,16 @@ struct Flow {
 }
 
 fn tcp_flow(server: &P, client: &P, port: u16) -> Flow {
-    use std::io::{Read, Write};
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (sns, sip) = (server.ns.clone(), server.ip);
-    std::thread::spawn(move || {
-        weft_testbed::in_netns(&sns, move || {
-            let l = std::net::TcpListener::bind((sip, port)).map_err(|e| e.to_string())?;
-            ready_tx.send(()).ok();
-            let (mut s, _) = l.accept().map_err(|e| e.to_string())?;
-            let mut b = [0u8; 8];
-            loop {
-                match s.read(&mut b) {
-                    Ok(0) => return Ok::<(), String>(()),
-                    Ok(n) => s.write_all(&b[..n]).map_err(|e| e.to_string())?,
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-        })
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("server listening");
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let cns = client.ns.clone();
-    let handle = std::thread::spawn(move || {
-        weft_testbed::in_netns(&cns, move || {
-            let mut s =
-                std::net::TcpStream::connect_timeout(&(sip, port).into(), Duration::from_secs(5))
-                    .map_err(|e| format!("connect: {e}"))?;
-            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-            let mut n = 0u64;
-            let mut b = [0u8; 8];
-            while !flag.load(Ordering::Relaxed) {
-                s.write_all(&n.to_be_bytes())
-                    .map_err(|e| format!("write after {n}: {e}"))?;
-                s.read_exact(&mut b)
-                    .map_err(|e| format!("read after {n}: {e}"))?;
-                if u64::from_be_bytes(b) != n {
-                    return Err(format!("echo mismatch at {n}"));
-                }
-                n += 1;
-                std::thread::sleep(PING_EVERY);
-            }
-            Ok(n)
-        })
-        .map_err(|e| e.to_string())
-        .and_then(|r| r)
-    });
+    let handle = weft_testbed::flow::tcp_flow(
+        &server.ns,
+        server.ip,
+        &client.ns,
+        port,
+        PING_EVERY,
+        stop.clone(),
+    )
+    .unwrap_or_else(|e| panic!("TCP flow {} -> {}: {e}", client.name, server.name));
     Flow {
         label: format!("{} -> {}", client.name, server.name),
         server: server.name.clone(),

@@ -142,18 +142,7 @@ fn weftd_rides_out_leader_loss_follower_loss_and_a_partitioned_member() {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    let flows: Vec<_> = (0..3)
-        .map(|i| {
-            let (a, b) = (&pods[i], &pods[(i + 1) % 3]);
-            tcp_flow(
-                b.ns.clone(),
-                b.ip,
-                a.ns.clone(),
-                5100 + i as u16,
-                stop.clone(),
-            )
-        })
-        .collect();
+    let flows = ring_flows(&pods, 5100, &stop);
     let pingers: Vec<_> = (0..3)
         .map(|i| {
             c.tb.start_pinger(&pods[i].ns, pods[(i + 1) % 3].ip, PING_EVERY)

@@ -431,18 +431,7 @@ fn restarting_every_node_at_once_keeps_tcp_flows_and_pings() {
     let macs: Vec<String> = (0..3).map(|i| c.vtep_mac(i)).collect();
     let envs: Vec<String> = (0..3).map(|i| read(&c.subnet_file(i))).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let flows: Vec<_> = (0..3)
-        .map(|i| {
-            let (a, b) = (&pods[i], &pods[(i + 1) % 3]);
-            tcp_flow(
-                b.ns.clone(),
-                b.ip,
-                a.ns.clone(),
-                5000 + i as u16,
-                stop.clone(),
-            )
-        })
-        .collect();
+    let flows = ring_flows(&pods, 5000, &stop);
     let pingers: Vec<_> = (0..3)
         .map(|i| {
             c.tb.start_pinger(&pods[i].ns, pods[(i + 2) % 3].ip, Duration::from_millis(20))

@@ -458,60 +458,27 @@ pub fn base64_decode(s: &str) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// A long-lived TCP flow between two pods: a request/response every 20 ms until `stop`.
-/// Returns the number of round trips, or the first error (a reset flow).
-pub fn tcp_flow(
-    server_ns: String,
-    server_ip: Ipv4Addr,
-    client_ns: String,
+/// A long-lived TCP flow from each pod to the next (pod i to pod i+1, around the ring), on
+/// ports from `port`: a round trip every 20 ms until `stop` (see [`weft_testbed::flow`]).
+pub fn ring_flows(
+    pods: &[Pod],
     port: u16,
-    stop: Arc<AtomicBool>,
-) -> JoinHandle<Result<u64, String>> {
-    use std::io::{Read, Write};
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        weft_testbed::in_netns(&server_ns, move || {
-            let l = std::net::TcpListener::bind((server_ip, port)).map_err(|e| e.to_string())?;
-            ready_tx.send(()).ok();
-            let (mut s, _) = l.accept().map_err(|e| e.to_string())?;
-            let mut b = [0u8; 8];
-            loop {
-                match s.read(&mut b) {
-                    Ok(0) => return Ok::<(), String>(()),
-                    Ok(n) => s.write_all(&b[..n]).map_err(|e| e.to_string())?,
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
+    stop: &Arc<AtomicBool>,
+) -> Vec<JoinHandle<Result<u64, String>>> {
+    (0..pods.len())
+        .map(|i| {
+            let (a, b) = (&pods[i], &pods[(i + 1) % pods.len()]);
+            weft_testbed::flow::tcp_flow(
+                &b.ns,
+                b.ip,
+                &a.ns,
+                port + i as u16,
+                Duration::from_millis(20),
+                stop.clone(),
+            )
+            .unwrap_or_else(|e| panic!("TCP flow {} -> {}: {e}", a.ip, b.ip))
         })
-        .map_err(|e| e.to_string())
-        .and_then(|r| r)
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("server listening");
-    std::thread::spawn(move || {
-        weft_testbed::in_netns(&client_ns, move || {
-            let mut s =
-                std::net::TcpStream::connect((server_ip, port)).map_err(|e| e.to_string())?;
-            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-            let mut n = 0u64;
-            let mut b = [0u8; 8];
-            while !stop.load(Ordering::Relaxed) {
-                s.write_all(&n.to_be_bytes())
-                    .map_err(|e| format!("write after {n}: {e}"))?;
-                s.read_exact(&mut b)
-                    .map_err(|e| format!("read after {n}: {e}"))?;
-                if u64::from_be_bytes(b) != n {
-                    return Err(format!("echo mismatch at {n}"));
-                }
-                n += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Ok(n)
-        })
-        .map_err(|e| e.to_string())
-        .and_then(|r| r)
-    })
+        .collect()
 }
 
 /// Pings every ordered pair of `pods` (3 pings each) and asserts all replies came back.
