@@ -27,7 +27,7 @@ use weft_core::alloc::{AcquireAction, Listing as KeySet, plan_acquire_listed};
 use weft_core::config::{BackendConfig, NetworkConfig};
 use weft_core::dataplane::{Programmed, diff};
 use weft_core::lease::{LeaseAttrs, LeaseError, MAX_LEASE_BYTES};
-use weft_core::lease_watch::{Batch, Next, Tick, WatchCursor};
+use weft_core::lease_watch::Relist;
 use weft_core::mac::MacAddr;
 use weft_core::rules::{Rule, forward_rules, masq_rules};
 use weft_core::subnet::lease_key;
@@ -44,6 +44,7 @@ use crate::health::{self, Condition, ErrorKind, Health};
 use crate::lease_exec::{LeaseExecutor, LeasePort, News};
 use crate::peer_sync;
 use crate::rules_sync;
+use crate::watch_exec::{Failure, LeaseSink, LeaseSource, LeaseStream, WatchExecutor};
 use weft_core::peers::{Entry, Notice, PeerTable, parse_entry};
 
 /// How often the reconciler looks at the kernel even when nothing was announced. Changes to
@@ -961,239 +962,153 @@ async fn reconcile_task(node: Arc<Node>, shared: Arc<Shared>) {
     }
 }
 
-/// The lease watch. `rev` is the revision up to which every event has been applied to the
+/// The lease watch: [`weft_core::lease_watch::WatchCursor`] run by [`WatchExecutor`], reading etcd
+/// ([`EtcdLeases`]) and feeding the lease table, our own key's news and the reconciler
+/// ([`NodeLeases`]). `rev` is the revision up to which every event has been applied to the
 /// peer table (first the start-up listing's): a broken stream resumes from `rev + 1`, and
 /// `rev` only moves to the last delivered event's mod revision or to a progress
-/// notification's revision (never to a response header's while events come, which etcd
-/// stamps with its current revision also while a resumed watch still catches up).
-/// A compacted resume revision, or a response over gRPC's message limit, is replaced by a
-/// paged listing. Every --lease-relist-interval, the anti-entropy check asks for a progress
-/// notification (bringing `rev` to etcd's current revision once caught up), then lists the
-/// keys (without values) at `rev` and compares them with the table; any difference is
-/// repaired by a full listing and counted. Every one of those decisions (where to resume,
-/// when and why to re-list, when to check and at which revision, how long to back off) is
-/// weft-core's [`WatchCursor`]; this task carries them out.
+/// notification's revision. A compacted resume revision, or a response over gRPC's message
+/// limit, is replaced by a paged listing. Every --lease-relist-interval, the anti-entropy
+/// check asks for a progress notification, then lists the keys (without values) at `rev`
+/// and compares them with the table; any difference is repaired by a full listing.
 async fn watch_task(node: Arc<Node>, shared: Arc<Shared>, rev: i64, own_tx: mpsc::Sender<OwnKey>) {
-    let hb = shared.health.heartbeat("lease watch");
-    let mut cursor = WatchCursor::new(rev);
     let period = Duration::from_secs(node.flags.lease_relist_interval);
-    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let from = match cursor.next() {
-            Next::Relist(why) => {
-                // Every etcd request has a timeout (5 s) and a page is at most about 1 MiB, so
-                // a listing of tens of thousands of keys ends well within the bound.
-                hb.busy("re-listing the leases", Duration::ZERO);
-                match node.store.list_leases().await {
-                    Ok((raws, r)) => {
-                        shared.health.metrics.relisted(why.label());
-                        let own_subnet = shared.own().subnet;
-                        let own_key = lease_key(&node.flags.etcd.etcd_prefix, own_subnet);
-                        if let Some(mine) = raws.iter().find(|x| x.key == own_key) {
-                            let _ = own_tx.try_send(News::Put(own_subnet, mine.clone()));
-                        } else {
-                            let _ = own_tx.try_send(News::Deleted(own_subnet));
-                        }
-                        let repaired = reset_table(&node, &shared, &raws);
-                        shared
-                            .health
-                            .metrics
-                            .lease_relist_repairs
-                            .inc_by(repaired as u64);
-                        if shared
-                            .table()
-                            .holder_of_mac(node.mac(), node.ext.public_ip)
-                            .is_some()
-                        {
-                            let _ = own_tx.try_send(News::MacConflict);
-                        }
-                        info!(
-                            revision = r,
-                            keys = raws.len(),
-                            reason = why.label(),
-                            changed = repaired,
-                            "re-listed leases"
-                        );
-                        cursor.listed(r);
-                        shared.kick.notify_one();
-                    }
-                    Err(e) => {
-                        lost_etcd(&shared, &e.to_string());
-                        let wait = cursor.list_failed();
-                        hb.busy("waiting to re-list the leases", wait);
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-                continue;
-            }
-            Next::Watch { from } => from,
-        };
-        hb.busy("opening the lease watch", Duration::ZERO);
-        match node.store.watch_leases(from).await {
-            Ok(mut w) => {
-                if cursor.opened() {
-                    shared.health.metrics.watch_reconnects.inc();
-                    info!(from_revision = from, "lease watch re-established");
-                }
-                shared.health.met(Condition::Watch);
-                loop {
-                    // No deadline: a quiet cluster sends nothing for hours. A dead connection
-                    // ends the stream within about 9 s (HTTP/2 keep-alive), which is a beat.
-                    hb.waiting("lease events from etcd");
-                    let next = tokio::select! {
-                        b = w.next() => b,
-                        _ = check.tick() => {
-                            match cursor.tick() {
-                                Tick::RequestProgress => {
-                                    if let Err(e) = w.request_progress().await {
-                                        debug!(error = %e, "cannot ask etcd for watch progress");
-                                    }
-                                }
-                                Tick::Check { at } => {
-                                    if !check_leases(&node, &shared, &hb, at).await {
-                                        cursor.check_failed();
-                                        break;
-                                    }
-                                }
-                            }
-                            continue;
-                        }
-                    };
-                    hb.busy("applying lease events", Duration::ZERO);
-                    match next {
-                        Ok(Some(WatchBatch::Events { events, revision })) => {
-                            let own_subnet = shared.own().subnet;
-                            let own_key = lease_key(&node.flags.etcd.etcd_prefix, own_subnet);
-                            let changed = !events.is_empty();
-                            {
-                                let mut t = shared.table();
-                                for ev in events {
-                                    match ev {
-                                        LeaseEvent::Put(r) => {
-                                            if r.key == own_key {
-                                                let _ = own_tx
-                                                    .try_send(News::Put(own_subnet, r.clone()));
-                                            }
-                                            let entry = entry_of(&node.cfg, &r);
-                                            if let Entry::Peer(p) = &entry
-                                                && p.vtep_mac == node.mac()
-                                                && p.public_ip != node.ext.public_ip
-                                            {
-                                                let _ = own_tx.try_send(News::MacConflict);
-                                            }
-                                            t.put(r.key, r.mod_revision, entry);
-                                        }
-                                        LeaseEvent::Delete { key, .. } => {
-                                            if key == own_key {
-                                                let _ = own_tx.try_send(News::Deleted(own_subnet));
-                                            }
-                                            t.delete(&key);
-                                        }
-                                    }
-                                }
-                            }
-                            match cursor.batch(revision, changed) {
-                                Batch::Reconcile => shared.kick.notify_one(),
-                                Batch::Check { at } => {
-                                    // The progress notification asked for by the check.
-                                    if !check_leases(&node, &shared, &hb, at).await {
-                                        cursor.check_failed();
-                                        break;
-                                    }
-                                }
-                                Batch::Nothing => {}
-                            }
-                        }
-                        Ok(Some(WatchBatch::Compacted(c))) => {
-                            warn!(
-                                compact_revision = c,
-                                "lease watch fell behind a compaction; re-listing"
-                            );
-                            shared.health.unmet(
-                                Condition::Watch,
-                                "re-listing the leases after an etcd compaction",
-                            );
-                            cursor.compacted();
-                            break;
-                        }
-                        Ok(None) => {
-                            lost_etcd(&shared, "the watch stream ended");
-                            break;
-                        }
-                        Err(e) if e.is_too_large() => {
-                            warn!(error = %e, from_revision = cursor.rev() + 1, "a lease watch response was over gRPC's message limit (huge values); re-listing page by page");
-                            shared.health.unmet(
-                                Condition::Watch,
-                                "re-listing the leases (a watch response was over gRPC's message limit)",
-                            );
-                            cursor.too_large();
-                            break;
-                        }
-                        Err(e) => {
-                            lost_etcd(&shared, &e.to_string());
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => lost_etcd(&shared, &e.to_string()),
-        }
-        // A re-list is due at once; otherwise wait (capped at 1 s: the watch is back within a
-        // second of etcd's return).
-        if let Some(wait) = cursor.lost() {
-            hb.busy("waiting to reconnect the lease watch", wait);
-            tokio::time::sleep(wait).await;
-        }
-    }
-}
-
-/// Runs the anti-entropy check; false when a full re-list must follow.
-async fn check_leases(node: &Node, shared: &Shared, hb: &health::BeatGuard, rev: i64) -> bool {
-    hb.busy("checking the leases (anti-entropy)", Duration::ZERO);
-    match anti_entropy(node, shared, rev).await {
-        Ok(ok) => ok,
-        Err(e) => {
-            warn!(error = %e, "the anti-entropy check of the leases failed; trying again next period");
-            true
-        }
-    }
-}
-
-/// The anti-entropy check: the keys and mod revisions at `rev`, without values (cheap),
-/// compared with the peer table. Ok(false) when they differ (counted; the caller re-lists),
-/// or when `rev` was compacted (nothing can be compared: the caller re-lists).
-async fn anti_entropy(node: &Node, shared: &Shared, rev: i64) -> Result<bool> {
-    let keys = match node.store.list_lease_revisions(Some(rev)).await {
-        Ok((keys, _)) => keys,
-        Err(e) if e.is_compacted() => {
-            debug!(
-                revision = rev,
-                "the watch's revision was compacted; the anti-entropy check re-lists"
-            );
-            return Ok(false);
-        }
-        Err(e) => return Err(e.into()),
+    let hb = shared.health.heartbeat("lease watch");
+    let sink = NodeLeases {
+        node: node.clone(),
+        shared,
+        own_tx,
+        hb,
     };
-    shared.health.metrics.lease_relist_checks.inc();
-    let diff = shared
-        .table()
-        .differences(keys.iter().map(|k| (k.key.as_str(), k.mod_revision)));
-    if diff == 0 {
-        debug!(
-            revision = rev,
-            keys = keys.len(),
-            "anti-entropy check: the watch missed nothing"
-        );
-        return Ok(true);
+    WatchExecutor::new(EtcdLeases(node), sink, rev, period)
+        .run()
+        .await
+}
+
+/// etcd's leases, through the node's store.
+struct EtcdLeases(Arc<Node>);
+
+impl LeaseSource for EtcdLeases {
+    type Stream = weft_store::LeaseWatch;
+    async fn list(&self) -> Result<(Vec<RawLease>, i64), Failure> {
+        Ok(self.0.store.list_leases().await?)
     }
-    warn!(
-        revision = rev,
-        keys = keys.len(),
-        differing = diff,
-        "anti-entropy check: the lease watch missed changes; re-listing to repair"
-    );
-    Ok(false)
+    async fn watch(&self, from: i64) -> Result<weft_store::LeaseWatch, Failure> {
+        Ok(self.0.store.watch_leases(from).await?)
+    }
+    async fn revisions(&self, at: i64) -> Result<Vec<weft_store::KeyRevision>, Failure> {
+        Ok(self.0.store.list_lease_revisions(Some(at)).await?.0)
+    }
+}
+
+impl LeaseStream for weft_store::LeaseWatch {
+    async fn next(&mut self) -> Result<Option<WatchBatch>, Failure> {
+        Ok(weft_store::LeaseWatch::next(self).await?)
+    }
+    async fn request_progress(&mut self) -> Result<(), Failure> {
+        Ok(weft_store::LeaseWatch::request_progress(self).await?)
+    }
+}
+
+/// The lease table, our own key's news, the reconciler and health: where the watch's
+/// findings go.
+struct NodeLeases {
+    node: Arc<Node>,
+    shared: Arc<Shared>,
+    own_tx: mpsc::Sender<OwnKey>,
+    hb: health::BeatGuard,
+}
+
+impl LeaseSink for NodeLeases {
+    fn listed(&self, raws: &[RawLease], why: Relist) -> usize {
+        let (node, shared) = (&*self.node, &*self.shared);
+        shared.health.metrics.relisted(why.label());
+        let own_subnet = shared.own().subnet;
+        let own_key = lease_key(&node.flags.etcd.etcd_prefix, own_subnet);
+        if let Some(mine) = raws.iter().find(|x| x.key == own_key) {
+            let _ = self.own_tx.try_send(News::Put(own_subnet, mine.clone()));
+        } else {
+            let _ = self.own_tx.try_send(News::Deleted(own_subnet));
+        }
+        let repaired = reset_table(node, shared, raws);
+        shared
+            .health
+            .metrics
+            .lease_relist_repairs
+            .inc_by(repaired as u64);
+        if shared
+            .table()
+            .holder_of_mac(node.mac(), node.ext.public_ip)
+            .is_some()
+        {
+            let _ = self.own_tx.try_send(News::MacConflict);
+        }
+        repaired
+    }
+
+    fn apply(&self, events: Vec<LeaseEvent>) {
+        let (node, shared) = (&*self.node, &*self.shared);
+        let own_subnet = shared.own().subnet;
+        let own_key = lease_key(&node.flags.etcd.etcd_prefix, own_subnet);
+        let mut t = shared.table();
+        for ev in events {
+            match ev {
+                LeaseEvent::Put(r) => {
+                    if r.key == own_key {
+                        let _ = self.own_tx.try_send(News::Put(own_subnet, r.clone()));
+                    }
+                    let entry = entry_of(&node.cfg, &r);
+                    if let Entry::Peer(p) = &entry
+                        && p.vtep_mac == node.mac()
+                        && p.public_ip != node.ext.public_ip
+                    {
+                        let _ = self.own_tx.try_send(News::MacConflict);
+                    }
+                    t.put(r.key, r.mod_revision, entry);
+                }
+                LeaseEvent::Delete { key, .. } => {
+                    if key == own_key {
+                        let _ = self.own_tx.try_send(News::Deleted(own_subnet));
+                    }
+                    t.delete(&key);
+                }
+            }
+        }
+    }
+
+    fn differences(&self, keys: &[weft_store::KeyRevision]) -> usize {
+        self.shared.health.metrics.lease_relist_checks.inc();
+        self.shared
+            .table()
+            .differences(keys.iter().map(|k| (k.key.as_str(), k.mod_revision)))
+    }
+
+    fn reconcile(&self) {
+        self.shared.kick.notify_one();
+    }
+
+    fn watching(&self, reconnected: bool) {
+        if reconnected {
+            self.shared.health.metrics.watch_reconnects.inc();
+        }
+        self.shared.health.met(Condition::Watch);
+    }
+
+    fn relisting(&self, why: &str) {
+        self.shared.health.unmet(Condition::Watch, why);
+    }
+
+    fn lost(&self, why: &str) {
+        lost_etcd(&self.shared, why);
+    }
+
+    fn busy(&self, doing: &'static str, within: Duration) {
+        self.hb.busy(doing, within);
+    }
+
+    fn waiting(&self, on: &'static str) {
+        self.hb.waiting(on);
+    }
 }
 
 fn lost_etcd(shared: &Shared, why: &str) {

@@ -7,6 +7,7 @@ mod health;
 mod lease_exec;
 mod peer_sync;
 mod rules_sync;
+mod watch_exec;
 
 use std::process::ExitCode;
 
