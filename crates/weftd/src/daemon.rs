@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use ipnet::Ipv4Net;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 use weft_core::agent;
 use weft_core::alloc::{AcquireAction, Listing as KeySet, plan_acquire_listed};
@@ -58,18 +58,12 @@ const RESYNC_UNANNOUNCED: Duration = Duration::from_secs(10);
 type OwnKey = News<RawLease>;
 
 struct Shared {
-    /// Index of the VXLAN device as of the last reconcile (0 before the first).
-    dev_index: AtomicU32,
-    /// What the device holds as far as weftd knows (device index, entries): the last full
-    /// read plus weftd's own acknowledged changes and the kernel's announcements since.
-    /// `None` until the first full reconcile. Held for a whole reconcile pass, so passes
-    /// never interleave.
-    model: tokio::sync::Mutex<Option<(u32, Programmed)>>,
     /// The next reconcile must re-read the device (drift was announced, notifications were
     /// lost, or an earlier pass failed).
     full_due: AtomicBool,
-    /// Whether the netlink change monitor is running (then the periodic check is rare).
-    monitored: AtomicBool,
+    /// Full passes asked for by other tasks that wait for the outcome (the number of kernel
+    /// changes that failed).
+    passes: mpsc::Sender<oneshot::Sender<Result<usize, String>>>,
     table: Mutex<PeerTable>,
     own: Mutex<HeldLease>,
     kick: Notify,
@@ -362,11 +356,10 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
     health.unmet(Condition::Lease, "acquiring a subnet lease");
     let (own, listing) = acquire_retrying(&node, previous, None, &health).await;
     let mut listing = Some(listing);
+    let (passes_tx, passes) = mpsc::channel(4);
     let shared = Arc::new(Shared {
-        dev_index: AtomicU32::new(0),
-        model: tokio::sync::Mutex::new(None),
         full_due: AtomicBool::new(true),
-        monitored: AtomicBool::new(false),
+        passes: passes_tx,
         table: Mutex::new(PeerTable::default()),
         own: Mutex::new(own),
         kick: Notify::new(),
@@ -385,11 +378,12 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
     }
 
     // Data plane, rules and peers first; subnet.env (and readiness) last.
+    let mut plane = Plane::default();
     loop {
-        match bring_up(&node, &shared, listing.take()).await {
+        match bring_up(&node, &shared, &mut plane, listing.take()).await {
             Ok(rev) => {
                 let (tx, rx) = mpsc::channel(16);
-                spawn_tasks(node.clone(), shared.clone(), rev, tx, rx);
+                spawn_tasks(node.clone(), shared.clone(), rev, tx, rx, plane, passes);
                 break;
             }
             Err(e) => {
@@ -658,7 +652,12 @@ fn write_subnet_env(node: &Node, shared: &Shared, own: Ipv4Net) -> Result<bool> 
 /// Address, rules, the first full peer sync, then subnet.env and readiness. Returns the
 /// revision the peers were listed at, for the watch to continue from. `listing` is the
 /// acquire's listing of the leases (listed again when absent, e.g. on a retry).
-async fn bring_up(node: &Node, shared: &Shared, listing: Option<Listing>) -> Result<i64> {
+async fn bring_up(
+    node: &Node,
+    shared: &Shared,
+    plane: &mut Plane,
+    listing: Option<Listing>,
+) -> Result<i64> {
     let own = shared.own();
     let dev = node.nl.ensure_vxlan(&node.spec()).await?;
     node.nl
@@ -679,7 +678,7 @@ async fn bring_up(node: &Node, shared: &Shared, listing: Option<Listing>) -> Res
             None => node.store.list_leases().await?,
         };
         reset_table(node, shared, &raws);
-        let failed = reconcile(node, shared).await;
+        let failed = reconcile(node, shared, plane).await;
         dataplane_condition(shared, &failed);
         if failed? > 0 {
             // Some kernel changes failed: the reconciler retries them.
@@ -697,12 +696,50 @@ async fn bring_up(node: &Node, shared: &Shared, listing: Option<Listing>) -> Res
     Ok(rev)
 }
 
+/// The data plane's state, owned by whoever runs the passes: bring-up, then the data plane
+/// task alone.
+#[derive(Default)]
+struct Plane {
+    /// Index of the VXLAN device as of the last full pass (0 before the first).
+    dev: u32,
+    /// What the device holds as far as weftd knows (device index, entries): the last full
+    /// read plus weftd's own acknowledged changes and the kernel's announcements since.
+    /// `None` until the first full pass.
+    model: Option<(u32, Programmed)>,
+}
+
+impl Plane {
+    /// Takes one kernel announcement into the model. True when it is drift: the device now
+    /// differs from the model (or cannot be told to match it), so a full pass must re-read it.
+    fn observe(&mut self, change: KernelChange) -> bool {
+        match change {
+            KernelChange::Overrun => {
+                warn!(
+                    "netlink notifications were lost (socket buffer full); re-reading the device"
+                );
+                true
+            }
+            KernelChange::Link(i) | KernelChange::Address(i) => i == self.dev,
+            KernelChange::Entry(i, observed) if i == self.dev => match self.model.as_mut() {
+                Some((index, programmed)) if *index == self.dev => {
+                    let expected = programmed.observe(&observed);
+                    if !expected {
+                        debug!(?observed, "the kernel changed an entry on the device");
+                    }
+                    !expected
+                }
+                _ => true,
+            },
+            KernelChange::Entry(..) | KernelChange::Other(_) => false,
+        }
+    }
+}
+
 /// A full pass: make sure the device exists and is right, read what it holds, diff the peers
 /// against that and apply only the difference. Resets the model. Returns the number of
 /// kernel changes that failed (retried by the caller).
-async fn reconcile(node: &Node, shared: &Shared) -> Result<usize> {
+async fn reconcile(node: &Node, shared: &Shared, plane: &mut Plane) -> Result<usize> {
     let started = Instant::now();
-    let mut model = shared.model.lock().await;
     // Whatever was announced before this read is superseded by it.
     shared.full_due.store(false, Ordering::Relaxed);
     let own = shared.own();
@@ -710,26 +747,22 @@ async fn reconcile(node: &Node, shared: &Shared) -> Result<usize> {
     if dev.created {
         warn!(device = %node.spec.name, "the VXLAN device was missing; re-created it with the same MAC");
     }
-    shared.dev_index.store(dev.index, Ordering::Relaxed);
+    plane.dev = dev.index;
     shared.health.metrics.kernel_reads.inc();
-    let programmed = model.insert((dev.index, fresh));
+    let programmed = plane.model.insert((dev.index, fresh));
     Ok(apply_peers(node, shared, dev.index, &mut programmed.1, Some(started)).await)
 }
 
 /// An event pass (leases changed): diff the peers against the model and apply the
 /// difference, without reading the device back. Falls back to a full pass when there is no
 /// model for the current device.
-async fn reconcile_peers(node: &Node, shared: &Shared) -> Result<usize> {
-    let mut model = shared.model.lock().await;
-    let dev = shared.dev_index.load(Ordering::Relaxed);
-    match model.as_mut() {
+async fn reconcile_peers(node: &Node, shared: &Shared, plane: &mut Plane) -> Result<usize> {
+    let dev = plane.dev;
+    match plane.model.as_mut() {
         Some((index, programmed)) if *index == dev && !shared.full_due.load(Ordering::Relaxed) => {
             Ok(apply_peers(node, shared, dev, programmed, None).await)
         }
-        _ => {
-            drop(model);
-            reconcile(node, shared).await
-        }
+        _ => reconcile(node, shared, plane).await,
     }
 }
 
@@ -829,78 +862,22 @@ fn spawn_tasks(
     rev: i64,
     tx: mpsc::Sender<OwnKey>,
     rx: mpsc::Receiver<OwnKey>,
+    plane: Plane,
+    passes: mpsc::Receiver<oneshot::Sender<Result<usize, String>>>,
 ) {
-    // Open the monitor before the reconciler's first wait, so it knows which period applies.
-    match ChangeMonitor::new() {
-        Ok(mon) => {
-            shared.monitored.store(true, Ordering::Relaxed);
-            tokio::spawn(monitor_task(shared.clone(), mon));
-        }
-        Err(e) => {
-            warn!(error = %e, "cannot listen to netlink notifications; kernel drift is repaired every {RESYNC_UNANNOUNCED:?} instead")
-        }
-    }
+    let mon = ChangeMonitor::new()
+        .map_err(|e| warn!(error = %e, "cannot listen to netlink notifications; kernel drift is repaired every {RESYNC_UNANNOUNCED:?} instead"))
+        .ok();
     tokio::spawn(watch_task(node.clone(), shared.clone(), rev, tx));
-    tokio::spawn(reconcile_task(node.clone(), shared.clone()));
+    tokio::spawn(dataplane_task(
+        node.clone(),
+        shared.clone(),
+        plane,
+        mon,
+        passes,
+    ));
     tokio::spawn(lease_task(node.clone(), shared.clone(), rx));
     tokio::spawn(firewall_task(node, shared));
-}
-
-/// Watches the kernel's announcements for our device. The echo of weftd's own change matches
-/// the model and is ignored; anything else (a deleted route, neighbour or FDB entry, an entry
-/// someone added, the device or its address changing, lost notifications) asks the
-/// reconciler for a full pass, so repairs take milliseconds, not a period.
-async fn monitor_task(shared: Arc<Shared>, mut mon: ChangeMonitor) {
-    // Entry changes wait here, compact, while a reconcile pass holds the model (programming
-    // thousands of peers announces each entry): the socket is drained at once rather than
-    // queueing full netlink messages.
-    let mut pending: Vec<weft_core::dataplane::Observed> = Vec::new();
-    loop {
-        let mut drift = false;
-        tokio::select! {
-            biased;
-            change = mon.next() => {
-                let Some(change) = change else { break };
-                let dev = shared.dev_index.load(Ordering::Relaxed);
-                match change {
-                    KernelChange::Overrun => {
-                        warn!("netlink notifications were lost (socket buffer full); re-reading the device");
-                        drift = true;
-                    }
-                    KernelChange::Link(i) | KernelChange::Address(i) => drift = i == dev,
-                    KernelChange::Entry(i, observed) if i == dev => pending.push(observed),
-                    KernelChange::Entry(..) | KernelChange::Other(_) => {}
-                }
-            }
-            mut model = shared.model.lock(), if !pending.is_empty() => {
-                let dev = shared.dev_index.load(Ordering::Relaxed);
-                match model.as_mut() {
-                    Some((index, programmed)) if *index == dev => {
-                        for observed in pending.drain(..) {
-                            if !programmed.observe(&observed) {
-                                debug!(?observed, "the kernel changed an entry on the device");
-                                drift = true;
-                            }
-                        }
-                    }
-                    _ => {
-                        pending.clear();
-                        drift = true;
-                    }
-                }
-                pending.shrink_to(1024);
-            }
-        }
-        if drift {
-            shared.health.metrics.kernel_drift.inc();
-            shared.full_due.store(true, Ordering::Relaxed);
-            shared.kick.notify_one();
-        }
-    }
-    shared.monitored.store(false, Ordering::Relaxed);
-    warn!(
-        "the netlink notification socket closed; kernel drift is repaired every {RESYNC_UNANNOUNCED:?} instead"
-    );
 }
 
 /// Sets the dataplane readiness condition from a reconcile pass's result.
@@ -918,30 +895,111 @@ fn dataplane_condition(shared: &Shared, result: &Result<usize>) {
     }
 }
 
-async fn reconcile_task(node: Arc<Node>, shared: Arc<Shared>) {
-    let hb = shared.health.heartbeat("reconciler");
+/// The next kernel announcement; pending forever without a monitor. A closed monitor is
+/// dropped (with a warning): drift is then found by the periodic full pass.
+async fn next_change(mon: &mut Option<ChangeMonitor>) -> KernelChange {
     loop {
-        let period = if shared.monitored.load(Ordering::Relaxed) {
+        let Some(m) = mon.as_mut() else {
+            return std::future::pending().await;
+        };
+        match m.next().await {
+            Some(change) => return change,
+            None => {
+                *mon = None;
+                warn!(
+                    "the netlink notification socket closed; kernel drift is repaired every {RESYNC_UNANNOUNCED:?} instead"
+                );
+            }
+        }
+    }
+}
+
+/// The data plane task, the one owner of the device's model ([`Plane`]). It waits for a
+/// reason to run a pass (leases changed, a full pass asked for, the period) while it takes
+/// the kernel's announcements into the model: the echo of weftd's own change matches it and
+/// is ignored; anything else (a deleted route, neighbour or FDB entry, an entry someone
+/// added, the device or its address changing, lost notifications) is drift and brings a
+/// full pass, so repairs take milliseconds, not a period. During a pass, announcements wait
+/// compactly (programming thousands of peers announces each entry: the socket is drained at
+/// once rather than queueing full netlink messages) and are taken in after it.
+async fn dataplane_task(
+    node: Arc<Node>,
+    shared: Arc<Shared>,
+    mut plane: Plane,
+    mut mon: Option<ChangeMonitor>,
+    mut passes: mpsc::Receiver<oneshot::Sender<Result<usize, String>>>,
+) {
+    let hb = shared.health.heartbeat("reconciler");
+    let mut waiting: Vec<KernelChange> = Vec::new();
+    let mut passes_open = true;
+    loop {
+        let period = if mon.is_some() {
             RESYNC
         } else {
             RESYNC_UNANNOUNCED
         };
         // The timer below ends this wait within `period` at the latest.
         hb.busy("waiting for the next reconcile pass", period);
-        tokio::select! {
-            _ = shared.kick.notified() => {}
-            _ = tokio::time::sleep(period) => {
-                shared.full_due.store(true, Ordering::Relaxed);
+        let timer = tokio::time::sleep(period);
+        tokio::pin!(timer);
+        let mut reply = None;
+        loop {
+            tokio::select! {
+                biased;
+                r = passes.recv(), if passes_open => match r {
+                    Some(r) => {
+                        reply = Some(r);
+                        shared.full_due.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    // No task can ask any more; the other reasons remain.
+                    None => passes_open = false,
+                },
+                _ = shared.kick.notified() => break,
+                _ = &mut timer => {
+                    shared.full_due.store(true, Ordering::Relaxed);
+                    break;
+                }
+                change = next_change(&mut mon) => {
+                    if plane.observe(change) {
+                        shared.health.metrics.kernel_drift.inc();
+                        shared.full_due.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                }
             }
         }
         hb.busy("running a reconcile pass", Duration::ZERO);
-        let result = if shared.full_due.load(Ordering::Relaxed) {
-            reconcile(&node, &shared).await
-        } else {
-            reconcile_peers(&node, &shared).await
+        let result = {
+            let full = shared.full_due.load(Ordering::Relaxed);
+            let pass = async {
+                if full {
+                    reconcile(&node, &shared, &mut plane).await
+                } else {
+                    reconcile_peers(&node, &shared, &mut plane).await
+                }
+            };
+            tokio::pin!(pass);
+            loop {
+                tokio::select! {
+                    biased;
+                    r = &mut pass => break r,
+                    change = next_change(&mut mon) => waiting.push(change),
+                }
+            }
         };
+        let mut drift = false;
+        for change in waiting.drain(..) {
+            drift |= plane.observe(change);
+        }
+        waiting.shrink_to(1024);
+        if drift {
+            shared.health.metrics.kernel_drift.inc();
+            shared.full_due.store(true, Ordering::Relaxed);
+            shared.kick.notify_one();
+        }
         dataplane_condition(&shared, &result);
-        let retry = match result {
+        let retry = match &result {
             Ok(0) => false,
             Ok(_) => true,
             Err(e) => {
@@ -950,6 +1008,9 @@ async fn reconcile_task(node: Arc<Node>, shared: Arc<Shared>) {
                 true
             }
         };
+        if let Some(reply) = reply {
+            let _ = reply.send(result.map_err(|e| format!("{e:#}")));
+        }
         if retry {
             shared.full_due.store(true, Ordering::Relaxed);
             hb.busy(
@@ -1436,12 +1497,23 @@ async fn apply_own_subnet(node: &Node, shared: &Shared, subnet: Ipv4Net) -> Resu
         .ensure_address_and_up(dev.index, subnet.network(), node.network)
         .await?;
     sync_rules(node, shared, subnet).await?;
-    let failed = reconcile(node, shared).await;
-    dataplane_condition(shared, &failed);
-    if failed? > 0 {
-        // Some kernel changes failed: the reconciler retries them.
-        shared.full_due.store(true, Ordering::Relaxed);
-        shared.kick.notify_one();
+    // A full pass by the data plane task, which owns the device's model (and retries what
+    // failed); subnet.env follows once it is done.
+    let (reply, outcome) = oneshot::channel();
+    shared
+        .passes
+        .send(reply)
+        .await
+        .map_err(|_| anyhow::anyhow!("the data plane task has stopped"))?;
+    let failed = outcome
+        .await
+        .map_err(|_| anyhow::anyhow!("the data plane task has stopped"))?
+        .map_err(anyhow::Error::msg)?;
+    if failed > 0 {
+        warn!(
+            failed,
+            "some kernel changes for the new lease failed; the reconciler retries them"
+        );
     }
     if write_subnet_env(node, shared, subnet)? {
         info!(file = %node.flags.subnet_file.display(), "rewrote subnet file");
