@@ -5,7 +5,7 @@
 
 use std::process::{Command, Stdio};
 
-const MAX_STDERR_BYTES: usize = 2048;
+use weft_testbed::corpus;
 
 #[test]
 fn bad_flags_are_refused_with_the_flag_named_and_no_panic() {
@@ -46,38 +46,31 @@ fn bad_flags_are_refused_with_the_flag_named_and_no_panic() {
             "invalid value 'yaml' for '--output <OUTPUT>'",
         ),
     ];
-    let mut problems = Vec::new();
-    for (args, code, needle) in cases {
-        let out = Command::new(env!("CARGO_BIN_EXE_weft-lab"))
-            .args(*args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run weft-lab");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let label = args.join(" ");
-        if out.status.code() != Some(*code) {
-            problems.push(format!(
-                "{label}: exit {:?} instead of {code}; stderr:\n{stderr}",
-                out.status.code()
-            ));
-        }
-        if stderr.contains("panicked") {
-            problems.push(format!("{label}: panicked:\n{stderr}"));
-        }
-        if stderr.len() > MAX_STDERR_BYTES {
-            problems.push(format!("{label}: stderr is {} bytes", stderr.len()));
-        }
-        if !stderr.contains(needle) {
-            problems.push(format!("{label}: stderr lacks {needle:?}:\n{stderr}"));
-        }
-        if !out.stdout.is_empty() {
-            problems.push(format!(
-                "{label}: printed on stdout: {}",
-                String::from_utf8_lossy(&out.stdout)
-            ));
-        }
-    }
-    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+    corpus::assert_corpus(
+        "weft-lab",
+        cases,
+        |(args, _, _)| args.join(" "),
+        |(args, code, needle)| {
+            let out = Command::new(env!("CARGO_BIN_EXE_weft-lab"))
+                .args(*args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run weft-lab");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let mut problems: Vec<String> = corpus::exit_problem(&out, *code).into_iter().collect();
+            problems.extend(corpus::error_problems(&stderr, [needle], &[]));
+            if !out.stdout.is_empty() {
+                problems.push(format!(
+                    "printed on stdout: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                ));
+            }
+            if !problems.is_empty() {
+                problems.push(format!("stderr:\n{stderr}"));
+            }
+            problems
+        },
+    );
 }
 
 #[test]

@@ -33,6 +33,7 @@
 mod cmd;
 pub mod cni;
 pub mod containerd;
+pub mod corpus;
 pub mod ec2;
 mod error;
 pub mod flow;

@@ -7,11 +7,10 @@
 //! short however long the input.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
-/// Longest acceptable stderr: a few lines of error and hint, not a flood.
-const MAX_STDERR_BYTES: usize = 2048;
+use weft_testbed::corpus;
 
 /// Nothing listens there; weft must not get as far as trying it.
 const DEAD_ETCD: &str = "http://127.0.0.1:1";
@@ -57,42 +56,15 @@ fn run(c: &Case, dir: &Path) -> Result<Output, String> {
         .env("HOME", dir)
         .args(c.args.iter().map(|a| a.replace("{dir}", &dir_text)))
         .envs(c.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("spawn weft: {e}"))?;
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if start.elapsed() > DEADLINE => {
-                let _ = child.kill();
-                let out = child.wait_with_output().map_err(|e| e.to_string())?;
-                return Err(format!(
-                    "still running after {DEADLINE:?}; stderr:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("wait: {e}")),
-        }
-    }
-    child.wait_with_output().map_err(|e| e.to_string())
+        .current_dir(dir);
+    corpus::output_within(&mut cmd, DEADLINE)
 }
 
 fn check(c: &Case, dir: &Path, out: &Output) -> Vec<String> {
-    let mut problems = Vec::new();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() != Some(c.code) {
-        problems.push(format!(
-            "exit {:?} instead of {}",
-            out.status.code(),
-            c.code
-        ));
-    }
-    if stderr.contains("panicked") || stdout.contains("panicked") {
+    let mut problems: Vec<String> = corpus::exit_problem(out, c.code).into_iter().collect();
+    if stdout.contains("panicked") {
         problems.push("panicked".to_string());
     }
     if stderr.contains("127.0.0.1:1") {
@@ -101,20 +73,9 @@ fn check(c: &Case, dir: &Path, out: &Output) -> Vec<String> {
     if dir.join("out").exists() {
         problems.push("created the output directory".to_string());
     }
-    if stderr.len() > MAX_STDERR_BYTES {
-        let start: String = stderr.chars().take(300).collect();
-        problems.push(format!("stderr is {} bytes: {start}...", stderr.len()));
-        return problems;
-    }
-    let needles = c
-        .needles
-        .iter()
-        .map(|n| n.replace("{dir}", &dir.display().to_string()));
-    for needle in needles {
-        if !stderr.contains(&needle) {
-            problems.push(format!("missing: {needle}"));
-        }
-    }
+    let dir_text = dir.display().to_string();
+    let needles = c.needles.iter().map(|n| n.replace("{dir}", &dir_text));
+    problems.extend(corpus::error_problems(&stderr, needles, &[]));
     if !problems.is_empty() {
         problems.push(format!("stdout:\n{stdout}\nstderr:\n{stderr}"));
     }
@@ -624,35 +585,29 @@ fn cases() -> Vec<Case> {
 #[test]
 fn bad_flags_are_refused_with_the_flag_named_and_no_panic() {
     let cases = cases();
-    let mut failures = Vec::new();
-    for c in &cases {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("bad.json"), "{\"items\": [").expect("write");
-        std::fs::write(
-            dir.path().join("latin1.json"),
-            b"{\"Network\":\"10.244.0.0/16\xe9\"}",
-        )
-        .expect("write");
-        if c.args.iter().any(|a| a.ends_with("big.json")) {
-            let mut big = b"{\"Network\":\"10.244.0.0/16\",\"Pad\":\"".to_vec();
-            big.resize(10 * 1024 * 1024 - 2, b'x');
-            big.extend_from_slice(b"\"}");
-            std::fs::write(dir.path().join("big.json"), big).expect("write");
-        }
-        let problems = match run(c, dir.path()) {
-            Ok(out) => check(c, dir.path(), &out),
-            Err(e) => vec![e],
-        };
-        if !problems.is_empty() {
-            failures.push(format!("{}:\n    {}", c.label, problems.join("\n    ")));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} bad flag cases failed:\n  {}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n  ")
+    corpus::assert_corpus(
+        "weft",
+        &cases,
+        |c| c.label.to_string(),
+        |c| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            std::fs::write(dir.path().join("bad.json"), "{\"items\": [").expect("write");
+            std::fs::write(
+                dir.path().join("latin1.json"),
+                b"{\"Network\":\"10.244.0.0/16\xe9\"}",
+            )
+            .expect("write");
+            if c.args.iter().any(|a| a.ends_with("big.json")) {
+                let mut big = b"{\"Network\":\"10.244.0.0/16\",\"Pad\":\"".to_vec();
+                big.resize(10 * 1024 * 1024 - 2, b'x');
+                big.extend_from_slice(b"\"}");
+                std::fs::write(dir.path().join("big.json"), big).expect("write");
+            }
+            match run(c, dir.path()) {
+                Ok(out) => check(c, dir.path(), &out),
+                Err(e) => vec![e],
+            }
+        },
     );
     println!("weft: {} bad-flag cases", cases.len());
 }

@@ -8,11 +8,10 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
-/// Longest acceptable stderr: a few lines of error and hint, not a flood.
-const MAX_STDERR_BYTES: usize = 2048;
+use weft_testbed::corpus;
 
 /// How long weftd may take to refuse; a case still running then was not refused at all.
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -69,61 +68,17 @@ fn run(c: &Case, dir: &Path) -> Result<Output, String> {
         ))
         .arg(format!("--state-dir={}", dir.join("state").display()))
         .args(&c.args)
-        .envs(c.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| format!("spawn weftd: {e}"))?;
-    let start = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if start.elapsed() > DEADLINE => {
-                let _ = child.kill();
-                let out = child.wait_with_output().map_err(|e| e.to_string())?;
-                return Err(format!(
-                    "still running after {DEADLINE:?}, so the input was not refused; stderr:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("wait: {e}")),
-        }
-    }
-    child.wait_with_output().map_err(|e| e.to_string())
+        .envs(c.env.iter().map(|(k, v)| (k, v)));
+    corpus::output_within(&mut cmd, DEADLINE)
 }
 
 fn check(c: &Case, out: &Output) -> Vec<String> {
-    let mut problems = Vec::new();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() != Some(c.code) {
-        problems.push(format!(
-            "exit {:?} instead of {}",
-            out.status.code(),
-            c.code
-        ));
-    }
-    if stderr.contains("panicked") {
-        problems.push("panicked".to_string());
-    }
+    let mut problems: Vec<String> = corpus::exit_problem(out, c.code).into_iter().collect();
     if !out.stdout.is_empty() {
         problems.push(format!("stdout: {}", String::from_utf8_lossy(&out.stdout)));
     }
-    if stderr.len() > MAX_STDERR_BYTES {
-        let start: String = stderr.chars().take(300).collect();
-        problems.push(format!("stderr is {} bytes: {start}...", stderr.len()));
-        return problems;
-    }
-    for needle in c.needles {
-        if !stderr.contains(needle) {
-            problems.push(format!("missing: {needle}"));
-        }
-    }
-    for needle in c.absent {
-        if stderr.contains(needle) {
-            problems.push(format!("should not say: {needle}"));
-        }
-    }
+    problems.extend(corpus::error_problems(&stderr, c.needles, c.absent));
     if !problems.is_empty() {
         problems.push(format!("stderr:\n{stderr}"));
     }
@@ -457,26 +412,21 @@ fn bad_flags_are_refused_with_the_flag_named_and_no_panic() {
     let busy = TcpListener::bind("127.0.0.1:0").expect("bind a local port");
     let port = busy.local_addr().expect("local addr").port();
     let cases = cases(port);
-    let mut failures = Vec::new();
-    for c in &cases {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let problems = match run(c, dir.path()) {
-            Ok(out) => check(c, &out),
-            Err(e) => vec![e],
-        };
-        if dir.path().join("subnet.env").exists() {
-            failures.push(format!("{}: wrote subnet.env", c.label));
-        }
-        if !problems.is_empty() {
-            failures.push(format!("{}:\n    {}", c.label, problems.join("\n    ")));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} bad flag cases failed:\n  {}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n  ")
+    corpus::assert_corpus(
+        "weftd",
+        &cases,
+        |c| c.label.to_string(),
+        |c| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut problems = match run(c, dir.path()) {
+                Ok(out) => check(c, &out),
+                Err(e) => vec![e],
+            };
+            if dir.path().join("subnet.env").exists() {
+                problems.push("wrote subnet.env".to_string());
+            }
+            problems
+        },
     );
     println!("weftd: {} bad-flag cases", cases.len());
 }
