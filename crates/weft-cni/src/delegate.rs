@@ -120,8 +120,19 @@ pub fn build_delegate(conf: &NetConf, env: &FlannelEnv) -> Result<Map<String, Va
     if !d.contains_key("mtu") {
         d.insert("mtu".into(), json!(env.mtu));
     }
-    if d.get("type").and_then(Value::as_str) == Some("bridge") && !d.contains_key("isGateway") {
+    let bridge = d.get("type").and_then(Value::as_str) == Some("bridge");
+    if bridge && !d.contains_key("isGateway") {
         d.insert("isGateway".into(), json!(true));
+    }
+    // flannel leaves bridge's `forceAddress` false, so once the node has moved to another
+    // subnet, bridge refuses every pod ("cni0" already has an IP address different from ...)
+    // until someone deletes cni0. weft-cni lets bridge put the new gateway in place of the
+    // old one: pods of the old subnet lost their routes with the subnet (another node holds
+    // it now, or no one does), and subnet.env is withdrawn while the node holds no subnet,
+    // so the gateway given is always the node's own. A `forceAddress` in the config is kept.
+    let gateway = [d.get("isGateway"), d.get("isDefaultGateway")].contains(&Some(&json!(true)));
+    if bridge && gateway && !d.contains_key("forceAddress") {
+        d.insert("forceAddress".into(), json!(true));
     }
     if !conf.cni_version.is_empty() {
         d.insert("cniVersion".into(), json!(conf.cni_version));
@@ -179,8 +190,9 @@ mod tests {
     fn kube_flannel_cbr0_matches_golden() {
         let d = build_delegate(&kube_flannel_conf(), &env_v4()).unwrap();
         golden("delegate-cbr0.json", &render(&d));
-        // The same content as flannel's documented example, whatever the key order.
-        let want: Value = serde_json::from_str(r#"{"cniVersion":"0.3.1","hairpinMode":true,"ipMasq":false,"isDefaultGateway":true,"isGateway":true,"mtu":1450,"name":"cbr0","type":"bridge","ipam":{"ranges":[[{"subnet":"10.244.1.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"}}"#).unwrap();
+        // The same content as flannel's documented example, whatever the key order, plus
+        // `forceAddress` (see build_delegate: a subnet move must not leave cni0 refusing pods).
+        let want: Value = serde_json::from_str(r#"{"cniVersion":"0.3.1","forceAddress":true,"hairpinMode":true,"ipMasq":false,"isDefaultGateway":true,"isGateway":true,"mtu":1450,"name":"cbr0","type":"bridge","ipam":{"ranges":[[{"subnet":"10.244.1.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"}}"#).unwrap();
         assert_eq!(Value::Object(d), want);
     }
 
@@ -235,6 +247,7 @@ mod tests {
         assert_eq!(
             Value::Object(d),
             json!({"name":"n","type":"bridge","ipMasq":true,"mtu":1500,"isGateway":true,
+                   "forceAddress":true,
                    "ipam":{"type":"host-local","ranges":[[{"subnet":"10.244.1.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}]}})
         );
     }
@@ -273,7 +286,24 @@ mod tests {
         let d = build_delegate(&conf, &env_v4()).unwrap();
         assert_eq!(d["type"], json!("ptp"));
         assert!(!d.contains_key("isGateway"));
+        assert!(!d.contains_key("forceAddress"));
         assert_eq!(delegate_type(&d), "ptp");
+    }
+
+    #[test]
+    fn a_gateway_bridge_may_replace_its_address_unless_the_config_says_otherwise() {
+        let d = |delegate: &str| {
+            let conf = format!(r#"{{"name":"n","delegate":{delegate}}}"#);
+            build_delegate(&NetConf::parse(conf.as_bytes()).unwrap(), &env_v4()).unwrap()
+        };
+        assert_eq!(d(r#"{}"#)["forceAddress"], json!(true));
+        assert_eq!(
+            d(r#"{"isDefaultGateway":true}"#)["forceAddress"],
+            json!(true)
+        );
+        assert_eq!(d(r#"{"forceAddress":false}"#)["forceAddress"], json!(false));
+        // a bridge without a gateway address has nothing to replace
+        assert!(!d(r#"{"isGateway":false}"#).contains_key("forceAddress"));
     }
 
     #[test]

@@ -423,7 +423,7 @@ mod tests {
         assert_eq!(calls[0].1, Command::Add);
         let saved = std::fs::read(node.state("c1")).unwrap();
         assert_eq!(saved, calls[0].2);
-        let want: Value = serde_json::from_str(r#"{"cniVersion":"0.3.1","hairpinMode":true,"ipMasq":false,"isDefaultGateway":true,"isGateway":true,"mtu":1450,"name":"cbr0","type":"bridge","ipam":{"ranges":[[{"subnet":"10.244.1.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"}}"#).unwrap();
+        let want: Value = serde_json::from_str(r#"{"cniVersion":"0.3.1","forceAddress":true,"hairpinMode":true,"ipMasq":false,"isDefaultGateway":true,"isGateway":true,"mtu":1450,"name":"cbr0","type":"bridge","ipam":{"ranges":[[{"subnet":"10.244.1.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"}}"#).unwrap();
         assert_eq!(serde_json::from_slice::<Value>(&saved).unwrap(), want);
     }
 

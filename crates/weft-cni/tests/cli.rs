@@ -155,10 +155,11 @@ fn add_saves_state_and_passes_the_result_through() {
     let saved = fs::read(&state).unwrap();
     assert_eq!(Some(saved.clone()), node.record("ADD", "c-add", "stdin"));
     // Byte-exact: the kube-flannel cbr0 example (mtu 1450, ipMasq off because the daemon
-    // masquerades), keys sorted like Go's json.Marshal.
+    // masquerades), keys sorted like Go's json.Marshal, plus forceAddress (weft-cni lets
+    // bridge replace cni0's gateway after a subnet move, which flannel's bridge refuses).
     assert_eq!(
         String::from_utf8(saved).unwrap(),
-        r#"{"cniVersion":"0.3.1","hairpinMode":true,"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.1.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"},"isDefaultGateway":true,"isGateway":true,"mtu":1450,"name":"cbr0","type":"bridge"}"#
+        r#"{"cniVersion":"0.3.1","forceAddress":true,"hairpinMode":true,"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.1.0/24"}]],"routes":[{"dst":"10.244.0.0/16"}],"type":"host-local"},"isDefaultGateway":true,"isGateway":true,"mtu":1450,"name":"cbr0","type":"bridge"}"#
     );
 
     let env = String::from_utf8(node.record("ADD", "c-add", "env").unwrap()).unwrap();

@@ -150,6 +150,11 @@ fn a_stolen_subnet_is_withdrawn_from_pods_until_a_new_lease_is_programmed() {
     );
     c.start(0, &[]);
     let sn0 = c.subnet(0);
+    // A pod before the move: cni0 carries the old subnet's gateway from then on.
+    let before =
+        c.tb.add_cni_pod(0, &cni_setup())
+            .expect("a pod before the move");
+    assert!(sn0.contains(&before.pod.ip), "{:?} in {sn0}", before.pod);
     let other: Ipv4Net = if sn0.network().octets()[2] == 1 {
         "10.244.2.0/24".parse().unwrap()
     } else {
@@ -205,11 +210,30 @@ fn a_stolen_subnet_is_withdrawn_from_pods_until_a_new_lease_is_programmed() {
     c.tb.etcdctl(&["del", &Cluster::lease_key(other)]).unwrap();
     let env = c.wait_ready(0, Duration::from_secs(15));
     assert_eq!(env.subnet, Some(other));
+    // The first pod after the move gets the new subnet, and cni0 the new gateway in place
+    // of the old one (flannel's bridge refuses it: "cni0" already has an IP address
+    // different from ...); no one has to delete cni0.
     let after = c.pod(0);
     assert!(other.contains(&after.ip), "{after:?} in {other}");
+    let addrs = c.sh(0, &["ip", "-4", "-o", "addr", "show", "dev", "cni0"]);
+    let gateway = format!("{}/{}", after_gateway(other), other.prefix_len());
+    assert!(addrs.contains(&gateway), "{addrs}");
+    assert_eq!(addrs.lines().count(), 1, "only the new gateway: {addrs}");
+    // The old pod is still deleted cleanly (its saved delegate config), and its DEL leaves
+    // the new gateway alone.
+    c.tb.del_cni_pod(&before, &cni_setup())
+        .expect("CNI DEL of the pod from before the move");
+    let addrs_after_del = c.sh(0, &["ip", "-4", "-o", "addr", "show", "dev", "cni0"]);
+    assert_eq!(addrs_after_del, addrs);
     c.eventually(0, "ready again", Duration::from_secs(5), || {
         c.http_get(0, "/readyz").map(|r| r.0) == Some(200)
     });
+}
+
+/// The gateway host-local gives the bridge in `subnet`: its first host address.
+fn after_gateway(subnet: Ipv4Net) -> std::net::Ipv4Addr {
+    let n = u32::from(subnet.network());
+    std::net::Ipv4Addr::from(n + 1)
 }
 
 #[test]
