@@ -182,7 +182,7 @@ fn check(
         return Ok(Vec::new());
     }
     let store = StateStore::new(conf.data_dir());
-    let _lock = if store.dir().exists() {
+    let lock = if store.dir().exists() {
         Some(ContainerLock::acquire(
             store.dir(),
             &inv.container_id,
@@ -192,6 +192,10 @@ fn check(
         None
     };
     let Some(bytes) = store.load(&inv.container_id)? else {
+        // The container is gone (never added, or deleted): like DEL, leave no lock file.
+        if let Some(lock) = lock {
+            lock.remove()?;
+        }
         return Err(Error::StateMissing {
             container_id: inv.container_id.clone(),
             path: store.path(&inv.container_id),
@@ -585,6 +589,27 @@ mod tests {
         assert!(
             msg.contains(&node.state("c1").display().to_string()),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn check_after_del_leaves_no_lock_file() {
+        let node = Node::new();
+        let exec = FakeExec::default();
+        execute(&node.env("ADD"), &node.conf("1.0.0", ""), &exec).unwrap();
+        execute(&node.env("DEL"), &node.conf("1.0.0", ""), &exec).unwrap();
+        let locks = node.data_dir().join(".locks");
+        assert!(!locks.join("c1").exists(), "DEL removes the lock file");
+        let err = execute(
+            &node.env("CHECK"),
+            &node.conf("1.0.0", r#","prevResult":{}"#),
+            &exec,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), 3);
+        assert!(
+            !locks.join("c1").exists(),
+            "a CHECK of a deleted container leaves no lock file"
         );
     }
 

@@ -485,6 +485,84 @@ fn concurrent_add_and_del_of_one_container_leave_consistent_state() {
     );
 }
 
+/// A runtime's CHECK can run while the DEL of the same container runs (kubelet tearing a pod
+/// down while its runtime checks it). Whatever the interleaving, CHECK either verifies the
+/// pod (it ran first) or says the container is gone with a CNI error; it never panics, never
+/// fails DEL, and leaves nothing behind: no state, no IP, no lock file once DEL is done.
+#[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
+fn concurrent_check_and_del_of_one_container_leave_nothing_behind() {
+    let s = Setup::new();
+    let conf = s.conf("1.0.0", "");
+    const ROUNDS: usize = 24;
+    let mut outcomes = [0usize; 2];
+    for round in 0..ROUNDS {
+        let pod = PodNs::new(format!("{}c{round}", s.ns.pod));
+        let id = format!("check-race-{round}");
+        let add = s
+            .cni_spawn("ADD", &id, &conf, &pod.path())
+            .wait_with_output()
+            .unwrap();
+        ok_or_panic(&format!("round {round}: ADD"), &add);
+        let result = String::from_utf8(add.stdout).unwrap();
+        let check_conf = s.conf("1.0.0", &format!(r#","prevResult":{}"#, result.trim()));
+        // DEL starts up to 33 ms after CHECK: before, during and after it.
+        let delay = std::time::Duration::from_millis(3 * (round as u64 % 12));
+        let (check, del) = std::thread::scope(|sc| {
+            let check = sc.spawn(|| {
+                s.cni_spawn("CHECK", &id, &check_conf, &pod.path())
+                    .wait_with_output()
+                    .unwrap()
+            });
+            let del = sc.spawn(|| {
+                std::thread::sleep(delay);
+                s.cni_spawn("DEL", &id, &conf, &pod.path())
+                    .wait_with_output()
+                    .unwrap()
+            });
+            (check.join().unwrap(), del.join().unwrap())
+        });
+        ok_or_panic(&format!("round {round}: DEL"), &del);
+        let stderr = String::from_utf8_lossy(&check.stderr);
+        assert!(
+            !stderr.contains("panicked"),
+            "round {round}: CHECK {stderr}"
+        );
+        if check.status.success() {
+            outcomes[0] += 1;
+        } else {
+            // The spec's error JSON, naming the container.
+            let v: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap_or_else(|e| {
+                panic!("round {round}: CHECK's stdout is not JSON ({e}): {stderr}")
+            });
+            assert!(
+                v["code"].is_u64() && v["msg"].is_string(),
+                "round {round}: {v}"
+            );
+            outcomes[1] += 1;
+        }
+        assert!(s.leases_of(&id).is_empty(), "round {round}: IP leaked");
+        assert!(
+            !s.path("flannel").join(&id).exists(),
+            "round {round}: state left"
+        );
+        assert!(
+            !s.path("flannel/.locks").join(&id).exists(),
+            "round {round}: CHECK {} left the container's lock file after DEL",
+            if check.status.success() {
+                "(ok)"
+            } else {
+                "(failed)"
+            }
+        );
+        assert!(!pod.has_eth0(), "round {round}: eth0 left in the pod");
+    }
+    eprintln!(
+        "{ROUNDS} rounds: CHECK verified the pod {} times, found it gone {} times",
+        outcomes[0], outcomes[1]
+    );
+}
+
 /// A plugin killed while it holds a container's lock leaves no stale lock: the kernel drops
 /// an flock with its last holder, and the next invocation goes ahead at once.
 #[test]
