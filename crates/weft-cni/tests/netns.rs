@@ -145,6 +145,32 @@ impl Setup {
             .unwrap()
     }
 
+    /// Runs `first` (a verb and its config) for container `id` in the pod at `netns` and,
+    /// `delay` after it started, `second`, both at once; returns both outputs.
+    fn race(
+        &self,
+        id: &str,
+        netns: &str,
+        first: (&str, &str),
+        second: (&str, &str),
+        delay: std::time::Duration,
+    ) -> (Output, Output) {
+        std::thread::scope(|sc| {
+            let a = sc.spawn(|| {
+                self.cni_spawn(first.0, id, first.1, netns)
+                    .wait_with_output()
+                    .unwrap()
+            });
+            let b = sc.spawn(|| {
+                std::thread::sleep(delay);
+                self.cni_spawn(second.0, id, second.1, netns)
+                    .wait_with_output()
+                    .unwrap()
+            });
+            (a.join().unwrap(), b.join().unwrap())
+        })
+    }
+
     /// Starts weft-cni inside the node namespace for the pod at `netns`, with `conf` written
     /// to its stdin.
     fn cni_spawn(&self, verb: &str, id: &str, conf: &str, netns: &str) -> std::process::Child {
@@ -443,20 +469,7 @@ fn concurrent_add_and_del_of_one_container_leave_consistent_state() {
         // DEL starts up to 33 ms after ADD: across the rounds it lands before ADD saved its
         // state, while its delegate runs, and after it finished.
         let delay = std::time::Duration::from_millis(3 * (round as u64 % 12));
-        let (add, del) = std::thread::scope(|sc| {
-            let add = sc.spawn(|| {
-                s.cni_spawn("ADD", &id, &conf, &pod.path())
-                    .wait_with_output()
-                    .unwrap()
-            });
-            let del = sc.spawn(|| {
-                std::thread::sleep(delay);
-                s.cni_spawn("DEL", &id, &conf, &pod.path())
-                    .wait_with_output()
-                    .unwrap()
-            });
-            (add.join().unwrap(), del.join().unwrap())
-        });
+        let (add, del) = s.race(&id, &pod.path(), ("ADD", &conf), ("DEL", &conf), delay);
         ok_or_panic(&format!("round {round}: ADD"), &add);
         ok_or_panic(&format!("round {round}: DEL"), &del);
         let state = s.path("flannel").join(&id).is_file();
@@ -508,20 +521,13 @@ fn concurrent_check_and_del_of_one_container_leave_nothing_behind() {
         let check_conf = s.conf("1.0.0", &format!(r#","prevResult":{}"#, result.trim()));
         // DEL starts up to 33 ms after CHECK: before, during and after it.
         let delay = std::time::Duration::from_millis(3 * (round as u64 % 12));
-        let (check, del) = std::thread::scope(|sc| {
-            let check = sc.spawn(|| {
-                s.cni_spawn("CHECK", &id, &check_conf, &pod.path())
-                    .wait_with_output()
-                    .unwrap()
-            });
-            let del = sc.spawn(|| {
-                std::thread::sleep(delay);
-                s.cni_spawn("DEL", &id, &conf, &pod.path())
-                    .wait_with_output()
-                    .unwrap()
-            });
-            (check.join().unwrap(), del.join().unwrap())
-        });
+        let (check, del) = s.race(
+            &id,
+            &pod.path(),
+            ("CHECK", &check_conf),
+            ("DEL", &conf),
+            delay,
+        );
         ok_or_panic(&format!("round {round}: DEL"), &del);
         let stderr = String::from_utf8_lossy(&check.stderr);
         assert!(
