@@ -700,8 +700,6 @@ async fn bring_up(
 /// task alone.
 #[derive(Default)]
 struct Plane {
-    /// Index of the VXLAN device as of the last full pass (0 before the first).
-    dev: u32,
     /// What the device holds as far as weftd knows (device index, entries): the last full
     /// read plus weftd's own acknowledged changes and the kernel's announcements since.
     /// `None` until the first full pass.
@@ -709,6 +707,11 @@ struct Plane {
 }
 
 impl Plane {
+    /// The index of the device the model is of (None before the first full pass).
+    fn dev(&self) -> Option<u32> {
+        self.model.as_ref().map(|(index, _)| *index)
+    }
+
     /// Takes one kernel announcement into the model. True when it is drift: the device now
     /// differs from the model (or cannot be told to match it), so a full pass must re-read it.
     fn observe(&mut self, change: KernelChange) -> bool {
@@ -719,18 +722,18 @@ impl Plane {
                 );
                 true
             }
-            KernelChange::Link(i) | KernelChange::Address(i) => i == self.dev,
-            KernelChange::Entry(i, observed) if i == self.dev => match self.model.as_mut() {
-                Some((index, programmed)) if *index == self.dev => {
+            KernelChange::Link(i) | KernelChange::Address(i) => self.dev() == Some(i),
+            KernelChange::Entry(i, observed) => match self.model.as_mut() {
+                Some((index, programmed)) if *index == i => {
                     let expected = programmed.observe(&observed);
                     if !expected {
                         debug!(?observed, "the kernel changed an entry on the device");
                     }
                     !expected
                 }
-                _ => true,
+                _ => false,
             },
-            KernelChange::Entry(..) | KernelChange::Other(_) => false,
+            KernelChange::Other(_) => false,
         }
     }
 }
@@ -747,7 +750,6 @@ async fn reconcile(node: &Node, shared: &Shared, plane: &mut Plane) -> Result<us
     if dev.created {
         warn!(device = %node.spec.name, "the VXLAN device was missing; re-created it with the same MAC");
     }
-    plane.dev = dev.index;
     shared.health.metrics.kernel_reads.inc();
     let programmed = plane.model.insert((dev.index, fresh));
     Ok(apply_peers(node, shared, dev.index, &mut programmed.1, Some(started)).await)
@@ -755,12 +757,11 @@ async fn reconcile(node: &Node, shared: &Shared, plane: &mut Plane) -> Result<us
 
 /// An event pass (leases changed): diff the peers against the model and apply the
 /// difference, without reading the device back. Falls back to a full pass when there is no
-/// model for the current device.
+/// model yet or one is due.
 async fn reconcile_peers(node: &Node, shared: &Shared, plane: &mut Plane) -> Result<usize> {
-    let dev = plane.dev;
     match plane.model.as_mut() {
-        Some((index, programmed)) if *index == dev && !shared.full_due.load(Ordering::Relaxed) => {
-            Ok(apply_peers(node, shared, dev, programmed, None).await)
+        Some((index, programmed)) if !shared.full_due.load(Ordering::Relaxed) => {
+            Ok(apply_peers(node, shared, *index, programmed, None).await)
         }
         _ => reconcile(node, shared, plane).await,
     }
@@ -1306,19 +1307,11 @@ impl LeasePort for NodeLease {
         } else {
             info!(subnet = %new.subnet, "lease re-acquired");
         }
-        loop {
-            match apply_own_subnet(node, shared, new.subnet).await {
-                Ok(()) => break,
-                Err(e) => {
-                    error!(
-                        error = format!("{e:#}"),
-                        "cannot apply the new lease; retrying"
-                    );
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-        shared.health.met(Condition::Lease);
+        // The lease is ours from now on: the data plane's pass below programs the device for
+        // it (its address, and its own subnet never routed as a peer's). The agent's Hold
+        // publishes the same lease again.
+        self.hold(held_of(new), false);
+        apply_own_subnet_until_done(node, shared, new.subnet, "cannot apply the new lease").await;
         (held_of(new), granted)
     }
 
@@ -1476,26 +1469,22 @@ fn withdraw_if_taken(node: &Node, health: &Health, raws: &[RawLease]) {
 
 /// Puts subnet.env back for a subnet that turned out to be still ours.
 async fn restore_subnet(node: &Node, shared: &Shared, subnet: Ipv4Net) {
-    loop {
-        match apply_own_subnet(node, shared, subnet).await {
-            Ok(()) => break,
-            Err(e) => {
-                error!(
-                    error = format!("{e:#}"),
-                    "cannot restore subnet.env; retrying"
-                );
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
+    apply_own_subnet_until_done(node, shared, subnet, "cannot restore subnet.env").await;
+}
+
+/// [`apply_own_subnet`], retried every second (logging `what` failed) until it is done; then
+/// the lease condition is met.
+async fn apply_own_subnet_until_done(node: &Node, shared: &Shared, subnet: Ipv4Net, what: &str) {
+    while let Err(e) = apply_own_subnet(node, shared, subnet).await {
+        error!(error = format!("{e:#}"), "{what}; retrying");
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     shared.health.met(Condition::Lease);
 }
 
+/// Programs the node for `subnet`, the lease held (`Shared::own`): the rules, then a full
+/// pass of the data plane (the device, its address, the peers), then subnet.env.
 async fn apply_own_subnet(node: &Node, shared: &Shared, subnet: Ipv4Net) -> Result<()> {
-    let dev = node.nl.ensure_vxlan(&node.spec()).await?;
-    node.nl
-        .ensure_address_and_up(dev.index, subnet.network(), node.network)
-        .await?;
     sync_rules(node, shared, subnet).await?;
     // A full pass by the data plane task, which owns the device's model (and retries what
     // failed); subnet.env follows once it is done.

@@ -210,6 +210,20 @@ fn a_stolen_subnet_is_withdrawn_from_pods_until_a_new_lease_is_programmed() {
     c.tb.etcdctl(&["del", &Cluster::lease_key(other)]).unwrap();
     let env = c.wait_ready(0, Duration::from_secs(15));
     assert_eq!(env.subnet, Some(other));
+    // Once subnet.env offers the new subnet, the device is already the new subnet's: its
+    // address, and no route of its own subnet through it (that would take the pods' traffic
+    // away from cni0).
+    let addr = c.sh(0, &["ip", "-4", "-o", "addr", "show", "dev", "flannel.1"]);
+    assert!(
+        addr.contains(&format!("{}/32", other.network()))
+            && !addr.contains(&format!("{}/32", sn0.network())),
+        "{addr}"
+    );
+    let routes = c.routes(0);
+    assert!(
+        !routes.contains(&other.to_string()),
+        "own subnet routed through flannel.1: {routes}"
+    );
     // The first pod after the move gets the new subnet, and cni0 the new gateway in place
     // of the old one (flannel's bridge refuses it: "cni0" already has an IP address
     // different from ...); no one has to delete cni0.
