@@ -370,6 +370,10 @@ mod tests {
         fn seen(&self) -> Vec<(Duration, Seen)> {
             self.log.borrow().clone()
         }
+        /// What was seen, in order, without the times.
+        fn kinds(&self) -> Vec<Seen> {
+            self.seen().into_iter().map(|(_, s)| s).collect()
+        }
         fn only(&self, f: impl Fn(&Seen) -> bool) -> Vec<(Duration, Seen)> {
             self.seen().into_iter().filter(|(_, s)| f(s)).collect()
         }
@@ -473,9 +477,8 @@ mod tests {
         ]);
         let sink = sink(&etcd, 0);
         run(&etcd, &sink, HOUR, Duration::from_secs(10)).await;
-        let seen: Vec<Seen> = etcd.seen().into_iter().map(|(_, s)| s).collect();
         assert_eq!(
-            seen,
+            etcd.kinds(),
             [
                 Seen::Watch(101),
                 Seen::Watching(false),
@@ -501,9 +504,8 @@ mod tests {
         )))])]);
         let sink = sink(&etcd, 0);
         run(&etcd, &sink, HOUR, Duration::from_secs(10)).await;
-        let seen: Vec<Seen> = etcd.seen().into_iter().map(|(_, s)| s).collect();
         assert_eq!(
-            seen,
+            etcd.kinds(),
             [
                 Seen::Watch(101),
                 Seen::Watching(false),
@@ -574,9 +576,8 @@ mod tests {
         let etcd = Etcd::new(vec![]);
         let behind = sink(&etcd, 3);
         run(&etcd, &behind, period, Duration::from_secs(61)).await;
-        let seen: Vec<Seen> = etcd.seen().into_iter().map(|(_, s)| s).collect();
         assert_eq!(
-            seen,
+            etcd.kinds(),
             [
                 Seen::Watch(101),
                 Seen::Watching(false),
