@@ -84,11 +84,14 @@ pub struct NetworkConfig {
 /// The `Backend` section of the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendConfig {
-    /// The vxlan backend, which weft implements.
+    /// The vxlan backend.
     Vxlan(VxlanConfig),
-    /// A real flannel backend weft does not implement (yet); `type_name` is lower-cased.
+    /// The host-gw backend: a route per peer subnet via the peer's PublicIP on the external
+    /// interface, no device, no encapsulation. It has no options (flannel reads none).
+    HostGw,
+    /// A real flannel backend weft does not implement; `type_name` is lower-cased.
     Other {
-        /// The backend type, such as `host-gw`.
+        /// The backend type, such as `wireguard`.
         type_name: String,
     },
 }
@@ -98,6 +101,7 @@ impl BackendConfig {
     pub fn type_name(&self) -> &str {
         match self {
             BackendConfig::Vxlan(_) => "vxlan",
+            BackendConfig::HostGw => "host-gw",
             BackendConfig::Other { type_name } => type_name,
         }
     }
@@ -218,7 +222,7 @@ pub enum ConfigError {
     },
     /// `Backend.Type` is not a flannel backend.
     #[error(
-        "Backend.Type {type_name:?}: unknown backend type: {type_name}; flannel backends are {known}, and weft implements vxlan, so use \"Backend\": {{\"Type\": \"vxlan\"}}"
+        "Backend.Type {type_name:?}: unknown backend type: {type_name}; flannel backends are {known}, and weft implements vxlan and host-gw, so use \"Backend\": {{\"Type\": \"vxlan\"}}"
     )]
     UnknownBackend {
         /// The type as written (cut if long).
@@ -528,7 +532,7 @@ impl NetworkConfig {
     pub fn vxlan(&self) -> Option<&VxlanConfig> {
         match &self.backend {
             BackendConfig::Vxlan(vxlan) => Some(vxlan),
-            BackendConfig::Other { .. } => None,
+            BackendConfig::HostGw | BackendConfig::Other { .. } => None,
         }
     }
 
@@ -656,6 +660,7 @@ impl NetworkConfig {
             BackendConfig::Other { type_name } => {
                 members.push(("Type", string(type_name)));
             }
+            BackendConfig::HostGw => members.push(("Type", string("host-gw"))),
             BackendConfig::Vxlan(vxlan) => {
                 if self.backend_defaulted && *vxlan == VxlanConfig::default() {
                     return None;
@@ -1034,6 +1039,7 @@ fn parse_backend(value: Option<&Json>) -> Result<(BackendConfig, bool), ConfigEr
     match lower.as_str() {
         "" => Ok((BackendConfig::Vxlan(parse_vxlan(obj)?), true)),
         "vxlan" => Ok((BackendConfig::Vxlan(parse_vxlan(obj)?), false)),
+        "host-gw" => Ok((BackendConfig::HostGw, false)),
         known if FLANNEL_BACKENDS.contains(&known) => Ok((
             BackendConfig::Other {
                 type_name: lower.clone(),
@@ -1248,13 +1254,17 @@ mod tests {
             let cfg = ok(&text);
             assert_eq!(cfg.backend.type_name(), *name);
             assert!(!cfg.backend_defaulted);
-            if *name != "vxlan" {
-                assert_eq!(
+            match *name {
+                "vxlan" => {}
+                "host-gw" => assert_eq!(cfg.backend, BackendConfig::HostGw),
+                _ => assert_eq!(
                     cfg.backend,
                     BackendConfig::Other {
                         type_name: (*name).to_owned()
                     }
-                );
+                ),
+            }
+            if *name != "vxlan" {
                 assert!(cfg.vxlan().is_none());
             }
         }

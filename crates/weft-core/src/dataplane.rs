@@ -7,6 +7,13 @@
 //! kernel never has to ARP for the gateway. Unlike flannel, the diff also removes entries that
 //! are no longer wanted (stale FDB entries after an IP change, peers deleted while weftd was
 //! down) and leaves correct entries alone, so a restart changes nothing.
+//!
+//! A peer reached directly (host-gw, or VXLAN with DirectRouting and the peer on this node's
+//! link) gets only a route via its PublicIP on the external interface (flannel's
+//! `ip route replace <subnet> via <PublicIP>`), and nothing on the VXLAN device. Such routes
+//! are weft's when they lie inside the flannel Network, in the main table, with a gateway, on
+//! the external interface: the diff removes the ones no peer calls for (a node that left, a
+//! switch from host-gw to VXLAN), which flannel never does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -34,32 +41,93 @@ pub struct FdbEntry {
     pub dst: Ipv4Addr,
 }
 
-/// A main-table route out of `flannel.<VNI>`.
+/// A main-table route to a peer's subnet: out of `flannel.<VNI>`, or (`underlay`) out of the
+/// external interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RouteEntry {
     /// The peer's subnet.
     pub dst: Ipv4Net,
-    /// The gateway (the peer's subnet address), if any.
+    /// The gateway (the peer's subnet address through VXLAN, its PublicIP directly), if any.
     pub gw: Option<Ipv4Addr>,
     /// Whether the route has the `onlink` flag.
     pub onlink: bool,
+    /// The route leaves through the external interface (a direct route), not the VXLAN
+    /// device.
+    pub underlay: bool,
 }
 
-/// The VXLAN-related kernel state of one device (what weft-net reads, or what should be).
+/// What weft owns in the kernel (what weft-net reads, or what should be): the VXLAN device's
+/// entries, and the direct routes on the external interface.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KernelState {
     /// Permanent neighbour entries.
     pub neighs: Vec<NeighEntry>,
     /// FDB entries with a destination.
     pub fdb: Vec<FdbEntry>,
-    /// Routes through the device.
+    /// Routes through the device, and direct routes.
     pub routes: Vec<RouteEntry>,
+}
+
+/// Where weft's entries are in the kernel: the VXLAN device (none with host-gw), and the
+/// external interface, whose routes into the flannel Network are weft's direct routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owned {
+    /// The VXLAN device's index.
+    pub device: Option<u32>,
+    /// The external interface's index, and the flannel Network.
+    pub underlay: Option<(u32, Ipv4Net)>,
+}
+
+impl Owned {
+    /// The entries of the VXLAN device `index` alone.
+    pub fn device(index: u32) -> Owned {
+        Owned {
+            device: Some(index),
+            underlay: None,
+        }
+    }
+
+    /// A route out of link `oif` (main table, unicast, not made by the kernel) as weft's
+    /// entry, if it is weft's: any route out of the VXLAN device, and a route out of the
+    /// external interface with a gateway to a subnet strictly inside the flannel Network
+    /// (never a route to the whole Network, which no peer's subnet is).
+    pub fn route(&self, oif: u32, r: RouteEntry) -> Option<RouteEntry> {
+        if Some(oif) == self.device {
+            return Some(RouteEntry {
+                underlay: false,
+                ..r
+            });
+        }
+        match self.underlay {
+            Some((index, network))
+                if index == oif
+                    && r.gw.is_some()
+                    && network.contains(&r.dst)
+                    && r.dst.prefix_len() > network.prefix_len() =>
+            {
+                Some(RouteEntry {
+                    underlay: true,
+                    ..r
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The link a route goes out of.
+    pub fn link_of(&self, r: &RouteEntry) -> Option<u32> {
+        if r.underlay {
+            self.underlay.map(|(index, _)| index)
+        } else {
+            self.device
+        }
+    }
 }
 
 /// One change to the kernel. `Set*` operations are "replace" (create or overwrite).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
-    /// `ip route del <dst> [via <gw>] dev flannel.N`.
+    /// `ip route del <dst> [via <gw>] dev flannel.N` (or `dev <ext>` for a direct route).
     DelRoute(RouteEntry),
     /// `bridge fdb del <mac> dev flannel.N dst <dst> self`.
     DelFdb(FdbEntry),
@@ -69,7 +137,7 @@ pub enum Op {
     SetNeigh(NeighEntry),
     /// `bridge fdb replace <mac> dev flannel.N dst <dst> self permanent`.
     SetFdb(FdbEntry),
-    /// `ip route replace <dst> via <gw> dev flannel.N onlink`.
+    /// `ip route replace <dst> via <gw> dev flannel.N onlink`, or `ip route replace <dst> via <PublicIP> dev <ext>`.
     SetRoute(RouteEntry),
 }
 
@@ -104,10 +172,20 @@ fn fdb_of(peer: &Peer) -> FdbEntry {
 }
 
 fn route_of(peer: &Peer) -> RouteEntry {
-    RouteEntry {
-        dst: peer.subnet.trunc(),
-        gw: Some(peer.subnet.network()),
-        onlink: true,
+    if peer.direct {
+        RouteEntry {
+            dst: peer.subnet.trunc(),
+            gw: Some(peer.public_ip),
+            onlink: false,
+            underlay: true,
+        }
+    } else {
+        RouteEntry {
+            dst: peer.subnet.trunc(),
+            gw: Some(peer.subnet.network()),
+            onlink: true,
+            underlay: false,
+        }
     }
 }
 
@@ -130,13 +208,15 @@ fn desired_from_effective(peers: &[Peer]) -> KernelState {
     let mut neigh_ips = BTreeSet::new();
     let mut fdb_macs = BTreeSet::new();
     for peer in peers {
-        let neigh = neigh_of(peer);
-        if neigh_ips.insert(neigh.ip) {
-            state.neighs.push(neigh);
-        }
-        let fdb = fdb_of(peer);
-        if fdb_macs.insert(fdb.mac) {
-            state.fdb.push(fdb);
+        if !peer.direct {
+            let neigh = neigh_of(peer);
+            if neigh_ips.insert(neigh.ip) {
+                state.neighs.push(neigh);
+            }
+            let fdb = fdb_of(peer);
+            if fdb_macs.insert(fdb.mac) {
+                state.fdb.push(fdb);
+            }
         }
         state.routes.push(route_of(peer));
     }
@@ -211,6 +291,13 @@ pub fn diff(desired: &[Peer], actual: &KernelState) -> Vec<Op> {
     // Additions and replacements, peer by peer.
     let mut emitted: BTreeSet<FdbEntry> = BTreeSet::new();
     for peer in &peers {
+        if peer.direct {
+            let route = route_of(peer);
+            if actual_routes.binary_search(&route).is_err() {
+                ops.push(Op::SetRoute(route));
+            }
+            continue;
+        }
         let neigh = neigh_of(peer);
         if want_neighs.get(&neigh.ip) == Some(&neigh)
             && actual_neighs.binary_search(&neigh).is_err()
@@ -291,6 +378,12 @@ impl Programmed {
     /// lacks: empty when the peer is fully programmed. O(log n).
     pub fn missing_for(&self, peer: &Peer) -> Vec<&'static str> {
         let mut missing = Vec::new();
+        if peer.direct {
+            if !self.routes.contains(&route_of(peer)) {
+                missing.push("route");
+            }
+            return missing;
+        }
         let n = neigh_of(peer);
         if self.neighs.get(&n.ip) != Some(&n.mac) {
             missing.push("neighbour");
@@ -395,6 +488,7 @@ mod tests {
             subnet: format!("10.244.{third}.0/24").parse().unwrap(),
             public_ip: Ipv4Addr::new(192, 168, 1, ip_last),
             vtep_mac: mac(mac_last),
+            direct: false,
         }
     }
 
@@ -417,6 +511,7 @@ mod tests {
             dst: format!("10.244.{third}.0/24").parse().unwrap(),
             gw: Some(Ipv4Addr::new(10, 244, third, 0)),
             onlink: true,
+            underlay: false,
         }
     }
 
@@ -842,5 +937,130 @@ mod tests {
         assert_eq!(s.neighs, vec![neigh(2, 9), neigh(3, 3)]);
         model.applied(&Op::DelNeigh(neigh(2, 1)));
         assert_eq!(model.state().neighs, vec![neigh(3, 3)]);
+    }
+
+    fn direct(third: u8, ip_last: u8) -> Peer {
+        Peer {
+            direct: true,
+            ..peer(third, ip_last, 0)
+        }
+    }
+
+    fn direct_route(third: u8, ip_last: u8) -> RouteEntry {
+        RouteEntry {
+            dst: format!("10.244.{third}.0/24").parse().unwrap(),
+            gw: Some(Ipv4Addr::new(192, 168, 1, ip_last)),
+            onlink: false,
+            underlay: true,
+        }
+    }
+
+    #[test]
+    fn a_direct_peer_gets_only_a_route_via_its_public_ip() {
+        let peers = vec![peer(2, 12, 2), direct(3, 13)];
+        let want = desired_state(&peers);
+        assert_eq!(want.neighs, vec![neigh(2, 2)]);
+        assert_eq!(want.fdb, vec![fdb(2, 12)]);
+        assert_eq!(want.routes, vec![route(2), direct_route(3, 13)]);
+        let ops = diff(&peers, &KernelState::default());
+        assert_eq!(
+            ops,
+            vec![
+                Op::SetNeigh(neigh(2, 2)),
+                Op::SetFdb(fdb(2, 12)),
+                Op::SetRoute(route(2)),
+                Op::SetRoute(direct_route(3, 13)),
+            ]
+        );
+        let mut model = Programmed::default();
+        for op in &ops {
+            model.applied(op);
+        }
+        assert!(diff(&peers, &model.state()).is_empty());
+        assert!(model.missing_for(&direct(3, 13)).is_empty());
+        assert_eq!(model.missing_for(&direct(4, 14)), vec!["route"]);
+    }
+
+    #[test]
+    fn a_peer_that_becomes_direct_has_its_route_replaced_and_its_vxlan_entries_removed() {
+        let before = vec![peer(2, 12, 2)];
+        let mut model = Programmed::default();
+        for op in diff(&before, &KernelState::default()) {
+            model.applied(&op);
+        }
+        let after = vec![direct(2, 12)];
+        let ops = diff(&after, &model.state());
+        // The route is replaced in place (same destination), never deleted first, so the
+        // subnet is never unreachable; the neighbour and FDB entry go.
+        assert_eq!(
+            ops,
+            vec![
+                Op::DelFdb(fdb(2, 12)),
+                Op::DelNeigh(neigh(2, 2)),
+                Op::SetRoute(direct_route(2, 12)),
+            ]
+        );
+        for op in &ops {
+            model.applied(op);
+        }
+        assert_eq!(model.state(), desired_state(&after));
+        // And back.
+        let ops = diff(&before, &model.state());
+        assert_eq!(
+            ops,
+            vec![
+                Op::SetNeigh(neigh(2, 2)),
+                Op::SetFdb(fdb(2, 12)),
+                Op::SetRoute(route(2)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_direct_route_no_peer_calls_for_is_removed_and_a_moved_one_replaced() {
+        let actual = KernelState {
+            routes: vec![direct_route(3, 13), direct_route(4, 99)],
+            ..KernelState::default()
+        };
+        let ops = diff(&[direct(4, 14)], &actual);
+        assert_eq!(
+            ops,
+            vec![
+                Op::DelRoute(direct_route(3, 13)),
+                Op::SetRoute(direct_route(4, 14)),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_routes_into_the_network_with_a_gateway_on_the_external_interface_are_weft_s() {
+        let owned = Owned {
+            device: Some(7),
+            underlay: Some((2, "10.244.0.0/16".parse().unwrap())),
+        };
+        let r = |dst: &str, gw: Option<[u8; 4]>| RouteEntry {
+            dst: dst.parse().unwrap(),
+            gw: gw.map(Ipv4Addr::from),
+            onlink: false,
+            underlay: false,
+        };
+        let via = Some([192, 168, 1, 12]);
+        // Out of the device: always.
+        assert_eq!(
+            owned.route(7, r("10.244.2.0/24", via)).map(|e| e.underlay),
+            Some(false)
+        );
+        // Out of the external interface: a subnet of the Network via a gateway.
+        let direct = owned.route(2, r("10.244.2.0/24", via)).unwrap();
+        assert!(direct.underlay);
+        assert_eq!(owned.link_of(&direct), Some(2));
+        // Not: the whole Network, outside it, without a gateway, another link.
+        assert_eq!(owned.route(2, r("10.244.0.0/16", via)), None);
+        assert_eq!(owned.route(2, r("10.245.2.0/24", via)), None);
+        assert_eq!(owned.route(2, r("0.0.0.0/0", via)), None);
+        assert_eq!(owned.route(2, r("10.244.2.0/24", None)), None);
+        assert_eq!(owned.route(3, r("10.244.2.0/24", via)), None);
+        // The device alone owns nothing on the external interface.
+        assert_eq!(Owned::device(7).route(2, r("10.244.2.0/24", via)), None);
     }
 }

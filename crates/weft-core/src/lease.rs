@@ -126,6 +126,18 @@ impl LeaseAttrs {
         }
     }
 
+    /// The attributes of a host-gw lease, as flanneld's host-gw backend publishes them: no
+    /// backend data (`{"PublicIP":"…","PublicIPv6":null,"BackendType":"host-gw"}`).
+    pub fn host_gw(public_ip: Ipv4Addr) -> LeaseAttrs {
+        LeaseAttrs {
+            public_ip,
+            public_ipv6: None,
+            backend_type: Some("host-gw".to_owned()),
+            backend_data: None,
+            backend_v6_data: None,
+        }
+    }
+
     /// The exact bytes Go's `json.Marshal` produces for flannel's `LeaseAttrs`: fields in
     /// declaration order, `PublicIPv6` always present (`null` when unset), the backend fields
     /// omitted when empty, no whitespace, Go's HTML-safe string escaping.
@@ -612,5 +624,18 @@ mod tests {
             attrs: LeaseAttrs::vxlan(Ipv4Addr::new(10, 0, 0, 1), 1, mac("aa:bb:cc:dd:ee:01")),
         };
         assert_eq!(lease.key(), "10.244.3.0-24");
+    }
+
+    #[test]
+    fn a_host_gw_lease_is_written_as_flanneld_writes_it() {
+        let attrs = LeaseAttrs::host_gw(Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(
+            attrs.to_json(),
+            r#"{"PublicIP":"10.0.0.2","PublicIPv6":null,"BackendType":"host-gw"}"#
+        );
+        assert_eq!(
+            LeaseAttrs::parse(attrs.to_json().as_bytes()).unwrap(),
+            attrs
+        );
     }
 }

@@ -1,23 +1,28 @@
-//! Turning leases into VXLAN peers, refusing leases that would break the data plane.
+//! Turning leases into peers, refusing leases that would break the data plane, and deciding
+//! how each peer is reached: through the VXLAN device, or by a direct route via its PublicIP
+//! on the external interface (host-gw, VXLAN with DirectRouting).
 
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::config::NetworkConfig;
+use crate::config::{BackendConfig, NetworkConfig};
 use crate::lease::Lease;
 use crate::mac::MacAddr;
 use crate::subnet::subnet_key;
 
-/// A remote node to program on the VXLAN device.
+/// A remote node to program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Peer {
     /// The peer's pod subnet.
     pub subnet: Ipv4Net,
-    /// Where encapsulated packets go (the FDB `dst`).
+    /// Where encapsulated packets go (the FDB `dst`), or the gateway of a direct route.
     pub public_ip: Ipv4Addr,
-    /// The MAC of the peer's VXLAN device.
+    /// The MAC of the peer's VXLAN device (all zero for a host-gw lease, which has none).
     pub vtep_mac: MacAddr,
+    /// Reached by a route via `public_ip` on the external interface, not through VXLAN
+    /// (host-gw, or VXLAN with DirectRouting and the peer on this node's link).
+    pub direct: bool,
 }
 
 /// What to do with one lease.
@@ -31,13 +36,13 @@ pub enum PeerVerdict {
     Reject(String),
 }
 
-/// Decides whether a lease becomes a VXLAN peer.
+/// Decides whether a lease becomes a peer of this node's backend.
 ///
-/// `own` is this node's subnet, if it holds one. Like flannel, only `BackendType` exactly
-/// `"vxlan"` is programmed (case-sensitive). Unlike flannel, weft also refuses leases whose
-/// subnet lies outside the config, overlaps our own subnet, whose VNI differs from ours, or
-/// whose public IP or MAC could not be a real VTEP: flannel would program those and break
-/// traffic for the whole subnet.
+/// `own` is this node's subnet, if it holds one. Like flannel, only leases whose
+/// `BackendType` is exactly this node's backend (`"vxlan"`, `"host-gw"`; case-sensitive) are
+/// programmed. Unlike flannel, weft also refuses leases whose subnet lies outside the config,
+/// overlaps our own subnet, whose VNI differs from ours, or whose public IP or MAC could not
+/// be a real node: flannel would program those and break traffic for the whole subnet.
 pub fn classify_lease(cfg: &NetworkConfig, own: Option<Ipv4Net>, lease: &Lease) -> PeerVerdict {
     let key = subnet_key(lease.subnet);
     let subnet = lease.subnet;
@@ -45,25 +50,28 @@ pub fn classify_lease(cfg: &NetworkConfig, own: Option<Ipv4Net>, lease: &Lease) 
     if own == Some(subnet) {
         return PeerVerdict::Ignore(format!("lease {key} is this node's own subnet"));
     }
+    let wanted = match &cfg.backend {
+        BackendConfig::Vxlan(_) => "vxlan",
+        BackendConfig::HostGw => "host-gw",
+        BackendConfig::Other { type_name } => {
+            return PeerVerdict::Ignore(format!(
+                "lease {key}: this node's backend {type_name:?} programs no peers"
+            ));
+        }
+    };
     match lease.attrs.backend_type.as_deref() {
-        Some("vxlan") => {}
+        Some(t) if t == wanted => {}
         Some(other) => {
             return PeerVerdict::Ignore(format!(
-                "lease {key} has BackendType {other:?}, not \"vxlan\": it belongs to another backend"
+                "lease {key} has BackendType {other:?}, not {wanted:?}: it belongs to another backend"
             ));
         }
         None => {
             return PeerVerdict::Ignore(format!(
-                "lease {key} has no BackendType (udp or alloc backend), not \"vxlan\""
+                "lease {key} has no BackendType (udp or alloc backend), not {wanted:?}"
             ));
         }
     }
-    let Some(vxlan) = cfg.vxlan() else {
-        return PeerVerdict::Ignore(format!(
-            "lease {key} is a vxlan lease but this node's backend is {:?}",
-            cfg.backend.type_name()
-        ));
-    };
 
     if subnet.addr() != subnet.network() {
         return PeerVerdict::Reject(format!(
@@ -98,22 +106,28 @@ pub fn classify_lease(cfg: &NetworkConfig, own: Option<Ipv4Net>, lease: &Lease) 
         ));
     }
 
-    let data = match lease.attrs.vxlan_data() {
-        Ok(data) => data,
-        Err(err) => return PeerVerdict::Reject(format!("lease {key}: {err}")),
+    let mac = match cfg.vxlan() {
+        None => MacAddr::default(),
+        Some(vxlan) => {
+            let data = match lease.attrs.vxlan_data() {
+                Ok(data) => data,
+                Err(err) => return PeerVerdict::Reject(format!("lease {key}: {err}")),
+            };
+            if data.vni != vxlan.vni {
+                return PeerVerdict::Reject(format!(
+                    "lease {key}: VNI mismatch: the lease has VNI {} but this node uses VNI {}; every node must use the same Backend.VNI",
+                    data.vni, vxlan.vni
+                ));
+            }
+            let mac = data.vtep_mac;
+            if mac.is_zero() || mac.is_multicast() {
+                return PeerVerdict::Reject(format!(
+                    "lease {key}: VtepMAC {mac} is not a unicast address, so it cannot be a VXLAN endpoint; restart weftd/flanneld on that node"
+                ));
+            }
+            mac
+        }
     };
-    if data.vni != vxlan.vni {
-        return PeerVerdict::Reject(format!(
-            "lease {key}: VNI mismatch: the lease has VNI {} but this node uses VNI {}; every node must use the same Backend.VNI",
-            data.vni, vxlan.vni
-        ));
-    }
-    let mac = data.vtep_mac;
-    if mac.is_zero() || mac.is_multicast() {
-        return PeerVerdict::Reject(format!(
-            "lease {key}: VtepMAC {mac} is not a unicast address, so it cannot be a VXLAN endpoint; restart weftd/flanneld on that node"
-        ));
-    }
 
     let ip = lease.attrs.public_ip;
     let bad_ip = if ip.is_unspecified() {
@@ -137,7 +151,93 @@ pub fn classify_lease(cfg: &NetworkConfig, own: Option<Ipv4Net>, lease: &Lease) 
         subnet,
         public_ip: ip,
         vtep_mac: mac,
+        direct: matches!(cfg.backend, BackendConfig::HostGw),
     })
+}
+
+/// How this node reaches its peers: the backend's rule and the prefixes directly on the
+/// external interface's link (its addresses' networks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reach {
+    /// How peers are reached.
+    pub mode: ReachMode,
+    /// The external interface's name, for messages.
+    pub iface: String,
+    /// The IPv4 networks of the external interface's addresses (host routes left out): a
+    /// PublicIP inside one is on this node's link.
+    pub on_link: Vec<Ipv4Net>,
+}
+
+/// The backend's rule for reaching a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReachMode {
+    /// Every peer through the VXLAN device.
+    Vxlan,
+    /// VXLAN with DirectRouting: a peer on this node's link by a direct route, the others
+    /// through the VXLAN device (flannel's rule: `ip route get <PublicIP>` has no gateway).
+    VxlanDirect,
+    /// host-gw: every peer by a direct route; a peer off this node's link cannot be reached
+    /// and is refused.
+    HostGw,
+}
+
+impl ReachMode {
+    /// The rule of `cfg`'s backend.
+    pub fn of(cfg: &NetworkConfig) -> ReachMode {
+        match &cfg.backend {
+            BackendConfig::HostGw => ReachMode::HostGw,
+            BackendConfig::Vxlan(vx) if vx.direct_routing => ReachMode::VxlanDirect,
+            _ => ReachMode::Vxlan,
+        }
+    }
+}
+
+impl Reach {
+    /// Every peer through VXLAN (no DirectRouting).
+    pub fn vxlan() -> Reach {
+        Reach {
+            mode: ReachMode::Vxlan,
+            iface: String::new(),
+            on_link: Vec::new(),
+        }
+    }
+
+    /// Whether `ip` is on this node's link.
+    pub fn on_link(&self, ip: Ipv4Addr) -> bool {
+        self.on_link
+            .iter()
+            .any(|n| n.prefix_len() < 32 && n.contains(&ip))
+    }
+
+    /// Decides how `peer` is reached (sets [`Peer::direct`]); `Err` says why a host-gw peer
+    /// cannot be reached at all.
+    pub fn decide(&self, mut peer: Peer) -> Result<Peer, String> {
+        match self.mode {
+            ReachMode::Vxlan => peer.direct = false,
+            ReachMode::VxlanDirect => peer.direct = self.on_link(peer.public_ip),
+            ReachMode::HostGw => {
+                if !self.on_link(peer.public_ip) {
+                    let link = if self.on_link.is_empty() {
+                        "no IPv4 network".to_string()
+                    } else {
+                        self.on_link
+                            .iter()
+                            .map(|n| n.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    return Err(format!(
+                        "lease {}: PublicIP {} is not on this node's link ({} has {link}), and host-gw can only route to nodes on one L2 network; put the nodes on one subnet or use the vxlan backend (with DirectRouting for the nodes that share one)",
+                        subnet_key(peer.subnet),
+                        peer.public_ip,
+                        self.iface
+                    ));
+                }
+                peer.direct = true;
+            }
+        }
+        Ok(peer)
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +282,7 @@ mod tests {
                 subnet: net("10.244.2.0/24"),
                 public_ip: Ipv4Addr::new(192, 168, 1, 12),
                 vtep_mac: mac("aa:bb:cc:dd:ee:02"),
+                direct: false,
             })
         );
         // Without an own subnet (not yet acquired) the same lease is still a peer.
@@ -246,6 +347,144 @@ mod tests {
                 &lease("10.244.3.0/24", [192, 168, 1, 13], "aa:bb:cc:dd:ee:03"),
             ),
             "host-gw",
+        );
+    }
+
+    fn hostgw_cfg() -> NetworkConfig {
+        NetworkConfig::parse(br#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#)
+            .unwrap()
+    }
+
+    /// A lease exactly as flanneld's host-gw backend writes it.
+    fn hostgw_lease(subnet: &str, ip: [u8; 4]) -> Lease {
+        let value = format!(
+            r#"{{"PublicIP":"{}","PublicIPv6":null,"BackendType":"host-gw"}}"#,
+            Ipv4Addr::from(ip)
+        );
+        Lease {
+            subnet: net(subnet),
+            attrs: LeaseAttrs::parse(value.as_bytes()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_host_gw_node_takes_host_gw_leases_as_direct_peers_and_ignores_vxlan_ones() {
+        let verdict = classify_lease(
+            &hostgw_cfg(),
+            own(),
+            &hostgw_lease("10.244.2.0/24", [192, 168, 1, 12]),
+        );
+        assert_eq!(
+            verdict,
+            PeerVerdict::Peer(Peer {
+                subnet: net("10.244.2.0/24"),
+                public_ip: Ipv4Addr::new(192, 168, 1, 12),
+                vtep_mac: MacAddr::default(),
+                direct: true,
+            })
+        );
+        // The same checks as for VXLAN leases.
+        expect_reject(
+            classify_lease(
+                &hostgw_cfg(),
+                own(),
+                &hostgw_lease("10.245.2.0/24", [192, 168, 1, 12]),
+            ),
+            &["outside Network 10.244.0.0/16"],
+        );
+        expect_reject(
+            classify_lease(
+                &hostgw_cfg(),
+                own(),
+                &hostgw_lease("10.244.2.0/24", [127, 0, 0, 1]),
+            ),
+            &["PublicIP 127.0.0.1 is a loopback address"],
+        );
+        // A host-gw lease is ignored by a VXLAN node and the other way round.
+        expect_ignore(
+            classify_lease(
+                &cfg(),
+                own(),
+                &hostgw_lease("10.244.2.0/24", [192, 168, 1, 12]),
+            ),
+            "BackendType \"host-gw\", not \"vxlan\"",
+        );
+        expect_ignore(
+            classify_lease(
+                &hostgw_cfg(),
+                own(),
+                &lease("10.244.3.0/24", [192, 168, 1, 13], "aa:bb:cc:dd:ee:03"),
+            ),
+            "BackendType \"vxlan\", not \"host-gw\"",
+        );
+    }
+
+    fn reach(mode: ReachMode) -> Reach {
+        Reach {
+            mode,
+            iface: "eth0".into(),
+            on_link: vec![net("192.168.1.10/24"), net("10.9.9.9/32")],
+        }
+    }
+
+    fn peer(ip: [u8; 4]) -> Peer {
+        Peer {
+            subnet: net("10.244.2.0/24"),
+            public_ip: Ipv4Addr::from(ip),
+            vtep_mac: mac("aa:bb:cc:dd:ee:02"),
+            direct: false,
+        }
+    }
+
+    #[test]
+    fn direct_routing_takes_the_peers_on_the_link_directly_and_the_others_through_vxlan() {
+        let r = reach(ReachMode::VxlanDirect);
+        assert!(r.decide(peer([192, 168, 1, 12])).unwrap().direct);
+        assert!(!r.decide(peer([192, 168, 2, 12])).unwrap().direct);
+        // A host address (/32) on the interface puts nothing else on the link.
+        assert!(!r.decide(peer([10, 9, 9, 8])).unwrap().direct);
+        // Without DirectRouting nothing is direct, on the link or not.
+        let r = reach(ReachMode::Vxlan);
+        assert!(!r.decide(peer([192, 168, 1, 12])).unwrap().direct);
+        let mut was_direct = peer([192, 168, 1, 12]);
+        was_direct.direct = true;
+        assert!(!r.decide(was_direct).unwrap().direct);
+    }
+
+    #[test]
+    fn host_gw_refuses_a_peer_off_the_link_and_says_what_to_do() {
+        let r = reach(ReachMode::HostGw);
+        assert!(r.decide(peer([192, 168, 1, 12])).unwrap().direct);
+        let err = r.decide(peer([192, 168, 2, 12])).unwrap_err();
+        for needle in [
+            "lease 10.244.2.0-24",
+            "PublicIP 192.168.2.12 is not on this node's link",
+            "eth0 has 192.168.1.10/24, 10.9.9.9/32",
+            "vxlan backend",
+        ] {
+            assert!(err.contains(needle), "{err} (missing {needle})");
+        }
+        let none = Reach {
+            on_link: Vec::new(),
+            ..reach(ReachMode::HostGw)
+        };
+        assert!(
+            none.decide(peer([192, 168, 1, 12]))
+                .unwrap_err()
+                .contains("eth0 has no IPv4 network")
+        );
+    }
+
+    #[test]
+    fn the_reach_mode_follows_the_backend() {
+        let parse = |t: &str| NetworkConfig::parse(t.as_bytes()).unwrap();
+        assert_eq!(ReachMode::of(&cfg()), ReachMode::Vxlan);
+        assert_eq!(ReachMode::of(&hostgw_cfg()), ReachMode::HostGw);
+        assert_eq!(
+            ReachMode::of(&parse(
+                r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#
+            )),
+            ReachMode::VxlanDirect
         );
     }
 

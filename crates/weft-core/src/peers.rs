@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 use crate::config::NetworkConfig;
 use crate::lease::{Lease, LeaseAttrs};
 use crate::mac::MacAddr;
-use crate::peer::{Peer, PeerVerdict, classify_lease};
+use crate::peer::{Peer, PeerVerdict, Reach, classify_lease};
 use crate::subnet::subnet_key;
 use ipnet::Ipv4Net;
 
@@ -119,8 +119,9 @@ impl PeerTable {
         differing(&self.revisions, listed)
     }
 
-    /// The VXLAN peers to program, plus notices for verdicts that changed since last time.
-    pub fn peers(&mut self, own: Option<Ipv4Net>) -> (Vec<Peer>, Vec<Notice>) {
+    /// The peers to program, each reached as `reach` decides, plus notices for verdicts that
+    /// changed since last time.
+    pub fn peers(&mut self, own: Option<Ipv4Net>, reach: &Reach) -> (Vec<Peer>, Vec<Notice>) {
         let mut peers = Vec::with_capacity(self.entries.len());
         let mut notices = Vec::new();
         for (key, entry) in &self.entries {
@@ -148,10 +149,16 @@ impl PeerTable {
                             ),
                         })
                     }
-                    _ => {
-                        peers.push(*p);
-                        None
-                    }
+                    _ => match reach.decide(*p) {
+                        Ok(p) => {
+                            peers.push(p);
+                            None
+                        }
+                        Err(why) => Some(Notice::Rejected {
+                            key: key.clone(),
+                            why,
+                        }),
+                    },
                 },
             };
             match notice {
@@ -242,12 +249,12 @@ mod tests {
                 ),
             ),
         ]);
-        let (peers, notices) = t.peers(None);
+        let (peers, notices) = t.peers(None, &Reach::vxlan());
         assert_eq!(peers.len(), 2);
         assert_eq!(notices.len(), 2);
         assert!(notices.iter().all(|n| matches!(n, Notice::Rejected { .. })));
         // the same verdicts are not reported twice
-        let (_, again) = t.peers(None);
+        let (_, again) = t.peers(None, &Reach::vxlan());
         assert!(again.is_empty());
     }
 
@@ -300,11 +307,65 @@ mod tests {
                 &lease_json("10.0.0.2", "02:00:00:00:00:02"),
             ),
         );
-        let (peers, _) = t.peers(Some(own));
+        let (peers, _) = t.peers(Some(own), &Reach::vxlan());
         assert_eq!(peers.len(), 1);
         assert_eq!(peers[0].subnet, "10.244.2.0/24".parse::<Ipv4Net>().unwrap());
         t.delete(&key("10.244.2.0-24"));
-        assert!(t.peers(Some(own)).0.is_empty());
-        assert_eq!(t.peers(None).0.len(), 1, "only our own lease is left");
+        assert!(t.peers(Some(own), &Reach::vxlan()).0.is_empty());
+        assert_eq!(
+            t.peers(None, &Reach::vxlan()).0.len(),
+            1,
+            "only our own lease is left"
+        );
+    }
+
+    #[test]
+    fn a_host_gw_peer_off_the_link_is_refused_once_and_taken_when_it_moves_onto_it() {
+        use crate::peer::ReachMode;
+        let cfg =
+            NetworkConfig::parse(br#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#)
+                .unwrap();
+        let hostgw = |ip: &str| {
+            format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#)
+                .into_bytes()
+        };
+        let reach = Reach {
+            mode: ReachMode::HostGw,
+            iface: "eth0".into(),
+            on_link: vec!["10.0.0.1/24".parse().unwrap()],
+        };
+        let sn = |s: &str| s.parse::<Ipv4Net>().unwrap();
+        let mut t = PeerTable::default();
+        t.put(
+            key("10.244.2.0-24"),
+            1,
+            parse_entry(&cfg, Ok(sn("10.244.2.0/24")), &hostgw("10.0.0.2")),
+        );
+        t.put(
+            key("10.244.3.0-24"),
+            2,
+            parse_entry(&cfg, Ok(sn("10.244.3.0/24")), &hostgw("10.0.9.3")),
+        );
+        let (peers, notices) = t.peers(None, &reach);
+        assert_eq!(peers.len(), 1);
+        assert!(peers[0].direct);
+        assert_eq!(peers[0].public_ip, "10.0.0.2".parse::<Ipv4Addr>().unwrap());
+        match notices.as_slice() {
+            [Notice::Rejected { key: k, why }] => {
+                assert_eq!(k, &key("10.244.3.0-24"));
+                assert!(
+                    why.contains("PublicIP 10.0.9.3 is not on this node's link"),
+                    "{why}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(t.peers(None, &reach).1.is_empty(), "said once");
+        t.put(
+            key("10.244.3.0-24"),
+            3,
+            parse_entry(&cfg, Ok(sn("10.244.3.0/24")), &hostgw("10.0.0.3")),
+        );
+        assert_eq!(t.peers(None, &reach).0.len(), 2);
     }
 }

@@ -31,8 +31,13 @@ pub struct OwnLease {
 pub struct PeerState {
     pub subnet: Ipv4Net,
     pub public_ip: Ipv4Addr,
+    /// All zero for a host-gw peer, which has none.
     pub vtep_mac: MacAddr,
-    /// True when the neighbour, FDB entry and route are all in the device.
+    /// Reached by a direct route via `public_ip` (host-gw, DirectRouting), not VXLAN.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub direct: bool,
+    /// True when everything the peer needs is in the kernel: the neighbour, FDB entry and
+    /// route through the device, or the direct route.
     pub programmed: bool,
     /// The entries the device lacks (`neighbour`, `fdb`, `route`); empty when programmed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -104,6 +109,7 @@ impl PeersView {
                     Some(old)
                         if old.public_ip == p.public_ip
                             && old.vtep_mac == p.vtep_mac
+                            && old.direct == p.direct
                             && old.since.is_some() =>
                     {
                         old.since
@@ -119,6 +125,7 @@ impl PeersView {
                     subnet: p.subnet,
                     public_ip: p.public_ip,
                     vtep_mac: p.vtep_mac,
+                    direct: p.direct,
                     programmed,
                     missing,
                     since,
@@ -154,6 +161,7 @@ mod tests {
             subnet: format!("10.244.{n}.0/24").parse().unwrap(),
             public_ip: Ipv4Addr::new(192, 168, 0, n),
             vtep_mac: MacAddr::from([0x0a, 0, 0, 0, 0, mac]),
+            direct: false,
         }
     }
 

@@ -716,6 +716,7 @@ fn hostile_peer_leases_are_skipped_without_touching_other_peers() {
             subnet: key.replace('-', "/").parse().expect("valid CIDR"),
             public_ip: ip.parse::<Ipv4Addr>().expect("valid IP"),
             vtep_mac: mac.parse().expect("valid MAC"),
+            direct: false,
         })
         .collect();
 

@@ -387,6 +387,7 @@ impl Soak {
                 subnet,
                 public_ip: c.tb.node(i).ip,
                 vtep_mac: mac,
+                direct: false,
             });
         }
         for (i, name) in names.iter().enumerate().take(n) {
@@ -852,6 +853,7 @@ impl Soak {
             subnet,
             public_ip: self.c.tb.node(cn).ip,
             vtep_mac: mac,
+            direct: false,
         };
         let stable_ns: Vec<String> = (0..self.stable())
             .map(|i| self.c.tb.node(i).ns.clone())

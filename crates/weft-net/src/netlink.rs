@@ -27,7 +27,7 @@ use netlink_packet_route::{
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, MulticastGroup, RouteMessageBuilder};
 use tracing::{debug, info, warn};
 use weft_core::{
-    dataplane::{FdbEntry, KernelState, NeighEntry, Observed, Op, RouteEntry},
+    dataplane::{FdbEntry, KernelState, NeighEntry, Observed, Op, Owned, RouteEntry},
     mac::MacAddr,
 };
 
@@ -575,45 +575,55 @@ impl Netlink {
     }
 
     /// The permanent neighbours, FDB entries with a destination, and main-table routes of the
-    /// device: what weft owns on it. The dumps are read as streams, entry by entry, so
-    /// thousands of peers never sit in memory as netlink messages.
+    /// device: what weft owns on it.
     pub async fn read_state(&self, index: u32) -> Result<KernelState, NetError> {
+        self.read_owned(&Owned::device(index)).await
+    }
+
+    /// What weft owns in the kernel (see [`Owned`]): the VXLAN device's permanent
+    /// neighbours, FDB entries with a destination and routes, and the direct routes on the
+    /// external interface. The dumps are read as streams, entry by entry, so thousands of
+    /// peers never sit in memory as netlink messages; without a device (host-gw) only the
+    /// routes are read.
+    pub async fn read_owned(&self, owned: &Owned) -> Result<KernelState, NetError> {
         let mut state = KernelState::default();
 
-        let mut neighs = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Inet)
-            .execute();
-        while let Some(n) = neighs
-            .try_next()
-            .await
-            .map_err(NetError::req("list neighbours"))?
-        {
-            if n.header.ifindex == index
-                && let (ip, Some(mac)) = neigh_of_message(&n)
-                && let Some(ip) = ip
+        if let Some(index) = owned.device {
+            let mut neighs = self
+                .handle
+                .neighbours()
+                .get()
+                .set_address_family(AddressFamily::Inet)
+                .execute();
+            while let Some(n) = neighs
+                .try_next()
+                .await
+                .map_err(NetError::req("list neighbours"))?
             {
-                state.neighs.push(NeighEntry { ip, mac });
+                if n.header.ifindex == index
+                    && let (ip, Some(mac)) = neigh_of_message(&n)
+                    && let Some(ip) = ip
+                {
+                    state.neighs.push(NeighEntry { ip, mac });
+                }
             }
-        }
 
-        let mut fdb = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Bridge)
-            .execute();
-        while let Some(n) = fdb
-            .try_next()
-            .await
-            .map_err(NetError::req("list FDB entries"))?
-        {
-            if n.header.ifindex == index
-                && let Some(entry) = fdb_of_message(&n)
+            let mut fdb = self
+                .handle
+                .neighbours()
+                .get()
+                .set_address_family(AddressFamily::Bridge)
+                .execute();
+            while let Some(n) = fdb
+                .try_next()
+                .await
+                .map_err(NetError::req("list FDB entries"))?
             {
-                state.fdb.push(entry);
+                if n.header.ifindex == index
+                    && let Some(entry) = fdb_of_message(&n)
+                {
+                    state.fdb.push(entry);
+                }
             }
         }
 
@@ -628,12 +638,25 @@ impl Netlink {
             .map_err(NetError::req("list routes"))?
         {
             if let Some((oif, entry)) = route_of_message(&r)
-                && oif == index
+                && let Some(entry) = owned.route(oif, entry)
             {
                 state.routes.push(entry);
             }
         }
         Ok(state)
+    }
+
+    /// The networks of the IPv4 addresses on link `index` (host addresses as /32): what is
+    /// on that link.
+    pub async fn link_networks(&self, index: u32) -> Result<Vec<Ipv4Net>, NetError> {
+        Ok(self
+            .ipv4_addresses()
+            .await?
+            .into_iter()
+            .filter(|(i, ..)| *i == index)
+            .filter_map(|(_, addr, prefix, _)| Ipv4Net::new(addr, prefix).ok())
+            .map(|n| n.trunc())
+            .collect())
     }
 
     /// Applies the ops in order and returns, for each op, whether it failed. A failed op does
@@ -644,7 +667,7 @@ impl Netlink {
     /// The kernel handles a netlink socket's requests one by one in the order they were
     /// sent, so the order of the ops (neighbour, FDB, then route) still holds, but weftd no
     /// longer waits for each acknowledgement before sending the next request.
-    pub async fn apply(&self, index: u32, ops: &[Op]) -> Vec<Option<NetError>> {
+    pub async fn apply(&self, owned: &Owned, ops: &[Op]) -> Vec<Option<NetError>> {
         use futures::StreamExt;
         use futures::stream::FuturesOrdered;
         let mut results = Vec::with_capacity(ops.len());
@@ -657,7 +680,7 @@ impl Netlink {
             }
             // A future's first poll sends its request; FuturesOrdered polls new futures in
             // the order they were pushed, so requests leave in the order of `ops`.
-            in_flight.push_back(self.apply_checked(index, op));
+            in_flight.push_back(self.apply_checked(owned, op));
         }
         while let Some(r) = in_flight.next().await {
             results.push(r);
@@ -666,8 +689,17 @@ impl Netlink {
     }
 
     /// One op; `None` when done (a delete of something already gone counts as done).
-    async fn apply_checked(&self, index: u32, op: &Op) -> Option<NetError> {
+    async fn apply_checked(&self, owned: &Owned, op: &Op) -> Option<NetError> {
         debug!(?op, "applying");
+        let link = match op {
+            Op::SetRoute(r) | Op::DelRoute(r) => owned.link_of(r),
+            _ => owned.device,
+        };
+        let Some(index) = link else {
+            return Some(NetError::Other(format!(
+                "{op:?} has no link to go to (no VXLAN device, or no external interface)"
+            )));
+        };
         match self.apply_one(index, op).await {
             Ok(()) => None,
             Err(e) => {
@@ -1038,11 +1070,13 @@ fn route_of_message(r: &RouteMessage) -> Option<(u32, RouteEntry)> {
             dst: f.dst,
             gw: f.gw,
             onlink: f.onlink,
+            underlay: false,
         },
     ))
 }
 
-/// flannel's route: `<subnet> via <subnet address> dev flannel.N onlink`, protocol boot (what
+/// flannel's route: `<subnet> via <subnet address> dev flannel.N onlink`, or a direct one
+/// (host-gw, DirectRouting) `<subnet> via <PublicIP> dev <ext>`; protocol boot (what
 /// vishvananda/netlink sends by default, so `ip route` shows the same as on a flanneld node).
 fn route_message(index: u32, r: &RouteEntry) -> RouteMessage {
     let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
@@ -1184,6 +1218,7 @@ mod tests {
             dst: "10.244.2.0/24".parse().unwrap(),
             gw: Some(Ipv4Addr::new(10, 244, 2, 0)),
             onlink: true,
+            underlay: false,
         };
         let m = route_message(5, &r);
         assert!(m.header.flags.contains(RouteFlags::Onlink));
@@ -1204,6 +1239,7 @@ mod tests {
             dst: "10.244.2.0/24".parse().unwrap(),
             gw: Some(Ipv4Addr::new(10, 244, 2, 0)),
             onlink: true,
+            underlay: false,
         };
         let m = route_message(5, &r);
         let f = route_facts(&m).unwrap();
@@ -1217,6 +1253,28 @@ mod tests {
         other.attributes.push(RouteAttribute::Table(1536));
         assert!(!route_facts(&other).unwrap().in_main_table());
         assert_eq!(route_of_message(&other), None);
+    }
+
+    #[test]
+    fn a_direct_route_goes_via_the_public_ip_without_onlink_and_reads_back_as_weft_s() {
+        let r = RouteEntry {
+            dst: "10.244.2.0/24".parse().unwrap(),
+            gw: Some(Ipv4Addr::new(192, 168, 1, 12)),
+            onlink: false,
+            underlay: true,
+        };
+        let m = route_message(2, &r);
+        let f = route_facts(&m).unwrap();
+        assert_eq!(
+            (f.dst, f.gw, f.oif, f.onlink),
+            (r.dst, r.gw, Some(2), false)
+        );
+        let owned = Owned {
+            device: Some(7),
+            underlay: Some((2, "10.244.0.0/16".parse().unwrap())),
+        };
+        let (oif, read) = route_of_message(&m).unwrap();
+        assert_eq!(owned.route(oif, read), Some(r));
     }
 
     #[test]

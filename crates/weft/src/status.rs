@@ -624,6 +624,7 @@ mod tests {
                     subnet: sub(*n),
                     public_ip: Ipv4Addr::new(192, 168, 0, *n),
                     vtep_mac: mac(*m),
+                    direct: false,
                     programmed: true,
                     missing: vec![],
                     since: Some(1000),

@@ -1,5 +1,5 @@
-//! The daemon: acquire a lease, build the VXLAN device, then keep the kernel in step with
-//! etcd. Four tasks share one [`Shared`] state:
+//! The daemon: acquire a lease, build the VXLAN device (none with host-gw), then keep the
+//! kernel in step with etcd. Four tasks share one [`Shared`] state:
 //! - the lease watch (list, then watch from revision + 1, resuming after the last delivered
 //!   event; re-list on compaction or an oversized response; a periodic anti-entropy check),
 //! - the reconciler (desired peers vs. what the kernel holds, minimal changes, also on a timer
@@ -25,10 +25,12 @@ use tracing::{debug, error, info, warn};
 use weft_core::agent;
 use weft_core::alloc::{AcquireAction, Listing as KeySet, plan_acquire_listed};
 use weft_core::config::{BackendConfig, NetworkConfig};
-use weft_core::dataplane::{Programmed, diff};
+use weft_core::dataplane::Observed;
+use weft_core::dataplane::{Owned, Programmed, diff};
 use weft_core::lease::{LeaseAttrs, LeaseError, MAX_LEASE_BYTES};
 use weft_core::lease_watch::Relist;
 use weft_core::mac::MacAddr;
+use weft_core::peer::{Reach, ReachMode};
 use weft_core::rules::{Rule, forward_rules, masq_rules};
 use weft_core::subnet::lease_key;
 use weft_core::subnet_env::SubnetEnv;
@@ -91,13 +93,18 @@ struct Node {
     cfg: NetworkConfig,
     network: Ipv4Net,
     ext: ExtIface,
-    spec: VxlanSpec,
+    /// The VXLAN device as it should be (None with host-gw), with the MAC chosen at start.
+    vxlan: Option<VxlanSpec>,
+    /// How peers are reached.
+    reach: ReachMode,
+    /// FLANNEL_MTU: the VXLAN device's MTU, or the external interface's with host-gw.
+    mtu: u32,
     random_fully: bool,
     ttl: i64,
     /// What identifies this node as the owner of its VTEP MAC (the MAC file's records).
     identity: NodeIdentity,
     mac_path: std::path::PathBuf,
-    /// The VTEP MAC in use: `spec.mac` until a conflict made a new one.
+    /// The VTEP MAC in use: the spec's until a conflict made a new one (zero with host-gw).
     vtep: Mutex<MacAddr>,
 }
 
@@ -106,12 +113,17 @@ impl Node {
         *self.vtep.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The device as it should be, with the VTEP MAC in use.
-    fn spec(&self) -> VxlanSpec {
-        VxlanSpec {
+    /// The device as it should be, with the VTEP MAC in use (None with host-gw).
+    fn spec(&self) -> Option<VxlanSpec> {
+        self.vxlan.as_ref().map(|spec| VxlanSpec {
             mac: self.mac(),
-            ..self.spec.clone()
-        }
+            ..spec.clone()
+        })
+    }
+
+    /// The device's name (empty with host-gw), for messages.
+    fn device_name(&self) -> &str {
+        self.vxlan.as_ref().map_or("", |s| s.name.as_str())
     }
 }
 
@@ -161,6 +173,7 @@ fn persist_mac(path: &std::path::Path, device: &str, me: &NodeIdentity, mac: Mac
 
 /// The other node whose lease publishes our VTEP MAC, if any, in a listing.
 fn mac_holder<'a>(node: &Node, raws: &'a [RawLease]) -> Option<&'a RawLease> {
+    node.vxlan.as_ref()?;
     let mine = node.mac();
     raws.iter().find(|r| {
         matches!(
@@ -180,22 +193,70 @@ async fn change_mac(node: &Node, health: &Health, holder: &str, taken: HashSet<M
     warn!(%old, %new, holder, "another node publishes this node's VTEP MAC (their FDB entries for it would collide); switching to a new MAC");
     health.metrics.vtep_mac_conflicts.inc();
     *node.vtep.lock().unwrap_or_else(|p| p.into_inner()) = new;
-    match node.nl.link_by_name(&node.spec.name).await {
+    let device = node.device_name();
+    match node.nl.link_by_name(device).await {
         Ok(Some(link)) => {
             if let Err(e) = node.nl.set_mac(link.index, new).await {
                 node_error_h(health, ErrorKind::Netlink);
                 warn!(error = %e, "cannot set the new VTEP MAC on the device; re-creating it");
-                let _ = node.nl.delete_link(&node.spec.name).await;
+                let _ = node.nl.delete_link(device).await;
             }
         }
         Ok(None) => {}
         Err(e) => warn!(error = %e, "cannot look up the VXLAN device"),
     }
-    persist_mac(&node.mac_path, &node.spec.name, &node.identity, new);
+    persist_mac(&node.mac_path, device, &node.identity, new);
 }
 
 fn node_error_h(health: &Health, kind: ErrorKind) {
     health.metrics.error(kind);
+}
+
+/// The VXLAN device as it should be: flannel's attributes, the MAC from the MAC file (or the
+/// existing device's, which is kept so a restart disturbs nothing), persisted.
+async fn vxlan_device(
+    nl: &Netlink,
+    vx: &weft_core::config::VxlanConfig,
+    ext: &ExtIface,
+    dev_name: &str,
+    mac_path: &std::path::Path,
+    identity: &NodeIdentity,
+    health: &Health,
+) -> Result<VxlanSpec> {
+    let underlay_mtu = vx.mtu.unwrap_or(ext.mtu);
+    if underlay_mtu <= 50 + 68 {
+        bail!(
+            "the underlay MTU {underlay_mtu} is too small for VXLAN (needs 50 bytes of headroom); check Backend.MTU or the interface MTU"
+        );
+    }
+    let chosen = choose_mac(mac_path, identity, health);
+    let spec = VxlanSpec {
+        name: dev_name.to_string(),
+        vni: vx.vni,
+        port: vx.port,
+        local: ext.public_ip,
+        underlay_index: ext.index,
+        mtu: underlay_mtu - 50,
+        learning: vx.learning,
+        gbp: vx.gbp,
+        mac: chosen,
+    };
+    let dev = nl
+        .ensure_vxlan(&spec)
+        .await
+        .with_context(|| format!("cannot set up VXLAN device {dev_name}"))?;
+    if dev.mac != chosen {
+        // The device lives in this node's network namespace, so its MAC is this node's (and
+        // what its lease publishes): keep it, so a restart disturbs nothing.
+        info!(device = %dev_name, mac = %dev.mac, "keeping the existing device's VTEP MAC");
+    }
+    // Persist the MAC so a re-created device (after a reboot, or a deletion) keeps it and
+    // peers' neighbour entries stay right (flannel #533).
+    persist_mac(mac_path, dev_name, identity, dev.mac);
+    Ok(VxlanSpec {
+        mac: dev.mac,
+        ..spec
+    })
 }
 
 /// Runs weftd until SIGTERM/SIGINT.
@@ -246,10 +307,17 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
     let store = connect_store(&store_cfg, &health).await?;
     let cfg = wait_for_config(&store, &health).await?;
     let vx = match &cfg.backend {
-        BackendConfig::Vxlan(vx) => *vx,
+        BackendConfig::Vxlan(vx) => Some(*vx),
+        BackendConfig::HostGw => None,
         BackendConfig::Other { type_name } => bail!(
-            "backend {type_name:?} in {} is not available in weft yet; weft implements \"vxlan\": set \"Backend\": {{\"Type\": \"vxlan\"}}",
-            store.config_key()
+            "backend {type_name:?} in {} is not available in weft{}; weft implements \"vxlan\" and \"host-gw\": set \"Backend\": {{\"Type\": \"vxlan\"}}",
+            store.config_key(),
+            match type_name.as_str() {
+                "wireguard" | "ipsec" | "ipip" =>
+                    " (and this kernel has no WireGuard, ESP or IPIP support to prove it on)",
+                "udp" => " (flannel itself keeps udp for debugging only)",
+                _ => "",
+            }
         ),
     };
     if cfg.backend_defaulted {
@@ -289,43 +357,35 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
     let ext = iface::select(&req, &snap)?;
     info!(iface = %ext.name, addr = %ext.iface_addr, public_ip = %ext.public_ip, mtu = ext.mtu, "using external interface");
 
-    let underlay_mtu = vx.mtu.unwrap_or(ext.mtu);
-    if underlay_mtu <= 50 + 68 {
-        bail!(
-            "the underlay MTU {underlay_mtu} is too small for VXLAN (needs 50 bytes of headroom); check Backend.MTU or the interface MTU"
-        );
-    }
-    let dev_name = format!("flannel.{}", vx.vni);
+    let dev_name = vx.map_or_else(String::new, |vx| format!("flannel.{}", vx.vni));
     let mac_path = files::mac_file(&flags.state_dir, &dev_name);
-    let identity = files::node_identity(ext.public_ip, vx.vni);
-    let chosen = choose_mac(&mac_path, &identity, &health);
-    let spec = VxlanSpec {
-        name: dev_name.clone(),
-        vni: vx.vni,
-        port: vx.port,
-        local: ext.public_ip,
-        underlay_index: ext.index,
-        mtu: underlay_mtu - 50,
-        learning: vx.learning,
-        gbp: vx.gbp,
-        mac: chosen,
+    let identity = files::node_identity(ext.public_ip, vx.map_or(0, |vx| vx.vni));
+    let (vxlan, mtu) = match vx {
+        Some(vx) => {
+            let spec =
+                vxlan_device(&nl, &vx, &ext, &dev_name, &mac_path, &identity, &health).await?;
+            let mtu = spec.mtu;
+            (Some(spec), mtu)
+        }
+        None => {
+            // flannel's host-gw refuses a NAT the same way: a peer's route points at our
+            // PublicIP, which must be this interface's address.
+            if ext.public_ip != ext.iface_addr {
+                bail!(
+                    "your PublicIP ({}) differs from the address of {} ({}), meaning that probably you're on a NAT, which is not supported by the host-gw backend; remove --public-ip, or use the vxlan backend",
+                    ext.public_ip,
+                    ext.name,
+                    ext.iface_addr
+                );
+            }
+            info!(iface = %ext.name, mtu = ext.mtu, "host-gw: routing to peers via their PublicIP on {}, no device", ext.name);
+            (None, ext.mtu)
+        }
     };
-    let dev = nl
-        .ensure_vxlan(&spec)
-        .await
-        .with_context(|| format!("cannot set up VXLAN device {dev_name}"))?;
-    if dev.mac != chosen {
-        // The device lives in this node's network namespace, so its MAC is this node's (and
-        // what its lease publishes): keep it, so a restart disturbs nothing.
-        info!(device = %dev_name, mac = %dev.mac, "keeping the existing device's VTEP MAC");
+    let reach = ReachMode::of(&cfg);
+    if reach == ReachMode::VxlanDirect {
+        info!(iface = %ext.name, "DirectRouting: peers on {}'s networks get a direct route, the others VXLAN", ext.name);
     }
-    // Persist the MAC so a re-created device (after a reboot, or a deletion) keeps it and
-    // peers' neighbour entries stay right (flannel #533).
-    persist_mac(&mac_path, &dev_name, &identity, dev.mac);
-    let spec = VxlanSpec {
-        mac: dev.mac,
-        ..spec
-    };
 
     let fw = choose_iptables(flags.iptables_backend).await;
     health
@@ -339,7 +399,7 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
     let random_fully = !flags.ip_masq_fully_random_disable && fw.supports_random_fully().await;
     let node = Arc::new(Node {
         ttl: flags.subnet_lease_ttl,
-        vtep: Mutex::new(spec.mac),
+        vtep: Mutex::new(vxlan.as_ref().map_or(MacAddr::default(), |s| s.mac)),
         identity,
         mac_path,
         flags,
@@ -349,7 +409,9 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
         cfg,
         network,
         ext,
-        spec,
+        vxlan,
+        reach,
+        mtu,
         random_fully,
     });
 
@@ -378,7 +440,7 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
     }
 
     // Data plane, rules and peers first; subnet.env (and readiness) last.
-    let mut plane = Plane::default();
+    let mut plane = Plane::new(&node);
     loop {
         match bring_up(&node, &shared, &mut plane, listing.take()).await {
             Ok(rev) => {
@@ -471,8 +533,12 @@ async fn wait_for_config(store: &Store, health: &Health) -> Result<NetworkConfig
     }
 }
 
+/// Our lease's value, as flanneld's backend writes it.
 fn lease_value(node: &Node) -> String {
-    LeaseAttrs::vxlan(node.ext.public_ip, node.spec.vni, node.mac()).to_json()
+    match &node.vxlan {
+        Some(spec) => LeaseAttrs::vxlan(node.ext.public_ip, spec.vni, node.mac()).to_json(),
+        None => LeaseAttrs::host_gw(node.ext.public_ip).to_json(),
+    }
 }
 
 /// How the peer table judges one key (a value over the size limit was not even kept).
@@ -626,7 +692,7 @@ fn subnet_env(node: &Node, own: Ipv4Net) -> String {
         subnet: Some(own),
         ipv6_network: None,
         ipv6_subnet: None,
-        mtu: node.spec.mtu,
+        mtu: node.mtu,
         ipmasq: node.flags.ip_masq,
     }
     .render()
@@ -659,10 +725,12 @@ async fn bring_up(
     listing: Option<Listing>,
 ) -> Result<i64> {
     let own = shared.own();
-    let dev = node.nl.ensure_vxlan(&node.spec()).await?;
-    node.nl
-        .ensure_address_and_up(dev.index, own.subnet.network(), node.network)
-        .await?;
+    if let Some(spec) = node.spec() {
+        let dev = node.nl.ensure_vxlan(&spec).await?;
+        node.nl
+            .ensure_address_and_up(dev.index, own.subnet.network(), node.network)
+            .await?;
+    }
     // The rules (an iptables-save and -restore, two child processes) and the peers are
     // independent: program both at once; readiness waits for both.
     let rules = async {
@@ -698,23 +766,43 @@ async fn bring_up(
 
 /// The data plane's state, owned by whoever runs the passes: bring-up, then the data plane
 /// task alone.
-#[derive(Default)]
 struct Plane {
-    /// What the device holds as far as weftd knows (device index, entries): the last full
-    /// read plus weftd's own acknowledged changes and the kernel's announcements since.
-    /// `None` until the first full pass.
-    model: Option<(u32, Programmed)>,
+    /// Where weft's entries are (the device's index, the external interface) and what they
+    /// are as far as weftd knows: the last full read plus weftd's own acknowledged changes and
+    /// the kernel's announcements since. `None` until the first full pass.
+    model: Option<(Owned, Programmed)>,
+    /// How peers are reached, with the external interface's networks as the last full pass
+    /// read them.
+    reach: Reach,
 }
 
 impl Plane {
-    /// The index of the device the model is of (None before the first full pass).
-    fn dev(&self) -> Option<u32> {
-        self.model.as_ref().map(|(index, _)| *index)
+    fn new(node: &Node) -> Plane {
+        Plane {
+            model: None,
+            reach: Reach {
+                mode: node.reach,
+                iface: node.ext.name.clone(),
+                on_link: Vec::new(),
+            },
+        }
     }
 
-    /// Takes one kernel announcement into the model. True when it is drift: the device now
-    /// differs from the model (or cannot be told to match it), so a full pass must re-read it.
+    /// The index of the device the model is of (None before the first full pass, and with
+    /// host-gw).
+    fn dev(&self) -> Option<u32> {
+        self.model.as_ref().and_then(|(owned, _)| owned.device)
+    }
+
+    /// Takes one kernel announcement into the model. True when it is drift: what weft owns
+    /// now differs from the model (or cannot be told to match it), so a full pass must re-read
+    /// it.
     fn observe(&mut self, change: KernelChange) -> bool {
+        let underlay = self
+            .model
+            .as_ref()
+            .and_then(|(owned, _)| owned.underlay)
+            .map(|(index, _)| index);
         match change {
             KernelChange::Overrun => {
                 warn!(
@@ -722,46 +810,68 @@ impl Plane {
                 );
                 true
             }
-            KernelChange::Link(i) | KernelChange::Address(i) => self.dev() == Some(i),
+            // The external interface's addresses decide which peers are on its link, and a
+            // link going down takes its routes without a word: with direct routes, either
+            // means a full pass.
+            KernelChange::Link(i) | KernelChange::Address(i) => {
+                self.dev() == Some(i)
+                    || (Some(i) == underlay && self.reach.mode != ReachMode::Vxlan)
+            }
             KernelChange::Entry(i, observed) => match self.model.as_mut() {
-                Some((index, programmed)) if *index == i => {
+                Some((owned, programmed)) => {
+                    let observed = match observed {
+                        Observed::Route { entry, present } => match owned.route(i, entry) {
+                            Some(entry) => Observed::Route { entry, present },
+                            None => return false,
+                        },
+                        other if owned.device == Some(i) => other,
+                        _ => return false,
+                    };
                     let expected = programmed.observe(&observed);
                     if !expected {
-                        debug!(?observed, "the kernel changed an entry on the device");
+                        debug!(?observed, "the kernel changed an entry weft owns");
                     }
                     !expected
                 }
-                _ => false,
+                None => false,
             },
             KernelChange::Other(_) => false,
         }
     }
 }
 
-/// A full pass: make sure the device exists and is right, read what it holds, diff the peers
-/// against that and apply only the difference. Resets the model. Returns the number of
+/// A full pass: make sure the device exists and is right, read what weft owns, diff the
+/// peers against that and apply only the difference. Resets the model. Returns the number of
 /// kernel changes that failed (retried by the caller).
 async fn reconcile(node: &Node, shared: &Shared, plane: &mut Plane) -> Result<usize> {
     let started = Instant::now();
     // Whatever was announced before this read is superseded by it.
     shared.full_due.store(false, Ordering::Relaxed);
     let own = shared.own();
-    let (dev, fresh) = peer_sync::refresh(&node.nl, &node.spec(), own.subnet, node.network).await?;
-    if dev.created {
-        warn!(device = %node.spec.name, "the VXLAN device was missing; re-created it with the same MAC");
+    let fresh = peer_sync::refresh(
+        &node.nl,
+        node.spec().as_ref(),
+        own.subnet,
+        node.network,
+        node.ext.index,
+    )
+    .await?;
+    if fresh.device.as_ref().is_some_and(|d| d.created) {
+        warn!(device = %node.device_name(), "the VXLAN device was missing; re-created it with the same MAC");
     }
     shared.health.metrics.kernel_reads.inc();
-    let programmed = plane.model.insert((dev.index, fresh));
-    Ok(apply_peers(node, shared, dev.index, &mut programmed.1, Some(started)).await)
+    plane.reach.on_link = fresh.on_link;
+    let (owned, programmed) = plane.model.insert((fresh.owned, fresh.model));
+    Ok(apply_peers(node, shared, &plane.reach, owned, programmed, Some(started)).await)
 }
 
 /// An event pass (leases changed): diff the peers against the model and apply the
-/// difference, without reading the device back. Falls back to a full pass when there is no
+/// difference, without reading the kernel back. Falls back to a full pass when there is no
 /// model yet or one is due.
 async fn reconcile_peers(node: &Node, shared: &Shared, plane: &mut Plane) -> Result<usize> {
     match plane.model.as_mut() {
-        Some((index, programmed)) if !shared.full_due.load(Ordering::Relaxed) => {
-            Ok(apply_peers(node, shared, *index, programmed, None).await)
+        Some((owned, programmed)) if !shared.full_due.load(Ordering::Relaxed) => {
+            Ok(apply_peers(node, shared, &plane.reach, owned, programmed, None).await)
         }
         _ => reconcile(node, shared, plane).await,
     }
@@ -773,21 +883,22 @@ async fn reconcile_peers(node: &Node, shared: &Shared, plane: &mut Plane) -> Res
 async fn apply_peers(
     node: &Node,
     shared: &Shared,
-    index: u32,
+    reach: &Reach,
+    owned: &Owned,
     programmed: &mut Programmed,
     full_pass_started: Option<Instant>,
 ) -> usize {
     let started = full_pass_started.unwrap_or_else(Instant::now);
     let full = full_pass_started.is_some();
     let own = shared.own();
-    let (peers, notices) = shared.table().peers(Some(own.subnet));
+    let (peers, notices) = shared.table().peers(Some(own.subnet), reach);
     for n in notices {
         match n {
             Notice::Rejected { key, why } => {
                 shared.health.metrics.lease_keys_refused.inc();
                 warn!(%key, %why, "skipping lease")
             }
-            Notice::Ignored { key, why } => debug!(%key, %why, "not a VXLAN peer"),
+            Notice::Ignored { key, why } => debug!(%key, %why, "not a peer of this backend"),
         }
     }
     let ops = diff(&peers, &programmed.state());
@@ -797,7 +908,7 @@ async fn apply_peers(
             info!(
                 changes = ops.len(),
                 peers = peers.len(),
-                "reconciling VXLAN peers with the kernel"
+                "reconciling peers with the kernel"
             );
         } else {
             debug!(
@@ -806,7 +917,7 @@ async fn apply_peers(
                 "applying lease changes"
             );
         }
-        let applied = peer_sync::carry_out(&node.nl, index, &ops, programmed).await;
+        let applied = peer_sync::carry_out(&node.nl, owned, &ops, programmed).await;
         for (op, e) in &applied.failed {
             node_error(shared, ErrorKind::Netlink);
             warn!(?op, error = %e, "kernel change failed; will retry");
@@ -1098,10 +1209,11 @@ impl LeaseSink for NodeLeases {
             .metrics
             .lease_relist_repairs
             .inc_by(repaired as u64);
-        if shared
-            .table()
-            .holder_of_mac(node.mac(), node.ext.public_ip)
-            .is_some()
+        if node.vxlan.is_some()
+            && shared
+                .table()
+                .holder_of_mac(node.mac(), node.ext.public_ip)
+                .is_some()
         {
             let _ = self.own_tx.try_send(News::MacConflict);
         }
@@ -1121,6 +1233,7 @@ impl LeaseSink for NodeLeases {
                     }
                     let entry = entry_of(&node.cfg, &r);
                     if let Entry::Peer(p) = &entry
+                        && node.vxlan.is_some()
                         && p.vtep_mac == node.mac()
                         && p.public_ip != node.ext.public_ip
                     {
@@ -1216,12 +1329,18 @@ fn judge_own(node: &Node, raw: &RawLease) -> agent::OwnKey {
         .to_string()),
     };
     let parsed = parsed.map(|attrs| {
-        let ours = attrs.backend_type.as_deref() == Some("vxlan")
-            && attrs.vxlan_data().ok()
-                == Some(weft_core::lease::VxlanBackendData {
-                    vni: node.spec.vni,
-                    vtep_mac: node.mac(),
-                });
+        let ours = match &node.vxlan {
+            Some(spec) => {
+                attrs.backend_type.as_deref() == Some("vxlan")
+                    && attrs.vxlan_data().ok()
+                        == Some(weft_core::lease::VxlanBackendData {
+                            vni: spec.vni,
+                            vtep_mac: node.mac(),
+                        })
+            }
+            // The PublicIP is judged by judge_own_key; host-gw publishes nothing else.
+            None => attrs.backend_type.as_deref() == Some("host-gw"),
+        };
         (attrs.public_ip, ours)
     });
     agent::judge_own_key(parsed, node.ext.public_ip, raw.lease_id)
@@ -1389,7 +1508,7 @@ async fn resolve_mac_conflict(node: &Node, shared: &Shared) -> Option<HeldLease>
 fn withdraw_subnet(node: &Node, health: &Health, lost: Ipv4Net, why: &str) {
     let text = weft_core::subnet_env::render_lost(
         Some(node.network),
-        node.spec.mtu,
+        node.mtu,
         node.flags.ip_masq,
         lost,
         why,

@@ -613,6 +613,7 @@ mod tests {
             subnet: "10.244.2.0/24".parse().unwrap(),
             public_ip: "192.168.0.2".parse().unwrap(),
             vtep_mac: weft_core::mac::MacAddr::from([0x0a, 0, 0, 0, 0, 2]),
+            direct: false,
         };
         let model = Programmed::from_state(&desired_state(std::slice::from_ref(&peer)));
         h.peers(|v| {

@@ -1,20 +1,22 @@
-//! Programming the peers into the VXLAN device, through a [`DataPlane`]: netlink in the
-//! daemon, an in-memory kernel in the tests below.
+//! Programming the peers into the kernel, through a [`DataPlane`]: netlink in the daemon,
+//! an in-memory kernel in the tests below.
 //!
-//! A full pass is [`refresh`] (make sure the device exists and is up with our address, read
-//! what it holds) then [`apply`]; an event pass is [`apply`] alone, against weftd's model of
-//! the device ([`Programmed`]: the last read plus every change the kernel acknowledged since).
-//! The diff itself is weft-core's ([`diff`]); this module carries it out and keeps the model
-//! true: an acknowledged change is recorded, a failed one is forgotten (its state is unknown)
-//! so the retry's full pass re-reads it.
+//! A full pass is [`refresh`] (make sure the VXLAN device exists and is up with our address,
+//! read what weft owns: the device's entries and the direct routes on the external interface,
+//! and which networks that interface is on) then [`carry_out`] of the diff; an event pass is
+//! [`carry_out`] alone, against weftd's model ([`Programmed`]: the last read plus every change
+//! the kernel acknowledged since). With host-gw there is no device: only routes. The diff
+//! itself is weft-core's ([`diff`](weft_core::dataplane::diff)); this module carries it out and
+//! keeps the model true: an acknowledged change is recorded, a failed one is forgotten (its
+//! state is unknown) so the retry's full pass re-reads it.
 
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use weft_core::dataplane::{KernelState, Op, Programmed};
+use weft_core::dataplane::{KernelState, Op, Owned, Programmed};
 use weft_net::{NetError, Netlink, VxlanDevice, VxlanSpec};
 
-/// The kernel's VXLAN device and its entries, as weftd programs them.
+/// The kernel's VXLAN device, the external interface's routes, as weftd programs them.
 pub(crate) trait DataPlane {
     /// Finds or (re-)creates the device as `spec` says.
     async fn ensure_device(&self, spec: &VxlanSpec) -> Result<VxlanDevice, NetError>;
@@ -25,10 +27,12 @@ pub(crate) trait DataPlane {
         addr: Ipv4Addr,
         network: Ipv4Net,
     ) -> Result<(), NetError>;
-    /// What the device holds.
-    async fn read_state(&self, index: u32) -> Result<KernelState, NetError>;
+    /// What weft owns in the kernel.
+    async fn read_state(&self, owned: &Owned) -> Result<KernelState, NetError>;
+    /// The networks of link `index`'s IPv4 addresses.
+    async fn link_networks(&self, index: u32) -> Result<Vec<Ipv4Net>, NetError>;
     /// Applies `ops` in order: one result per op, `None` when the kernel acknowledged it.
-    async fn apply(&self, index: u32, ops: &[Op]) -> Vec<Option<NetError>>;
+    async fn apply(&self, owned: &Owned, ops: &[Op]) -> Vec<Option<NetError>>;
 }
 
 impl DataPlane for Netlink {
@@ -43,30 +47,64 @@ impl DataPlane for Netlink {
     ) -> Result<(), NetError> {
         Netlink::ensure_address_and_up(self, index, addr, network).await
     }
-    async fn read_state(&self, index: u32) -> Result<KernelState, NetError> {
-        Netlink::read_state(self, index).await
+    async fn read_state(&self, owned: &Owned) -> Result<KernelState, NetError> {
+        self.read_owned(owned).await
     }
-    async fn apply(&self, index: u32, ops: &[Op]) -> Vec<Option<NetError>> {
-        Netlink::apply(self, index, ops).await
+    async fn link_networks(&self, index: u32) -> Result<Vec<Ipv4Net>, NetError> {
+        Netlink::link_networks(self, index).await
+    }
+    async fn apply(&self, owned: &Owned, ops: &[Op]) -> Vec<Option<NetError>> {
+        Netlink::apply(self, owned, ops).await
     }
 }
 
-/// The first half of a full pass: the device as `spec` says, up, with `own`'s address, and
-/// a model of it read fresh from the kernel.
+/// What the first half of a full pass found.
+#[derive(Debug)]
+pub(crate) struct Refreshed {
+    /// The VXLAN device (None with host-gw).
+    pub(crate) device: Option<VxlanDevice>,
+    /// Where weft's entries are.
+    pub(crate) owned: Owned,
+    /// What they are, read fresh from the kernel.
+    pub(crate) model: Programmed,
+    /// The networks the external interface is on.
+    pub(crate) on_link: Vec<Ipv4Net>,
+}
+
+/// The first half of a full pass: the device as `spec` says (none without a spec), up, with
+/// `own`'s address, and a model of what weft owns read fresh from the kernel, with the
+/// networks of the external interface `underlay`.
 pub(crate) async fn refresh<D: DataPlane>(
     dp: &D,
-    spec: &VxlanSpec,
+    spec: Option<&VxlanSpec>,
     own: Ipv4Net,
     network: Ipv4Net,
-) -> Result<(VxlanDevice, Programmed), NetError> {
-    let dev = dp.ensure_device(spec).await?;
-    dp.ensure_address_and_up(dev.index, own.network(), network)
-        .await?;
-    let actual = dp.read_state(dev.index).await?;
-    Ok((dev, Programmed::from_state(&actual)))
+    underlay: u32,
+) -> Result<Refreshed, NetError> {
+    let device = match spec {
+        Some(spec) => {
+            let dev = dp.ensure_device(spec).await?;
+            dp.ensure_address_and_up(dev.index, own.network(), network)
+                .await?;
+            Some(dev)
+        }
+        None => None,
+    };
+    let owned = Owned {
+        device: device.as_ref().map(|d| d.index),
+        underlay: Some((underlay, network)),
+    };
+    let actual = dp.read_state(&owned).await?;
+    let on_link = dp.link_networks(underlay).await?;
+    Ok(Refreshed {
+        device,
+        owned,
+        model: Programmed::from_state(&actual),
+        on_link,
+    })
 }
 
-/// What [`apply`] did.
+/// What [`carry_out`] did.
 #[derive(Debug, Default)]
 pub(crate) struct Applied {
     /// The operations sent to the kernel.
@@ -75,18 +113,18 @@ pub(crate) struct Applied {
     pub(crate) failed: Vec<(Op, NetError)>,
 }
 
-/// Applies `ops` (the diff of the peers against `programmed`) to device `index` and records
+/// Applies `ops` (the diff of the peers against `programmed`) where `owned` says and records
 /// the acknowledged ones in `programmed`; a failed one is forgotten.
 pub(crate) async fn carry_out<D: DataPlane>(
     dp: &D,
-    index: u32,
+    owned: &Owned,
     ops: &[Op],
     programmed: &mut Programmed,
 ) -> Applied {
     if ops.is_empty() {
         return Applied::default();
     }
-    let results = dp.apply(index, ops).await;
+    let results = dp.apply(owned, ops).await;
     let mut failed = Vec::new();
     for (op, result) in ops.iter().zip(results) {
         match result {
@@ -126,9 +164,9 @@ mod tests {
     /// Which ops the fake kernel refuses.
     type Refusal = fn(&Op) -> bool;
 
-    /// An in-memory kernel: one VXLAN device (re-created with a new index when deleted),
-    /// its entries with the kernel's replace semantics, reads counted, and ops that fail
-    /// while they match `refuse`.
+    /// An in-memory kernel: one VXLAN device (re-created with a new index when deleted), the
+    /// external interface (index [`UNDERLAY`], on 192.0.2.0/24), their entries with the
+    /// kernel's replace semantics, reads counted, and ops that fail while they match `refuse`.
     struct Kernel {
         index: Cell<u32>,
         exists: Cell<bool>,
@@ -157,10 +195,19 @@ mod tests {
         fn take_sent(&self) -> Vec<Op> {
             std::mem::take(&mut self.sent.borrow_mut())
         }
-        /// Someone deletes the device (its entries go with it).
+        /// Someone deletes the device (its entries go with it; direct routes stay).
         fn delete_device(&self) {
             self.exists.set(false);
-            *self.state.borrow_mut() = Programmed::default();
+            let direct: Vec<_> = self
+                .holds()
+                .routes
+                .into_iter()
+                .filter(|r| r.underlay)
+                .collect();
+            *self.state.borrow_mut() = Programmed::from_state(&KernelState {
+                routes: direct,
+                ..KernelState::default()
+            });
         }
     }
 
@@ -185,18 +232,44 @@ mod tests {
         ) -> Result<(), NetError> {
             self.check(index)
         }
-        async fn read_state(&self, index: u32) -> Result<KernelState, NetError> {
-            self.check(index)?;
+        async fn read_state(&self, owned: &Owned) -> Result<KernelState, NetError> {
+            if let Some(index) = owned.device {
+                self.check(index)?;
+            }
             self.reads.set(self.reads.get() + 1);
-            Ok(self.holds())
+            let mut state = self.holds();
+            if owned.device.is_none() {
+                state = KernelState {
+                    routes: state.routes.into_iter().filter(|r| r.underlay).collect(),
+                    ..KernelState::default()
+                };
+            }
+            Ok(state)
         }
-        async fn apply(&self, index: u32, ops: &[Op]) -> Vec<Option<NetError>> {
+        async fn link_networks(&self, index: u32) -> Result<Vec<Ipv4Net>, NetError> {
+            assert_eq!(index, UNDERLAY);
+            Ok(vec!["192.0.2.0/24".parse().unwrap()])
+        }
+        async fn apply(&self, owned: &Owned, ops: &[Op]) -> Vec<Option<NetError>> {
             let refuse = *self.refuse.borrow();
             ops.iter()
                 .map(|op| {
                     self.sent.borrow_mut().push(*op);
-                    if let Err(e) = self.check(index) {
-                        return Some(e);
+                    let direct = match op {
+                        Op::SetRoute(r) | Op::DelRoute(r) if r.underlay => Some(r),
+                        _ => None,
+                    };
+                    if let Some(r) = direct {
+                        assert_eq!(owned.link_of(r), Some(UNDERLAY));
+                    } else {
+                        match owned.device {
+                            Some(index) => {
+                                if let Err(e) = self.check(index) {
+                                    return Some(e);
+                                }
+                            }
+                            None => return Some(NetError::Other("no device".into())),
+                        }
                     }
                     if refuse.is_some_and(|f| f(op)) {
                         return Some(NetError::Other(format!("refused {op:?}")));
@@ -230,11 +303,21 @@ mod tests {
         }
     }
 
+    const UNDERLAY: u32 = 2;
+
     fn peer(k: u8) -> Peer {
         Peer {
             subnet: format!("10.244.{k}.0/24").parse().unwrap(),
             public_ip: Ipv4Addr::new(192, 0, 2, k),
             vtep_mac: MacAddr([0x0e, 0, 0, 0, 1, k]),
+            direct: false,
+        }
+    }
+
+    fn direct(k: u8) -> Peer {
+        Peer {
+            direct: true,
+            ..peer(k)
         }
     }
 
@@ -242,30 +325,38 @@ mod tests {
 
     /// An event pass, as the daemon makes one: weft-core's diff of `peers` against the model,
     /// carried out.
-    async fn apply(k: &Kernel, index: u32, peers: &[Peer], model: &mut Programmed) -> Applied {
+    async fn apply(k: &Kernel, owned: &Owned, peers: &[Peer], model: &mut Programmed) -> Applied {
         let ops = weft_core::dataplane::diff(peers, &model.state());
-        carry_out(k, index, &ops, model).await
+        carry_out(k, owned, &ops, model).await
     }
 
-    /// A full pass: refresh, then apply.
-    async fn full(k: &Kernel, peers: &[Peer]) -> (VxlanDevice, Programmed, Applied) {
-        let (dev, mut model) = refresh(
+    /// A full pass: refresh (with a VXLAN device unless `host_gw`), then apply.
+    async fn full_pass(k: &Kernel, peers: &[Peer], host_gw: bool) -> (Refreshed, Applied) {
+        let spec = spec();
+        let mut r = refresh(
             k,
-            &spec(),
+            (!host_gw).then_some(&spec),
             OWN.parse().unwrap(),
             "10.244.0.0/16".parse().unwrap(),
+            UNDERLAY,
         )
         .await
         .unwrap();
-        let applied = apply(k, dev.index, peers, &mut model).await;
-        (dev, model, applied)
+        let applied = apply(k, &r.owned, peers, &mut r.model).await;
+        (r, applied)
+    }
+
+    /// A full pass with a VXLAN device: the device, where weft's entries are, the model.
+    async fn full(k: &Kernel, peers: &[Peer]) -> (VxlanDevice, Owned, Programmed, Applied) {
+        let (r, applied) = full_pass(k, peers, false).await;
+        (r.device.unwrap(), r.owned, r.model, applied)
     }
 
     #[tokio::test]
     async fn a_full_pass_programs_every_peer_and_an_event_pass_only_the_change_without_a_read() {
         let k = Kernel::new();
         let peers: Vec<Peer> = (2..=50).map(peer).collect();
-        let (dev, mut model, applied) = full(&k, &peers).await;
+        let (dev, owned, mut model, applied) = full(&k, &peers).await;
         assert!(dev.created);
         assert_eq!(
             applied.ops,
@@ -286,7 +377,7 @@ mod tests {
         next.push(peer(60));
         next[0].public_ip = "198.51.100.2".parse().unwrap();
         let reads = k.reads.get();
-        let applied = apply(&k, dev.index, &next, &mut model).await;
+        let applied = apply(&k, &owned, &next, &mut model).await;
         assert_eq!(k.reads.get(), reads, "an event pass reads nothing back");
         assert_eq!(k.holds(), desired_state(&next));
         assert_eq!(model, Programmed::from_state(&k.holds()));
@@ -301,7 +392,7 @@ mod tests {
         full(&k, &peers).await;
         k.take_sent();
         // weftd restarts: no model, the device as the last weftd left it
-        let (dev, _, applied) = full(&k, &peers).await;
+        let (dev, _, _, applied) = full(&k, &peers).await;
         assert!(!dev.created, "the device is kept");
         assert_eq!(applied.ops, 0);
         assert!(k.take_sent().is_empty(), "not one entry is touched");
@@ -314,7 +405,7 @@ mod tests {
         *k.refuse.borrow_mut() = Some(
             |op| matches!(op, Op::SetRoute(r) if r.dst == "10.244.7.0/24".parse::<Ipv4Net>().unwrap()),
         );
-        let (dev, model, applied) = full(&k, &peers).await;
+        let (dev, _, model, applied) = full(&k, &peers).await;
         assert_eq!(applied.failed.len(), 1, "{:?}", applied.failed);
         assert!(matches!(applied.failed[0].0, Op::SetRoute(_)));
         assert_eq!(
@@ -326,7 +417,7 @@ mod tests {
         // full pass: it re-reads and sends only the missing route
         *k.refuse.borrow_mut() = None;
         k.take_sent();
-        let (dev2, _, applied) = full(&k, &peers).await;
+        let (dev2, _, _, applied) = full(&k, &peers).await;
         assert_eq!(dev2.index, dev.index);
         assert_eq!(applied.ops, 1);
         assert!(matches!(k.take_sent()[..], [Op::SetRoute(r)] if r.dst == peer(7).subnet));
@@ -337,7 +428,7 @@ mod tests {
     async fn drift_is_invisible_to_an_event_pass_and_repaired_by_a_full_one() {
         let k = Kernel::new();
         let peers: Vec<Peer> = (2..=10).map(peer).collect();
-        let (dev, mut model, _) = full(&k, &peers).await;
+        let (_, owned, mut model, _) = full(&k, &peers).await;
         // someone deletes a neighbour behind weftd's back
         let gone = Op::DelNeigh(weft_core::dataplane::NeighEntry {
             ip: peer(4).subnet.network(),
@@ -345,9 +436,9 @@ mod tests {
         });
         k.state.borrow_mut().applied(&gone);
         k.take_sent();
-        assert_eq!(apply(&k, dev.index, &peers, &mut model).await.ops, 0);
+        assert_eq!(apply(&k, &owned, &peers, &mut model).await.ops, 0);
         // (which is why the monitor's drift, and a timer, ask for a full pass)
-        let (_, _, applied) = full(&k, &peers).await;
+        let (_, _, _, applied) = full(&k, &peers).await;
         assert_eq!(applied.ops, 1);
         assert_eq!(k.holds(), desired_state(&peers));
     }
@@ -356,10 +447,10 @@ mod tests {
     async fn a_deleted_device_is_recreated_and_fully_programmed() {
         let k = Kernel::new();
         let peers: Vec<Peer> = (2..=10).map(peer).collect();
-        let (dev, mut model, _) = full(&k, &peers).await;
+        let (dev, owned, mut model, _) = full(&k, &peers).await;
         k.delete_device();
         // an event pass on the old index fails every op; each is forgotten
-        let applied = apply(&k, dev.index, &[peer(11)], &mut model).await;
+        let applied = apply(&k, &owned, &[peer(11)], &mut model).await;
         assert!(!applied.failed.is_empty());
         assert!(
             applied
@@ -369,11 +460,54 @@ mod tests {
             "{:?}",
             applied.failed
         );
-        let (dev2, model2, applied) = full(&k, &peers).await;
+        let (dev2, _, model2, applied) = full(&k, &peers).await;
         assert!(dev2.created);
         assert_ne!(dev2.index, dev.index);
         assert_eq!(applied.ops, 9 * 3);
         assert_eq!(k.holds(), desired_state(&peers));
         assert_eq!(model2, Programmed::from_state(&k.holds()));
+    }
+
+    #[tokio::test]
+    async fn host_gw_makes_no_device_and_programs_a_route_per_peer() {
+        let k = Kernel::new();
+        let peers: Vec<Peer> = (2..=20).map(direct).collect();
+        let (r, applied) = full_pass(&k, &peers, true).await;
+        assert!(r.device.is_none());
+        assert!(!k.exists.get(), "no VXLAN device");
+        assert_eq!(r.on_link, vec!["192.0.2.0/24".parse::<Ipv4Net>().unwrap()]);
+        assert_eq!(applied.ops, 19, "one route each");
+        assert!(applied.failed.is_empty(), "{:?}", applied.failed);
+        let held = k.holds();
+        assert!(held.neighs.is_empty() && held.fdb.is_empty());
+        assert!(held.routes.iter().all(|r| r.underlay && !r.onlink));
+        assert_eq!(held, desired_state(&peers));
+        // A restart changes nothing; a peer that leaves has its route removed.
+        k.take_sent();
+        let (_, applied) = full_pass(&k, &peers, true).await;
+        assert_eq!(applied.ops, 0);
+        let (_, applied) = full_pass(&k, &peers[1..], true).await;
+        assert_eq!(applied.ops, 1);
+        assert!(matches!(k.take_sent()[..], [Op::DelRoute(r)] if r.dst == peer(2).subnet));
+    }
+
+    #[tokio::test]
+    async fn direct_routing_mixes_direct_routes_and_vxlan_entries_and_a_device_loss_keeps_the_direct_ones()
+     {
+        let k = Kernel::new();
+        let peers = vec![direct(2), peer(3), direct(4)];
+        let (dev, _, _, applied) = full(&k, &peers).await;
+        assert_eq!(applied.ops, 2 + 3);
+        assert_eq!(k.holds(), desired_state(&peers));
+        k.delete_device();
+        // The direct routes never went through the device, so they are still there.
+        let (dev2, _, _, applied) = full(&k, &peers).await;
+        assert_ne!(dev2.index, dev.index);
+        assert_eq!(applied.ops, 3, "only peer 3's VXLAN entries");
+        // An event pass moves a peer off VXLAN: its route is replaced in place.
+        let (_, owned, mut model, _) = full(&k, &peers).await;
+        let applied = apply(&k, &owned, &[direct(2), direct(3), direct(4)], &mut model).await;
+        assert!(applied.failed.is_empty());
+        assert_eq!(k.holds(), desired_state(&[direct(2), direct(3), direct(4)]));
     }
 }

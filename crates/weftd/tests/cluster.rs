@@ -482,7 +482,7 @@ fn unsupported_backend_and_kube_mode_fail_clearly() {
     let mut c = Cluster::new(
         "unsupported",
         2,
-        Some(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#),
+        Some(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}"#),
     );
     let pid = c.start(0, &[]);
     let st =
@@ -491,7 +491,9 @@ fn unsupported_backend_and_kube_mode_fail_clearly() {
             .expect("weftd exits");
     assert!(!st.success());
     assert!(
-        c.log(0).contains("\"host-gw\"") && c.log(0).contains("vxlan"),
+        c.log(0).contains("backend \"wireguard\"")
+            && c.log(0).contains("no WireGuard, ESP or IPIP support")
+            && c.log(0).contains("\"vxlan\" and \"host-gw\""),
         "{}",
         c.log(0)
     );

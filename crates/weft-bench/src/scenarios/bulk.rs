@@ -269,6 +269,7 @@ pub fn diff_times(peers: &[FakePeer]) -> (Duration, Duration) {
             subnet: p.subnet,
             public_ip: p.public_ip,
             vtep_mac: MacAddr(p.mac),
+            direct: false,
         })
         .collect();
     let full = desired_state(&want);

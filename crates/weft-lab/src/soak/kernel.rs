@@ -72,6 +72,7 @@ mod tests {
             subnet: format!("10.244.{n}.0/24").parse().unwrap(),
             public_ip: Ipv4Addr::new(10, 250, 1, n),
             vtep_mac: MacAddr([2, 0, 0, 0, 0, n]),
+            direct: false,
         }
     }
 

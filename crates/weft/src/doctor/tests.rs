@@ -99,6 +99,7 @@ fn peer_state() -> KernelState {
             dst: net("10.244.2.0/24"),
             gw: Some(Ipv4Addr::new(10, 244, 2, 0)),
             onlink: true,
+            underlay: false,
         }],
     }
 }
@@ -703,6 +704,7 @@ fn stale_and_refused_peers_warn() {
         dst: net("10.244.9.0/24"),
         gw: Some(Ipv4Addr::new(10, 244, 9, 0)),
         onlink: true,
+        underlay: false,
     });
     set_state(&mut f, state);
     expect(
