@@ -24,6 +24,7 @@ mod json;
 pub mod lease;
 pub mod lease_watch;
 pub mod mac;
+pub mod nft;
 pub mod peer;
 pub mod peers;
 pub mod readiness;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tracing::info;
-use weft_core::rules::{Rule, Table, plan_sync};
+use weft_core::rules::{FORWARD_CHAIN, MASQ_CHAIN, Rule, Table, plan_remove, plan_sync};
 use weft_core::xtables::{Backend, BackendChoice, detect_backend, lock_holders};
 
 /// How long one `iptables-restore` waits for the xtables lock (`--wait`) before it gives up
@@ -38,7 +38,7 @@ pub const XTABLES_LOCK: &str = "/run/xtables.lock";
 /// A failure to read or write the rules, naming the command.
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
-    #[error("failed to run {cmd}: {source}; install iptables (apt-get install iptables)")]
+    #[error("failed to run {cmd}: {source}; install {} (apt-get install {})", package_of(cmd), package_of(cmd))]
     Spawn {
         cmd: String,
         #[source]
@@ -59,6 +59,15 @@ pub enum FirewallError {
     },
     #[error("{cmd} gave up after {} s {wait}; retrying", LOCK_WAIT.as_secs())]
     LockBusy { cmd: String, wait: LockWait },
+}
+
+/// The Debian package that has `cmd`'s program.
+fn package_of(cmd: &str) -> &'static str {
+    if cmd.starts_with("nft") {
+        "nftables"
+    } else {
+        "iptables"
+    }
 }
 
 impl FirewallError {
@@ -230,7 +239,7 @@ impl Iptables {
     /// Runs `program` with `timeout` as its deadline. With `on_wait`, while the child runs
     /// longer than half a second, reports every second who holds the xtables lock (if someone
     /// other than the child does).
-    async fn run(
+    pub(crate) async fn run(
         &self,
         program: &str,
         args: &[&str],
@@ -382,6 +391,33 @@ impl Iptables {
                     Some(&payload),
                     RESTORE_TIMEOUT,
                     Some(on_wait),
+                )
+                .await?;
+                changed.push(table);
+            }
+        }
+        Ok(changed)
+    }
+}
+
+impl Iptables {
+    /// Removes flannel's iptables chains (`FLANNEL-POSTRTG` in nat, `FLANNEL-FWD` in filter)
+    /// and the jumps to them: what the nftables mode does at start, where flanneld's clean-up
+    /// of the other mode fails (it deletes FLANNEL-FWD from the wrong table and referenced
+    /// chains). Returns the tables it changed.
+    pub async fn remove_flannel_chains(&self) -> Result<Vec<Table>, FirewallError> {
+        let saved = self.run(&self.save, &[], None, SAVE_TIMEOUT, None).await?;
+        let mut changed = Vec::new();
+        for (table, chain) in [(Table::Nat, MASQ_CHAIN), (Table::Filter, FORWARD_CHAIN)] {
+            let section = table_section(&saved, table.name());
+            if let Some(payload) = plan_remove(table, &section, &[chain]) {
+                let wait = format!("--wait={}", LOCK_WAIT.as_secs());
+                self.run(
+                    &self.restore,
+                    &["--noflush", &wait],
+                    Some(&payload),
+                    RESTORE_TIMEOUT,
+                    None,
                 )
                 .await?;
                 changed.push(table);

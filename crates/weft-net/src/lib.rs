@@ -5,7 +5,9 @@
 pub mod firewall;
 pub mod iface;
 pub mod netlink;
+pub mod nftables;
 
 pub use firewall::{FirewallError, Iptables};
 pub use iface::{ExtIface, IfaceError, IfaceRequest};
 pub use netlink::{NetError, Netlink, VxlanDevice, VxlanSpec};
+pub use nftables::Nftables;

@@ -37,7 +37,7 @@ use weft_core::subnet_env::SubnetEnv;
 use weft_core::vtep::{Fresh, MacChoice, NodeIdentity, fresh_mac};
 use weft_net::iface::{self, ExtIface, IfaceRequest};
 use weft_net::netlink::{ChangeMonitor, KernelChange};
-use weft_net::{FirewallError, Iptables, Netlink, VxlanSpec};
+use weft_net::{FirewallError, Iptables, Netlink, Nftables, VxlanSpec};
 use weft_store::{HeldLease, LeaseEvent, RawLease, Store, StoreConfig, WatchBatch};
 
 use crate::files;
@@ -100,6 +100,8 @@ struct Node {
     /// FLANNEL_MTU: the VXLAN device's MTU, or the external interface's with host-gw.
     mtu: u32,
     random_fully: bool,
+    /// The nftables mode's table writer (`EnableNFTables`); None in the iptables mode.
+    nft: Option<Nftables>,
     ttl: i64,
     /// What identifies this node as the owner of its VTEP MAC (the MAC file's records).
     identity: NodeIdentity,
@@ -329,16 +331,13 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
             store.config_key()
         );
     }
-    if cfg.enable_nftables {
-        bail!(
-            "EnableNFTables is set in {}, but weft's nftables mode is not available yet; set it to false (weft then uses iptables, like flanneld's default)",
-            store.config_key()
-        );
-    }
     let network = cfg
         .network
         .with_context(|| format!("{} has no Network", store.config_key()))?;
-    if !std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() {
+    // kube-proxy's iptables mode needs br_netfilter; flannel skips the check in nftables mode.
+    if !cfg.enable_nftables
+        && !std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists()
+    {
         warn!(
             "br_netfilter is not loaded (no /proc/sys/net/bridge/bridge-nf-call-iptables): kube-proxy needs it for service traffic between pods on one node; run `modprobe br_netfilter`"
         );
@@ -396,7 +395,32 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
             fw.backend.map_or("installed", |b| b.name()).to_string(),
         )])
         .set(1);
-    let random_fully = !flags.ip_masq_fully_random_disable && fw.supports_random_fully().await;
+    let nft = cfg.enable_nftables.then(Nftables::default);
+    let random_fully = !flags.ip_masq_fully_random_disable
+        && match &nft {
+            Some(nft) => nft.supports_fully_random().await,
+            None => fw.supports_random_fully().await,
+        };
+    // Each mode removes what the other one wrote, as flannel does at start.
+    match &nft {
+        Some(_) => match fw.remove_flannel_chains().await {
+            Ok(t) if !t.is_empty() => {
+                info!(tables = ?t.iter().map(|t| t.name()).collect::<Vec<_>>(), "nftables mode: removed the iptables mode's FLANNEL-POSTRTG and FLANNEL-FWD chains")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                debug!(error = %e, "nftables mode: cannot look for the iptables mode's chains")
+            }
+        },
+        None => match Nftables::default().remove().await {
+            Ok(true) => info!(
+                "iptables mode: removed the nftables mode's table {}",
+                weft_core::nft::V4_TABLE
+            ),
+            Ok(false) => {}
+            Err(e) => debug!(error = %e, "iptables mode: cannot look for the nftables table"),
+        },
+    }
     let node = Arc::new(Node {
         ttl: flags.subnet_lease_ttl,
         vtep: Mutex::new(vxlan.as_ref().map_or(MacAddr::default(), |s| s.mac)),
@@ -413,6 +437,7 @@ pub async fn run(flags: Flags, v: Validated) -> Result<()> {
         reach,
         mtu,
         random_fully,
+        nft,
     });
 
     health.unmet(Condition::Lease, "acquiring a subnet lease");
@@ -736,7 +761,7 @@ async fn bring_up(
     let rules = async {
         let changed = sync_rules(node, shared, own.subnet).await?;
         if !changed.is_empty() {
-            info!(tables = ?changed.iter().map(|t| t.name()).collect::<Vec<_>>(), "iptables rules programmed");
+            info!(tables = ?changed, "rules programmed");
         }
         anyhow::Ok(())
     };
@@ -1628,13 +1653,42 @@ async fn apply_own_subnet(node: &Node, shared: &Shared, subnet: Ipv4Net) -> Resu
     }
     Ok(())
 }
-/// Brings the rules for `subnet` in place (see [`rules_sync::sync_rules`]).
+/// Brings the rules for `subnet` in place: iptables (see [`rules_sync::sync_rules`]), or
+/// flannel's nftables table in one transaction. Returns what it changed.
 async fn sync_rules(
     node: &Node,
     shared: &Shared,
     subnet: Ipv4Net,
-) -> Result<Vec<weft_core::rules::Table>, FirewallError> {
-    rules_sync::sync_rules(&node.fw, &shared.health, &desired_rules(node, subnet)).await
+) -> Result<Vec<&'static str>, FirewallError> {
+    let Some(nft) = &node.nft else {
+        let changed =
+            rules_sync::sync_rules(&node.fw, &shared.health, &desired_rules(node, subnet)).await?;
+        return Ok(changed.iter().map(|t| t.name()).collect());
+    };
+    let rules = weft_core::nft::NftRules {
+        cluster: node.network,
+        own: subnet,
+        masq: node.flags.ip_masq,
+        forward: node.flags.iptables_forward_rules,
+        fully_random: node.random_fully,
+    };
+    match nft.sync(&rules).await {
+        Ok(changed) => {
+            shared.health.met(Condition::Rules);
+            Ok(if changed {
+                vec![weft_core::nft::V4_TABLE]
+            } else {
+                Vec::new()
+            })
+        }
+        Err(e) => {
+            shared.health.unmet(
+                Condition::Rules,
+                format!("cannot program the nftables table: {e}"),
+            );
+            Err(e)
+        }
+    }
 }
 
 /// The iptables binaries to write with: those `--iptables-backend` names, or in `auto` those
@@ -1670,7 +1724,7 @@ async fn choose_iptables(flag: IptablesBackend) -> Iptables {
 async fn firewall_task(node: Arc<Node>, shared: Arc<Shared>) {
     let resync = Duration::from_secs(node.flags.iptables_resync);
     let changed = Arc::new(Notify::new());
-    let announced = node.fw.is_nft().await
+    let announced = (node.nft.is_some() || node.fw.is_nft().await)
         && weft_net::firewall::watch_nftables_changes({
             let changed = changed.clone();
             move || changed.notify_one()
@@ -1683,7 +1737,11 @@ async fn firewall_task(node: Arc<Node>, shared: Arc<Shared>) {
         resync
     };
     info!(
-        backend = node.fw.backend.map_or("installed", |b| b.name()),
+        backend = if node.nft.is_some() {
+            "nftables mode"
+        } else {
+            node.fw.backend.map_or("installed", |b| b.name())
+        },
         announced,
         period_s = period.as_secs(),
         "checking the iptables rules on ruleset announcements (nft) and every period"
@@ -1703,12 +1761,12 @@ async fn firewall_task(node: Arc<Node>, shared: Arc<Shared>) {
         }
         match sync_rules(&node, &shared, shared.own().subnet).await {
             Ok(changed) if !changed.is_empty() => {
-                warn!(tables = ?changed.iter().map(|t| t.name()).collect::<Vec<_>>(), "iptables rules had drifted; repaired");
+                warn!(tables = ?changed, "the rules had drifted; repaired");
             }
             Ok(_) => {}
             Err(e) => {
                 node_error(&shared, ErrorKind::Iptables);
-                error!(error = %e, "cannot check the iptables rules");
+                error!(error = %e, "cannot check the rules");
             }
         }
     }

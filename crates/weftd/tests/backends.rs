@@ -49,17 +49,6 @@ fn put_with_lease(c: &Cluster, key: &str, value: &str) {
         .unwrap();
 }
 
-fn ping_all(c: &Cluster, pods: &[weft_testbed::Pod]) {
-    for a in pods {
-        for b in pods {
-            if a.ns != b.ns {
-                let got = c.tb.ping(&a.ns, b.ip, 3, Duration::from_secs(5)).unwrap();
-                assert_eq!(got.received, 3, "{} -> {}", a.ip, b.ip);
-            }
-        }
-    }
-}
-
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn host_gw_routes_pods_via_public_ips_beside_a_flanneld_node_and_refuses_a_peer_off_the_link() {
@@ -155,7 +144,7 @@ fn host_gw_routes_pods_via_public_ips_beside_a_flanneld_node_and_refuses_a_peer_
     )
     .unwrap();
     pods.push(c.tb.add_cni_pod(2, &cni_setup()).unwrap().pod);
-    ping_all(&c, &pods);
+    all_pairs_ping(&c, &pods);
 
     // 4. drift: a deleted route comes back at once
     c.sh(0, &["ip", "route", "del", &sn1.to_string()]);
@@ -202,7 +191,7 @@ fn host_gw_routes_pods_via_public_ips_beside_a_flanneld_node_and_refuses_a_peer_
         c.has_peer(0, sn1, &mac1, c.tb.node(1).ip) == (true, true, true)
     });
     assert_eq!(direct_routes(&c, 0), Vec::<String>::new());
-    ping_all(&c, &pods[..2]);
+    all_pairs_ping(&c, &pods[..2]);
 }
 
 #[test]
@@ -263,7 +252,7 @@ fn direct_routing_takes_peers_on_the_link_directly_and_the_others_through_vxlan(
     let _ = sn0;
 
     let pods = vec![c.pod(0), c.pod(1), c.pod(2)];
-    ping_all(&c, &pods);
+    all_pairs_ping(&c, &pods);
 
     // Drift on the direct route is repaired as on the device.
     c.sh(0, &["ip", "route", "del", &sn1.to_string()]);

@@ -1,0 +1,189 @@
+//! flannel's nftables mode (`"EnableNFTables": true`) as data: the table weftd owns, as one
+//! `nft -f` transaction that replaces it whole, and how to tell whether the kernel still holds
+//! what weftd wrote.
+//!
+//! The layout is flannel's (its knftables code, flannel-compat.md 6.4), so a node can switch
+//! between flanneld and weftd: table `ip flannel-ipv4` (comment `rules for flannel-ipv4`),
+//! chain `forward` (filter hook forward, priority filter) accepting the cluster network both
+//! ways, chain `postrtg` (nat hook postrouting, priority srcnat) with flannel's six masquerade
+//! rules, whose fourth is `ip saddr != <own subnet> ip daddr <network> return` (the iptables
+//! mode's is `! -s <network> -d <own subnet>`) and whose mark match is the exact `0x4000`.
+//!
+//! Unlike flanneld, which adds its chains and flushes them rule by rule, weftd writes the table
+//! in one transaction that deletes and re-creates it: the kernel swaps the whole table at once,
+//! so there is never a moment with half the rules, and anything else someone put into it goes.
+
+use std::fmt::Write as _;
+
+use ipnet::Ipv4Net;
+
+/// The family and name of flannel's IPv4 table.
+pub const V4_TABLE: &str = "ip flannel-ipv4";
+/// The family and name of flannel's IPv6 table (written by flanneld with IPv6; weftd leaves it).
+pub const V6_TABLE: &str = "ip6 flannel-ipv6";
+
+/// What the nftables table should hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NftRules {
+    /// The flannel Network.
+    pub cluster: Ipv4Net,
+    /// This node's subnet.
+    pub own: Ipv4Net,
+    /// `--ip-masq`: the `postrtg` chain.
+    pub masq: bool,
+    /// `--iptables-forward-rules`: the `forward` chain.
+    pub forward: bool,
+    /// `masquerade fully-random` (dropped when nft cannot do it, or with
+    /// `--ip-masq-fully-random-disable`).
+    pub fully_random: bool,
+}
+
+/// The `nft -f` transaction that makes the table exactly `rules`: create it (so the delete
+/// cannot fail), delete it, create it again with its chains and rules.
+pub fn transaction(rules: &NftRules) -> String {
+    let mut s = String::new();
+    let table = V4_TABLE;
+    let comment = "comment \"rules for flannel-ipv4\" ;";
+    let _ = writeln!(s, "add table {table} {{ {comment} }}");
+    let _ = writeln!(s, "delete table {table}");
+    let _ = writeln!(s, "add table {table} {{ {comment} }}");
+    let (c, p) = (rules.cluster.trunc(), rules.own.trunc());
+    if rules.forward {
+        let _ = writeln!(
+            s,
+            "add chain {table} forward {{ type filter hook forward priority filter ; comment \"chain to accept flannel traffic\" ; }}"
+        );
+        let _ = writeln!(s, "add rule {table} forward ip saddr {c} accept");
+        let _ = writeln!(s, "add rule {table} forward ip daddr {c} accept");
+    }
+    if rules.masq {
+        let random = if rules.fully_random {
+            " fully-random"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            "add chain {table} postrtg {{ type nat hook postrouting priority srcnat ; comment \"chain to manage traffic masquerading by flannel\" ; }}"
+        );
+        for rule in [
+            "meta mark 0x4000 return".to_string(),
+            format!("ip saddr {p} ip daddr {c} return"),
+            format!("ip saddr {c} ip daddr {p} return"),
+            format!("ip saddr != {p} ip daddr {c} return"),
+            format!("ip saddr {c} ip daddr != 224.0.0.0/4 masquerade{random}"),
+            format!("ip saddr != {c} ip daddr {c} masquerade{random}"),
+        ] {
+            let _ = writeln!(s, "add rule {table} postrtg {rule}");
+        }
+    }
+    s
+}
+
+/// The transaction that removes the table, whether it exists or not (what the iptables mode
+/// runs at start, as flannel's clean-up of the other mode does).
+pub fn removal() -> String {
+    format!("add table {V4_TABLE}\ndelete table {V4_TABLE}\n")
+}
+
+/// A probe for `masquerade fully-random`, for `nft -c` (check only, nothing is committed).
+pub fn fully_random_probe() -> String {
+    format!(
+        "add table {V4_TABLE}\nadd chain {V4_TABLE} masqueradeTest {{ type nat hook postrouting priority srcnat ; }}\nadd rule {V4_TABLE} masqueradeTest masquerade fully-random\n"
+    )
+}
+
+/// `nft list table` output reduced to what matters when comparing two listings: lines
+/// trimmed, blank ones and rule handles dropped.
+pub fn normalize(listing: &str) -> String {
+    let mut out = String::new();
+    for line in listing.lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let line = match line.find(" # handle ") {
+            Some(i) => &line[..i],
+            None => line,
+        };
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> NftRules {
+        NftRules {
+            cluster: "10.244.0.0/16".parse().unwrap(),
+            own: "10.244.1.0/24".parse().unwrap(),
+            masq: true,
+            forward: true,
+            fully_random: true,
+        }
+    }
+
+    #[test]
+    fn the_transaction_writes_flannel_s_layout_in_one_go() {
+        expect_test::expect![[r#"
+            add table ip flannel-ipv4 { comment "rules for flannel-ipv4" ; }
+            delete table ip flannel-ipv4
+            add table ip flannel-ipv4 { comment "rules for flannel-ipv4" ; }
+            add chain ip flannel-ipv4 forward { type filter hook forward priority filter ; comment "chain to accept flannel traffic" ; }
+            add rule ip flannel-ipv4 forward ip saddr 10.244.0.0/16 accept
+            add rule ip flannel-ipv4 forward ip daddr 10.244.0.0/16 accept
+            add chain ip flannel-ipv4 postrtg { type nat hook postrouting priority srcnat ; comment "chain to manage traffic masquerading by flannel" ; }
+            add rule ip flannel-ipv4 postrtg meta mark 0x4000 return
+            add rule ip flannel-ipv4 postrtg ip saddr 10.244.1.0/24 ip daddr 10.244.0.0/16 return
+            add rule ip flannel-ipv4 postrtg ip saddr 10.244.0.0/16 ip daddr 10.244.1.0/24 return
+            add rule ip flannel-ipv4 postrtg ip saddr != 10.244.1.0/24 ip daddr 10.244.0.0/16 return
+            add rule ip flannel-ipv4 postrtg ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random
+            add rule ip flannel-ipv4 postrtg ip saddr != 10.244.0.0/16 ip daddr 10.244.0.0/16 masquerade fully-random
+        "#]]
+        .assert_eq(&transaction(&rules()));
+    }
+
+    #[test]
+    fn flags_leave_out_their_chain_and_fully_random() {
+        let t = transaction(&NftRules {
+            masq: false,
+            ..rules()
+        });
+        assert!(!t.contains("postrtg") && t.contains("chain ip flannel-ipv4 forward"));
+        let t = transaction(&NftRules {
+            forward: false,
+            fully_random: false,
+            ..rules()
+        });
+        assert!(!t.contains(" forward {") && t.contains("postrtg"));
+        assert!(!t.contains("fully-random"), "{t}");
+        assert!(t.contains("masquerade\n"));
+        // Only the table, with neither.
+        let t = transaction(&NftRules {
+            forward: false,
+            masq: false,
+            ..rules()
+        });
+        assert_eq!(t.lines().count(), 3);
+    }
+
+    #[test]
+    fn listings_compare_without_handles_and_layout() {
+        let a = "table ip flannel-ipv4 {\n\tchain forward {\n\t\tip saddr 10.244.0.0/16 accept # handle 3\n\t}\n\n}\n";
+        let b = "table ip flannel-ipv4 {\n  chain forward {\n    ip saddr 10.244.0.0/16 accept # handle 9\n  }\n}";
+        assert_eq!(normalize(a), normalize(b));
+        assert_ne!(normalize(a), normalize(&a.replace("saddr", "daddr")));
+    }
+
+    #[test]
+    fn the_removal_never_fails_on_a_missing_table() {
+        assert_eq!(
+            removal(),
+            "add table ip flannel-ipv4\ndelete table ip flannel-ipv4\n"
+        );
+        assert!(fully_random_probe().contains("masquerade fully-random"));
+    }
+}
