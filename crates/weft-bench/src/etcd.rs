@@ -26,6 +26,12 @@ pub fn lease_value(public_ip: Ipv4Addr, mac: [u8; 6]) -> String {
     LeaseAttrs::vxlan(public_ip, 1, MacAddr(mac)).to_json()
 }
 
+/// The value a flanneld/weftd with the host-gw backend and this public IP writes:
+/// `{"PublicIP":"…","PublicIPv6":null,"BackendType":"host-gw"}`.
+pub fn lease_value_host_gw(public_ip: Ipv4Addr) -> String {
+    LeaseAttrs::host_gw(public_ip).to_json()
+}
+
 /// A watch notification as the bare watcher saw it.
 #[derive(Debug, Clone)]
 pub struct WatchEvent {

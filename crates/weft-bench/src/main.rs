@@ -25,6 +25,7 @@ use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
 use crate::cluster::Bins;
+use crate::peers::Backend;
 use crate::report::Table;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -40,6 +41,27 @@ enum Scenario {
     All,
     /// Every scenario at tiny sizes (same as `all --quick`), for CI.
     Smoke,
+}
+
+/// Which backends `bulk` and `convergence` measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backends {
+    /// flannel's VXLAN backend (flannel.1: neighbour, FDB entry and route per peer).
+    Vxlan,
+    /// flannel's host-gw backend (a route per peer via its PublicIP on eth0).
+    HostGw,
+    /// VXLAN, then host-gw, each its own table.
+    Both,
+}
+
+impl Backends {
+    fn list(self) -> Vec<Backend> {
+        match self {
+            Backends::Vxlan => vec![Backend::Vxlan],
+            Backends::HostGw => vec![Backend::HostGw],
+            Backends::Both => vec![Backend::Vxlan, Backend::HostGw],
+        }
+    }
 }
 
 /// Benchmarks of weft on the namespaced testbed (root only).
@@ -59,6 +81,10 @@ struct Cli {
     /// Extra environment for every weftd, KEY=VALUE (repeatable), e.g. MALLOC_ARENA_MAX=1.
     #[arg(long, value_parser = parse_env)]
     weftd_env: Vec<(String, String)>,
+    /// bulk, convergence: the backend(s) weftd runs with, each measured on its own bed with
+    /// its own table (VXLAN first).
+    #[arg(long, value_enum, default_value_t = Backends::Both)]
+    backend: Backends,
     /// convergence: measured peers (each added, then deleted).
     #[arg(long, default_value_t = 500)]
     samples: usize,
@@ -173,11 +199,22 @@ fn bin_beside(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
-fn run_one(s: Scenario, cli: &Cli, bins: &Bins) -> Result<Vec<Table>> {
-    let one = |t: Result<Table>| t.map(|t| vec![t]);
+/// The scenario's measurements, each its table(s) or why it broke (bulk and convergence: one
+/// per backend, so a broken host-gw run keeps the VXLAN table, and the other way round).
+fn run_one(s: Scenario, cli: &Cli, bins: &Bins) -> Vec<Result<Vec<Table>>> {
+    let one = |t: Result<Table>| vec![t.map(|t| vec![t])];
+    let per_backend = |f: &dyn Fn(Backend) -> Result<Table>| {
+        cli.backend
+            .list()
+            .into_iter()
+            .map(|b| f(b).map(|t| vec![t]))
+            .collect()
+    };
     match s {
-        Scenario::Convergence => one(scenarios::convergence::run(bins, cli.samples)),
-        Scenario::Bulk => one(scenarios::bulk::run(bins, &cli.bulk_sizes)),
+        Scenario::Convergence => {
+            per_backend(&|b| scenarios::convergence::run(bins, cli.samples, b))
+        }
+        Scenario::Bulk => per_backend(&|b| scenarios::bulk::run(bins, &cli.bulk_sizes, b)),
         Scenario::Footprint => one(scenarios::footprint::run(
             bins,
             &cli.footprint_sizes,
@@ -196,7 +233,7 @@ fn run_one(s: Scenario, cli: &Cli, bins: &Bins) -> Result<Vec<Table>> {
                 ttl: cli.etcd_load_ttl,
             },
         )),
-        Scenario::Dataplane => scenarios::dataplane::run(
+        Scenario::Dataplane => vec![scenarios::dataplane::run(
             bins,
             &scenarios::dataplane::Opts {
                 mtus: cli.mtus.clone(),
@@ -207,7 +244,7 @@ fn run_one(s: Scenario, cli: &Cli, bins: &Bins) -> Result<Vec<Table>> {
                 tuning: !cli.no_tuning,
                 reps: cli.iperf_reps,
             },
-        ),
+        )],
         Scenario::Cni => one(scenarios::cni::run(bins, cli.cni_pods)),
         Scenario::All | Scenario::Smoke => unreachable!("expanded by main"),
     }
@@ -286,16 +323,18 @@ fn main() -> ExitCode {
                 .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
                 .unwrap_or_default()
         );
-        match run_one(s, &cli, &bins) {
-            Ok(tables) => {
-                for t in tables {
-                    println!("{}", t.render());
+        for part in run_one(s, &cli, &bins) {
+            match part {
+                Ok(tables) => {
+                    for t in tables {
+                        println!("{}", t.render());
+                    }
                 }
-            }
-            Err(e) => {
-                broken += 1;
-                println!("**MEASUREMENT FAILED**: {e:#}\n");
-                eprintln!("weft-bench: {} failed: {e:#}", name(s));
+                Err(e) => {
+                    broken += 1;
+                    println!("**MEASUREMENT FAILED**: {e:#}\n");
+                    eprintln!("weft-bench: {} failed: {e:#}", name(s));
+                }
             }
         }
         println!(

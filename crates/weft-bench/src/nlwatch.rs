@@ -68,3 +68,23 @@ pub fn dump(rt: &NsRuntime, dev: &str) -> Result<KernelState> {
         }
     })?
 }
+
+/// weft's direct routes in the namespace `rt` lives in (host-gw): main-table routes with a
+/// gateway out of `ext` to subnets inside `network`, read the way weftd reads them
+/// (weft-net's `read_owned` without a device). Empty if `ext` is absent.
+pub fn dump_direct(rt: &NsRuntime, ext: &str, network: Ipv4Net) -> Result<KernelState> {
+    let ext = ext.to_string();
+    rt.call(move || async move {
+        let nl = weft_net::Netlink::connect()?;
+        match nl.link_by_name(&ext).await? {
+            Some(link) => {
+                let owned = weft_core::dataplane::Owned {
+                    device: None,
+                    underlay: Some((link.index, network)),
+                };
+                Ok::<_, anyhow::Error>(nl.read_owned(&owned).await?)
+            }
+            None => Ok(KernelState::default()),
+        }
+    })?
+}

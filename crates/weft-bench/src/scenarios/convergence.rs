@@ -1,6 +1,11 @@
 //! convergence: from a lease PUT in etcd to the observer's route, neighbour and FDB entry,
 //! seen by a netlink multicast listener; beside a bare etcd watch client's PUT-to-notify
 //! latency for the very same PUT.
+//!
+//! The host-gw variant: weftd runs with `"Type":"host-gw"`, the writer puts host-gw leases
+//! (public IPs on the underlay /16, so on eth0's link), and weft's time is the moment the
+//! peer's one route (via its PublicIP on eth0) appears or goes; the floor is the same bare
+//! watcher.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -11,11 +16,14 @@ use anyhow::{Result, bail};
 use crate::cluster::{self, Bins};
 use crate::etcd::{Etcd, SUBNETS};
 use crate::nlwatch::{self, Entry, Event, Listener};
-use crate::peers::{FakePeer, fake_peers};
+use crate::peers::{Backend, FakePeer, fake_peers};
 use crate::report::{Table, fmt_ms, met, percentile, ratio_d};
 
 /// 10.244.0.0/14 holds 1024 /24s: room for 500+ distinct peers named 10.244.x.0, 10.245.x.0.
 const CONFIG: &str = r#"{"Network":"10.244.0.0/14","SubnetLen":24,"Backend":{"Type":"vxlan"}}"#;
+/// The same network with the host-gw backend.
+const CONFIG_HOST_GW: &str =
+    r#"{"Network":"10.244.0.0/14","SubnetLen":24,"Backend":{"Type":"host-gw"}}"#;
 const WARMUP: usize = 10;
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -29,8 +37,11 @@ struct Sample {
     fdb: Option<Duration>,
 }
 
-pub fn run(bins: &Bins, samples: usize) -> Result<Table> {
-    let mut tb = cluster::bed("bench-convergence", 2, 9001, CONFIG)?;
+pub fn run(bins: &Bins, samples: usize, backend: Backend) -> Result<Table> {
+    let mut tb = match backend {
+        Backend::Vxlan => cluster::bed("bench-convergence", 2, 9001, CONFIG)?,
+        Backend::HostGw => cluster::bed("bench-convergence-hostgw", 2, 9001, CONFIG_HOST_GW)?,
+    };
     let pid = cluster::start_weftd(&mut tb, bins, 0)?;
     let own = cluster::wait_ready(&tb, 0, Duration::from_secs(30))?;
     let observer = tb.node(0).ns.clone();
@@ -55,8 +66,9 @@ pub fn run(bins: &Bins, samples: usize) -> Result<Table> {
             &notes_rx,
             &mut overruns,
             p,
+            backend,
             true,
-            || writer.put(&p.key(), &p.value()),
+            || writer.put(&p.key(), &p.value_for(backend)),
         )?);
     }
     let mut dels = Vec::with_capacity(peers.len());
@@ -66,6 +78,7 @@ pub fn run(bins: &Bins, samples: usize) -> Result<Table> {
             &notes_rx,
             &mut overruns,
             p,
+            backend,
             false,
             || writer.delete(&p.key()).map(drop),
         )?);
@@ -77,10 +90,16 @@ pub fn run(bins: &Bins, samples: usize) -> Result<Table> {
         );
     }
 
-    let mut t = Table::new(
-        &format!(
+    let title = match backend {
+        Backend::Vxlan => format!(
             "convergence: lease PUT/DELETE in etcd → route + neighbour + FDB on the observer ({samples} distinct peers)"
         ),
+        Backend::HostGw => format!(
+            "convergence (host-gw): host-gw lease PUT/DELETE in etcd → the route via the peer's PublicIP on the observer's eth0 ({samples} distinct peers)"
+        ),
+    };
+    let mut t = Table::new(
+        &title,
         "a bare etcd v3 watch client (etcd-client, in the observer's namespace) notified of the same PUT/DELETE",
         &["metric", "weft", "floor", "ratio", "goal", "met"],
     );
@@ -164,12 +183,17 @@ pub fn run(bins: &Bins, samples: usize) -> Result<Table> {
         let v: Vec<Duration> = adds[WARMUP..].iter().filter_map(f).collect();
         fmt_ms(percentile(&v, 50.0))
     };
-    t.note(format!(
-        "Per entry on add, p50: neighbour {}, FDB {}, route {} after the PUT (weftd programs them in that order).",
-        part(|s| s.neigh),
-        part(|s| s.fdb),
-        part(|s| s.route)
-    ));
+    match backend {
+        Backend::Vxlan => t.note(format!(
+            "Per entry on add, p50: neighbour {}, FDB {}, route {} after the PUT (weftd programs them in that order).",
+            part(|s| s.neigh),
+            part(|s| s.fdb),
+            part(|s| s.route)
+        )),
+        Backend::HostGw => t.note(
+            "host-gw: weft's time is the one route per peer (`<subnet> via <PublicIP> dev eth0`, main table); there is no device, neighbour or FDB entry. The leases are flanneld's host-gw leases (public IPs 10.250.100.1 upwards, on the underlay 10.250.0.0/16).",
+        ),
+    }
     t.note(format!(
         "Peers accumulate: the observer holds 0 → {samples} peers during the add phase and {samples} → 0 during the delete phase ({WARMUP} warm-up samples first, not counted). Network 10.244.0.0/14, observer subnet {own}."
     ));
@@ -183,11 +207,13 @@ pub fn run(bins: &Bins, samples: usize) -> Result<Table> {
 }
 
 /// Runs `act` (the PUT or DELETE) and waits until the watcher and the kernel reported it.
+#[allow(clippy::too_many_arguments)]
 fn measure(
     listener: &Listener,
     notes: &std::sync::mpsc::Receiver<crate::etcd::WatchEvent>,
     overruns: &mut usize,
     p: &FakePeer,
+    backend: Backend,
     add: bool,
     act: impl FnOnce() -> Result<()>,
 ) -> Result<Sample> {
@@ -195,19 +221,18 @@ fn measure(
     let _ = listener.drain();
     let _ = notes.try_iter().count();
     let key = p.key();
-    let wanted: HashMap<Entry, usize> = [
-        (Entry::Route(p.subnet), 0),
-        (Entry::Neigh(p.gw()), 1),
-        (Entry::Fdb(p.mac), 2),
-    ]
-    .into_iter()
-    .collect();
+    let wanted = wanted_slots(p, backend);
+    // Slots this backend has no entry for count as seen (never waited for, never a time).
     let mut got: [Option<Instant>; 3] = [None; 3];
+    let mut seen = [true; 3];
+    for &i in wanted.values() {
+        seen[i] = false;
+    }
     let mut floor_at = None;
     let t0 = Instant::now();
     act()?;
     let deadline = t0 + SAMPLE_TIMEOUT;
-    while Instant::now() < deadline && (floor_at.is_none() || got.iter().any(Option::is_none)) {
+    while Instant::now() < deadline && (floor_at.is_none() || seen.iter().any(|s| !s)) {
         for n in notes.try_iter() {
             if n.key == key && n.put == add && floor_at.is_none() {
                 floor_at = Some(n.at);
@@ -223,23 +248,17 @@ fn measure(
                 } => {
                     if new == add
                         && let Some(&i) = wanted.get(&entry)
-                        && got[i].is_none()
+                        && !seen[i]
                     {
                         got[i] = Some(at);
+                        seen[i] = true;
                     }
                 }
             }
         }
     }
     let since = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(t0));
-    let weft = if got.iter().all(Option::is_some) {
-        got.iter()
-            .flatten()
-            .max()
-            .map(|t| t.saturating_duration_since(t0))
-    } else {
-        None
-    };
+    let weft = converged(&got, &seen).map(|t| t.saturating_duration_since(t0));
     Ok(Sample {
         floor: since(floor_at),
         weft,
@@ -247,4 +266,66 @@ fn measure(
         neigh: since(got[1]),
         fdb: since(got[2]),
     })
+}
+
+/// The entries to wait for and their slot in a sample: route 0, neighbour 1, FDB 2 (host-gw:
+/// the route alone).
+fn wanted_slots(p: &FakePeer, backend: Backend) -> HashMap<Entry, usize> {
+    p.entries(backend)
+        .into_iter()
+        .map(|e| {
+            let slot = match e {
+                Entry::Route(_) => 0,
+                Entry::Neigh(_) => 1,
+                Entry::Fdb(_) => 2,
+            };
+            (e, slot)
+        })
+        .collect()
+}
+
+/// When the last wanted entry was seen, if all were.
+fn converged(got: &[Option<Instant>; 3], seen: &[bool; 3]) -> Option<Instant> {
+    if seen.iter().all(|s| *s) {
+        got.iter().flatten().max().copied()
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_gw_waits_for_the_route_alone() {
+        let p = fake_peers(1, Ipv4Addr::new(10, 244, 1, 0), None, 0xc0)[0];
+        let hg = wanted_slots(&p, Backend::HostGw);
+        assert_eq!(hg.len(), 1);
+        assert_eq!(hg.get(&Entry::Route(p.subnet)), Some(&0));
+        let vx = wanted_slots(&p, Backend::Vxlan);
+        assert_eq!(vx.len(), 3);
+        assert_eq!(vx.get(&Entry::Neigh(p.gw())), Some(&1));
+        assert_eq!(vx.get(&Entry::Fdb(p.mac)), Some(&2));
+    }
+
+    #[test]
+    fn converged_is_the_last_wanted_entry() {
+        let t0 = Instant::now();
+        let (a, b) = (t0 + Duration::from_millis(1), t0 + Duration::from_millis(2));
+        // host-gw: the route alone, the other slots never wanted.
+        assert_eq!(converged(&[Some(a), None, None], &[true; 3]), Some(a));
+        assert_eq!(converged(&[None, None, None], &[false, true, true]), None);
+        // VXLAN: all three, the latest counts; one missing means not converged.
+        assert_eq!(converged(&[Some(a), Some(b), Some(a)], &[true; 3]), Some(b));
+        assert_eq!(
+            converged(&[Some(a), Some(b), None], &[true, true, false]),
+            None
+        );
+    }
+
+    #[test]
+    fn configs_differ_only_in_the_backend() {
+        assert_eq!(CONFIG_HOST_GW.replace("host-gw", "vxlan"), CONFIG);
+    }
 }

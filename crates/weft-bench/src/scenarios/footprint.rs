@@ -261,6 +261,7 @@ fn probe(tb: &weft_testbed::Testbed, ns: &str, n: usize) -> Result<Probe> {
         match crate::scenarios::bulk::wait_all(
             &listener,
             std::slice::from_ref(p),
+            crate::peers::Backend::Vxlan,
             true,
             t0,
             Duration::from_secs(10),
