@@ -15,7 +15,7 @@ use crate::error::{Error, Result, bail};
 use clap::{Args, ValueEnum};
 use weft_core::config::NetworkConfig;
 
-use crate::netconf::{self, InitSpec};
+use crate::netconf::{self, BackendFlag, InitSpec};
 use crate::output::Outcome;
 
 use self::yaml::{Map, Node};
@@ -68,7 +68,8 @@ pub struct ManifestArgs {
     /// Prefix length of each node's subnet (default: 24, or network prefix + 2 for small networks).
     #[arg(long, value_name = "N")]
     pub subnet_len: Option<u64>,
-    /// Backend type; weftd implements vxlan only.
+    /// Backend type: vxlan, or host-gw when every node is on one L2 network (the backends
+    /// weftd runs; others are refused).
     #[arg(long, default_value = "vxlan")]
     pub backend: String,
     /// VXLAN network identifier (default 1).
@@ -80,6 +81,10 @@ pub struct ManifestArgs {
     /// Underlay MTU for VXLAN (the device gets MTU - 50; default: the node interface's MTU).
     #[arg(long, value_name = "N")]
     pub mtu: Option<u64>,
+    /// VXLAN's DirectRouting: a peer whose PublicIP is on the node's own L2 network is routed
+    /// via that IP unencapsulated, the others go through VXLAN (vxlan only).
+    #[arg(long)]
+    pub direct_routing: bool,
     /// weftd's --iface: the interface (name or IPv4 address) for traffic between nodes;
     /// repeatable, first match wins (default: the interface of the default route).
     #[arg(long, value_name = "NAME|IP")]
@@ -133,6 +138,10 @@ pub struct Spec {
     pub net_conf: String,
     /// The `weft network init` command line that writes the same config to etcd.
     pub network_init: Vec<String>,
+    /// The backend of net-conf.json.
+    pub backend: BackendFlag,
+    /// net-conf.json has `"DirectRouting": true`.
+    pub direct_routing: bool,
     pub endpoints: Vec<String>,
     pub tls: Option<EtcdTls>,
     pub ifaces: Vec<String>,
@@ -146,6 +155,11 @@ pub fn run(args: &ManifestArgs) -> Result<Outcome> {
     let mut out = Outcome::default();
     for w in warnings {
         out.note(format!("warning: {w}"));
+    }
+    if let Ok(config) = NetworkConfig::parse(spec.net_conf.as_bytes()) {
+        for n in netconf::backend_notes(&config) {
+            out.note(n);
+        }
     }
     if render::namespace_is_builtin(&spec.namespace) {
         out.note(format!(
@@ -190,14 +204,16 @@ pub fn validate(args: &ManifestArgs) -> Result<(Spec, Vec<String>)> {
             "--healthz-port 0 would turn off weftd's health server, but the DaemonSet's liveness and readiness probes need it; pass a free host port, e.g. --healthz-port 8081"
         );
     }
-    let (net_conf, config) = net_conf(args)?;
-    let network_init = network_init_command(args, &endpoints, tls.as_ref(), &config);
+    let (net_conf, config, backend) = net_conf(args)?;
+    let network_init = network_init_command(args, &endpoints, tls.as_ref(), &config, backend);
     let spec = Spec {
         image: args.image.clone(),
         namespace: args.namespace.clone(),
         kube,
         net_conf,
         network_init,
+        backend,
+        direct_routing: args.direct_routing,
         endpoints,
         tls,
         ifaces: args.iface.clone(),
@@ -351,7 +367,7 @@ fn check_iface(iface: &str) -> Result<()> {
     }
     if iface.parse::<IpAddr>().is_ok() {
         bail!(
-            "--iface {iface:?} is an IPv6 address, but weftd carries VXLAN over IPv4; pass the interface name or its IPv4 address, e.g. --iface eth0"
+            "--iface {iface:?} is an IPv6 address, but weftd carries traffic between nodes over IPv4; pass the interface name or its IPv4 address, e.g. --iface eth0"
         );
     }
     let ok = !iface.is_empty()
@@ -371,35 +387,41 @@ fn check_iface(iface: &str) -> Result<()> {
 
 /// Builds net-conf.json from the flags with `weft network init`'s builder (validated by the
 /// parser weftd uses), pretty-printed.
-fn net_conf(args: &ManifestArgs) -> Result<(String, NetworkConfig)> {
-    netconf::check_backend_flag(&args.backend).map_err(Error::Input)?;
+fn net_conf(args: &ManifestArgs) -> Result<(String, NetworkConfig, BackendFlag)> {
+    let kind = netconf::check_backend_flag(&args.backend).map_err(Error::Input)?;
     let candidate = netconf::build_config(&InitSpec {
         network: args.network.clone(),
         subnet_len: args.subnet_len,
         subnet_min: None,
         subnet_max: None,
-        backend: "vxlan".into(),
+        backend: kind.type_name().into(),
         vni: args.vni,
         port: args.port,
         mtu: args.mtu,
+        direct_routing: args.direct_routing,
     })
     .map_err(Error::Input)?;
     let config = candidate.config;
     if let Some(refusal) = netconf::weftd_refusals(&config).first() {
         bail!("the network config from --network and the backend flags would not run: {refusal}");
     }
-    let (Some(network), Some(vxlan)) = (config.network, config.vxlan()) else {
-        bail!("internal error: the vxlan network config has no Network or no vxlan section");
+    let Some(network) = config.network else {
+        bail!("internal error: the network config has no Network");
     };
-    let mut backend = Map::new().with("Type", "vxlan");
-    if args.vni.is_some() {
-        backend.push("VNI", i64::from(vxlan.vni));
-    }
-    if args.port.is_some() {
-        backend.push("Port", i64::from(vxlan.port));
-    }
-    if let Some(mtu) = vxlan.mtu.filter(|_| args.mtu.is_some()) {
-        backend.push("MTU", i64::from(mtu));
+    let mut backend = Map::new().with("Type", kind.type_name());
+    if let Some(vxlan) = config.vxlan() {
+        if args.vni.is_some() {
+            backend.push("VNI", i64::from(vxlan.vni));
+        }
+        if args.port.is_some() {
+            backend.push("Port", i64::from(vxlan.port));
+        }
+        if let Some(mtu) = vxlan.mtu.filter(|_| args.mtu.is_some()) {
+            backend.push("MTU", i64::from(mtu));
+        }
+        if vxlan.direct_routing {
+            backend.push("DirectRouting", true);
+        }
     }
     let mut doc = Map::new().with("Network", network.to_string());
     if args.subnet_len.is_some() {
@@ -413,7 +435,7 @@ fn net_conf(args: &ManifestArgs) -> Result<(String, NetworkConfig)> {
     text.push('\n');
     // The pretty file must mean exactly what `weft network init` would store.
     match NetworkConfig::parse(text.as_bytes()) {
-        Ok(parsed) if parsed == config => Ok((text, config)),
+        Ok(parsed) if parsed == config => Ok((text, config, kind)),
         Ok(_) => {
             bail!("internal error: net-conf.json differs from the config built from the flags")
         }
@@ -427,6 +449,7 @@ fn network_init_command(
     endpoints: &[String],
     tls: Option<&EtcdTls>,
     config: &NetworkConfig,
+    backend: BackendFlag,
 ) -> Vec<String> {
     let mut cmd: Vec<String> = ["weft", "network", "init", "--etcd-endpoints"]
         .iter()
@@ -447,6 +470,9 @@ fn network_init_command(
     if let Some(network) = config.network {
         cmd.extend(["--network".into(), network.to_string()]);
     }
+    if backend != BackendFlag::Vxlan {
+        cmd.extend(["--backend".into(), backend.type_name().into()]);
+    }
     for (flag, value) in [
         ("--subnet-len", args.subnet_len),
         ("--vni", args.vni),
@@ -456,6 +482,9 @@ fn network_init_command(
         if let Some(v) = value {
             cmd.extend([flag.to_string(), v.to_string()]);
         }
+    }
+    if args.direct_routing {
+        cmd.push("--direct-routing".into());
     }
     cmd
 }
@@ -504,14 +533,24 @@ mod tests {
             ),
             (args(&["--subnet-len", "31"]), "--subnet-len", "SubnetLen"),
             (
-                args(&["--backend", "host-gw"]),
+                args(&["--backend", "udp"]),
                 "--backend",
-                "--backend vxlan",
+                "pass --backend vxlan or --backend host-gw",
             ),
             (
                 args(&["--backend", "wireguard"]),
                 "--backend",
-                "only the vxlan backend",
+                "neither this machine's kernel nor weft has WireGuard support",
+            ),
+            (
+                args(&["--backend", "host-gw", "--vni", "2"]),
+                "--vni",
+                "drop --vni, or pass --backend vxlan",
+            ),
+            (
+                args(&["--backend", "host-gw", "--direct-routing"]),
+                "--direct-routing",
+                "drop --direct-routing, or pass --backend vxlan",
             ),
             (args(&["--vni", "16777216"]), "--vni", "at most 16777215"),
             (args(&["--port", "70000"]), "--port", "4789"),
@@ -697,6 +736,8 @@ mod tests {
                 "--port",
                 "0",
             ],
+            vec!["--direct-routing", "--vni", "3"],
+            vec!["--backend", "host-gw", "--subnet-len", "26"],
         ] {
             let a = args(&extra);
             let (spec, _) = validate(&a).unwrap();
@@ -706,10 +747,11 @@ mod tests {
                 subnet_len: a.subnet_len,
                 subnet_min: None,
                 subnet_max: None,
-                backend: "vxlan".into(),
+                backend: a.backend.clone(),
                 vni: a.vni,
                 port: a.port,
                 mtu: a.mtu,
+                direct_routing: a.direct_routing,
             })
             .unwrap();
             assert_eq!(parsed, built.config, "{extra:?}");
@@ -723,6 +765,66 @@ mod tests {
             spec.net_conf,
             "{\n  \"Network\": \"10.244.0.0/16\",\n  \"Backend\": {\n    \"Type\": \"vxlan\",\n    \"VNI\": 7,\n    \"MTU\": 9001\n  }\n}\n"
         );
+    }
+
+    /// host-gw and DirectRouting reach net-conf.json, the `weft network init` command, the
+    /// header and the notes; the default vxlan manifest names neither.
+    #[test]
+    fn host_gw_and_direct_routing_are_rendered() {
+        let (spec, _) = validate(&args(&["--backend", "Host-GW"])).unwrap();
+        assert_eq!(
+            spec.net_conf,
+            "{\n  \"Network\": \"10.244.0.0/16\",\n  \"Backend\": {\n    \"Type\": \"host-gw\"\n  }\n}\n"
+        );
+        assert_eq!(spec.backend, BackendFlag::HostGw);
+        let tail = &spec.network_init[spec.network_init.len() - 4..];
+        assert_eq!(tail, ["--network", "10.244.0.0/16", "--backend", "host-gw"]);
+        let yaml = render::to_yaml(&spec);
+        assert!(
+            yaml.starts_with("# weft: a flanneld-compatible pod network (weftd, subnet leases in etcd v3, host-gw routes) for Kubernetes 1.33."),
+            "{}",
+            &yaml[..200]
+        );
+        assert!(yaml.contains("\"Type\": \"host-gw\""));
+        let out = run(&args(&["--backend", "host-gw"])).unwrap();
+        assert!(
+            out.stderr
+                .lines()
+                .any(|n| n.starts_with("weft: host-gw routes each peer's subnet")
+                    && n.contains("--no-source-dest-check")),
+            "{}",
+            out.stderr
+        );
+
+        let (spec, _) = validate(&args(&["--direct-routing", "--mtu", "9001"])).unwrap();
+        assert_eq!(
+            spec.net_conf,
+            "{\n  \"Network\": \"10.244.0.0/16\",\n  \"Backend\": {\n    \"Type\": \"vxlan\",\n    \"MTU\": 9001,\n    \"DirectRouting\": true\n  }\n}\n"
+        );
+        assert_eq!(
+            spec.network_init[spec.network_init.len() - 3..],
+            ["--mtu", "9001", "--direct-routing"]
+        );
+        assert!(render::to_yaml(&spec).contains("etcd v3, VXLAN with DirectRouting) for"));
+        let out = run(&args(&["--direct-routing"])).unwrap();
+        assert!(
+            out.stderr
+                .lines()
+                .any(|n| n.starts_with("weft: DirectRouting routes a peer")),
+            "{}",
+            out.stderr
+        );
+
+        let (spec, _) = validate(&args(&[])).unwrap();
+        assert!(
+            !spec
+                .network_init
+                .iter()
+                .any(|a| a == "--backend" || a == "--direct-routing")
+        );
+        assert!(!spec.net_conf.contains("DirectRouting"));
+        let out = run(&args(&[])).unwrap();
+        assert!(!out.stderr.contains("unencapsulated"), "{}", out.stderr);
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct InitSpec {
     pub vni: Option<u64>,
     pub port: Option<u64>,
     pub mtu: Option<u64>,
+    /// `--direct-routing` (vxlan only): `"DirectRouting": true`.
+    pub direct_routing: bool,
 }
 
 impl InitSpec {
@@ -36,6 +38,7 @@ impl InitSpec {
             vni: None,
             port: None,
             mtu: None,
+            direct_routing: false,
         }
     }
 }
@@ -62,28 +65,113 @@ fn flag_of(key: &str) -> Option<&'static str> {
         "Backend.VNI" => "--vni",
         "Backend.Port" => "--port",
         "Backend.MTU" => "--mtu",
+        "Backend.DirectRouting" => "--direct-routing",
         _ => return None,
     })
 }
 
-/// `--backend` of `weft network init` and `weft manifest`: weftd runs only vxlan, so a config
-/// built for another backend would stop weftd at start; both commands refuse it with this.
-/// (A config given whole, with `--json` or `--from-file`, is written with a warning instead:
-/// flanneld nodes may still run it.)
-pub fn check_backend_flag(backend: &str) -> Result<(), String> {
-    if backend.trim().eq_ignore_ascii_case("vxlan") {
+/// A backend weftd runs, as `--backend` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendFlag {
+    /// VXLAN (with or without `DirectRouting`).
+    Vxlan,
+    /// host-gw: a route per peer subnet via the peer's PublicIP, no encapsulation.
+    HostGw,
+}
+
+impl BackendFlag {
+    /// flannel's `Backend.Type`.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            BackendFlag::Vxlan => "vxlan",
+            BackendFlag::HostGw => "host-gw",
+        }
+    }
+}
+
+/// What to use instead of a backend weftd does not run.
+const BACKEND_FIX: &str = "weftd runs vxlan (with --direct-routing for nodes that share an L2 network) and host-gw (every node on one L2 network)";
+
+/// Why weftd does not run flannel backend `type_name` (lower-cased), and what runs instead.
+/// The kernel facts are those of the machine weft is built and tested on: its kernel has no
+/// CONFIG_WIREGUARD, CONFIG_INET_ESP or CONFIG_NET_IPIP.
+pub fn backend_unavailable(type_name: &str) -> String {
+    let why = match type_name {
+        "wireguard" => "neither this machine's kernel nor weft has WireGuard support",
+        "ipsec" => "neither this machine's kernel nor weft has ESP (IPsec) support",
+        "ipip" => "neither this machine's kernel nor weft has IPIP support",
+        "udp" => {
+            "udp is a debug-only backend in flannel itself (a user-space proxy, meant for when the kernel can do neither VXLAN nor host-gw), and weft does not implement it"
+        }
+        "alloc" => {
+            "alloc only hands out subnets and programs no routes; weft does not implement it"
+        }
+        "extension" => "extension runs shell commands per subnet; weft does not implement it",
+        "aws-vpc" | "gce" | "ali-vpc" | "tencent-vpc" => {
+            "it programs a cloud provider's route table, which weft does not do"
+        }
+        _ => "it is not a flannel backend weft implements",
+    };
+    format!("{why}; {BACKEND_FIX}")
+}
+
+/// `--backend` of `weft network init` and `weft manifest`: a config built for a backend weftd
+/// does not run would stop weftd at start, so both commands refuse it with this. (A config
+/// given whole, with `--json` or `--from-file`, is written with a warning instead: flanneld
+/// nodes may still run it.)
+pub fn check_backend_flag(backend: &str) -> Result<BackendFlag, String> {
+    let lower = backend.trim().to_ascii_lowercase();
+    match lower.as_str() {
+        "vxlan" => return Ok(BackendFlag::Vxlan),
+        "host-gw" => return Ok(BackendFlag::HostGw),
+        _ => {}
+    }
+    let shown = weft_core::clip::clip(backend);
+    if weft_core::config::FLANNEL_BACKENDS.contains(&lower.as_str()) {
+        Err(format!(
+            "--backend {shown:?} is not available: {}; pass --backend vxlan or --backend host-gw",
+            backend_unavailable(&lower)
+        ))
+    } else {
+        Err(format!(
+            "--backend {shown:?} is not a flannel backend; {BACKEND_FIX}: pass --backend vxlan or --backend host-gw"
+        ))
+    }
+}
+
+/// Refuses the VXLAN-only flags with host-gw, naming the first one given.
+fn check_vxlan_flags(backend: BackendFlag, spec: &InitSpec) -> Result<(), String> {
+    if backend != BackendFlag::HostGw {
         return Ok(());
     }
-    Err(format!(
-        "--backend {:?} is not available: weftd implements only the vxlan backend (flannel's other backends are not in weft); drop --backend or pass --backend vxlan",
-        weft_core::clip::clip(backend)
-    ))
+    let given = [
+        ("--vni", spec.vni.map(|v| format!(" {v}"))),
+        ("--port", spec.port.map(|v| format!(" {v}"))),
+        ("--mtu", spec.mtu.map(|v| format!(" {v}"))),
+        ("--direct-routing", spec.direct_routing.then(String::new)),
+    ];
+    if let Some((flag, value)) = given
+        .into_iter()
+        .find_map(|(flag, value)| Some((flag, value?)))
+    {
+        let what = match flag {
+            "--vni" => "has no VNI (it does not encapsulate)",
+            "--port" => "has no UDP port (it does not encapsulate)",
+            "--mtu" => "has no MTU option (pods get the node interface's MTU)",
+            _ => "always routes directly via the peers' PublicIPs",
+        };
+        return Err(format!(
+            "{flag}{value} is a vxlan option, but --backend host-gw {what}: drop {flag}, or pass --backend vxlan"
+        ));
+    }
+    Ok(())
 }
 
 /// Builds the config JSON from flags (only the keys that were given, in flannel's usual
 /// order, so the stored value reads like a hand-written one) and validates it.
 pub fn build_config(spec: &InitSpec) -> Result<Candidate, String> {
-    check_backend_flag(&spec.backend)?;
+    let kind = check_backend_flag(&spec.backend)?;
+    check_vxlan_flags(kind, spec)?;
     let typed: Option<Ipv4Net> = spec.network.trim().parse().ok();
     let mut members = vec![format!("\"Network\":{}", json_string(spec.network.trim()))];
     if let Some(len) = spec.subnet_len {
@@ -95,11 +183,14 @@ pub fn build_config(spec: &InitSpec) -> Result<Candidate, String> {
     if let Some(max) = spec.subnet_max {
         members.push(format!("\"SubnetMax\":{}", json_string(&max.to_string())));
     }
-    let mut backend = vec![format!("\"Type\":{}", json_string(&spec.backend))];
+    let mut backend = vec![format!("\"Type\":{}", json_string(kind.type_name()))];
     for (key, value) in [("VNI", spec.vni), ("Port", spec.port), ("MTU", spec.mtu)] {
         if let Some(v) = value {
             backend.push(format!("\"{key}\":{v}"));
         }
+    }
+    if spec.direct_routing {
+        backend.push("\"DirectRouting\":true".into());
     }
     members.push(format!("\"Backend\":{{{}}}", backend.join(",")));
     let raw = format!("{{{}}}", members.join(","));
@@ -164,6 +255,9 @@ pub struct Effective {
     /// The underlay MTU from the config; None = the node interface's MTU.
     #[serde(rename = "MTU")]
     pub mtu: Option<u32>,
+    /// vxlan's DirectRouting; None for a backend without it.
+    #[serde(rename = "DirectRouting")]
+    pub direct_routing: Option<bool>,
     #[serde(rename = "EnableIPv6")]
     pub enable_ipv6: bool,
     #[serde(rename = "EnableNFTables")]
@@ -192,6 +286,7 @@ impl Effective {
                 }
             }),
             mtu: vxlan.and_then(|v| v.mtu),
+            direct_routing: vxlan.map(|v| v.direct_routing),
             enable_ipv6: cfg.enable_ipv6,
             enable_nftables: cfg.enable_nftables,
             port_defaulted: vxlan.is_some_and(|v| v.port == 0),
@@ -201,6 +296,7 @@ impl Effective {
     /// (name, value) lines for text output and diffs.
     pub fn lines(&self) -> Vec<(&'static str, String)> {
         let na = || format!("n/a (backend {})", self.backend);
+        let host_gw = self.backend == BackendFlag::HostGw.type_name();
         let mut out = vec![
             (
                 "Network",
@@ -216,6 +312,11 @@ impl Effective {
                 if self.backend_defaulted {
                     format!(
                         "{} (no Backend.Type in the config: weftd uses vxlan, flanneld would use udp)",
+                        self.backend
+                    )
+                } else if host_gw {
+                    format!(
+                        "{} (a route per peer subnet via the peer's PublicIP, no encapsulation: every node must be on one L2 network)",
                         self.backend
                     )
                 } else {
@@ -234,6 +335,9 @@ impl Effective {
             (
                 "MTU",
                 match (self.vni, self.mtu) {
+                    (None, _) if host_gw => {
+                        "the node interface's MTU (host-gw does not encapsulate)".to_string()
+                    }
                     (None, _) => na(),
                     (Some(_), None) => format!(
                         "from the node interface (the VXLAN device gets interface MTU - {VXLAN_OVERHEAD})"
@@ -242,6 +346,14 @@ impl Effective {
                         "{m} (the VXLAN device gets {})",
                         m.saturating_sub(VXLAN_OVERHEAD)
                     ),
+                },
+            ),
+            (
+                "DirectRouting",
+                match self.direct_routing {
+                    None => na(),
+                    Some(false) => "false (every peer through VXLAN)".to_string(),
+                    Some(true) => "true (a peer whose PublicIP is on this node's link gets a route via it; the others go through VXLAN)".to_string(),
                 },
             ),
         ];
@@ -268,6 +380,9 @@ impl Effective {
         }
         if let Some(mtu) = self.mtu {
             s.push_str(&format!(", MTU {mtu}"));
+        }
+        if self.direct_routing == Some(true) {
+            s.push_str(", DirectRouting");
         }
         s
     }
@@ -337,12 +452,14 @@ fn diff_lines(
     out
 }
 
-/// Why weftd would refuse to start with a config that flannel accepts (weftd's own checks).
+/// Why weftd would refuse to start with a config that flannel accepts (weftd's own checks):
+/// vxlan (with or without DirectRouting) and host-gw run, every other backend is refused.
 pub fn weftd_refusals(cfg: &NetworkConfig) -> Vec<String> {
     let mut out = Vec::new();
     if let BackendConfig::Other { type_name } = &cfg.backend {
         out.push(format!(
-            "backend {type_name:?} is not available in weftd, which implements \"vxlan\"; weftd refuses to start (flanneld would run it)"
+            "backend {type_name:?} is not available in weftd, which refuses to start (flanneld would run it): {}",
+            backend_unavailable(type_name)
         ));
     }
     if cfg.enable_ipv6 {
@@ -357,8 +474,25 @@ pub fn weftd_refusals(cfg: &NetworkConfig) -> Vec<String> {
     out
 }
 
+/// What an operator must know about a config weftd runs, beyond its values: host-gw and
+/// DirectRouting send pod traffic unencapsulated, which the network between nodes must carry.
+pub fn backend_notes(cfg: &NetworkConfig) -> Vec<String> {
+    const CARRY: &str = "the network between the nodes must carry packets addressed to pod IPs (on EC2: turn off every instance's source/destination check, `aws ec2 modify-instance-attribute --instance-id <id> --no-source-dest-check`)";
+    match &cfg.backend {
+        BackendConfig::HostGw => vec![format!(
+            "host-gw routes each peer's subnet via the peer's PublicIP on the node's interface, unencapsulated: every node must be on one L2 network (a peer behind a router cannot be reached; use vxlan with --direct-routing there), and {CARRY}"
+        )],
+        BackendConfig::Vxlan(v) if v.direct_routing => vec![format!(
+            "DirectRouting routes a peer whose PublicIP is on the node's own L2 network via that IP, unencapsulated (the other peers go through VXLAN): {CARRY}"
+        )],
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn candidate(raw: &str) -> Candidate {
@@ -395,6 +529,7 @@ mod tests {
             vni: Some(7),
             port: Some(4789),
             mtu: Some(9001),
+            direct_routing: false,
         };
         let c = build_config(&spec).unwrap();
         assert_eq!(
@@ -474,7 +609,31 @@ mod tests {
                     vni: Some(2),
                     ..InitSpec::network("10.244.0.0/16")
                 },
-                "--backend \"host-gw\" is not available",
+                "--vni 2 is a vxlan option, but --backend host-gw has no VNI",
+            ),
+            (
+                InitSpec {
+                    backend: "host-gw".into(),
+                    port: Some(4789),
+                    ..InitSpec::network("10.244.0.0/16")
+                },
+                "--port 4789 is a vxlan option",
+            ),
+            (
+                InitSpec {
+                    backend: "host-gw".into(),
+                    mtu: Some(9001),
+                    ..InitSpec::network("10.244.0.0/16")
+                },
+                "--mtu 9001 is a vxlan option",
+            ),
+            (
+                InitSpec {
+                    backend: "host-gw".into(),
+                    direct_routing: true,
+                    ..InitSpec::network("10.244.0.0/16")
+                },
+                "--direct-routing is a vxlan option, but --backend host-gw always routes directly",
             ),
             (InitSpec::network("10.244.1.0/16"), "10.244.0.0/16"),
         ];
@@ -486,25 +645,189 @@ mod tests {
 
     #[test]
     fn other_backends_are_refused_with_the_fix() {
-        for backend in ["host-gw", "udp", "wireguard", "ipip"] {
+        for (backend, why) in [
+            (
+                "wireguard",
+                "neither this machine's kernel nor weft has WireGuard support",
+            ),
+            (
+                "ipsec",
+                "neither this machine's kernel nor weft has ESP (IPsec) support",
+            ),
+            (
+                "IPIP",
+                "neither this machine's kernel nor weft has IPIP support",
+            ),
+            ("udp", "udp is a debug-only backend in flannel itself"),
+            ("alloc", "programs no routes"),
+            ("extension", "shell commands"),
+            ("aws-vpc", "cloud provider's route table"),
+        ] {
             let err = build_config(&InitSpec {
                 backend: backend.into(),
                 ..InitSpec::network("10.244.0.0/16")
             })
             .unwrap_err();
-            assert!(
-                err.contains(&format!("--backend {backend:?} is not available"))
-                    && err.contains("pass --backend vxlan"),
-                "{err}"
-            );
+            for needle in [
+                &format!("--backend {backend:?} is not available: "),
+                why,
+                "weftd runs vxlan",
+                "and host-gw",
+                "pass --backend vxlan or --backend host-gw",
+            ] {
+                assert!(err.contains(needle), "{backend}: {err} (missing {needle})");
+            }
         }
+        let err = build_config(&InitSpec {
+            backend: "vxlan2".into(),
+            ..InitSpec::network("10.244.0.0/16")
+        })
+        .unwrap_err();
         assert!(
-            build_config(&InitSpec {
-                backend: "VXLAN".into(),
+            err.contains("--backend \"vxlan2\" is not a flannel backend")
+                && err.contains("pass --backend vxlan or --backend host-gw"),
+            "{err}"
+        );
+        // The type is written as flannel names it, whatever the case of the flag.
+        let c = build_config(&InitSpec {
+            backend: " VXLAN".into(),
+            ..InitSpec::network("10.244.0.0/16")
+        })
+        .unwrap();
+        assert_eq!(
+            c.raw,
+            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#
+        );
+    }
+
+    #[test]
+    fn host_gw_writes_only_its_type_and_weftd_runs_it() {
+        for flag in ["host-gw", "Host-GW"] {
+            let c = build_config(&InitSpec {
+                backend: flag.into(),
+                subnet_len: Some(25),
                 ..InitSpec::network("10.244.0.0/16")
             })
-            .is_ok()
+            .unwrap();
+            assert_eq!(
+                c.raw,
+                r#"{"Network":"10.244.0.0/16","SubnetLen":25,"Backend":{"Type":"host-gw"}}"#
+            );
+            assert_eq!(c.config.backend, BackendConfig::HostGw);
+            assert!(weftd_refusals(&c.config).is_empty());
+        }
+        let c = build_config(&InitSpec {
+            backend: "host-gw".into(),
+            ..InitSpec::network("10.244.0.0/16")
+        })
+        .unwrap();
+        let e = Effective::of(&c.config);
+        assert_eq!(
+            (e.vni, e.port, e.mtu, e.direct_routing),
+            (None, None, None, None)
         );
+        let lines: BTreeMap<&str, String> = e.lines().into_iter().collect();
+        assert!(
+            lines["Backend"]
+                .starts_with("host-gw (a route per peer subnet via the peer's PublicIP"),
+            "{lines:?}"
+        );
+        assert!(lines["Backend"].contains("one L2 network"), "{lines:?}");
+        assert_eq!(lines["VNI"], "n/a (backend host-gw)");
+        assert_eq!(lines["Port"], "n/a (backend host-gw)");
+        assert_eq!(
+            lines["MTU"],
+            "the node interface's MTU (host-gw does not encapsulate)"
+        );
+        assert_eq!(lines["DirectRouting"], "n/a (backend host-gw)");
+        assert_eq!(
+            e.summary(),
+            "Network 10.244.0.0/16, SubnetLen 24, 255 subnets (10.244.1.0 .. 10.244.255.0), backend host-gw"
+        );
+        let notes = backend_notes(&c.config);
+        assert!(
+            notes.len() == 1
+                && notes[0].contains("one L2 network")
+                && notes[0].contains("--no-source-dest-check"),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn direct_routing_is_written_for_vxlan_and_shown() {
+        let c = build_config(&InitSpec {
+            vni: Some(4),
+            direct_routing: true,
+            ..InitSpec::network("10.244.0.0/16")
+        })
+        .unwrap();
+        assert_eq!(
+            c.raw,
+            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":4,"DirectRouting":true}}"#
+        );
+        assert_eq!(c.config.vxlan().map(|v| v.direct_routing), Some(true));
+        assert!(weftd_refusals(&c.config).is_empty());
+        let e = Effective::of(&c.config);
+        assert_eq!(e.direct_routing, Some(true));
+        assert!(
+            e.summary().ends_with(", VNI 4, port 8472, DirectRouting"),
+            "{}",
+            e.summary()
+        );
+        let lines: BTreeMap<&str, String> = e.lines().into_iter().collect();
+        assert!(
+            lines["DirectRouting"]
+                .starts_with("true (a peer whose PublicIP is on this node's link"),
+            "{lines:?}"
+        );
+        assert!(backend_notes(&c.config)[0].starts_with("DirectRouting routes a peer"));
+        // Without the flag nothing changes: no key, no note, and the line says false.
+        let plain = build_config(&InitSpec::network("10.244.0.0/16")).unwrap();
+        assert!(!plain.raw.contains("DirectRouting"));
+        assert!(backend_notes(&plain.config).is_empty());
+        let e = Effective::of(&plain.config);
+        assert!(!e.summary().contains("DirectRouting"));
+        let lines: BTreeMap<&str, String> = e.lines().into_iter().collect();
+        assert_eq!(lines["DirectRouting"], "false (every peer through VXLAN)");
+        // Switching it on is a difference `weft network init` shows before --force.
+        let Decision::Refuse { diff } = decide(Some(plain.raw.as_bytes()), &c, false) else {
+            panic!("expected a refusal");
+        };
+        assert!(
+            diff.iter().any(|l| l.starts_with("  DirectRouting: false (every peer through VXLAN) -> true")),
+            "{diff:?}"
+        );
+    }
+
+    #[test]
+    fn weftd_refuses_only_the_backends_it_does_not_run() {
+        let parse = |t: &str| NetworkConfig::parse(t.as_bytes()).unwrap();
+        for ok in [
+            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#,
+            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#,
+            r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#,
+        ] {
+            assert_eq!(weftd_refusals(&parse(ok)), Vec::<String>::new(), "{ok}");
+        }
+        for (backend, needle) in [
+            ("wireguard", "WireGuard support"),
+            ("ipsec", "ESP (IPsec) support"),
+            ("ipip", "IPIP support"),
+            ("udp", "debug-only backend in flannel itself"),
+        ] {
+            let cfg = parse(&format!(
+                r#"{{"Network":"10.244.0.0/16","Backend":{{"Type":"{backend}"}}}}"#
+            ));
+            let refusals = weftd_refusals(&cfg);
+            assert_eq!(refusals.len(), 1, "{refusals:?}");
+            for n in [
+                &format!("backend {backend:?} is not available in weftd, which refuses to start"),
+                needle,
+                "weftd runs vxlan",
+            ] {
+                assert!(refusals[0].contains(n), "{refusals:?} (missing {n})");
+            }
+        }
     }
 
     #[test]

@@ -93,7 +93,8 @@ pub struct InitArgs {
     /// Last subnet handed out (default: the last subnet of the network).
     #[arg(long, value_name = "IP", conflicts_with_all = ["json", "from_file"])]
     pub subnet_max: Option<Ipv4Addr>,
-    /// Backend type: vxlan, the only one weftd implements (others are refused).
+    /// Backend type: vxlan, or host-gw when every node is on one L2 network (the backends
+    /// weftd runs; others are refused).
     #[arg(long, default_value = "vxlan", conflicts_with_all = ["json", "from_file"])]
     pub backend: String,
     /// VXLAN network identifier (vxlan; default 1).
@@ -105,6 +106,10 @@ pub struct InitArgs {
     /// Underlay MTU (vxlan; the VXLAN device gets MTU - 50; default: the node interface's MTU).
     #[arg(long, value_name = "N", allow_negative_numbers = true, conflicts_with_all = ["json", "from_file"])]
     pub mtu: Option<u64>,
+    /// DirectRouting (vxlan): a peer whose PublicIP is on the node's own L2 network is routed
+    /// via that IP unencapsulated, the others go through VXLAN.
+    #[arg(long, conflicts_with_all = ["json", "from_file"])]
+    pub direct_routing: bool,
     /// Write this file's content as the config (validated first).
     #[arg(long, value_name = "PATH")]
     pub from_file: Option<PathBuf>,
@@ -206,6 +211,8 @@ mod tests {
                 "--port",
                 "0",
             ][..],
+            &["--backend", "host-gw", "--subnet-len", "26"][..],
+            &["--direct-routing", "--mtu", "9001"][..],
         ] {
             let mut argv = vec!["weft", "--etcd-endpoints", "http://10.0.0.5:2379"];
             argv.extend_from_slice(extra);
@@ -220,6 +227,21 @@ mod tests {
                 parsed.network.map(|n| n.to_string()).as_deref(),
                 "{extra:?}"
             );
+            // The command writes the very config the manifest's ConfigMap carries.
+            let init = <InitArgs as clap::FromArgMatches>::from_arg_matches(&init).unwrap();
+            let built = crate::netconf::build_config(&crate::netconf::InitSpec {
+                network: init.network.clone().unwrap(),
+                subnet_len: init.subnet_len,
+                subnet_min: init.subnet_min,
+                subnet_max: init.subnet_max,
+                backend: init.backend.clone(),
+                vni: init.vni,
+                port: init.port,
+                mtu: init.mtu,
+                direct_routing: init.direct_routing,
+            })
+            .unwrap();
+            assert_eq!(built.config, parsed, "{extra:?}: {:?}", spec.network_init);
         }
     }
 }

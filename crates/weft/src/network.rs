@@ -21,6 +21,9 @@ fn write_notes(out: &mut Outcome, cfg: &NetworkConfig) {
     for r in weftd_refusals(cfg) {
         out.note(format!("warning: {r}"));
     }
+    for n in netconf::backend_notes(cfg) {
+        out.note(n);
+    }
     if cfg.backend_defaulted {
         out.note("warning: the config names no Backend.Type: weftd uses vxlan but flanneld would use udp; add \"Backend\": {\"Type\": \"vxlan\"} so both agree");
     }
@@ -57,6 +60,7 @@ fn init_candidate(args: &InitArgs) -> Result<Candidate> {
         vni: args.vni,
         port: args.port,
         mtu: args.mtu,
+        direct_routing: args.direct_routing,
     };
     netconf::build_config(&spec).map_err(anyhow::Error::msg)
 }
@@ -558,7 +562,11 @@ mod tests {
         let hostgw =
             NetworkConfig::parse(br#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#)
                 .unwrap();
-        assert!(weftd_refusals(&hostgw)[0].contains("host-gw"));
+        assert!(weftd_refusals(&hostgw).is_empty());
+        let wireguard =
+            NetworkConfig::parse(br#"{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}"#)
+                .unwrap();
+        assert!(weftd_refusals(&wireguard)[0].contains("WireGuard support"));
         let v6 = NetworkConfig::parse(
             br#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48"}"#,
         )

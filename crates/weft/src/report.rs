@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use serde::{Serialize, Serializer};
-use weft_core::config::NetworkConfig;
+use weft_core::config::{BackendConfig, NetworkConfig};
 use weft_core::lease::{Lease, LeaseAttrs};
 use weft_core::peer::{PeerVerdict, classify_lease};
 
@@ -314,6 +314,8 @@ fn base_row(cfg: Option<&NetworkConfig>, input: LeaseInput) -> (Row, Option<Leas
     row.public_ip = Some(attrs.public_ip);
     row.backend_type = attrs.backend_type.clone();
     let is_vxlan = attrs.backend_type.as_deref() == Some("vxlan");
+    // host-gw leases carry no BackendData (flanneld writes none): nothing to decode.
+    let is_host_gw = attrs.backend_type.as_deref() == Some("host-gw");
     if is_vxlan {
         match attrs.vxlan_data() {
             Ok(d) => {
@@ -330,11 +332,16 @@ fn base_row(cfg: Option<&NetworkConfig>, input: LeaseInput) -> (Row, Option<Leas
         for reason in outside {
             row.flag(Flag::Outside, reason);
         }
-        // Inside the config: ask the same code weftd uses whether it would program this peer.
-        // Its data checks (VNI, MAC, public IP) become BAD; vxlan data errors are already there.
+        // Inside the config: ask the same code weftd uses whether it would program this peer
+        // (a lease of the config's backend). Its data checks (VNI, MAC, public IP) become
+        // BAD; vxlan data errors are already there.
+        let of_config = match &cfg.backend {
+            BackendConfig::Vxlan(_) => is_vxlan && row.vni.is_some(),
+            BackendConfig::HostGw => is_host_gw,
+            BackendConfig::Other { .. } => false,
+        };
         if inside
-            && is_vxlan
-            && row.vni.is_some()
+            && of_config
             && let PeerVerdict::Reject(reason) = classify_lease(
                 cfg,
                 None,
@@ -350,10 +357,10 @@ fn base_row(cfg: Option<&NetworkConfig>, input: LeaseInput) -> (Row, Option<Leas
                 .to_string();
             row.flag(Flag::Bad, format!("weftd would not program it: {reason}"));
         }
-    } else if is_vxlan && row.vni.is_some() && attrs.public_ip.is_unspecified() {
+    } else if ((is_vxlan && row.vni.is_some()) || is_host_gw) && attrs.public_ip.is_unspecified() {
         row.flag(
             Flag::Bad,
-            "PublicIP is 0.0.0.0 (missing), so no node can reach this VTEP".into(),
+            "PublicIP is 0.0.0.0 (missing), so no node can reach this node".into(),
         );
     }
     (row, Some(attrs))
@@ -535,6 +542,66 @@ mod tests {
         assert_eq!(json["rows"][0]["ttl"], "reservation");
         assert_eq!(json["rows"][1]["ttl"], 86000);
         assert_eq!(json["rows"][1]["subnet"], "10.244.3.0/24");
+    }
+
+    /// A host-gw lease exactly as flanneld writes it: no BackendData.
+    fn hostgw(ip: &str) -> Vec<u8> {
+        format!(r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"host-gw"}}"#).into_bytes()
+    }
+
+    #[test]
+    fn host_gw_leases_are_clean_rows_without_vxlan_data() {
+        let hostgw_cfg =
+            NetworkConfig::parse(br#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#)
+                .unwrap();
+        for cfg in [Some(&hostgw_cfg), Some(&cfg()), None] {
+            let r = build(
+                cfg,
+                vec![
+                    input("10.244.1.0-24", hostgw("10.0.0.1"), Ttl::Seconds(86000)),
+                    input("10.244.2.0-24", hostgw("10.0.0.2"), Ttl::Seconds(86000)),
+                ],
+            );
+            assert_eq!(r.problem_count(), 0, "{cfg:?}: {:?}", r.rows);
+            let row = row(&r, "10.244.2.0-24");
+            assert_eq!(row.backend_type.as_deref(), Some("host-gw"));
+            assert_eq!((row.vtep_mac.as_deref(), row.vni), (None, None));
+            assert_eq!(row.public_ip, Some(Ipv4Addr::new(10, 0, 0, 2)));
+        }
+        // With a host-gw config weftd's own judging applies to host-gw leases as to vxlan
+        // ones: a loopback PublicIP, or a missing one, is BAD.
+        let r = build(
+            Some(&hostgw_cfg),
+            vec![
+                input("10.244.1.0-24", hostgw("127.0.0.1"), Ttl::Seconds(86000)),
+                input("10.244.2.0-24", hostgw("0.0.0.0"), Ttl::Seconds(86000)),
+            ],
+        );
+        for key in ["10.244.1.0-24", "10.244.2.0-24"] {
+            let row = row(&r, key);
+            assert!(
+                row.flags.contains(&Flag::Bad)
+                    && row.problems[0]
+                        .message
+                        .starts_with("weftd would not program it"),
+                "{row:?}"
+            );
+        }
+        let r = build(
+            None,
+            vec![input(
+                "10.244.2.0-24",
+                hostgw("0.0.0.0"),
+                Ttl::Seconds(86000),
+            )],
+        );
+        assert!(
+            r.rows[0].problems[0]
+                .message
+                .contains("PublicIP is 0.0.0.0"),
+            "{:?}",
+            r.rows
+        );
     }
 
     #[test]

@@ -403,15 +403,17 @@ pub fn analyse(rows: &[Row], probes: Option<&BTreeMap<Ipv4Addr, Probe>>, now: u6
     }
     let mut pairs = Vec::new();
     if let Some(probes) = probes {
-        // The nodes that must program each other: VXLAN leases with a subnet and public IP.
+        // The nodes that must program each other: leases of a backend weftd runs (vxlan,
+        // host-gw) with a subnet and public IP. A node programs only leases of its own backend.
         let peers: Vec<(&Row, Ipv4Net, Ipv4Addr)> = rows
             .iter()
             .filter(|r| {
-                r.backend_type.as_deref() == Some("vxlan") && !r.flags.contains(&report::Flag::Bad)
+                matches!(r.backend_type.as_deref(), Some("vxlan" | "host-gw"))
+                    && !r.flags.contains(&report::Flag::Bad)
             })
             .filter_map(|r| Some((r, r.subnet?, r.public_ip?)))
             .collect();
-        for (_, from, from_ip) in &peers {
+        for (from_row, from, from_ip) in &peers {
             let Some(probe) = probes.get(from_ip) else {
                 continue;
             };
@@ -420,14 +422,17 @@ pub fn analyse(rows: &[Row], probes: Option<&BTreeMap<Ipv4Addr, Probe>>, now: u6
                 .map(|d| d.peers.iter().map(|p| (p.subnet, p)).collect())
                 .unwrap_or_default();
             for (to_row, to, to_ip) in &peers {
-                if to == from || to_ip == from_ip {
+                if to == from || to_ip == from_ip || to_row.backend_type != from_row.backend_type {
                     continue;
                 }
                 let state = match (doc, known.get(to)) {
                     (None, _) => PairState::Unknown,
                     (Some(_), None) => PairState::Missing,
                     (Some(_), Some(p)) => {
-                        if Some(p.vtep_mac.to_string()) != to_row.vtep_mac {
+                        // A host-gw lease has no VTEP MAC (weftd reports all zeros): no check.
+                        if to_row.vtep_mac.is_some()
+                            && Some(p.vtep_mac.to_string()) != to_row.vtep_mac
+                        {
                             PairState::StaleMac
                         } else if p.public_ip != *to_ip {
                             PairState::StaleIp
@@ -453,8 +458,13 @@ pub fn analyse(rows: &[Row], probes: Option<&BTreeMap<Ipv4Addr, Probe>>, now: u6
                         known[to].public_ip
                     )),
                     PairState::Incomplete => Some(format!(
-                        "has peer {to} ({to_ip}) but its device lacks the {} (weftd repairs this on its next pass; if it stays, see its log)",
-                        known[to].missing.join(", ")
+                        "has peer {to} ({to_ip}) but its kernel lacks the {} {} (weftd repairs this on its next pass; if it stays, see its log)",
+                        known[to].missing.join(", "),
+                        if known[to].direct {
+                            "via its PublicIP"
+                        } else {
+                            "on its VXLAN device"
+                        }
                     )),
                 };
                 if let Some(why) = why {
@@ -473,7 +483,7 @@ pub fn analyse(rows: &[Row], probes: Option<&BTreeMap<Ipv4Addr, Probe>>, now: u6
                             severity: Severity::Warn,
                             node: from.to_string(),
                             message: format!(
-                                "has programmed {} ({}), which is not a VXLAN lease in etcd now",
+                                "has programmed {} ({}), which is not a lease of its backend in etcd now",
                                 p.subnet, p.public_ip
                             ),
                         });
@@ -706,7 +716,7 @@ mod tests {
         for needle in [
             "FAIL 10.244.3.0/24: weftd unreachable at http://192.168.0.3:8081/peers",
             "FAIL 10.244.1.0/24: has programmed peer 10.244.2.0/24 with VTEP MAC 0a:00:00:00:00:07",
-            "FAIL 10.244.1.0/24: has peer 10.244.3.0/24 (192.168.0.3) but its device lacks the route",
+            "FAIL 10.244.1.0/24: has peer 10.244.3.0/24 (192.168.0.3) but its kernel lacks the route on its VXLAN device",
             "FAIL 10.244.2.0/24: has not programmed peer 10.244.4.0/24",
             "DUPLICATE-MAC: VTEP MAC 0a:00:00:00:00:03 is also published by 10.244.4.0-24",
             "WARN 10.244.2.0/24: EXPIRING: 5m left",
@@ -720,6 +730,75 @@ mod tests {
         assert!(last_fail < text.find("  WARN ").unwrap(), "{text}");
         assert!(s.fails() > 0);
         assert!(text.trim_end().ends_with(": FAIL"), "{text}");
+    }
+
+    /// A host-gw lease exactly as flanneld writes it, and what a host-gw weftd's /peers says.
+    fn hostgw_lease(n: u8) -> LeaseInput {
+        LeaseInput {
+            value: format!(
+                r#"{{"PublicIP":"192.168.0.{n}","PublicIPv6":null,"BackendType":"host-gw"}}"#
+            )
+            .into_bytes(),
+            ..lease(n, 0, 86000)
+        }
+    }
+
+    fn hostgw_doc(own: u8, peers: &[u8]) -> PeersDoc {
+        let mut d = doc(own, &peers.iter().map(|n| (*n, 0)).collect::<Vec<_>>());
+        for p in &mut d.peers {
+            p.vtep_mac = MacAddr::default();
+            p.direct = true;
+        }
+        d
+    }
+
+    #[test]
+    fn host_gw_nodes_are_checked_without_a_vtep_mac() {
+        // Nodes 1 to 3 run host-gw; node 9 is a leftover vxlan lease, which host-gw nodes
+        // do not program (nor it them).
+        let rows = rows(vec![
+            hostgw_lease(1),
+            hostgw_lease(2),
+            hostgw_lease(3),
+            lease(9, 9, 86000),
+        ]);
+        assert!(rows.iter().all(|r| r.problems.is_empty()), "{rows:?}");
+        let mut d3 = hostgw_doc(3, &[1, 2]);
+        d3.peers[1].programmed = false;
+        d3.peers[1].missing = vec!["route".into()];
+        let probes: BTreeMap<_, _> = [
+            probe(1, Ok(hostgw_doc(1, &[2, 3]))),
+            probe(2, Ok(hostgw_doc(2, &[3]))),
+            probe(3, Ok(d3)),
+            probe(9, Ok(doc(9, &[]))),
+        ]
+        .into();
+        let s = analyse(&rows, Some(&probes), 1060);
+        let state = |a, b| {
+            s.pairs
+                .iter()
+                .find(|p| p.from == sub(a) && p.to == sub(b))
+                .map(|p| p.state)
+        };
+        assert_eq!(state(1, 2), Some(PairState::Ok));
+        assert_eq!(state(1, 3), Some(PairState::Ok));
+        assert_eq!(state(2, 1), Some(PairState::Missing));
+        assert_eq!(state(3, 2), Some(PairState::Incomplete));
+        assert_eq!(state(1, 9), None);
+        assert_eq!(state(9, 1), None);
+        assert_eq!(s.pairs.len(), 6, "{:?}", s.pairs);
+        let messages: Vec<&str> = s.problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0].starts_with("has not programmed peer 10.244.1.0/24"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].ends_with("but its kernel lacks the route via its PublicIP (weftd repairs this on its next pass; if it stays, see its log)"),
+            "{messages:?}"
+        );
+        let text = s.render_text();
+        assert!(text.contains("10.244.2.0/24  192.168.0.2  -"), "{text}");
     }
 
     #[test]

@@ -297,28 +297,54 @@ fn cases() -> Vec<Case> {
             &["--mtu: Backend.MTU 10", "e.g. 1500"],
         ),
         case(
-            "network init --backend host-gw",
+            "network init --backend wireguard",
             1,
-            &init(&["--network", "10.244.0.0/16", "--backend", "host-gw"]),
+            &init(&["--network", "10.244.0.0/16", "--backend", "wireguard"]),
             &[
-                "--backend \"host-gw\" is not available: weftd implements only the vxlan backend",
-                "pass --backend vxlan",
+                "--backend \"wireguard\" is not available: neither this machine's kernel nor weft has WireGuard support",
+                "pass --backend vxlan or --backend host-gw",
             ],
         ),
         case(
-            "manifest --backend host-gw (the same message)",
+            "manifest --backend udp (the same kind of message)",
             1,
             &[
                 "manifest",
                 "--etcd-endpoints",
                 "http://10.0.0.1:2379",
                 "--backend",
-                "host-gw",
+                "udp",
             ],
             &[
-                "--backend \"host-gw\" is not available: weftd implements only the vxlan backend",
-                "pass --backend vxlan",
+                "--backend \"udp\" is not available: udp is a debug-only backend in flannel itself",
+                "pass --backend vxlan or --backend host-gw",
             ],
+        ),
+        case(
+            "network init --backend host-gw --mtu",
+            1,
+            &init(&[
+                "--network",
+                "10.244.0.0/16",
+                "--backend",
+                "host-gw",
+                "--mtu",
+                "9001",
+            ]),
+            &[
+                "--mtu 9001 is a vxlan option, but --backend host-gw has no MTU option",
+                "drop --mtu",
+            ],
+        ),
+        case(
+            "network init --direct-routing with --json",
+            2,
+            &init(&[
+                "--json",
+                r#"{"Network":"10.244.0.0/16"}"#,
+                "--direct-routing",
+            ]),
+            &["--direct-routing", "--json"],
         ),
         case(
             "--json truncated",

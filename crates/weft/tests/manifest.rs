@@ -159,7 +159,8 @@ fn plain_http_warns_on_stderr_only() {
 fn bad_flags_fail_with_the_flag_named_and_nothing_on_stdout() {
     for (args, flag) in [
         (vec!["--network", "10.244.0.0/33"], "--network"),
-        (vec!["--backend", "host-gw"], "--backend"),
+        (vec!["--backend", "ipip"], "--backend"),
+        (vec!["--backend", "host-gw", "--port", "4789"], "--port"),
         (vec!["--kubernetes-version", "1.28"], "--kubernetes-version"),
         (vec!["--vni", "99999999"], "--vni"),
         (vec!["--etcd-tls-secret", "s"], "--etcd-tls-secret"),

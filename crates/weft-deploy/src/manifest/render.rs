@@ -7,6 +7,7 @@
 
 use super::Spec;
 use super::yaml::{self, Doc, Map, Node, strs};
+use crate::netconf::BackendFlag;
 
 const SERVICE_ACCOUNT: &str = "flannel";
 const CONFIG_MAP: &str = "kube-flannel-cfg";
@@ -125,9 +126,14 @@ pub fn to_json(spec: &Spec) -> String {
 }
 
 fn header(spec: &Spec) -> Vec<String> {
+    let backend = match (spec.backend, spec.direct_routing) {
+        (BackendFlag::Vxlan, false) => "VXLAN",
+        (BackendFlag::Vxlan, true) => "VXLAN with DirectRouting",
+        (BackendFlag::HostGw, _) => "host-gw routes",
+    };
     vec![
         format!(
-            "weft: a flanneld-compatible pod network (weftd, subnet leases in etcd v3, VXLAN) for Kubernetes {}.",
+            "weft: a flanneld-compatible pod network (weftd, subnet leases in etcd v3, {backend}) for Kubernetes {}.",
             spec.kube
         ),
         "Rendered by `weft manifest`; apply with: weft manifest <same flags> | kubectl apply -f -"

@@ -13,14 +13,14 @@ use weft_cni::install::{
     missing_plugins,
 };
 use weft_core::config::{BackendConfig, NetworkConfig, VXLAN_OVERHEAD};
-use weft_core::dataplane::{Op, diff};
+use weft_core::dataplane::{KernelState, Op, Owned, RouteEntry, diff};
 use weft_core::lease::{Lease, LeaseAttrs};
-use weft_core::peer::{Peer, PeerVerdict, classify_lease};
+use weft_core::peer::{Peer, PeerVerdict, Reach, ReachMode, classify_lease};
 use weft_core::rules::{FORWARD_CHAIN, MASQ_CHAIN, Table, masq_rules, plan_sync};
 use weft_core::subnet_env::SubnetEnv;
 use weft_net::netlink::KERNEL_DEFAULT_VXLAN_PORT;
 
-use super::facts::{Facts, FileText};
+use super::facts::{Facts, FileText, NetFacts};
 use super::parse;
 use crate::cleanup::plan::{Action, Area, is_aws_config};
 use crate::cleanup::snapshot::Kind;
@@ -343,7 +343,7 @@ fn network_config(f: &Facts) -> Finding {
                     NETWORK_CONFIG,
                     format!("{key}: {summary}"),
                     format!("weftd cannot run this config: {}", refusals.join("; ")),
-                    "write a vxlan IPv4 config weftd runs: `weft network init --force --network <CIDR>` (with --vni/--port/--mtu as needed), then restart weftd on every node",
+                    "write an IPv4 config with a backend weftd runs: `weft network init --force --network <CIDR>` for vxlan (with --vni/--port/--mtu/--direct-routing as needed), or add --backend host-gw when every node is on one L2 network; then restart weftd on every node",
                 );
             }
             if cfg.backend_defaulted {
@@ -520,7 +520,7 @@ fn lease(f: &Facts, d: &Derived) -> Finding {
         return Finding::fail(
             LEASE,
             format!("{head}, lease {key} has no PublicIP"),
-            "peers cannot reach this node's VTEP",
+            "peers cannot reach this node",
             "restart weftd on this node",
         );
     };
@@ -762,7 +762,9 @@ fn vxlan_device(f: &Facts, d: &Derived) -> Finding {
 // ---------------------------------------------------------------------------------------
 // 5. peers
 
-fn op_command(op: &Op, dev: &str) -> String {
+/// The command for `op`: `dev` is the VXLAN device, `ext` the external interface (where a
+/// direct route goes).
+fn op_command(op: &Op, dev: &str, ext: &str) -> String {
     match op {
         Op::SetNeigh(n) => format!(
             "ip neigh replace {} lladdr {} dev {dev} nud permanent",
@@ -772,16 +774,75 @@ fn op_command(op: &Op, dev: &str) -> String {
             "bridge fdb replace {} dev {dev} dst {} self permanent",
             e.mac, e.dst
         ),
-        Op::SetRoute(r) => match r.gw {
-            Some(gw) => format!("ip route replace {} via {gw} dev {dev} onlink", r.dst),
-            None => format!("ip route replace {} dev {dev}", r.dst),
+        Op::SetRoute(r) => match (r.gw, r.underlay) {
+            (Some(gw), true) => format!("ip route replace {} via {gw} dev {ext}", r.dst),
+            (Some(gw), false) => format!("ip route replace {} via {gw} dev {dev} onlink", r.dst),
+            (None, _) => format!(
+                "ip route replace {} dev {}",
+                r.dst,
+                if r.underlay { ext } else { dev }
+            ),
         },
         Op::DelNeigh(n) => format!("ip neigh del {} dev {dev}", n.ip),
         Op::DelFdb(e) => format!("bridge fdb del {} dev {dev} dst {} self", e.mac, e.dst),
-        Op::DelRoute(r) => match r.gw {
-            Some(gw) => format!("ip route del {} via {gw} dev {dev}", r.dst),
-            None => format!("ip route del {} dev {dev}", r.dst),
-        },
+        Op::DelRoute(r) => {
+            let link = if r.underlay { ext } else { dev };
+            match r.gw {
+                Some(gw) => format!("ip route del {} via {gw} dev {link}", r.dst),
+                None => format!("ip route del {} dev {link}", r.dst),
+            }
+        }
+    }
+}
+
+/// The external interface for direct routes: the link holding this node's lease's PublicIP,
+/// with its direct routes (into `network`) as read. `Err` is the finding when it cannot be
+/// known or read.
+fn external_routes(
+    net: &NetFacts,
+    d: &Derived,
+    network: Ipv4Net,
+) -> Result<(u32, String, Vec<RouteEntry>), Finding> {
+    let Some(own) = d.own_lease() else {
+        return Err(Finding::skip(
+            PEERS,
+            "this node's lease is not known (see lease), so neither its external interface nor its direct routes can be checked",
+        ));
+    };
+    let ip = own.attrs.public_ip;
+    let Some(index) = net.addrs.iter().find(|(_, a)| *a == ip).map(|(i, _)| *i) else {
+        return Err(Finding::skip(
+            PEERS,
+            format!(
+                "this node's PublicIP {ip} is not a local address (see lease), so its external interface is not known"
+            ),
+        ));
+    };
+    let name = net.link(index).map_or("?", |l| l.name.as_str()).to_string();
+    let owned = Owned {
+        device: None,
+        underlay: Some((index, network)),
+    };
+    match net.underlay_state_of(index) {
+        Some(Ok(state)) => Ok((
+            index,
+            name,
+            state
+                .routes
+                .iter()
+                .filter_map(|r| owned.route(index, *r))
+                .collect(),
+        )),
+        Some(Err(e)) => Err(Finding::warn(
+            PEERS,
+            format!("cannot read the routes of {name}: {e}"),
+            "the direct routes to the peers could not be checked",
+            "run weft doctor as root on the node",
+        )),
+        None => Err(Finding::skip(
+            PEERS,
+            format!("the routes of {name} were not read"),
+        )),
     }
 }
 
@@ -789,15 +850,19 @@ fn peers(f: &Facts, d: &Derived) -> Finding {
     let Some(cfg) = &d.cfg else {
         return Finding::skip(PEERS, "no usable network config (see network-config)");
     };
-    if cfg.vxlan().is_none() {
+    if let BackendConfig::Other { type_name } = &cfg.backend {
         return Finding::skip(
             PEERS,
-            format!("the backend is {:?}, not vxlan", cfg.backend.type_name()),
+            format!("the backend is {type_name:?}, which weftd does not run (see network-config)"),
         );
     }
+    let Some(network) = cfg.network else {
+        return Finding::skip(PEERS, "the network config has no IPv4 Network");
+    };
     let Some(leases) = &d.leases else {
         return Finding::skip(PEERS, "the leases could not be read from etcd (see etcd)");
     };
+    let mode = ReachMode::of(cfg);
     let name = d.device_name();
     let Ok(net) = &f.net else {
         return Finding::skip(
@@ -805,33 +870,61 @@ fn peers(f: &Facts, d: &Derived) -> Finding {
             "the kernel state could not be read (see vxlan-device)",
         );
     };
-    let Some(dev) = net.link_named(&name) else {
-        return Finding::skip(PEERS, format!("{name} does not exist (see vxlan-device)"));
-    };
-    let state = match net.state_of(dev.index) {
-        Some(Ok(s)) => s,
-        Some(Err(e)) => {
-            return Finding::warn(
-                PEERS,
-                format!("cannot read the neighbours, FDB and routes of {name}: {e}"),
-                "the peers could not be checked",
-                "run weft doctor as root on the node",
-            );
+    // What weft owns in the kernel: the VXLAN device's entries (none with host-gw) and the
+    // direct routes on the external interface (host-gw, DirectRouting).
+    let mut state = KernelState::default();
+    if cfg.vxlan().is_some() {
+        let Some(dev) = net.link_named(&name) else {
+            return Finding::skip(PEERS, format!("{name} does not exist (see vxlan-device)"));
+        };
+        match net.state_of(dev.index) {
+            Some(Ok(s)) => state = s.clone(),
+            Some(Err(e)) => {
+                return Finding::warn(
+                    PEERS,
+                    format!("cannot read the neighbours, FDB and routes of {name}: {e}"),
+                    "the peers could not be checked",
+                    "run weft doctor as root on the node",
+                );
+            }
+            None => return Finding::skip(PEERS, format!("the state of {name} was not read")),
         }
-        None => return Finding::skip(PEERS, format!("the state of {name} was not read")),
+    }
+    let mut reach = Reach {
+        mode,
+        iface: String::new(),
+        on_link: Vec::new(),
+    };
+    if mode != ReachMode::Vxlan {
+        let (index, ext, routes) = match external_routes(net, d, network) {
+            Ok(r) => r,
+            Err(finding) => return finding,
+        };
+        state.routes.extend(routes);
+        reach.on_link = net.networks_of(index);
+        reach.iface = ext;
+    }
+    let ext = reach.iface.clone();
+    let place = match mode {
+        ReachMode::Vxlan => name.clone(),
+        ReachMode::VxlanDirect => format!("{name} and {ext}"),
+        ReachMode::HostGw => ext.clone(),
     };
     let own = d.own_subnet();
     let mut programmed: Vec<Peer> = Vec::new();
     let mut rejected = Vec::new();
     for l in leases {
         match classify_lease(cfg, own, l) {
-            PeerVerdict::Peer(p) => programmed.push(p),
+            PeerVerdict::Peer(p) => match reach.decide(p) {
+                Ok(p) => programmed.push(p),
+                Err(why) => rejected.push(why),
+            },
             PeerVerdict::Reject(why) => rejected.push(why),
             PeerVerdict::Ignore(_) => {}
         }
     }
     programmed.sort();
-    let ops = diff(&programmed, state);
+    let ops = diff(&programmed, &state);
     // Missing or wrong entries, grouped by the peer they belong to.
     let mut missing: BTreeMap<Ipv4Net, (Ipv4Addr, Vec<&'static str>)> = BTreeMap::new();
     let mut repair = Vec::new();
@@ -850,14 +943,14 @@ fn peers(f: &Facts, d: &Derived) -> Finding {
             ),
             Op::SetRoute(r) => (
                 programmed.iter().find(|p| p.subnet.trunc() == r.dst),
-                "route",
+                if r.underlay { "direct route" } else { "route" },
             ),
             _ => {
-                stale.push(format!("`{}`", op_command(op, &name)));
+                stale.push(format!("`{}`", op_command(op, &name, &ext)));
                 continue;
             }
         };
-        repair.push(format!("`{}`", op_command(op, &name)));
+        repair.push(format!("`{}`", op_command(op, &name, &ext)));
         if let Some(p) = peer {
             missing
                 .entry(p.subnet)
@@ -876,15 +969,22 @@ fn peers(f: &Facts, d: &Derived) -> Finding {
             .iter()
             .map(|(s, (ip, what))| format!("{s} (node {ip}): {} missing or wrong", what.join(", ")))
             .collect();
+        let needs = match mode {
+            ReachMode::Vxlan => "each peer needs a permanent neighbour (ARP) entry for its subnet address, an FDB entry sending its VTEP MAC to its public IP, and an onlink route".to_string(),
+            ReachMode::VxlanDirect => format!("a peer on {ext}'s network (DirectRouting) needs a route to its subnet via its PublicIP on {ext}; any other peer a permanent neighbour (ARP) entry for its subnet address, an FDB entry sending its VTEP MAC to its public IP, and an onlink route on {name}"),
+            ReachMode::HostGw => format!("each peer (host-gw) needs a route to its subnet via its PublicIP on {ext}"),
+        };
         return Finding::fail(
             PEERS,
             format!(
-                "{} of {} not programmed on {name}: {}{rejected_text}",
+                "{} of {} not programmed on {place}: {}{rejected_text}",
                 missing.len(),
                 plural(programmed.len(), "peer", "peers"),
                 list.join("; ")
             ),
-            "pods on this node cannot reach pods in those subnets: each peer needs a permanent neighbour (ARP) entry for its subnet address, an FDB entry sending its VTEP MAC to its public IP, and an onlink route. weftd programs them from the leases and repairs them on every change, so missing entries mean weftd is not running here, lost etcd, or failed to program them (its log and weft_errors_total{kind=\"netlink\"} say why)",
+            format!(
+                "pods on this node cannot reach pods in those subnets: {needs}. weftd programs them from the leases and repairs them on every change, so missing entries mean weftd is not running here, lost etcd, or failed to program them (its log and weft_errors_total{{kind=\"netlink\"}} say why)"
+            ),
             format!(
                 "start or restart weftd on this node (it repairs everything at start); by hand: {}",
                 repair.join(", ")
@@ -900,7 +1000,7 @@ fn peers(f: &Facts, d: &Derived) -> Finding {
         return Finding::warn(
             PEERS,
             format!(
-                "{} programmed on {name}{stale_text}{rejected_text}",
+                "{} programmed on {place}{stale_text}{rejected_text}",
                 plural(programmed.len(), "peer", "peers")
             ),
             "stale entries point at nodes whose lease is gone (weftd removes them on its next sync; flanneld never does), and refused leases leave their subnets unreachable from here",
@@ -910,17 +1010,30 @@ fn peers(f: &Facts, d: &Derived) -> Finding {
     if programmed.is_empty() {
         return Finding::ok(
             PEERS,
-            format!("no other node holds a lease: nothing to program on {name}"),
+            format!("no other node holds a lease: nothing to program on {place}"),
         );
     }
     let list: Vec<String> = programmed
         .iter()
-        .map(|p| format!("{} via {}", p.subnet, p.public_ip))
+        .map(|p| {
+            if p.direct && mode == ReachMode::VxlanDirect {
+                format!("{} via {} (direct)", p.subnet, p.public_ip)
+            } else {
+                format!("{} via {}", p.subnet, p.public_ip)
+            }
+        })
         .collect();
+    let each = match mode {
+        ReachMode::Vxlan => "neighbour, fdb, route each",
+        ReachMode::VxlanDirect => {
+            "a direct route each on the node's network, neighbour, fdb, route each through VXLAN"
+        }
+        ReachMode::HostGw => "a route via its PublicIP each",
+    };
     Finding::ok(
         PEERS,
         format!(
-            "{} programmed on {name} (neighbour, fdb, route each): {}",
+            "{} programmed on {place} ({each}): {}",
             plural(programmed.len(), "peer", "peers"),
             list.join(", ")
         ),

@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
+use ipnet::Ipv4Net;
 use weft_core::dataplane::KernelState;
 use weft_net::netlink::LinkInfoView;
 
@@ -90,6 +91,13 @@ pub struct NetFacts {
     pub addrs: Vec<(u32, Ipv4Addr)>,
     /// The neighbours, FDB entries and routes of every `flannel.*` VXLAN link, by index.
     pub vxlan_state: Vec<(u32, Result<KernelState, String>)>,
+    /// (link index, network) of every IPv4 address (host addresses as /32): what is on
+    /// each link's L2 network.
+    pub networks: Vec<(u32, Ipv4Net)>,
+    /// With host-gw or DirectRouting: the routes into the flannel Network via a gateway out
+    /// of each other link with an IPv4 address (weftd's direct routes, as
+    /// `weft_core::dataplane::Owned` tells them), by link index.
+    pub underlay_state: Vec<(u32, Result<KernelState, String>)>,
 }
 
 impl NetFacts {
@@ -114,6 +122,23 @@ impl NetFacts {
             .iter()
             .find(|(i, _)| *i == index)
             .map(|(_, s)| s)
+    }
+
+    /// The direct routes out of link `index`, if they were read.
+    pub fn underlay_state_of(&self, index: u32) -> Option<&Result<KernelState, String>> {
+        self.underlay_state
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, s)| s)
+    }
+
+    /// The networks of link `index`'s IPv4 addresses.
+    pub fn networks_of(&self, index: u32) -> Vec<Ipv4Net> {
+        self.networks
+            .iter()
+            .filter(|(i, _)| *i == index)
+            .map(|(_, n)| *n)
+            .collect()
     }
 }
 

@@ -9,6 +9,10 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use ipnet::Ipv4Net;
+use weft_core::config::NetworkConfig;
+use weft_core::dataplane::Owned;
+use weft_core::peer::ReachMode;
 use weft_core::subnet::{config_key, subnets_key_prefix};
 use weft_net::Netlink;
 use weft_store::{Store, StoreError};
@@ -48,6 +52,7 @@ pub async fn gather(args: &DoctorArgs) -> Result<Facts> {
         &on_host(root, &args.conf_dir),
         &on_host(root, &args.bin_dir),
     )?;
+    let net = net_facts(direct_routes_network(&etcd)).await;
     let backends = iptables_backends();
     let iptables_save = match (args.iptables_save.as_str(), &backends) {
         ("auto", Some(d)) => format!(
@@ -61,7 +66,7 @@ pub async fn gather(args: &DoctorArgs) -> Result<Facts> {
         etcd,
         subnet_file: args.subnet_file.clone(),
         subnet_env: read_text(&args.subnet_file),
-        net: net_facts().await,
+        net,
         iptables_nat: iptables_nat(&iptables_save),
         iptables_save,
         iptables_backends: backends,
@@ -128,25 +133,62 @@ async fn etcd_facts(args: &EtcdArgs) -> Result<EtcdFacts> {
     })
 }
 
-async fn net_facts() -> Result<NetFacts, String> {
+/// The flannel Network when the stored config routes peers directly (host-gw,
+/// DirectRouting), so the direct routes are worth reading.
+fn direct_routes_network(etcd: &EtcdFacts) -> Option<Ipv4Net> {
+    let raw = etcd.reach.as_ref().ok()?.config.as_deref()?;
+    let cfg = NetworkConfig::parse(raw).ok()?;
+    (ReachMode::of(&cfg) != ReachMode::Vxlan)
+        .then_some(cfg.network)
+        .flatten()
+}
+
+async fn net_facts(direct_network: Option<Ipv4Net>) -> Result<NetFacts, String> {
     let nl = Netlink::connect().map_err(|e| e.to_string())?;
     let links = nl.links().await.map_err(|e| e.to_string())?;
-    let addrs = nl
-        .ipv4_addresses()
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|(index, ip, _, _)| (index, ip))
+    let raw = nl.ipv4_addresses().await.map_err(|e| e.to_string())?;
+    let addrs = raw.iter().map(|(index, ip, _, _)| (*index, *ip)).collect();
+    let mut networks: Vec<(u32, Ipv4Net)> = raw
+        .iter()
+        .filter_map(|(index, ip, prefix, _)| {
+            Some((*index, Ipv4Net::new(*ip, *prefix).ok()?.trunc()))
+        })
         .collect();
+    networks.dedup();
     let mut vxlan_state = Vec::new();
     for l in links.iter().filter(|l| l.name.starts_with("flannel.")) {
         let state = nl.read_state(l.index).await.map_err(|e| e.to_string());
         vxlan_state.push((l.index, state));
     }
+    let mut underlay_state = Vec::new();
+    if let Some(network) = direct_network {
+        let mut candidates: Vec<u32> = raw
+            .iter()
+            .filter(|(_, ip, _, _)| !ip.is_loopback())
+            .map(|(index, ..)| *index)
+            .filter(|i| {
+                links
+                    .iter()
+                    .any(|l| l.index == *i && !l.name.starts_with("flannel."))
+            })
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        for index in candidates {
+            let owned = Owned {
+                device: None,
+                underlay: Some((index, network)),
+            };
+            let state = nl.read_owned(&owned).await.map_err(|e| e.to_string());
+            underlay_state.push((index, state));
+        }
+    }
     Ok(NetFacts {
         links,
         addrs,
         vxlan_state,
+        networks,
+        underlay_state,
     })
 }
 

@@ -197,6 +197,12 @@ fn healthy() -> Facts {
                 (3, Ipv4Addr::new(10, 244, 1, 0)),
             ],
             vxlan_state: vec![(3, Ok(peer_state()))],
+            networks: vec![
+                (1, net("127.0.0.0/8")),
+                (2, net("10.250.1.0/24")),
+                (3, net("10.244.1.0/32")),
+            ],
+            underlay_state: Vec::new(),
         }),
         iptables_save: "iptables-save".into(),
         iptables_nat: Ok(nat_table(true)),
@@ -442,13 +448,39 @@ fn configs_weftd_cannot_run() {
     let mut f = healthy();
     set_config(
         &mut f,
-        Some(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#),
+        Some(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}"#),
         vec![],
     );
     expect(
         &find(&f, checks::NETWORK_CONFIG),
         Status::Fail,
-        &["host-gw", "weft network init --force"],
+        &[
+            "wireguard",
+            "nor weft has WireGuard support",
+            "weft network init --force",
+            "--backend host-gw",
+        ],
+    );
+    expect(
+        &find(&f, checks::VXLAN_DEVICE),
+        Status::Skip,
+        &["wireguard"],
+    );
+    expect(
+        &find(&f, checks::PEERS),
+        Status::Skip,
+        &["\"wireguard\", which weftd does not run"],
+    );
+    // host-gw and DirectRouting are configs weftd runs.
+    for ok in [HOSTGW_CONFIG, DIRECT_CONFIG] {
+        set_config(&mut f, Some(ok), vec![]);
+        expect(&find(&f, checks::NETWORK_CONFIG), Status::Ok, &[]);
+    }
+    set_config(&mut f, Some(HOSTGW_CONFIG), vec![]);
+    expect(
+        &find(&f, checks::NETWORK_CONFIG),
+        Status::Ok,
+        &["backend host-gw"],
     );
     expect(&find(&f, checks::VXLAN_DEVICE), Status::Skip, &["host-gw"]);
     set_config(&mut f, Some(r#"{"Network":"10.244.0.0/16"}"#), vec![]);
@@ -737,6 +769,198 @@ fn stale_and_refused_peers_warn() {
         Ok(vec![lease_input("10.244.1.0/24", NODE_IP, own_mac())]);
     set_state(&mut f, KernelState::default());
     expect(&find(&f, checks::PEERS), Status::Ok, &["no other node"]);
+}
+
+const HOSTGW_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#;
+const DIRECT_CONFIG: &str =
+    r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#;
+
+/// A host-gw lease as flanneld writes it (no BackendData).
+fn hostgw_lease_input(subnet: &str, ip: Ipv4Addr) -> LeaseInput {
+    LeaseInput {
+        value: LeaseAttrs::host_gw(ip).to_json().into_bytes(),
+        ..lease_input(subnet, ip, own_mac())
+    }
+}
+
+/// `<subnet> via <PublicIP> dev eth0`: a direct route.
+fn direct_route(subnet: &str, gw: Ipv4Addr) -> RouteEntry {
+    RouteEntry {
+        dst: net(subnet),
+        gw: Some(gw),
+        onlink: false,
+        underlay: true,
+    }
+}
+
+fn set_leases(f: &mut Facts, leases: Vec<LeaseInput>) {
+    f.etcd.reach.as_mut().unwrap().leases = Ok(leases);
+}
+
+fn set_underlay(f: &mut Facts, state: Result<KernelState, String>) {
+    f.net.as_mut().unwrap().underlay_state = vec![(2, state)];
+}
+
+fn routes(routes: Vec<RouteEntry>) -> KernelState {
+    KernelState {
+        routes,
+        ..KernelState::default()
+    }
+}
+
+/// A host-gw node: its peers are routes via their PublicIPs on eth0 (the link of its own
+/// lease's PublicIP), nothing on a VXLAN device.
+fn hostgw_node() -> Facts {
+    let mut f = healthy();
+    set_config(&mut f, Some(HOSTGW_CONFIG), vec![]);
+    set_leases(
+        &mut f,
+        vec![
+            hostgw_lease_input("10.244.1.0/24", NODE_IP),
+            hostgw_lease_input("10.244.2.0/24", PEER_IP),
+        ],
+    );
+    f.net.as_mut().unwrap().vxlan_state.clear();
+    set_underlay(
+        &mut f,
+        Ok(routes(vec![
+            direct_route("10.244.2.0/24", PEER_IP),
+            // Not weft's: the default route, and a route outside the Network.
+            direct_route("0.0.0.0/0", Ipv4Addr::new(10, 250, 1, 254)),
+            direct_route("10.99.0.0/16", Ipv4Addr::new(10, 250, 1, 254)),
+        ])),
+    );
+    f
+}
+
+#[test]
+fn a_host_gw_node_is_checked_by_its_routes_via_the_peers_public_ips() {
+    let f = hostgw_node();
+    for check in [checks::NETWORK_CONFIG, checks::LEASE] {
+        expect(&find(&f, check), Status::Ok, &[]);
+    }
+    expect(
+        &find(&f, checks::PEERS),
+        Status::Ok,
+        &[
+            "1 peer programmed on eth0 (a route via its PublicIP each): 10.244.2.0/24 via 10.250.1.2",
+        ],
+    );
+
+    let mut f = hostgw_node();
+    set_underlay(&mut f, Ok(KernelState::default()));
+    expect(
+        &find(&f, checks::PEERS),
+        Status::Fail,
+        &[
+            "1 of 1 peer not programmed on eth0: 10.244.2.0/24 (node 10.250.1.2): direct route missing or wrong",
+            "each peer (host-gw) needs a route to its subnet via its PublicIP on eth0",
+            "`ip route replace 10.244.2.0/24 via 10.250.1.2 dev eth0`",
+        ],
+    );
+
+    // A route left by a node that is gone, and a peer off this node's link.
+    let mut f = hostgw_node();
+    set_underlay(
+        &mut f,
+        Ok(routes(vec![
+            direct_route("10.244.2.0/24", PEER_IP),
+            direct_route("10.244.9.0/24", Ipv4Addr::new(10, 250, 1, 9)),
+        ])),
+    );
+    f.etcd
+        .reach
+        .as_mut()
+        .unwrap()
+        .leases
+        .as_mut()
+        .unwrap()
+        .push(hostgw_lease_input(
+            "10.244.3.0/24",
+            Ipv4Addr::new(10, 251, 0, 3),
+        ));
+    expect(
+        &find(&f, checks::PEERS),
+        Status::Warn,
+        &[
+            "1 peer programmed on eth0",
+            "stale entries: `ip route del 10.244.9.0/24 via 10.250.1.9 dev eth0`",
+            "refuses to program",
+            "PublicIP 10.251.0.3 is not on this node's link (eth0 has 10.250.1.0/24)",
+        ],
+    );
+
+    let mut f = hostgw_node();
+    set_underlay(&mut f, Err("permission denied".into()));
+    expect(
+        &find(&f, checks::PEERS),
+        Status::Warn,
+        &["cannot read the routes of eth0: permission denied"],
+    );
+    let mut f = hostgw_node();
+    f.subnet_env = FileText::Missing;
+    expect(
+        &find(&f, checks::PEERS),
+        Status::Skip,
+        &["this node's lease is not known"],
+    );
+}
+
+#[test]
+fn direct_routing_takes_peers_on_the_link_by_a_route_and_the_others_through_vxlan() {
+    let far = Ipv4Addr::new(10, 251, 0, 3);
+    let far_mac = mac("0a:00:00:00:00:03");
+    let mut f = healthy();
+    set_config(&mut f, Some(DIRECT_CONFIG), vec![]);
+    let mut leases = f.etcd.reach.as_ref().unwrap().leases.clone().unwrap();
+    leases.push(lease_input("10.244.3.0/24", far, far_mac));
+    set_leases(&mut f, leases);
+    // What weftd programs: the peer on eth0's network by a direct route, the far one on
+    // flannel.1.
+    let device = KernelState {
+        neighs: vec![NeighEntry {
+            ip: Ipv4Addr::new(10, 244, 3, 0),
+            mac: far_mac,
+        }],
+        fdb: vec![FdbEntry {
+            mac: far_mac,
+            dst: far,
+        }],
+        routes: vec![RouteEntry {
+            dst: net("10.244.3.0/24"),
+            gw: Some(Ipv4Addr::new(10, 244, 3, 0)),
+            onlink: true,
+            underlay: false,
+        }],
+    };
+    set_state(&mut f, device);
+    set_underlay(
+        &mut f,
+        Ok(routes(vec![direct_route("10.244.2.0/24", PEER_IP)])),
+    );
+    expect(
+        &find(&f, checks::PEERS),
+        Status::Ok,
+        &[
+            "2 peers programmed on flannel.1 and eth0",
+            "10.244.2.0/24 via 10.250.1.2 (direct), 10.244.3.0/24 via 10.251.0.3",
+        ],
+    );
+    expect(&find(&f, checks::VXLAN_DEVICE), Status::Ok, &[]);
+
+    // The kernel as without DirectRouting: the near peer on flannel.1, no direct route.
+    set_state(&mut f, peer_state());
+    set_underlay(&mut f, Ok(KernelState::default()));
+    expect(
+        &find(&f, checks::PEERS),
+        Status::Fail,
+        &[
+            "10.244.2.0/24 (node 10.250.1.2): direct route missing or wrong",
+            "10.244.3.0/24 (node 10.251.0.3): neighbour, fdb, route missing or wrong",
+            "`ip route replace 10.244.2.0/24 via 10.250.1.2 dev eth0`",
+            "a peer on eth0's network (DirectRouting) needs a route to its subnet via its PublicIP on eth0",
+        ],
+    );
 }
 
 // 6. masquerade
