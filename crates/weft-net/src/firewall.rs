@@ -38,7 +38,11 @@ pub const XTABLES_LOCK: &str = "/run/xtables.lock";
 /// A failure to read or write the rules, naming the command.
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
-    #[error("failed to run {cmd}: {source}; install {} (apt-get install {})", package_of(cmd), package_of(cmd))]
+    #[error(
+        "failed to run {cmd}: {source}; install {} (apt-get install {})",
+        package_of(cmd),
+        package_of(cmd)
+    )]
     Spawn {
         cmd: String,
         #[source]

@@ -43,7 +43,10 @@ impl Nftables {
 
     /// flannel's table as the kernel lists it; None when there is none.
     pub async fn list(&self) -> Result<Option<String>, FirewallError> {
-        match self.nft(&["list", "table", "ip", "flannel-ipv4"], None).await {
+        match self
+            .nft(&["list", "table", "ip", "flannel-ipv4"], None)
+            .await
+        {
             Ok(text) => Ok(Some(text)),
             Err(FirewallError::Failed { stderr, .. })
                 if stderr.contains("No such file or directory") =>
@@ -77,7 +80,11 @@ impl Nftables {
         }
         info!(table = nft::V4_TABLE, "programming weft's nftables table");
         self.apply(&nft::transaction(rules)).await?;
-        let listing = self.list().await?.map(|l| nft::normalize(&l)).unwrap_or_default();
+        let listing = self
+            .list()
+            .await?
+            .map(|l| nft::normalize(&l))
+            .unwrap_or_default();
         *self.written.lock().unwrap_or_else(|p| p.into_inner()) = Some((*rules, listing));
         Ok(true)
     }
