@@ -66,18 +66,54 @@ pub fn transaction(rules: &NftRules) -> String {
             s,
             "add chain {table} postrtg {{ type nat hook postrouting priority srcnat ; comment \"chain to manage traffic masquerading by flannel\" ; }}"
         );
-        for rule in [
-            "meta mark 0x4000 return".to_string(),
-            format!("ip saddr {p} ip daddr {c} return"),
-            format!("ip saddr {c} ip daddr {p} return"),
-            format!("ip saddr != {p} ip daddr {c} return"),
-            format!("ip saddr {c} ip daddr != 224.0.0.0/4 masquerade{random}"),
-            format!("ip saddr != {c} ip daddr {c} masquerade{random}"),
-        ] {
+        for rule in masq_rules(c, p, random) {
             let _ = writeln!(s, "add rule {table} postrtg {rule}");
         }
     }
     s
+}
+
+/// flannel's six masquerade rules of chain `postrtg`, as written (the mark as `0x4000`).
+fn masq_rules(c: Ipv4Net, p: Ipv4Net, random: &str) -> [String; 6] {
+    [
+        format!("meta mark {MARK} return"),
+        format!("ip saddr {p} ip daddr {c} return"),
+        format!("ip saddr {c} ip daddr {p} return"),
+        format!("ip saddr != {p} ip daddr {c} return"),
+        format!("ip saddr {c} ip daddr != 224.0.0.0/4 masquerade{random}"),
+        format!("ip saddr != {c} ip daddr {c} masquerade{random}"),
+    ]
+}
+
+/// The mark kube-proxy sets on packets it wants masqueraded, as flannel writes it.
+const MARK: &str = "0x4000";
+/// The same mark as `nft list` prints it.
+const MARK_LISTED: &str = "0x00004000";
+
+/// The rules of chain `postrtg` as `nft list table ip flannel-ipv4` prints them (rule lines
+/// only, no handles), for a table weftd or flanneld wrote for `cluster` and `own`.
+pub fn listed_masq_rules(cluster: Ipv4Net, own: Ipv4Net, fully_random: bool) -> Vec<String> {
+    let random = if fully_random { " fully-random" } else { "" };
+    masq_rules(cluster.trunc(), own.trunc(), random)
+        .into_iter()
+        .map(|r| r.replace(&format!("mark {MARK} "), &format!("mark {MARK_LISTED} ")))
+        .collect()
+}
+
+/// The rule lines of one chain in a `nft list table` listing (normalized: no handles, no
+/// comment, type or policy lines); None when the listing has no such chain.
+pub fn chain_rules(listing: &str, chain: &str) -> Option<Vec<String>> {
+    let normalized = normalize(listing);
+    let mut lines = normalized.lines();
+    let head = format!("chain {chain} {{");
+    lines.find(|l| *l == head)?;
+    Some(
+        lines
+            .take_while(|l| *l != "}")
+            .filter(|l| !l.starts_with("comment ") && !l.starts_with("type "))
+            .map(str::to_string)
+            .collect(),
+    )
 }
 
 /// The transaction that removes the table, whether it exists or not (what the iptables mode
@@ -176,6 +212,52 @@ mod tests {
         let b = "table ip flannel-ipv4 {\n  chain forward {\n    ip saddr 10.244.0.0/16 accept # handle 9\n  }\n}";
         assert_eq!(normalize(a), normalize(b));
         assert_ne!(normalize(a), normalize(&a.replace("saddr", "daddr")));
+    }
+
+    /// A listing as nft 1.0.6 prints the table weftd writes (taken from the root test
+    /// crates/weftd/tests/nftables.rs, which compares the kernel's listing line for line).
+    const LISTING: &str = "table ip flannel-ipv4 { # handle 7
+	comment \"rules for flannel-ipv4\"
+	chain forward { # handle 1
+		comment \"chain to accept flannel traffic\"
+		type filter hook forward priority filter; policy accept;
+		ip saddr 10.244.0.0/16 accept # handle 3
+		ip daddr 10.244.0.0/16 accept # handle 4
+	}
+
+	chain postrtg { # handle 2
+		comment \"chain to manage traffic masquerading by flannel\"
+		type nat hook postrouting priority srcnat; policy accept;
+		meta mark 0x00004000 return # handle 5
+		ip saddr 10.244.1.0/24 ip daddr 10.244.0.0/16 return # handle 6
+		ip saddr 10.244.0.0/16 ip daddr 10.244.1.0/24 return # handle 7
+		ip saddr != 10.244.1.0/24 ip daddr 10.244.0.0/16 return # handle 8
+		ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random # handle 9
+		ip saddr != 10.244.0.0/16 ip daddr 10.244.0.0/16 masquerade fully-random # handle 10
+	}
+}
+";
+
+    #[test]
+    fn a_listing_s_chains_are_read_rule_by_rule() {
+        let r = rules();
+        let masq = chain_rules(LISTING, "postrtg").unwrap();
+        assert_eq!(masq, listed_masq_rules(r.cluster, r.own, true));
+        assert_ne!(masq, listed_masq_rules(r.cluster, r.own, false));
+        assert_ne!(
+            masq,
+            listed_masq_rules(r.cluster, "10.244.2.0/24".parse().unwrap(), true)
+        );
+        assert_eq!(
+            chain_rules(LISTING, "forward").unwrap(),
+            [
+                "ip saddr 10.244.0.0/16 accept",
+                "ip daddr 10.244.0.0/16 accept"
+            ]
+        );
+        assert_eq!(chain_rules(LISTING, "prerouting"), None);
+        let flushed = LISTING.replace("\t\tmeta mark 0x00004000 return # handle 5\n", "");
+        assert_eq!(chain_rules(&flushed, "postrtg").unwrap().len(), 5);
     }
 
     #[test]

@@ -85,6 +85,10 @@ pub struct ManifestArgs {
     /// via that IP unencapsulated, the others go through VXLAN (vxlan only).
     #[arg(long)]
     pub direct_routing: bool,
+    /// flannel's nftables mode ("EnableNFTables": true in net-conf.json): weftd writes the
+    /// table ip flannel-ipv4 instead of iptables chains.
+    #[arg(long)]
+    pub nftables: bool,
     /// weftd's --iface: the interface (name or IPv4 address) for traffic between nodes;
     /// repeatable, first match wins (default: the interface of the default route).
     #[arg(long, value_name = "NAME|IP")]
@@ -399,6 +403,7 @@ fn net_conf(args: &ManifestArgs) -> Result<(String, NetworkConfig, BackendFlag)>
         port: args.port,
         mtu: args.mtu,
         direct_routing: args.direct_routing,
+        nftables: args.nftables,
     })
     .map_err(Error::Input)?;
     let config = candidate.config;
@@ -426,6 +431,9 @@ fn net_conf(args: &ManifestArgs) -> Result<(String, NetworkConfig, BackendFlag)>
     let mut doc = Map::new().with("Network", network.to_string());
     if args.subnet_len.is_some() {
         doc.push("SubnetLen", i64::from(config.subnet_len));
+    }
+    if config.enable_nftables {
+        doc.push("EnableNFTables", true);
     }
     doc.push("Backend", backend);
     let mut text = serde_json::to_string_pretty(&Node::Map(doc)).map_err(|e| Error::Serialize {
@@ -485,6 +493,9 @@ fn network_init_command(
     }
     if args.direct_routing {
         cmd.push("--direct-routing".into());
+    }
+    if args.nftables {
+        cmd.push("--nftables".into());
     }
     cmd
 }
@@ -738,6 +749,7 @@ mod tests {
             ],
             vec!["--direct-routing", "--vni", "3"],
             vec!["--backend", "host-gw", "--subnet-len", "26"],
+            vec!["--nftables", "--direct-routing"],
         ] {
             let a = args(&extra);
             let (spec, _) = validate(&a).unwrap();
@@ -752,6 +764,7 @@ mod tests {
                 port: a.port,
                 mtu: a.mtu,
                 direct_routing: a.direct_routing,
+                nftables: a.nftables,
             })
             .unwrap();
             assert_eq!(parsed, built.config, "{extra:?}");
@@ -815,14 +828,25 @@ mod tests {
             out.stderr
         );
 
+        let (spec, _) = validate(&args(&["--nftables"])).unwrap();
+        assert_eq!(
+            spec.net_conf,
+            "{\n  \"Network\": \"10.244.0.0/16\",\n  \"EnableNFTables\": true,\n  \"Backend\": {\n    \"Type\": \"vxlan\"\n  }\n}\n"
+        );
+        assert_eq!(
+            spec.network_init.last().map(String::as_str),
+            Some("--nftables")
+        );
+
         let (spec, _) = validate(&args(&[])).unwrap();
         assert!(
             !spec
                 .network_init
                 .iter()
-                .any(|a| a == "--backend" || a == "--direct-routing")
+                .any(|a| a == "--backend" || a == "--direct-routing" || a == "--nftables")
         );
         assert!(!spec.net_conf.contains("DirectRouting"));
+        assert!(!spec.net_conf.contains("EnableNFTables"));
         let out = run(&args(&[])).unwrap();
         assert!(!out.stderr.contains("unencapsulated"), "{}", out.stderr);
     }

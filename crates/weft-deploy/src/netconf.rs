@@ -23,6 +23,8 @@ pub struct InitSpec {
     pub mtu: Option<u64>,
     /// `--direct-routing` (vxlan only): `"DirectRouting": true`.
     pub direct_routing: bool,
+    /// `--nftables`: `"EnableNFTables": true` (flannel's nftables mode).
+    pub nftables: bool,
 }
 
 impl InitSpec {
@@ -39,6 +41,7 @@ impl InitSpec {
             port: None,
             mtu: None,
             direct_routing: false,
+            nftables: false,
         }
     }
 }
@@ -182,6 +185,9 @@ pub fn build_config(spec: &InitSpec) -> Result<Candidate, String> {
     }
     if let Some(max) = spec.subnet_max {
         members.push(format!("\"SubnetMax\":{}", json_string(&max.to_string())));
+    }
+    if spec.nftables {
+        members.push("\"EnableNFTables\":true".into());
     }
     let mut backend = vec![format!("\"Type\":{}", json_string(kind.type_name()))];
     for (key, value) in [("VNI", spec.vni), ("Port", spec.port), ("MTU", spec.mtu)] {
@@ -453,7 +459,8 @@ fn diff_lines(
 }
 
 /// Why weftd would refuse to start with a config that flannel accepts (weftd's own checks):
-/// vxlan (with or without DirectRouting) and host-gw run, every other backend is refused.
+/// vxlan (with or without DirectRouting) and host-gw run, in iptables or nftables mode; every
+/// other backend, and IPv6, is refused.
 pub fn weftd_refusals(cfg: &NetworkConfig) -> Vec<String> {
     let mut out = Vec::new();
     if let BackendConfig::Other { type_name } = &cfg.backend {
@@ -464,9 +471,6 @@ pub fn weftd_refusals(cfg: &NetworkConfig) -> Vec<String> {
     }
     if cfg.enable_ipv6 {
         out.push("EnableIPv6 is true, but weftd implements IPv4 only and refuses to start".into());
-    }
-    if cfg.enable_nftables {
-        out.push("EnableNFTables is true, but weftd's nftables mode is not available yet and weftd refuses to start".into());
     }
     if cfg.network.is_none() || !cfg.enable_ipv4 {
         out.push("there is no IPv4 Network, which weftd needs".into());
@@ -530,11 +534,12 @@ mod tests {
             port: Some(4789),
             mtu: Some(9001),
             direct_routing: false,
+            nftables: true,
         };
         let c = build_config(&spec).unwrap();
         assert_eq!(
             c.raw,
-            r#"{"Network":"10.10.0.0/16","SubnetLen":26,"SubnetMin":"10.10.1.0","SubnetMax":"10.10.9.192","Backend":{"Type":"vxlan","VNI":7,"Port":4789,"MTU":9001}}"#
+            r#"{"Network":"10.10.0.0/16","SubnetLen":26,"SubnetMin":"10.10.1.0","SubnetMax":"10.10.9.192","EnableNFTables":true,"Backend":{"Type":"vxlan","VNI":7,"Port":4789,"MTU":9001}}"#
         );
         let e = Effective::of(&c.config);
         assert_eq!((e.vni, e.port, e.mtu), (Some(7), Some(4789), Some(9001)));
@@ -806,6 +811,8 @@ mod tests {
             r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#,
             r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#,
             r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#,
+            r#"{"Network":"10.244.0.0/16","EnableNFTables":true,"Backend":{"Type":"vxlan"}}"#,
+            r#"{"Network":"10.244.0.0/16","EnableNFTables":true,"Backend":{"Type":"host-gw"}}"#,
         ] {
             assert_eq!(weftd_refusals(&parse(ok)), Vec::<String>::new(), "{ok}");
         }

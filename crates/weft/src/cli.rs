@@ -110,6 +110,10 @@ pub struct InitArgs {
     /// via that IP unencapsulated, the others go through VXLAN.
     #[arg(long, conflicts_with_all = ["json", "from_file"])]
     pub direct_routing: bool,
+    /// flannel's nftables mode ("EnableNFTables": true): weftd writes the table
+    /// ip flannel-ipv4 instead of iptables chains; br_netfilter is not needed.
+    #[arg(long, conflicts_with_all = ["json", "from_file"])]
+    pub nftables: bool,
     /// Write this file's content as the config (validated first).
     #[arg(long, value_name = "PATH")]
     pub from_file: Option<PathBuf>,
@@ -213,6 +217,7 @@ mod tests {
             ][..],
             &["--backend", "host-gw", "--subnet-len", "26"][..],
             &["--direct-routing", "--mtu", "9001"][..],
+            &["--backend", "host-gw", "--nftables"][..],
         ] {
             let mut argv = vec!["weft", "--etcd-endpoints", "http://10.0.0.5:2379"];
             argv.extend_from_slice(extra);
@@ -239,6 +244,7 @@ mod tests {
                 port: init.port,
                 mtu: init.mtu,
                 direct_routing: init.direct_routing,
+                nftables: init.nftables,
             })
             .unwrap();
             assert_eq!(built.config, parsed, "{extra:?}: {:?}", spec.network_init);

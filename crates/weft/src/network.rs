@@ -61,6 +61,7 @@ fn init_candidate(args: &InitArgs) -> Result<Candidate> {
         port: args.port,
         mtu: args.mtu,
         direct_routing: args.direct_routing,
+        nftables: args.nftables,
     };
     netconf::build_config(&spec).map_err(anyhow::Error::msg)
 }
@@ -563,6 +564,11 @@ mod tests {
             NetworkConfig::parse(br#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#)
                 .unwrap();
         assert!(weftd_refusals(&hostgw).is_empty());
+        let nft = NetworkConfig::parse(
+            br#"{"Network":"10.244.0.0/16","EnableNFTables":true,"Backend":{"Type":"vxlan"}}"#,
+        )
+        .unwrap();
+        assert!(weftd_refusals(&nft).is_empty());
         let wireguard =
             NetworkConfig::parse(br#"{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}"#)
                 .unwrap();

@@ -103,6 +103,52 @@ fn nftables_mode_writes_flannel_s_table_masquerades_and_repairs_it() {
         "pod -> outside the cluster network, masqueraded"
     );
 
+    // 3b. `weft doctor` on the node reads the table (not iptables) and finds it as it must be
+    let weft = weftd_bin().with_file_name("weft");
+    assert!(
+        weft.exists(),
+        "{} is missing: run `cargo build --workspace --bins --locked` first (scripts/test.sh does)",
+        weft.display()
+    );
+    let endpoint = c.tb.etcd_endpoint();
+    let subnet_file = c.subnet_file(0).display().to_string();
+    let ns = c.tb.node(0).ns.clone();
+    let out =
+        c.tb.exec_output(
+            &ns,
+            &[
+                weft.to_str().unwrap(),
+                "doctor",
+                "--etcd-endpoints",
+                &endpoint,
+                "--subnet-file",
+                &subnet_file,
+                "--output",
+                "json",
+            ],
+        )
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("weft doctor --output json: {e}: {out:?}"));
+    let row = |check: &str| -> serde_json::Value {
+        report["checks"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["check"] == check).cloned())
+            .unwrap_or_else(|| panic!("no {check} row: {report:#}"))
+    };
+    for (check, needle) in [
+        (
+            "masquerade",
+            "table ip flannel-ipv4, chain postrtg holds weftd's 6 rules",
+        ),
+        ("iptables-backend", "nftables mode"),
+        ("network-config", ""),
+    ] {
+        let r = row(check);
+        assert_eq!(r["status"], "OK", "{check}: {r:#}");
+        assert!(r.to_string().contains(needle), "{check}: {r:#}");
+    }
+
     // 4. drift: a flushed chain is put back from the nf_tables announcement
     let t0 = Instant::now();
     c.sh(

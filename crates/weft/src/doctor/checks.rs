@@ -200,7 +200,7 @@ pub fn run_all(f: &Facts) -> Vec<Finding> {
         vxlan_device(f, &d),
         peers(f, &d),
         masquerade(f, &d),
-        iptables_backend(f),
+        iptables_backend(f, &d),
         ip_forward(f),
         br_netfilter(f, &d),
         cni_config(f),
@@ -1078,6 +1078,9 @@ fn masquerade(f: &Facts, d: &Derived) -> Finding {
             "run weftd with --ip-masq (the weft manifest does, as kube-flannel.yml does for flanneld), then recreate this node's pods so they get the bridge config without ipMasq",
         );
     }
+    if nftables_mode(f, d) {
+        return nft_masquerade(f, network, subnet);
+    }
     let saved = match &f.iptables_nat {
         Ok(s) => s,
         Err(e) => {
@@ -1138,9 +1141,109 @@ fn masquerade(f: &Facts, d: &Derived) -> Finding {
     )
 }
 
+/// Whether weftd runs flannel's nftables mode: the stored config says so; without a
+/// readable config, whether flannel's nftables table is there.
+fn nftables_mode(f: &Facts, d: &Derived) -> bool {
+    match &d.cfg {
+        Some(cfg) => cfg.enable_nftables,
+        None => matches!(f.nft_table, Ok(Some(_))),
+    }
+}
+
+/// nftables mode: chain `postrtg` of table `ip flannel-ipv4` holds flannel's six rules.
+fn nft_masquerade(f: &Facts, network: Ipv4Net, subnet: Ipv4Net) -> Finding {
+    use weft_core::nft::{self, NftRules};
+    let by_hand = || {
+        let tx = nft::transaction(&NftRules {
+            cluster: network,
+            own: subnet,
+            masq: true,
+            forward: true,
+            fully_random: true,
+        });
+        format!(
+            "check that weftd runs with --ip-masq (weftd-health, its log). By hand (replaces the table whole, as weftd does): nft -f - <<'EOF'\n{tx}EOF"
+        )
+    };
+    const CAUSE: &str = "without chain postrtg pod traffic to the VPC and the internet leaves with overlay source addresses and gets no reply (FLANNEL_IPMASQ=true told the CNI plugin to leave masquerading to weftd). weftd repairs the table from nf_tables notifications while it runs, so it stays wrong only when weftd is not running or lacks NET_ADMIN";
+    let listing = match &f.nft_table {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            return Finding::fail(
+                MASQUERADE,
+                "EnableNFTables is set, but there is no nftables table ip flannel-ipv4",
+                CAUSE,
+                by_hand(),
+            );
+        }
+        Err(e) => {
+            return Finding::warn(
+                MASQUERADE,
+                format!("cannot list the nftables table ip flannel-ipv4: {e}"),
+                "the masquerade rules could not be checked",
+                "run weft doctor as root on the node (the weft image has nft)",
+            );
+        }
+    };
+    let Some(rules) = nft::chain_rules(listing, "postrtg") else {
+        return Finding::fail(
+            MASQUERADE,
+            "table ip flannel-ipv4 has no chain postrtg",
+            CAUSE,
+            by_hand(),
+        );
+    };
+    let variants = [true, false].map(|fr| nft::listed_masq_rules(network, subnet, fr));
+    if variants.contains(&rules) {
+        return Finding::ok(
+            MASQUERADE,
+            format!(
+                "nftables table ip flannel-ipv4, chain postrtg holds weftd's 6 rules for Network {network}, subnet {subnet}"
+            ),
+        );
+    }
+    let (_, missing) = variants
+        .iter()
+        .map(|want| {
+            let missing: Vec<&String> = want.iter().filter(|l| !rules.contains(l)).collect();
+            (missing.len(), missing)
+        })
+        .min_by_key(|(n, _)| *n)
+        .unwrap_or_default();
+    let what = if missing.is_empty() {
+        "the rules are there but out of order, duplicated or joined by others".to_string()
+    } else {
+        format!(
+            "{} missing: {}",
+            plural(missing.len(), "rule", "rules"),
+            missing
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        )
+    };
+    Finding::fail(
+        MASQUERADE,
+        format!("nftables table ip flannel-ipv4, chain postrtg: {what}"),
+        CAUSE,
+        by_hand(),
+    )
+}
+
 /// weft's chains must be in the backend the host (kubelet, kube-proxy) uses, which is what
-/// weftd's `--iptables-backend=auto` picks (weft_core::xtables).
-fn iptables_backend(f: &Facts) -> Finding {
+/// weftd's `--iptables-backend=auto` picks (weft_core::xtables). In nftables mode there must
+/// be none in either backend, and in iptables mode no nftables table.
+fn iptables_backend(f: &Facts, d: &Derived) -> Finding {
+    let nft_mode = nftables_mode(f, d);
+    if !nft_mode && matches!(f.nft_table, Ok(Some(_))) {
+        return Finding::warn(
+            IPTABLES_BACKEND,
+            "EnableNFTables is false, but the nftables table ip flannel-ipv4 (the nftables mode's) is there",
+            "a flanneld or weftd that ran in nftables mode left it; its chains masquerade and accept traffic a second time beside the iptables mode's (weftd removes it when it starts in iptables mode)",
+            "restart weftd, or remove it by hand: `nft delete table ip flannel-ipv4`",
+        );
+    }
     use weft_core::xtables::{Backend, detect_backend};
     let Some(d) = &f.iptables_backends else {
         return Finding::skip(
@@ -1165,9 +1268,44 @@ fn iptables_backend(f: &Facts) -> Finding {
         Backend::Nft => &d.nft,
     };
     let (in_host, in_other) = (has_weft(dump(host.backend)), has_weft(dump(other)));
-    let remove = format!(
-        "remove weft's chains from iptables-{other}: delete the jumps to them (`iptables-{other}-save | grep FLANNEL` lists them; `iptables-{other} -t nat -D POSTROUTING ...`, `iptables-{other} -t filter -D FORWARD ...`), then `iptables-{other} -t nat -F {MASQ_CHAIN}; iptables-{other} -t nat -X {MASQ_CHAIN}; iptables-{other} -t filter -F {FORWARD_CHAIN}; iptables-{other} -t filter -X {FORWARD_CHAIN}`"
-    );
+    let remove_from = |b: Backend| {
+        format!(
+            "remove weft's chains from iptables-{b}: delete the jumps to them (`iptables-{b}-save | grep FLANNEL` lists them; `iptables-{b} -t nat -D POSTROUTING ...`, `iptables-{b} -t filter -D FORWARD ...`), then `iptables-{b} -t nat -F {MASQ_CHAIN}; iptables-{b} -t nat -X {MASQ_CHAIN}; iptables-{b} -t filter -F {FORWARD_CHAIN}; iptables-{b} -t filter -X {FORWARD_CHAIN}`"
+        )
+    };
+    if nft_mode {
+        let holding: Vec<Backend> = [(host.backend, in_host), (other, in_other)]
+            .into_iter()
+            .filter_map(|(b, has)| has.then_some(b))
+            .collect();
+        if holding.is_empty() {
+            return Finding::ok(
+                IPTABLES_BACKEND,
+                "nftables mode: weft's rules are in table ip flannel-ipv4, and neither iptables backend holds the iptables mode's chains",
+            );
+        }
+        return Finding::warn(
+            IPTABLES_BACKEND,
+            format!(
+                "EnableNFTables is set, but the iptables mode's chains ({MASQ_CHAIN}, {FORWARD_CHAIN}) are in {}",
+                holding
+                    .iter()
+                    .map(|b| format!("iptables-{b}"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+            "a flanneld or weftd that ran in iptables mode left them; they masquerade and accept traffic a second time beside table ip flannel-ipv4 (weftd removes them when it starts in nftables mode)",
+            format!(
+                "restart weftd, or {}",
+                holding
+                    .iter()
+                    .map(|b| remove_from(*b))
+                    .collect::<Vec<_>>()
+                    .join("; and ")
+            ),
+        );
+    }
+    let remove = remove_from(other);
     match (in_host, in_other) {
         (true, false) => Finding::ok(
             IPTABLES_BACKEND,

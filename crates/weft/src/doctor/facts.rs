@@ -29,6 +29,9 @@ pub struct Facts {
     /// What each iptables backend holds, for the iptables-backend check; `None` when neither
     /// `iptables-legacy-save` nor `iptables-nft-save` is installed.
     pub iptables_backends: Option<BackendDumps>,
+    /// `nft list table ip flannel-ipv4` (nftables mode): the listing, `None` when there is no
+    /// such table, or why it could not be listed.
+    pub nft_table: Result<Option<String>, String>,
     /// `/proc/sys/net/ipv4/ip_forward`.
     pub ip_forward: FileText,
     /// `/proc/sys/net/bridge/bridge-nf-call-iptables` (missing: br_netfilter not loaded).

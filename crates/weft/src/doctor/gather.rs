@@ -70,6 +70,7 @@ pub async fn gather(args: &DoctorArgs) -> Result<Facts> {
         iptables_nat: iptables_nat(&iptables_save),
         iptables_save,
         iptables_backends: backends,
+        nft_table: nft_table(),
         ip_forward: read_text(Path::new(IP_FORWARD)),
         bridge_nf_call_iptables: read_text(Path::new(BRIDGE_NF_CALL_IPTABLES)),
         cni,
@@ -210,6 +211,27 @@ fn iptables_nat(program: &str) -> Result<String, String> {
         &String::from_utf8_lossy(&out.stdout),
         "nat",
     ))
+}
+
+/// flannel's nftables table, as `nft list table ip flannel-ipv4` prints it.
+fn nft_table() -> Result<Option<String>, String> {
+    let out = Command::new("nft")
+        .args(["list", "table", "ip", "flannel-ipv4"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run nft: {e} (install nftables)"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()))
+    } else if stderr.contains("No such file or directory") {
+        Ok(None)
+    } else {
+        Err(format!(
+            "nft list table ip flannel-ipv4 failed ({}): {}",
+            out.status,
+            stderr.trim()
+        ))
+    }
 }
 
 /// The dumps of both iptables backends (what weftd's `--iptables-backend=auto` looks at).

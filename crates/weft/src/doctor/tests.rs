@@ -210,6 +210,7 @@ fn healthy() -> Facts {
             legacy: String::new(),
             nft: format!("{KUBELET_HINT}{}", nat_table(true)),
         }),
+        nft_table: Ok(None),
         ip_forward: FileText::Text("1\n".into()),
         bridge_nf_call_iptables: FileText::Text("1\n".into()),
         cni: CniFacts {
@@ -1061,6 +1062,110 @@ fn masquerade_rules() {
         Status::Warn,
         &["cannot read the nat table"],
     );
+}
+
+/// `nft list table ip flannel-ipv4` as nft 1.0.6 prints the table weftd writes for this
+/// node (the layout crates/weftd/tests/nftables.rs checks against the kernel).
+fn nft_listing(fully_random: bool) -> String {
+    let mut out = String::from(
+        "table ip flannel-ipv4 { # handle 9\n\tcomment \"rules for flannel-ipv4\"\n\tchain forward { # handle 1\n\t\tcomment \"chain to accept flannel traffic\"\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tip saddr 10.244.0.0/16 accept # handle 3\n\t\tip daddr 10.244.0.0/16 accept # handle 4\n\t}\n\n\tchain postrtg { # handle 2\n\t\tcomment \"chain to manage traffic masquerading by flannel\"\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n",
+    );
+    for (i, r) in
+        weft_core::nft::listed_masq_rules(net("10.244.0.0/16"), net("10.244.1.0/24"), fully_random)
+            .iter()
+            .enumerate()
+    {
+        out.push_str(&format!("\t\t{r} # handle {}\n", i + 5));
+    }
+    out.push_str("\t}\n}\n");
+    out
+}
+
+#[test]
+fn nftables_mode_checks_the_table_and_no_iptables_chains() {
+    let mut f = healthy();
+    set_config(
+        &mut f,
+        Some(r#"{"Network":"10.244.0.0/16","EnableNFTables":true,"Backend":{"Type":"vxlan"}}"#),
+        vec![],
+    );
+    f.iptables_nat = Ok("*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n".into());
+    f.iptables_backends = Some(BackendDumps {
+        legacy: String::new(),
+        nft: KUBELET_HINT.into(),
+    });
+    for fully_random in [true, false] {
+        f.nft_table = Ok(Some(nft_listing(fully_random)));
+        expect(
+            &find(&f, checks::MASQUERADE),
+            Status::Ok,
+            &[
+                "table ip flannel-ipv4, chain postrtg holds weftd's 6 rules for Network 10.244.0.0/16, subnet 10.244.1.0/24",
+            ],
+        );
+    }
+    expect(
+        &find(&f, checks::IPTABLES_BACKEND),
+        Status::Ok,
+        &["nftables mode", "neither iptables backend holds"],
+    );
+    assert_eq!(find(&f, checks::NETWORK_CONFIG).status, Status::Ok);
+    // A rule deleted by hand.
+    f.nft_table = Ok(Some(
+        nft_listing(true)
+            .lines()
+            .filter(|l| !l.contains("daddr != 224.0.0.0/4"))
+            .map(|l| format!("{l}\n"))
+            .collect(),
+    ));
+    expect(
+        &find(&f, checks::MASQUERADE),
+        Status::Fail,
+        &[
+            "chain postrtg: 1 rule missing: ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random",
+            "nft -f - <<'EOF'",
+            "add rule ip flannel-ipv4 postrtg ip saddr 10.244.1.0/24 ip daddr 10.244.0.0/16 return",
+        ],
+    );
+    // The table deleted.
+    f.nft_table = Ok(None);
+    expect(
+        &find(&f, checks::MASQUERADE),
+        Status::Fail,
+        &["there is no nftables table ip flannel-ipv4", "--ip-masq"],
+    );
+    f.nft_table = Err("cannot run nft: No such file or directory (install nftables)".into());
+    expect(
+        &find(&f, checks::MASQUERADE),
+        Status::Warn,
+        &["cannot list the nftables table", "install nftables"],
+    );
+    // The iptables mode's chains left behind beside the table.
+    f.nft_table = Ok(Some(nft_listing(true)));
+    f.iptables_backends = Some(BackendDumps {
+        legacy: nat_table(true),
+        nft: KUBELET_HINT.into(),
+    });
+    expect(
+        &find(&f, checks::IPTABLES_BACKEND),
+        Status::Warn,
+        &[
+            "EnableNFTables is set, but the iptables mode's chains (FLANNEL-POSTRTG, FLANNEL-FWD) are in iptables-legacy",
+            "iptables-legacy -t nat -X FLANNEL-POSTRTG",
+        ],
+    );
+    // And the other way round: iptables mode with the nftables table left behind.
+    let mut f = healthy();
+    f.nft_table = Ok(Some(nft_listing(true)));
+    expect(
+        &find(&f, checks::IPTABLES_BACKEND),
+        Status::Warn,
+        &[
+            "EnableNFTables is false, but the nftables table ip flannel-ipv4",
+            "nft delete table ip flannel-ipv4",
+        ],
+    );
+    assert_eq!(find(&f, checks::MASQUERADE).status, Status::Ok);
 }
 
 #[test]
