@@ -249,6 +249,12 @@ fn find(facts: &Facts, check: &str) -> Finding {
         .unwrap_or_else(|| panic!("no {check} finding"))
 }
 
+/// `expect` on the finding of check `id`.
+#[track_caller]
+fn check(facts: &Facts, id: &str, status: Status, needles: &[&str]) {
+    expect(&find(facts, id), status, needles);
+}
+
 /// Asserts the status and that each needle occurs in detail, cause or fix.
 #[track_caller]
 fn expect(f: &Finding, status: Status, needles: &[&str]) {
@@ -290,18 +296,21 @@ fn a_healthy_node_is_all_ok() {
             "weftd-health"
         ]
     );
-    expect(
-        &find(&healthy(), checks::LEASE),
+    check(
+        &healthy(),
+        checks::LEASE,
         Status::Ok,
         &["10.244.1.0/24", "node IP 10.250.1.1 (eth0)", "TTL 23h53m"],
     );
-    expect(
-        &find(&healthy(), checks::VXLAN_DEVICE),
+    check(
+        &healthy(),
+        checks::VXLAN_DEVICE,
         Status::Ok,
         &["flannel.1: VNI 1, port 8472, MTU 8951 (eth0 MTU 9001 - 50), up"],
     );
-    expect(
-        &find(&healthy(), checks::PEERS),
+    check(
+        &healthy(),
+        checks::PEERS,
         Status::Ok,
         &["1 peer programmed", "10.244.2.0/24 via 10.250.1.2"],
     );
@@ -336,8 +345,9 @@ fn etcd_unreachable_names_the_endpoint_and_e2() {
 fn etcd_notes_other_endpoints_in_the_args() {
     let mut f = healthy();
     f.flannel_args = Some(Ok("--etcd-endpoints=http://10.0.9.9:2379".into()));
-    expect(
-        &find(&f, checks::ETCD),
+    check(
+        &f,
+        checks::ETCD,
         Status::Ok,
         &["--etcd-endpoints=http://10.0.9.9:2379"],
     );
@@ -385,13 +395,14 @@ fn config_missing_everywhere_says_weft_network_init() {
             get: V2Get::Disabled,
         }],
     );
-    expect(
-        &find(&f, checks::NETWORK_CONFIG),
+    check(
+        &f,
+        checks::NETWORK_CONFIG,
         Status::Fail,
         &["no --enable-v2", "weft network init"],
     );
     // Dependent checks skip.
-    expect(&find(&f, checks::PEERS), Status::Skip, &["network-config"]);
+    check(&f, checks::PEERS, Status::Skip, &["network-config"]);
 }
 
 #[test]
@@ -408,8 +419,9 @@ fn config_only_in_v2_explains_e2_e3_and_migrate_v2() {
             },
         }],
     );
-    expect(
-        &find(&f, checks::NETWORK_CONFIG),
+    check(
+        &f,
+        checks::NETWORK_CONFIG,
         Status::Fail,
         &[
             "missing from etcd v3, but the etcd v2 store at http://10.250.0.2:2379 holds it",
@@ -431,14 +443,16 @@ fn malformed_config_gives_the_parser_message() {
     let parser = weft_core::config::NetworkConfig::parse(br#"{"Network":"10.244.0.0/33"}"#)
         .unwrap_err()
         .to_string();
-    expect(
-        &find(&f, checks::NETWORK_CONFIG),
+    check(
+        &f,
+        checks::NETWORK_CONFIG,
         Status::Fail,
         &[&parser, "weft network init --force"],
     );
     set_config(&mut f, Some("{nope"), vec![]);
-    expect(
-        &find(&f, checks::NETWORK_CONFIG),
+    check(
+        &f,
+        checks::NETWORK_CONFIG,
         Status::Fail,
         &["not valid JSON", "{nope"],
     );
@@ -452,8 +466,9 @@ fn configs_weftd_cannot_run() {
         Some(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}"#),
         vec![],
     );
-    expect(
-        &find(&f, checks::NETWORK_CONFIG),
+    check(
+        &f,
+        checks::NETWORK_CONFIG,
         Status::Fail,
         &[
             "wireguard",
@@ -462,31 +477,25 @@ fn configs_weftd_cannot_run() {
             "--backend host-gw",
         ],
     );
-    expect(
-        &find(&f, checks::VXLAN_DEVICE),
-        Status::Skip,
-        &["wireguard"],
-    );
-    expect(
-        &find(&f, checks::PEERS),
+    check(&f, checks::VXLAN_DEVICE, Status::Skip, &["wireguard"]);
+    check(
+        &f,
+        checks::PEERS,
         Status::Skip,
         &["\"wireguard\", which weftd does not run"],
     );
     // host-gw and DirectRouting are configs weftd runs.
     for ok in [HOSTGW_CONFIG, DIRECT_CONFIG] {
         set_config(&mut f, Some(ok), vec![]);
-        expect(&find(&f, checks::NETWORK_CONFIG), Status::Ok, &[]);
+        check(&f, checks::NETWORK_CONFIG, Status::Ok, &[]);
     }
     set_config(&mut f, Some(HOSTGW_CONFIG), vec![]);
-    expect(
-        &find(&f, checks::NETWORK_CONFIG),
-        Status::Ok,
-        &["backend host-gw"],
-    );
-    expect(&find(&f, checks::VXLAN_DEVICE), Status::Skip, &["host-gw"]);
+    check(&f, checks::NETWORK_CONFIG, Status::Ok, &["backend host-gw"]);
+    check(&f, checks::VXLAN_DEVICE, Status::Skip, &["host-gw"]);
     set_config(&mut f, Some(r#"{"Network":"10.244.0.0/16"}"#), vec![]);
-    expect(
-        &find(&f, checks::NETWORK_CONFIG),
+    check(
+        &f,
+        checks::NETWORK_CONFIG,
         Status::Warn,
         &["no Backend.Type", "udp"],
     );
@@ -498,8 +507,9 @@ fn configs_weftd_cannot_run() {
 fn missing_subnet_env_is_the_classic_pod_error() {
     let mut f = healthy();
     f.subnet_env = FileText::Missing;
-    expect(
-        &find(&f, checks::LEASE),
+    check(
+        &f,
+        checks::LEASE,
         Status::Fail,
         &[
             "/run/flannel/subnet.env does not exist",
@@ -509,15 +519,16 @@ fn missing_subnet_env_is_the_classic_pod_error() {
             "start weftd",
         ],
     );
-    expect(&find(&f, checks::MASQUERADE), Status::Skip, &[]);
+    check(&f, checks::MASQUERADE, Status::Skip, &[]);
 }
 
 #[test]
 fn unusable_subnet_env() {
     let mut f = healthy();
     f.subnet_env = FileText::Text("FLANNEL_NETWORK=10.244.0.0/16\n".into());
-    expect(
-        &find(&f, checks::LEASE),
+    check(
+        &f,
+        checks::LEASE,
         Status::Fail,
         &[
             "is unusable",
@@ -526,11 +537,7 @@ fn unusable_subnet_env() {
         ],
     );
     f.subnet_env = FileText::Unreadable("Permission denied (os error 13)".into());
-    expect(
-        &find(&f, checks::LEASE),
-        Status::Fail,
-        &["Permission denied"],
-    );
+    check(&f, checks::LEASE, Status::Fail, &["Permission denied"]);
 }
 
 #[test]
@@ -538,8 +545,9 @@ fn lease_missing_from_etcd() {
     let mut f = healthy();
     f.etcd.reach.as_mut().unwrap().leases =
         Ok(vec![lease_input("10.244.2.0/24", PEER_IP, peer_mac())]);
-    expect(
-        &find(&f, checks::LEASE),
+    check(
+        &f,
+        checks::LEASE,
         Status::Fail,
         &[
             "etcd holds no lease /coreos.com/network/subnets/10.244.1.0-24",
@@ -556,8 +564,9 @@ fn stale_subnet_env_names_the_nodes_real_lease() {
         lease_input("10.244.1.0/24", PEER_IP, peer_mac()),
         lease_input("10.244.7.0/24", NODE_IP, own_mac()),
     ]);
-    expect(
-        &find(&f, checks::LEASE),
+    check(
+        &f,
+        checks::LEASE,
         Status::Fail,
         &[
             "leased to 10.250.1.2, not to this node, which holds 10.244.7.0/24",
@@ -567,8 +576,9 @@ fn stale_subnet_env_names_the_nodes_real_lease() {
     // A lease whose PublicIP is no local address at all: NAT, or someone else's.
     f.etcd.reach.as_mut().unwrap().leases =
         Ok(vec![lease_input("10.244.1.0/24", PEER_IP, peer_mac())]);
-    expect(
-        &find(&f, checks::LEASE),
+    check(
+        &f,
+        checks::LEASE,
         Status::Warn,
         &[
             "not an address of this host",
@@ -583,12 +593,13 @@ fn expired_or_flagged_lease_and_changed_network() {
     let mut f = healthy();
     let leases = &mut f.etcd.reach.as_mut().unwrap().leases;
     leases.as_mut().unwrap()[0].ttl = Ttl::Expired;
-    expect(&find(&f, checks::LEASE), Status::Fail, &["expired"]);
+    check(&f, checks::LEASE, Status::Fail, &["expired"]);
 
     let mut f = healthy();
     f.subnet_env = FileText::Text(ENV.replace("10.244.0.0/16", "10.99.0.0/16"));
-    expect(
-        &find(&f, checks::LEASE),
+    check(
+        &f,
+        checks::LEASE,
         Status::Fail,
         &["FLANNEL_NETWORK 10.99.0.0/16", "Network 10.244.0.0/16"],
     );
@@ -610,27 +621,30 @@ fn missing_device() {
         .unwrap()
         .links
         .retain(|l| l.name != "flannel.1");
-    expect(
-        &find(&f, checks::VXLAN_DEVICE),
+    check(
+        &f,
+        checks::VXLAN_DEVICE,
         Status::Fail,
         &["flannel.1 does not exist", "start weftd"],
     );
-    expect(&find(&f, checks::PEERS), Status::Skip, &["does not exist"]);
+    check(&f, checks::PEERS, Status::Skip, &["does not exist"]);
 }
 
 #[test]
 fn device_with_wrong_vni_port_state_or_mac() {
     let mut f = healthy();
     with_device(&mut f, |d| d.vxlan.as_mut().unwrap().vni = Some(7));
-    expect(
-        &find(&f, checks::VXLAN_DEVICE),
+    check(
+        &f,
+        checks::VXLAN_DEVICE,
         Status::Fail,
         &["VNI 7 instead of 1", "ip link del flannel.1"],
     );
     let mut f = healthy();
     with_device(&mut f, |d| d.vxlan.as_mut().unwrap().port = Some(4789));
-    expect(
-        &find(&f, checks::VXLAN_DEVICE),
+    check(
+        &f,
+        checks::VXLAN_DEVICE,
         Status::Fail,
         &["UDP port 4789 instead of 8472"],
     );
@@ -643,15 +657,12 @@ fn device_with_wrong_vni_port_state_or_mac() {
     assert_eq!(find(&f, checks::VXLAN_DEVICE).status, Status::Ok);
     let mut f = healthy();
     with_device(&mut f, |d| d.up = false);
-    expect(
-        &find(&f, checks::VXLAN_DEVICE),
-        Status::Fail,
-        &["it is down"],
-    );
+    check(&f, checks::VXLAN_DEVICE, Status::Fail, &["it is down"]);
     let mut f = healthy();
     with_device(&mut f, |d| d.mac = Some(mac("0a:00:00:00:00:99")));
-    expect(
-        &find(&f, checks::VXLAN_DEVICE),
+    check(
+        &f,
+        checks::VXLAN_DEVICE,
         Status::Fail,
         &["MAC 0a:00:00:00:00:99 differs from the VtepMAC 0a:00:00:00:00:01"],
     );
@@ -662,24 +673,27 @@ fn device_mtu_against_the_underlay() {
     let mut f = healthy();
     with_device(&mut f, |d| d.mtu = 9001);
     f.subnet_env = FileText::Text(ENV.replace("8951", "9001"));
-    expect(
-        &find(&f, checks::VXLAN_DEVICE),
+    check(
+        &f,
+        checks::VXLAN_DEVICE,
         Status::Fail,
         &["MTU 9001 is more than eth0 MTU 9001 - 50 = 8951"],
     );
     let mut f = healthy();
     with_device(&mut f, |d| d.mtu = 1450);
     f.subnet_env = FileText::Text(ENV.replace("8951", "1450"));
-    expect(
-        &find(&f, checks::VXLAN_DEVICE),
+    check(
+        &f,
+        checks::VXLAN_DEVICE,
         Status::Warn,
         &["MTU 1450 is below 8951 (eth0 MTU 9001 - 50)"],
     );
     // Pods told a bigger MTU than the device carries.
     let mut f = healthy();
     f.subnet_env = FileText::Text(ENV.replace("8951", "9001"));
-    expect(
-        &find(&f, checks::VXLAN_DEVICE),
+    check(
+        &f,
+        checks::VXLAN_DEVICE,
         Status::Fail,
         &["FLANNEL_MTU in /run/flannel/subnet.env is 9001, the device's MTU is 8951"],
     );
@@ -707,8 +721,9 @@ fn a_missing_peer_route_fails_naming_the_peer() {
     let mut state = peer_state();
     state.routes.clear();
     set_state(&mut f, state);
-    expect(
-        &find(&f, checks::PEERS),
+    check(
+        &f,
+        checks::PEERS,
         Status::Fail,
         &[
             "1 of 1 peer not programmed on flannel.1",
@@ -718,8 +733,9 @@ fn a_missing_peer_route_fails_naming_the_peer() {
         ],
     );
     set_state(&mut f, KernelState::default());
-    expect(
-        &find(&f, checks::PEERS),
+    check(
+        &f,
+        checks::PEERS,
         Status::Fail,
         &[
             "neighbour, fdb, route missing or wrong",
@@ -740,8 +756,9 @@ fn stale_and_refused_peers_warn() {
         underlay: false,
     });
     set_state(&mut f, state);
-    expect(
-        &find(&f, checks::PEERS),
+    check(
+        &f,
+        checks::PEERS,
         Status::Warn,
         &["stale entries: `ip route del 10.244.9.0/24 via 10.244.9.0 dev flannel.1`"],
     );
@@ -759,8 +776,9 @@ fn stale_and_refused_peers_warn() {
             Ipv4Addr::new(10, 250, 1, 3),
             mac("0a:00:00:00:00:03"),
         ));
-    expect(
-        &find(&f, checks::PEERS),
+    check(
+        &f,
+        checks::PEERS,
         Status::Warn,
         &["refuses to program", "outside Network"],
     );
@@ -769,7 +787,7 @@ fn stale_and_refused_peers_warn() {
     f.etcd.reach.as_mut().unwrap().leases =
         Ok(vec![lease_input("10.244.1.0/24", NODE_IP, own_mac())]);
     set_state(&mut f, KernelState::default());
-    expect(&find(&f, checks::PEERS), Status::Ok, &["no other node"]);
+    check(&f, checks::PEERS, Status::Ok, &["no other node"]);
 }
 
 const HOSTGW_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#;
@@ -837,11 +855,12 @@ fn hostgw_node() -> Facts {
 #[test]
 fn a_host_gw_node_is_checked_by_its_routes_via_the_peers_public_ips() {
     let f = hostgw_node();
-    for check in [checks::NETWORK_CONFIG, checks::LEASE] {
-        expect(&find(&f, check), Status::Ok, &[]);
+    for id in [checks::NETWORK_CONFIG, checks::LEASE] {
+        check(&f, id, Status::Ok, &[]);
     }
-    expect(
-        &find(&f, checks::PEERS),
+    check(
+        &f,
+        checks::PEERS,
         Status::Ok,
         &[
             "1 peer programmed on eth0 (a route via its PublicIP each): 10.244.2.0/24 via 10.250.1.2",
@@ -850,8 +869,9 @@ fn a_host_gw_node_is_checked_by_its_routes_via_the_peers_public_ips() {
 
     let mut f = hostgw_node();
     set_underlay(&mut f, Ok(KernelState::default()));
-    expect(
-        &find(&f, checks::PEERS),
+    check(
+        &f,
+        checks::PEERS,
         Status::Fail,
         &[
             "1 of 1 peer not programmed on eth0: 10.244.2.0/24 (node 10.250.1.2): direct route missing or wrong",
@@ -880,8 +900,9 @@ fn a_host_gw_node_is_checked_by_its_routes_via_the_peers_public_ips() {
             "10.244.3.0/24",
             Ipv4Addr::new(10, 251, 0, 3),
         ));
-    expect(
-        &find(&f, checks::PEERS),
+    check(
+        &f,
+        checks::PEERS,
         Status::Warn,
         &[
             "1 peer programmed on eth0",
@@ -893,15 +914,17 @@ fn a_host_gw_node_is_checked_by_its_routes_via_the_peers_public_ips() {
 
     let mut f = hostgw_node();
     set_underlay(&mut f, Err("permission denied".into()));
-    expect(
-        &find(&f, checks::PEERS),
+    check(
+        &f,
+        checks::PEERS,
         Status::Warn,
         &["cannot read the routes of eth0: permission denied"],
     );
     let mut f = hostgw_node();
     f.subnet_env = FileText::Missing;
-    expect(
-        &find(&f, checks::PEERS),
+    check(
+        &f,
+        checks::PEERS,
         Status::Skip,
         &["this node's lease is not known"],
     );
@@ -939,21 +962,23 @@ fn direct_routing_takes_peers_on_the_link_by_a_route_and_the_others_through_vxla
         &mut f,
         Ok(routes(vec![direct_route("10.244.2.0/24", PEER_IP)])),
     );
-    expect(
-        &find(&f, checks::PEERS),
+    check(
+        &f,
+        checks::PEERS,
         Status::Ok,
         &[
             "2 peers programmed on flannel.1 and eth0",
             "10.244.2.0/24 via 10.250.1.2 (direct), 10.244.3.0/24 via 10.251.0.3",
         ],
     );
-    expect(&find(&f, checks::VXLAN_DEVICE), Status::Ok, &[]);
+    check(&f, checks::VXLAN_DEVICE, Status::Ok, &[]);
 
     // The kernel as without DirectRouting: the near peer on flannel.1, no direct route.
     set_state(&mut f, peer_state());
     set_underlay(&mut f, Ok(KernelState::default()));
-    expect(
-        &find(&f, checks::PEERS),
+    check(
+        &f,
+        checks::PEERS,
         Status::Fail,
         &[
             "10.244.2.0/24 (node 10.250.1.2): direct route missing or wrong",
@@ -969,8 +994,9 @@ fn direct_routing_takes_peers_on_the_link_by_a_route_and_the_others_through_vxla
 #[test]
 fn iptables_backend_of_weft_against_the_hosts() {
     let mut f = healthy();
-    expect(
-        &find(&f, checks::IPTABLES_BACKEND),
+    check(
+        &f,
+        checks::IPTABLES_BACKEND,
         Status::Ok,
         &[
             "weft's chains are in iptables-nft, the host's backend",
@@ -982,8 +1008,9 @@ fn iptables_backend_of_weft_against_the_hosts() {
         legacy: KUBELET_HINT.into(),
         nft: nat_table(true),
     });
-    expect(
-        &find(&f, checks::IPTABLES_BACKEND),
+    check(
+        &f,
+        checks::IPTABLES_BACKEND,
         Status::Fail,
         &[
             "weft's chains are in iptables-nft, but the host's rules are in iptables-legacy",
@@ -997,8 +1024,9 @@ fn iptables_backend_of_weft_against_the_hosts() {
         legacy: format!("{KUBELET_HINT}{}", nat_table(true)),
         nft: nat_table(true),
     });
-    expect(
-        &find(&f, checks::IPTABLES_BACKEND),
+    check(
+        &f,
+        checks::IPTABLES_BACKEND,
         Status::Warn,
         &["in both backends", "iptables-nft -t nat -X FLANNEL-POSTRTG"],
     );
@@ -1007,8 +1035,9 @@ fn iptables_backend_of_weft_against_the_hosts() {
         legacy: String::new(),
         nft: String::new(),
     });
-    expect(
-        &find(&f, checks::IPTABLES_BACKEND),
+    check(
+        &f,
+        checks::IPTABLES_BACKEND,
         Status::Ok,
         &["weft's chains are in neither backend yet"],
     );
@@ -1017,14 +1046,16 @@ fn iptables_backend_of_weft_against_the_hosts() {
         legacy: nat_table(true),
         nft: String::new(),
     });
-    expect(
-        &find(&f, checks::IPTABLES_BACKEND),
+    check(
+        &f,
+        checks::IPTABLES_BACKEND,
         Status::Ok,
         &["iptables-legacy, the host's backend"],
     );
     f.iptables_backends = None;
-    expect(
-        &find(&f, checks::IPTABLES_BACKEND),
+    check(
+        &f,
+        checks::IPTABLES_BACKEND,
         Status::Skip,
         &["neither iptables-legacy-save nor iptables-nft-save"],
     );
@@ -1040,8 +1071,9 @@ fn masquerade_rules() {
         .filter(|l| !l.contains("MASQUERADE"))
         .map(|l| format!("{l}\n"))
         .collect());
-    expect(
-        &find(&f, checks::MASQUERADE),
+    check(
+        &f,
+        checks::MASQUERADE,
         Status::Fail,
         &[
             "2 rules missing",
@@ -1051,14 +1083,11 @@ fn masquerade_rules() {
         ],
     );
     f.iptables_nat = Ok("*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n".into());
-    expect(
-        &find(&f, checks::MASQUERADE),
-        Status::Fail,
-        &["7 rules missing"],
-    );
+    check(&f, checks::MASQUERADE, Status::Fail, &["7 rules missing"]);
     f.iptables_nat = Err("cannot run iptables-save: No such file".into());
-    expect(
-        &find(&f, checks::MASQUERADE),
+    check(
+        &f,
+        checks::MASQUERADE,
         Status::Warn,
         &["cannot read the nat table"],
     );
@@ -1096,16 +1125,18 @@ fn nftables_mode_checks_the_table_and_no_iptables_chains() {
     });
     for fully_random in [true, false] {
         f.nft_table = Ok(Some(nft_listing(fully_random)));
-        expect(
-            &find(&f, checks::MASQUERADE),
+        check(
+            &f,
+            checks::MASQUERADE,
             Status::Ok,
             &[
                 "table ip flannel-ipv4, chain postrtg holds weftd's 6 rules for Network 10.244.0.0/16, subnet 10.244.1.0/24",
             ],
         );
     }
-    expect(
-        &find(&f, checks::IPTABLES_BACKEND),
+    check(
+        &f,
+        checks::IPTABLES_BACKEND,
         Status::Ok,
         &["nftables mode", "neither iptables backend holds"],
     );
@@ -1118,8 +1149,9 @@ fn nftables_mode_checks_the_table_and_no_iptables_chains() {
             .map(|l| format!("{l}\n"))
             .collect(),
     ));
-    expect(
-        &find(&f, checks::MASQUERADE),
+    check(
+        &f,
+        checks::MASQUERADE,
         Status::Fail,
         &[
             "chain postrtg: 1 rule missing: ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random",
@@ -1129,14 +1161,16 @@ fn nftables_mode_checks_the_table_and_no_iptables_chains() {
     );
     // The table deleted.
     f.nft_table = Ok(None);
-    expect(
-        &find(&f, checks::MASQUERADE),
+    check(
+        &f,
+        checks::MASQUERADE,
         Status::Fail,
         &["there is no nftables table ip flannel-ipv4", "--ip-masq"],
     );
     f.nft_table = Err("cannot run nft: No such file or directory (install nftables)".into());
-    expect(
-        &find(&f, checks::MASQUERADE),
+    check(
+        &f,
+        checks::MASQUERADE,
         Status::Warn,
         &["cannot list the nftables table", "install nftables"],
     );
@@ -1146,8 +1180,9 @@ fn nftables_mode_checks_the_table_and_no_iptables_chains() {
         legacy: nat_table(true),
         nft: KUBELET_HINT.into(),
     });
-    expect(
-        &find(&f, checks::IPTABLES_BACKEND),
+    check(
+        &f,
+        checks::IPTABLES_BACKEND,
         Status::Warn,
         &[
             "EnableNFTables is set, but the iptables mode's chains (FLANNEL-POSTRTG, FLANNEL-FWD) are in iptables-legacy",
@@ -1157,8 +1192,9 @@ fn nftables_mode_checks_the_table_and_no_iptables_chains() {
     // And the other way round: iptables mode with the nftables table left behind.
     let mut f = healthy();
     f.nft_table = Ok(Some(nft_listing(true)));
-    expect(
-        &find(&f, checks::IPTABLES_BACKEND),
+    check(
+        &f,
+        checks::IPTABLES_BACKEND,
         Status::Warn,
         &[
             "EnableNFTables is false, but the nftables table ip flannel-ipv4",
@@ -1173,8 +1209,9 @@ fn no_ip_masq_warns() {
     let mut f = healthy();
     f.subnet_env = FileText::Text(ENV.replace("FLANNEL_IPMASQ=true", "FLANNEL_IPMASQ=false"));
     f.flannel_args = Some(Ok(format!("--etcd-endpoints={ENDPOINT}")));
-    expect(
-        &find(&f, checks::MASQUERADE),
+    check(
+        &f,
+        checks::MASQUERADE,
         Status::Warn,
         &[
             "FLANNEL_IPMASQ=false",
@@ -1191,14 +1228,16 @@ fn no_ip_masq_warns() {
 fn ip_forward_and_br_netfilter() {
     let mut f = healthy();
     f.ip_forward = FileText::Text("0\n".into());
-    expect(
-        &find(&f, checks::IP_FORWARD),
+    check(
+        &f,
+        checks::IP_FORWARD,
         Status::Fail,
         &["net.ipv4.ip_forward = 0", "sysctl -w net.ipv4.ip_forward=1"],
     );
     f.bridge_nf_call_iptables = FileText::Missing;
-    expect(
-        &find(&f, checks::BR_NETFILTER),
+    check(
+        &f,
+        checks::BR_NETFILTER,
         Status::Warn,
         &[
             "not loaded",
@@ -1207,8 +1246,9 @@ fn ip_forward_and_br_netfilter() {
         ],
     );
     f.bridge_nf_call_iptables = FileText::Text("0\n".into());
-    expect(
-        &find(&f, checks::BR_NETFILTER),
+    check(
+        &f,
+        checks::BR_NETFILTER,
         Status::Warn,
         &[
             "bridge-nf-call-iptables = 0",
@@ -1254,8 +1294,9 @@ fn aws_conflist_first_is_e4_with_both_error_forms() {
         "/etc/cni/net.d",
         vec![file("05-vpc.conflist", Some(AWS_CONFLIST))],
     );
-    expect(
-        &find(&f, checks::CNI_CONFIG),
+    check(
+        &f,
+        checks::CNI_CONFIG,
         Status::Fail,
         &["AWS VPC CNI's 05-vpc.conflist"],
     );
@@ -1275,8 +1316,9 @@ fn other_cni_configs() {
             file("README", None),
         ],
     );
-    expect(
-        &find(&f, checks::CNI_CONFIG),
+    check(
+        &f,
+        checks::CNI_CONFIG,
         Status::Fail,
         &[
             "05-cilium.conflist (plugin cilium-cni)",
@@ -1284,15 +1326,17 @@ fn other_cni_configs() {
         ],
     );
     f.cni.conf_dir = listing("/etc/cni/net.d", vec![file("README", None)]);
-    expect(
-        &find(&f, checks::CNI_CONFIG),
+    check(
+        &f,
+        checks::CNI_CONFIG,
         Status::Fail,
         &["holds no network config", "weft install-cni"],
     );
     let mut f = healthy();
     f.cni.bin_dir = bin_dir(&["bridge", "host-local", "loopback", "portmap"]);
-    expect(
-        &find(&f, checks::CNI_CONFIG),
+    check(
+        &f,
+        checks::CNI_CONFIG,
         Status::Fail,
         &[
             "no `flannel` plugin",
@@ -1300,8 +1344,9 @@ fn other_cni_configs() {
         ],
     );
     f.cni.bin_dir = bin_dir(&["flannel", "loopback"]);
-    expect(
-        &find(&f, checks::CNI_CONFIG),
+    check(
+        &f,
+        checks::CNI_CONFIG,
         Status::Warn,
         &["misses bridge, host-local, portmap"],
     );
@@ -1337,8 +1382,9 @@ fn vpc_cni_leftovers_warn_with_the_cleanup_command() {
         ],
         ..Plan::default()
     };
-    expect(
-        &find(&f, checks::VPC_CNI_LEFTOVERS),
+    check(
+        &f,
+        checks::VPC_CNI_LEFTOVERS,
         Status::Warn,
         &[
             "[iptables] iptables-nft table nat: flush and delete AWS-SNAT-CHAIN-0",
@@ -1352,8 +1398,9 @@ fn vpc_cni_leftovers_warn_with_the_cleanup_command() {
         blocker: Some("ipamd is still running on this node".into()),
         ..Plan::default()
     };
-    expect(
-        &find(&f, checks::VPC_CNI_LEFTOVERS),
+    check(
+        &f,
+        checks::VPC_CNI_LEFTOVERS,
         Status::Warn,
         &["ipamd is still running"],
     );
@@ -1372,8 +1419,9 @@ fn kubelet(f: &mut Facts, text: &str) {
 fn eni_derived_max_pods_is_e5_with_every_ami_setting() {
     let mut f = healthy();
     kubelet(&mut f, r#"{"kind":"KubeletConfiguration","maxPods":29}"#);
-    expect(
-        &find(&f, checks::MAX_PODS),
+    check(
+        &f,
+        checks::MAX_PODS,
         Status::Warn,
         &[
             "maxPods 29 in /etc/kubernetes/kubelet/config.json",
@@ -1405,8 +1453,9 @@ fn eni_derived_max_pods_is_e5_with_every_ami_setting() {
 fn max_pods_above_the_subnet_fails_and_defaults_pass() {
     let mut f = healthy();
     kubelet(&mut f, r#"{"maxPods":300}"#);
-    expect(
-        &find(&f, checks::MAX_PODS),
+    check(
+        &f,
+        checks::MAX_PODS,
         Status::Fail,
         &[
             "maxPods 300",
@@ -1420,16 +1469,18 @@ fn max_pods_above_the_subnet_fails_and_defaults_pass() {
     kubelet(&mut f, r#"{"maxPods":110}"#);
     assert_eq!(find(&f, checks::MAX_PODS).status, Status::Ok);
     kubelet(&mut f, r#"{"maxPods":126}"#);
-    expect(
-        &find(&f, checks::MAX_PODS),
+    check(
+        &f,
+        checks::MAX_PODS,
         Status::Fail,
         &["/25", "125 pod addresses"],
     );
     // An ENI value above 110 that fits the subnet: not limiting, still the AMI's ENI setting.
     f.subnet_env = FileText::Text(ENV.into());
     kubelet(&mut f, r#"{"maxPods":234}"#);
-    expect(
-        &find(&f, checks::MAX_PODS),
+    check(
+        &f,
+        checks::MAX_PODS,
         Status::Warn,
         &[
             "m5.4xlarge",
@@ -1443,7 +1494,7 @@ fn max_pods_above_the_subnet_fails_and_defaults_pass() {
         &mut f,
         "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n",
     );
-    expect(&find(&f, checks::MAX_PODS), Status::Ok, &["default 110"]);
+    check(&f, checks::MAX_PODS, Status::Ok, &["default 110"]);
 }
 
 #[test]
@@ -1454,23 +1505,11 @@ fn max_pods_drop_ins_win_and_inputs_can_be_missing() {
         PathBuf::from("/etc/kubernetes/kubelet/config.json.d/40-nodeadm.conf"),
         Ok(r#"{"maxPods":110}"#.into()),
     )];
-    expect(
-        &find(&f, checks::MAX_PODS),
-        Status::Ok,
-        &["40-nodeadm.conf"],
-    );
+    check(&f, checks::MAX_PODS, Status::Ok, &["40-nodeadm.conf"]);
     f.kubelet.main = None;
-    expect(
-        &find(&f, checks::MAX_PODS),
-        Status::Skip,
-        &["--kubelet-config"],
-    );
+    check(&f, checks::MAX_PODS, Status::Skip, &["--kubelet-config"]);
     kubelet(&mut f, r#"{"maxPods":"lots"}"#);
-    expect(
-        &find(&f, checks::MAX_PODS),
-        Status::Warn,
-        &["not a pod count"],
-    );
+    check(&f, checks::MAX_PODS, Status::Warn, &["not a pod count"]);
 }
 
 // 10. E1
@@ -1483,8 +1522,9 @@ fn kube_subnet_mgr_without_pod_cidrs_is_e1() {
         node("ip-10-0-1-10.ec2.internal", None),
         node("ip-10-0-1-11.ec2.internal", None),
     ]));
-    expect(
-        &find(&f, checks::KUBE_SUBNET_MGR),
+    check(
+        &f,
+        checks::KUBE_SUBNET_MGR,
         Status::Fail,
         &[
             "node pod cidr not assigned",
@@ -1497,28 +1537,32 @@ fn kube_subnet_mgr_without_pod_cidrs_is_e1() {
         ],
     );
     f.nodes = Some(Ok(vec![node("a", Some("10.244.1.0/24"))]));
-    expect(
-        &find(&f, checks::KUBE_SUBNET_MGR),
+    check(
+        &f,
+        checks::KUBE_SUBNET_MGR,
         Status::Warn,
         &["has a spec.podCIDR"],
     );
     f.nodes = None;
-    expect(
-        &find(&f, checks::KUBE_SUBNET_MGR),
+    check(
+        &f,
+        checks::KUBE_SUBNET_MGR,
         Status::Warn,
         &["--nodes-json", "E1"],
     );
     f.flannel_args = Some(Ok(
         "--kube-subnet-mgr=false --etcd-endpoints=http://e:2379".into()
     ));
-    expect(
-        &find(&f, checks::KUBE_SUBNET_MGR),
+    check(
+        &f,
+        checks::KUBE_SUBNET_MGR,
         Status::Ok,
         &["etcd mode (--etcd-endpoints=http://e:2379)"],
     );
     f.flannel_args = None;
-    expect(
-        &find(&f, checks::KUBE_SUBNET_MGR),
+    check(
+        &f,
+        checks::KUBE_SUBNET_MGR,
         Status::Skip,
         &["--flannel-args"],
     );
@@ -1534,15 +1578,17 @@ fn weftd_health() {
         503,
         "weftd is not ready yet: waiting for /coreos.com/network/config\n".into(),
     ));
-    expect(
-        &find(&f, checks::WEFTD_HEALTH),
+    check(
+        &f,
+        checks::WEFTD_HEALTH,
         Status::Warn,
         &["answers 503: weftd is not ready yet: waiting for /coreos.com/network/config"],
     );
     let h = f.health.as_mut().unwrap();
     h.readyz = Err("cannot connect to 127.0.0.1:8081: Connection refused".into());
-    expect(
-        &find(&f, checks::WEFTD_HEALTH),
+    check(
+        &f,
+        checks::WEFTD_HEALTH,
         Status::Warn,
         &["no answer", "Connection refused"],
     );
@@ -1553,17 +1599,14 @@ fn weftd_health() {
         "weft_peers_known 3\nweft_peers_programmed 2\nweft_errors_total{kind=\"netlink\"} 4\n"
             .into(),
     ));
-    expect(
-        &find(&f, checks::WEFTD_HEALTH),
+    check(
+        &f,
+        checks::WEFTD_HEALTH,
         Status::Warn,
         &["only 2 of 3 peers are programmed", "netlink=4"],
     );
     f.health = None;
-    expect(
-        &find(&f, checks::WEFTD_HEALTH),
-        Status::Skip,
-        &["--healthz"],
-    );
+    check(&f, checks::WEFTD_HEALTH, Status::Skip, &["--healthz"]);
 }
 
 // Parsers and rendering
