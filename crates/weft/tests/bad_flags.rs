@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use weft_testbed::corpus;
 
+mod common;
+use common::{EKS_REQUIRED, eks_m5_args_with};
+
 /// Nothing listens there; weft must not get as far as trying it.
 const DEAD_ETCD: &str = "http://127.0.0.1:1";
 
@@ -82,24 +85,15 @@ fn check(c: &Case, dir: &Path, out: &Output) -> Vec<String> {
     problems
 }
 
-const EKS: &[&str] = &[
-    "eks",
-    "plan",
-    "--cluster-name",
-    "demo",
-    "--region",
-    "us-east-1",
-    "--ami-family",
-    "al2023",
-    "--vpc-cidr",
-    "10.0.0.0/16",
-    "--instance-types",
-    "m5.large",
-];
-
 /// `weft eks plan` with valid required flags, plus `extra`.
 fn eks(extra: &[&str]) -> Vec<String> {
-    EKS.iter().chain(extra).map(|a| a.to_string()).collect()
+    ["eks", "plan"]
+        .iter()
+        .chain(EKS_REQUIRED)
+        .chain(&["--instance-types", "m5.large"])
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect()
 }
 
 /// `weft network init <extra> --etcd-endpoints <dead>`.
@@ -247,19 +241,10 @@ fn cases() -> Vec<Case> {
             "eks plan --ami-family windows",
             2,
             &[
-                "eks",
-                "plan",
-                "--cluster-name",
-                "c",
-                "--region",
-                "us-east-1",
-                "--ami-family",
-                "windows",
-                "--vpc-cidr",
-                "10.0.0.0/16",
-                "--instance-types",
-                "m5.large",
-            ],
+                vec!["eks".to_string(), "plan".to_string()],
+                eks_m5_args_with("--ami-family", Some("windows")),
+            ]
+            .concat(),
             &[
                 "invalid value 'windows' for '--ami-family <FAMILY>'",
                 "[possible values: al2, al2023, bottlerocket]",

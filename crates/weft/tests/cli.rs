@@ -2,10 +2,13 @@
 //! (root only; CI runs as root: without root these tests fail with the testbed's reason).
 //! The tests at the end need neither root nor etcd.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 use weft_testbed::{Testbed, TestbedConfig};
+
+mod common;
+use common::Run;
 
 const KEY: &str = "/coreos.com/network/config";
 const SUBNETS: &str = "/coreos.com/network/subnets/";
@@ -28,22 +31,7 @@ fn bed(label: &str, etcd_v2: bool) -> Testbed {
     .unwrap_or_else(|e| panic!("{label}: cannot build the testbed: {e}"))
 }
 
-/// What one weft run gave.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 impl Run {
-    fn from(out: Output) -> Run {
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
     fn ok(self, what: &str) -> Run {
         assert_eq!(self.code, 0, "{what}: {self}");
         self
@@ -52,21 +40,6 @@ impl Run {
     fn fails(self, what: &str) -> Run {
         assert_eq!(self.code, 1, "{what}: {self}");
         self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self}"))
-    }
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
     }
 }
 
@@ -209,18 +182,12 @@ fn init_with_a_different_network_refuses_without_force() {
     ])
     .expect("put lease");
 
-    let r = weft(
-        &tb,
-        &[
-            "network",
-            "init",
-            "--network",
-            "10.245.0.0/16",
-            "--subnet-len",
-            "25",
-        ],
-    )
-    .fails("init with another network");
+    // The same other network, without and with --force.
+    let init_other = |extra: &[&str]| {
+        let flags = ["--network", "10.245.0.0/16", "--subnet-len", "25"];
+        weft(&tb, &[&["network", "init"], &flags[..], extra].concat())
+    };
+    let r = init_other(&[]).fails("init with another network");
     for needle in [
         "already holds a different config",
         "Network: 10.244.0.0/16 -> 10.245.0.0/16",
@@ -234,19 +201,7 @@ fn init_with_a_different_network_refuses_without_force() {
     }
     assert_eq!(get(&tb, KEY), MANIFEST, "refused init must not write");
 
-    let r = weft(
-        &tb,
-        &[
-            "network",
-            "init",
-            "--network",
-            "10.245.0.0/16",
-            "--subnet-len",
-            "25",
-            "--force",
-        ],
-    )
-    .ok("init --force");
+    let r = init_other(&["--force"]).ok("init --force");
     assert!(r.stdout.contains("replacing it (--force)"), "{r}");
     assert_eq!(
         get(&tb, KEY),
@@ -368,42 +323,17 @@ fn leases_list_flags_each_kind_of_lease() {
         tb.etcdctl(&args)
             .unwrap_or_else(|e| panic!("put {tail}: {e}"));
     };
-    put(
-        "10.244.1.0-24",
-        &vxlan_lease("10.250.1.1", "aa:bb:cc:dd:ee:01"),
-        true,
-    );
-    put(
-        "10.244.2.0-24",
-        &vxlan_lease("10.250.1.2", "aa:bb:cc:dd:ee:02"),
-        false,
-    );
+    let put_vxlan = |tail: &str, ip: &str, mac: &str, lease: bool| {
+        put(tail, &vxlan_lease(ip, mac), lease);
+    };
+    put_vxlan("10.244.1.0-24", "10.250.1.1", "aa:bb:cc:dd:ee:01", true);
+    put_vxlan("10.244.2.0-24", "10.250.1.2", "aa:bb:cc:dd:ee:02", false);
     put("10.244.3.0-24", "this is not json", false);
-    put(
-        "10.244.4.0-24",
-        &vxlan_lease("10.250.1.9", "aa:bb:cc:dd:ee:04"),
-        true,
-    );
-    put(
-        "10.244.5.0-24",
-        &vxlan_lease("10.250.1.9", "aa:bb:cc:dd:ee:05"),
-        false,
-    );
-    put(
-        "10.9.0.0-24",
-        &vxlan_lease("10.250.1.6", "aa:bb:cc:dd:ee:06"),
-        false,
-    );
-    put(
-        "10.244.8.0-23",
-        &vxlan_lease("10.250.1.7", "aa:bb:cc:dd:ee:07"),
-        false,
-    );
-    put(
-        "10.244.9.0-24",
-        &vxlan_lease("10.250.1.8", "aa:bb:cc:dd:ee:08"),
-        false,
-    );
+    put_vxlan("10.244.4.0-24", "10.250.1.9", "aa:bb:cc:dd:ee:04", true);
+    put_vxlan("10.244.5.0-24", "10.250.1.9", "aa:bb:cc:dd:ee:05", false);
+    put_vxlan("10.9.0.0-24", "10.250.1.6", "aa:bb:cc:dd:ee:06", false);
+    put_vxlan("10.244.8.0-23", "10.250.1.7", "aa:bb:cc:dd:ee:07", false);
+    put_vxlan("10.244.9.0-24", "10.250.1.8", "aa:bb:cc:dd:ee:08", false);
 
     let r = weft(&tb, &["leases", "list"]).ok("leases list");
     let row = |subnet: &str| -> String {

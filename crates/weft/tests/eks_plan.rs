@@ -11,26 +11,14 @@
 
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-/// What one weft run gave.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+mod common;
+use common::{EKS_REQUIRED, Run, eks_m5_args_with};
 
 impl Run {
-    fn from(out: Output) -> Run {
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
     fn ok(self) -> Run {
         assert_eq!(self.code, 0, "{self}");
         assert_eq!(self.stderr, "", "{self}");
@@ -54,21 +42,6 @@ impl Run {
     fn says(self, text: &str) -> Run {
         assert!(self.stderr.contains(text), "stderr lacks {text:?}:\n{self}");
         self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self}"))
-    }
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
     }
 }
 
@@ -112,27 +85,24 @@ fn plan(args: &[&str]) -> Run {
 
 /// The required flags of a small plan, plus `extra`.
 fn base(extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "--cluster-name",
-        "prod",
-        "--region",
-        "us-east-1",
-        "--ami-family",
-        "al2023",
-        "--vpc-cidr",
-        "10.0.0.0/16",
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect();
-    v.extend(extra.iter().map(ToString::to_string));
-    v
+    EKS_REQUIRED
+        .iter()
+        .chain(extra)
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn plan_args(args: &[String]) -> Run {
+    plan(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn plan_base(extra: &[&str]) -> Run {
-    let args = base(extra);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    plan(&refs)
+    plan_args(&base(extra))
+}
+
+/// `plan_base` of one m5.large, plus `extra`.
+fn plan_m5(extra: &[&str]) -> Run {
+    plan_base(&[&["--instance-types", "m5.large"], extra].concat())
 }
 
 /// The golden runbook's flags: AL2023, m5.large and t3.small, the three kubectl fixtures.
@@ -174,17 +144,13 @@ fn write_temp(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
 
 #[test]
 fn golden_markdown_runbook() {
-    let args = golden_args("markdown");
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let run = plan(&refs).ok();
+    let run = plan_args(&golden_args("markdown")).ok();
     golden("plan-al2023.md", &run.stdout);
 }
 
 #[test]
 fn golden_json_runbook() {
-    let args = golden_args("json");
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let run = plan(&refs).ok();
+    let run = plan_args(&golden_args("json")).ok();
     golden("plan-al2023.json", &run.stdout);
 
     // The structure a tool relies on.
@@ -235,11 +201,9 @@ fn golden_json_runbook() {
 fn markdown_is_the_default_and_text_an_alias() {
     let mut args = golden_args("markdown");
     args.truncate(args.len() - 2);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let default = plan(&refs).ok();
+    let default = plan_args(&args).ok();
     args.extend(["-o".to_string(), "text".to_string()]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let text = plan(&refs).ok();
+    let text = plan_args(&args).ok();
     assert_eq!(default.stdout, text.stdout);
     assert!(
         default
@@ -362,7 +326,7 @@ fn nodes_can_come_from_stdin_and_name_their_instances() {
 
 #[test]
 fn without_optional_inputs_the_plan_says_what_it_did_not_check() {
-    let run = plan_base(&["--instance-types", "m5.large"]).ok();
+    let run = plan_m5(&[]).ok();
     for text in [
         "webhooks were not checked (no --webhooks-json)",
         "APIServices were not checked (no --apiservices-json)",
@@ -381,54 +345,32 @@ fn without_optional_inputs_the_plan_says_what_it_did_not_check() {
 
 #[test]
 fn bad_cidrs_name_the_flag_and_the_fix() {
-    plan_base(&["--instance-types", "m5.large", "--vpc-cidr", "10.1.0/16"])
+    plan_m5(&["--vpc-cidr", "10.1.0/16"])
         .fails()
         .says("--vpc-cidr \"10.1.0/16\" is not an IPv4 CIDR; write it as address/prefix, e.g. 10.0.0.0/16");
-    plan_base(&["--instance-types", "m5.large", "--pod-cidr", "10.244.1.0/16"])
+    plan_m5(&["--pod-cidr", "10.244.1.0/16"])
         .fails()
         .says("--pod-cidr 10.244.1.0/16 has host bits set; the network is 10.244.0.0/16: pass --pod-cidr 10.244.0.0/16");
-    plan_base(&[
-        "--instance-types",
-        "m5.large",
-        "--service-cidr",
-        "fd00::/108",
-    ])
-    .fails()
-    .says("--service-cidr \"fd00::/108\" is an IPv6 CIDR");
-    plan_base(&[
-        "--instance-types",
-        "m5.large",
-        "--peered-cidr",
-        "172.16.0.0/33",
-    ])
-    .fails()
-    .says("--peered-cidr \"172.16.0.0/33\" is not an IPv4 CIDR");
-    plan_base(&["--instance-types", "m5.large", "--subnet-len", "12"])
+    plan_m5(&["--service-cidr", "fd00::/108"])
+        .fails()
+        .says("--service-cidr \"fd00::/108\" is an IPv6 CIDR");
+    plan_m5(&["--peered-cidr", "172.16.0.0/33"])
+        .fails()
+        .says("--peered-cidr \"172.16.0.0/33\" is not an IPv4 CIDR");
+    plan_m5(&["--subnet-len", "12"])
         .fails()
         .says("--subnet-len: SubnetLen 12");
     // Several problems are reported together.
-    plan_base(&[
-        "--instance-types",
-        "m5.large",
-        "--vpc-cidr",
-        "x",
-        "--pod-cidr",
-        "y",
-    ])
-    .fails()
-    .says("the plan cannot be made (2 problems):")
-    .says("--vpc-cidr \"x\"")
-    .says("--pod-cidr \"y\"");
+    plan_m5(&["--vpc-cidr", "x", "--pod-cidr", "y"])
+        .fails()
+        .says("the plan cannot be made (2 problems):")
+        .says("--vpc-cidr \"x\"")
+        .says("--pod-cidr \"y\"");
 }
 
 #[test]
 fn overlapping_cidrs_fail_naming_both() {
-    let it = ["--instance-types", "m5.large"];
-    let with = |extra: &[&str]| {
-        let mut v = it.to_vec();
-        v.extend_from_slice(extra);
-        plan_base(&v).fails()
-    };
+    let with = |extra: &[&str]| plan_m5(extra).fails();
     // pod / VPC
     with(&["--pod-cidr", "10.0.128.0/17"])
         .says("--pod-cidr 10.0.128.0/17 overlaps --vpc-cidr 10.0.0.0/16: pod IPs would collide with VPC addresses")
@@ -490,74 +432,34 @@ fn unknown_instance_types_ask_for_describe_instance_types() {
 
 #[test]
 fn unknown_ami_family_lists_the_known_ones() {
-    plan(&[
-        "--cluster-name",
-        "prod",
-        "--region",
-        "us-east-1",
-        "--ami-family",
-        "ubuntu",
-        "--vpc-cidr",
-        "10.0.0.0/16",
-        "--instance-types",
-        "m5.large",
-    ])
-    .usage_error()
-    .says("invalid value 'ubuntu' for '--ami-family <FAMILY>'")
-    .says("[possible values: al2, al2023, bottlerocket]");
+    plan_args(&eks_m5_args_with("--ami-family", Some("ubuntu")))
+        .usage_error()
+        .says("invalid value 'ubuntu' for '--ami-family <FAMILY>'")
+        .says("[possible values: al2, al2023, bottlerocket]");
 }
 
 #[test]
 fn missing_required_flags_are_named() {
-    plan(&[
-        "--region",
-        "us-east-1",
-        "--ami-family",
-        "al2023",
-        "--vpc-cidr",
-        "10.0.0.0/16",
-        "--instance-types",
-        "m5.large",
-    ])
-    .usage_error()
-    .says("the following required arguments were not provided")
-    .says("--cluster-name <NAME>");
-    plan(&[
-        "--cluster-name",
-        "prod",
-        "--region",
-        "us-east-1",
-        "--ami-family",
-        "al2023",
-        "--instance-types",
-        "m5.large",
-    ])
-    .usage_error()
-    .says("--vpc-cidr <CIDR>");
-    plan(&[
-        "--cluster-name",
-        "prod",
-        "--ami-family",
-        "al2023",
-        "--vpc-cidr",
-        "10.0.0.0/16",
-        "--instance-types",
-        "m5.large",
-    ])
-    .usage_error()
-    .says("--region <REGION>");
-    plan(&[
-        "--cluster-name",
-        "prod",
-        "--region",
-        "us-east-1",
-        "--vpc-cidr",
-        "10.0.0.0/16",
-        "--instance-types",
-        "m5.large",
-    ])
-    .usage_error()
-    .says("--ami-family <FAMILY>");
+    for (flag, needles) in [
+        (
+            "--cluster-name",
+            &[
+                "the following required arguments were not provided",
+                "--cluster-name <NAME>",
+            ][..],
+        ),
+        ("--vpc-cidr", &["--vpc-cidr <CIDR>"]),
+        ("--region", &["--region <REGION>"]),
+        ("--ami-family", &["--ami-family <FAMILY>"]),
+    ] {
+        let run = plan_args(&eks_m5_args_with(flag, None)).usage_error();
+        for n in needles {
+            assert!(
+                run.stderr.contains(n),
+                "without {flag}: stderr lacks {n:?}:\n{run}"
+            );
+        }
+    }
     plan_base(&[])
         .usage_error()
         .says("--instance-types <TYPES>|--instance-types-json <FILE>|--nodes-json <FILE>");
@@ -566,12 +468,7 @@ fn missing_required_flags_are_named() {
 #[test]
 fn malformed_json_names_the_file_and_the_path() {
     let dir = tempfile::tempdir().unwrap();
-    let m = ["--instance-types", "m5.large"];
-    let with = |flag: &str, path: &str| {
-        let mut v = m.to_vec();
-        v.extend_from_slice(&[flag, path]);
-        plan_base(&v).fails()
-    };
+    let with = |flag: &str, path: &str| plan_m5(&[flag, path]).fails();
 
     // Syntax: the file, serde_json's line and column, and what the file should hold.
     let broken = write_temp(
@@ -646,20 +543,15 @@ fn stdin_can_be_read_once() {
 
 #[test]
 fn limits_that_cannot_work_are_refused() {
-    plan_base(&["--instance-types", "m5.large", "--max-pods", "300"])
+    plan_m5(&["--max-pods", "300"])
         .fails()
         .says("--max-pods 300 is more than the 253 pod addresses of a /24 node subnet");
-    plan_base(&["--instance-types", "m5.large", "--max-pods", "0"])
+    plan_m5(&["--max-pods", "0"])
         .fails()
         .says("--max-pods 0 would let no pod run");
-    plan_base(&[
-        "--instance-types",
-        "m5.large",
-        "--etcd-endpoints",
-        "10.0.1.10:2379",
-    ])
-    .fails()
-    .says("--etcd-endpoints entry \"10.0.1.10:2379\" must start with http:// or https://");
+    plan_m5(&["--etcd-endpoints", "10.0.1.10:2379"])
+        .fails()
+        .says("--etcd-endpoints entry \"10.0.1.10:2379\" must start with http:// or https://");
     // A pod CIDR must hold at least four node subnets, and weftd leases all but the first
     // (flannel's SubnetMin): /24 cut into /26s serves 3 nodes. The fixture has three EC2 nodes
     // (its Fargate node does not count); a fourth is one too many.
@@ -689,13 +581,7 @@ fn limits_that_cannot_work_are_refused() {
 
 #[test]
 fn network_policies_are_named_as_unenforced_and_karpenter_gets_max_pods() {
-    let run = plan_base(&[
-        "--instance-types",
-        "m5.large",
-        "--network-policies-json",
-        &fixture("netpol.json"),
-    ])
-    .ok();
+    let run = plan_m5(&["--network-policies-json", &fixture("netpol.json")]).ok();
     for text in [
         "2 NetworkPolicies (payments/default-deny, payments/allow-frontend) stop being enforced when aws-node is deleted",
         "kube-network-policies",
@@ -712,13 +598,7 @@ fn network_policies_are_named_as_unenforced_and_karpenter_gets_max_pods() {
     // An empty list: nothing to warn about.
     let dir = tempfile::tempdir().unwrap();
     let empty = write_temp(&dir, "none.json", r#"{"kind":"List","items":[]}"#);
-    let run = plan_base(&[
-        "--instance-types",
-        "m5.large",
-        "--network-policies-json",
-        &empty,
-    ])
-    .ok();
+    let run = plan_m5(&["--network-policies-json", &empty]).ok();
     assert!(!run.stdout.contains("NetworkPolicies ("), "{}", run.stdout);
     // Something else than NetworkPolicies: the flag, the file and the kind are named.
     let wrong = write_temp(
@@ -726,12 +606,7 @@ fn network_policies_are_named_as_unenforced_and_karpenter_gets_max_pods() {
         "nodes.json",
         r#"{"kind":"List","items":[{"kind":"Node","metadata":{"name":"n"}}]}"#,
     );
-    let run = plan_base(&[
-        "--instance-types",
-        "m5.large",
-        "--network-policies-json",
-        &wrong,
-    ]);
+    let run = plan_m5(&["--network-policies-json", &wrong]);
     assert_ne!(run.code, 0);
     assert!(
         run.stderr.contains("--network-policies-json")
