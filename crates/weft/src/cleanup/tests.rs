@@ -385,6 +385,15 @@ impl IpRule {
     }
 }
 
+/// The commands of the plan's steps in `area`, in order.
+fn area_commands(plan: &Plan, area: Area) -> Vec<String> {
+    plan.steps
+        .iter()
+        .filter(|st| st.area == area)
+        .flat_map(|st| st.actions.iter().map(Action::command))
+        .collect()
+}
+
 fn all_commands(plan: &Plan) -> String {
     plan.steps
         .iter()
@@ -703,14 +712,8 @@ fn conf_dir_plan_moves_every_aws_config_and_names_what_comes_first() {
         ],
     );
     let p = plan::plan(&s, &tools());
-    let moves: Vec<String> = p
-        .steps
-        .iter()
-        .filter(|st| st.area == Area::CniConfig)
-        .flat_map(|st| st.actions.iter().map(Action::command))
-        .collect();
     assert_eq!(
-        moves,
+        area_commands(&p, Area::CniConfig),
         [
             "mv -n /etc/cni/net.d/05-aws-copy.conf /etc/cni/net.d/05-aws-copy.conf.weft-bak",
             "mv -n /etc/cni/net.d/10-aws.conflist /etc/cni/net.d/10-aws.conflist.weft-bak.2",
@@ -766,14 +769,8 @@ fn state_goes_logs_are_moved_aside_and_other_results_stay() {
     let mut s = dirty_node();
     s.state[4].backups = vec!["aws-routed-eni.weft-bak".into()];
     let p = plan::plan(&s, &tools());
-    let cmds: Vec<String> = p
-        .steps
-        .iter()
-        .filter(|st| st.area == Area::State)
-        .flat_map(|st| st.actions.iter().map(Action::command))
-        .collect();
     assert_eq!(
-        cmds,
+        area_commands(&p, Area::State),
         [
             "rm -r /var/run/aws-node",
             "rm -r /run/cni/v4pd",
