@@ -2,20 +2,16 @@
 //! injected: fake `ip`, `nft` and iptables backends that print output saved from the real
 //! tools and log what they are asked to do (no root needed).
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
 
+mod common;
+use common::write;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/cleanup/node")
-}
-
-fn write(path: &Path, content: &str, mode: u32) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// A node in a temp dir: its files, and fake tools under `tools/`.

@@ -12,16 +12,17 @@
 //! 6. A second `--apply` is a no-op.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use weft_testbed::{CniSetup, Testbed, wait_until, weftd};
 
-/// The VPC CNI's `misc/10-aws.conflist` as aws-node renders it for an IPv4 cluster.
-const AWS_CONFLIST: &str = include_str!("golden/cleanup/node/10-aws.conflist");
+mod common;
+use common::{
+    AWS_CONFLIST, NodeRoot, Run, UPSTREAM_PLUGINS, first_config, install_cni, sibling, write,
+};
 
 /// aws-cni (and egress-cni) with ipamd gone: ADD fails the way v1.22 fails in kubelet's events
 /// (issue aws/amazon-vpc-cni-k8s#1322; libcni's skel wraps a plain error as code 999), DEL
@@ -107,38 +108,13 @@ rule add priority 20 lookup local
 rule del priority 0 lookup local
 ";
 
-const UPSTREAM_PLUGINS: &[&str] = &["bridge", "host-local", "portmap", "loopback"];
-
-fn sibling(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_weft")).with_file_name(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build the binaries first (`cargo build --workspace --bins`, as scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
-
 fn has_program(name: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(name).is_file()))
 }
 
-/// The node's paths, under its testbed dir.
-struct NodePaths {
-    root: PathBuf,
-}
-
-impl NodePaths {
-    fn p(&self, rel: &str) -> PathBuf {
-        self.root.join(rel)
-    }
-    fn conf(&self) -> PathBuf {
-        self.p("etc/cni/net.d")
-    }
-    fn bin(&self) -> PathBuf {
-        self.p("opt/cni/bin")
-    }
+impl NodeRoot {
+    /// The node's paths as `weft node cleanup-vpc-cni` flags.
     fn args(&self) -> Vec<String> {
         let flag = |f: &str, rel: &str| [f.to_string(), self.p(rel).display().to_string()];
         [
@@ -154,12 +130,6 @@ impl NodePaths {
         ]
         .concat()
     }
-}
-
-fn write(path: &Path, content: &str, mode: u32) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// Every file under `root`: relative path -> (size, mtime) or the symlink target; sockets
@@ -223,29 +193,13 @@ fn net_state(tb: &Testbed, ns: &str, legacy: bool) -> BTreeMap<&'static str, Str
     s
 }
 
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
 impl Run {
-    fn from(out: Output) -> Run {
-        Run {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+    fn ok(&self) -> bool {
+        self.code == 0
     }
 }
 
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr)
-    }
-}
-
-fn cleanup(tb: &Testbed, ns: &str, node: &NodePaths, extra: &[&str]) -> Run {
+fn cleanup(tb: &Testbed, ns: &str, node: &NodeRoot, extra: &[&str]) -> Run {
     let weft = env!("CARGO_BIN_EXE_weft");
     let mut argv: Vec<String> = vec![weft.into(), "node".into(), "cleanup-vpc-cni".into()];
     argv.extend(node.args());
@@ -254,22 +208,7 @@ fn cleanup(tb: &Testbed, ns: &str, node: &NodePaths, extra: &[&str]) -> Run {
     Run::from(tb.exec_output(ns, &argv).unwrap())
 }
 
-/// The config a container runtime would use: the first `.conf`/`.conflist`/`.json` file of the
-/// conf dir in byte order (containerd's go-cni sorts the names).
-fn first_config(conf_dir: &Path) -> (String, String) {
-    let mut names: Vec<String> = std::fs::read_dir(conf_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| weft_cni::install::is_network_config_name(n))
-        .collect();
-    names.sort();
-    let first = names.first().expect("a network config").clone();
-    let content = std::fs::read_to_string(conf_dir.join(&first)).unwrap();
-    (first, content)
-}
-
-fn plant(tb: &Testbed, ns: &str, node: &NodePaths, legacy: bool) {
+fn plant(tb: &Testbed, ns: &str, node: &NodeRoot, legacy: bool) {
     // Files (eks-vpc-cni.md §1.2).
     write(&node.conf().join("10-aws.conflist"), AWS_CONFLIST, 0o644);
     // Unrelated configs: one that sorts after weft's (so it never decides a pod's network)
@@ -407,12 +346,10 @@ fn cleanup_vpc_cni_turns_an_aws_node_into_a_weft_node() {
         "weftd wrote no FLANNEL-POSTRTG rules"
     );
 
-    let node = NodePaths {
-        root: tb.node(0).dir.join("root"),
-    };
+    let node = NodeRoot(tb.node(0).dir.join("root"));
     plant(&tb, &ns, &node, legacy);
     let planted_net = net_state(&tb, &ns, legacy);
-    let planted_files = tree(&node.root);
+    let planted_files = tree(&node.0);
     for needle in [
         "AWS-SNAT-CHAIN-0",
         "AWS, primary ENI",
@@ -448,10 +385,10 @@ fn cleanup_vpc_cni_turns_an_aws_node_into_a_weft_node() {
 
     // (2) The dry run explains everything and changes nothing.
     let dry = cleanup(&tb, &ns, &node, &[]);
-    assert!(dry.ok, "{dry}");
+    assert!(dry.ok(), "{dry}");
     assert!(dry.stdout.contains("dry run, nothing was changed"), "{dry}");
     let dry_json = cleanup(&tb, &ns, &node, &["--output", "json"]);
-    assert!(dry_json.ok, "{dry_json}");
+    assert!(dry_json.ok(), "{dry_json}");
     let doc: Value = serde_json::from_str(&dry_json.stdout).unwrap();
     let whats: Vec<&str> = doc["steps"]
         .as_array()
@@ -500,11 +437,11 @@ fn cleanup_vpc_cni_turns_an_aws_node_into_a_weft_node() {
         planted_net,
         "the dry run changed the network"
     );
-    assert_eq!(tree(&node.root), planted_files, "the dry run changed files");
+    assert_eq!(tree(&node.0), planted_files, "the dry run changed files");
 
     // (3) --apply removes every leftover.
     let applied = cleanup(&tb, &ns, &node, &["--apply"]);
-    assert!(applied.ok, "{applied}");
+    assert!(applied.ok(), "{applied}");
     assert!(
         applied
             .stdout
@@ -560,18 +497,11 @@ fn cleanup_vpc_cni_turns_an_aws_node_into_a_weft_node() {
 
     // (4) weft's config is now the first one; a pod gets an overlay IP through weft-cni and
     // reaches a pod on node 1.
-    let install = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .arg("install-cni")
-        .arg("--plugin")
-        .arg(&weft_cni)
-        .arg("--bin-dir")
-        .arg(node.bin())
-        .arg("--conf-dir")
-        .arg(node.conf())
+    let install = install_cni(&weft_cni, &node.bin(), &node.conf())
         .output()
         .unwrap();
     let install = Run::from(install);
-    assert!(install.ok, "{install}");
+    assert!(install.ok(), "{install}");
     assert!(!install.stdout.contains("warning"), "{install}");
     let (first, content) = first_config(&node.conf());
     assert_eq!(first, "10-flannel.conflist");
@@ -640,7 +570,7 @@ fn cleanup_vpc_cni_turns_an_aws_node_into_a_weft_node() {
             "{link} is gone"
         );
     }
-    let files = tree(&node.root);
+    let files = tree(&node.0);
     for keep in [
         "etc/cni/net.d/99-loopback.conf",
         "etc/cni/net.d/README",
@@ -660,16 +590,16 @@ fn cleanup_vpc_cni_turns_an_aws_node_into_a_weft_node() {
 
     // (6) A second --apply finds nothing and changes nothing.
     let net_before = net_state(&tb, &ns, legacy);
-    let files_before = tree(&node.root);
+    let files_before = tree(&node.0);
     let again = cleanup(&tb, &ns, &node, &["--apply", "--output", "json"]);
-    assert!(again.ok, "{again}");
+    assert!(again.ok(), "{again}");
     let doc: Value = serde_json::from_str(&again.stdout).unwrap();
     assert_eq!(doc["steps"], serde_json::json!([]), "{again}");
     assert_eq!(doc["left_after_apply"], serde_json::json!([]), "{again}");
     let text = cleanup(&tb, &ns, &node, &["--apply"]);
-    assert!(text.ok && text.stdout.contains("nothing to do"), "{text}");
+    assert!(text.ok() && text.stdout.contains("nothing to do"), "{text}");
     assert_eq!(net_state(&tb, &ns, legacy), net_before);
-    assert_eq!(tree(&node.root), files_before);
+    assert_eq!(tree(&node.0), files_before);
 
     tb.teardown().unwrap();
     eprintln!("cleanup-vpc-cni testbed test took {:?}", started.elapsed());

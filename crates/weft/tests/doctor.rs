@@ -12,20 +12,20 @@
 //! - E3: the config only in the etcd v2 store (`weft network migrate-v2` then clears it);
 //! - E1: kube-subnet-mgr args on a cluster whose nodes have no podCIDR.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use weft_testbed::{Signal, Testbed, TestbedConfig, wait_until, weftd};
 
+mod common;
+use common::{AWS_CONFLIST, UPSTREAM_PLUGINS, install_cni, sibling, write};
+
 const CONFIG_KEY: &str = "/coreos.com/network/config";
-const AWS_CONFLIST: &str = include_str!("golden/cleanup/node/10-aws.conflist");
 const NODES_NO_PODCIDR: &str = "tests/golden/doctor/nodes-no-podcidr.json";
 const KUBELET_ENI: &str = "tests/golden/doctor/kubelet-config-m5.large.json";
 const KUBELET_RAISED: &str = "tests/golden/doctor/kubelet-config-raised.yaml";
-const UPSTREAM_PLUGINS: &[&str] = &["bridge", "host-local", "portmap", "loopback"];
 
 /// The VPC CNI's SNAT chain as aws-node leaves it (eks-vpc-cni.md §1.4).
 const AWS_NAT: &str = r#"*nat
@@ -40,27 +40,11 @@ fn weft() -> &'static str {
     env!("CARGO_BIN_EXE_weft")
 }
 
-fn sibling(name: &str) -> PathBuf {
-    let p = Path::new(weft()).with_file_name(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build the binaries first (`cargo build --workspace --bins`, as scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
-
 fn fixture(rel: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join(rel)
         .display()
         .to_string()
-}
-
-fn write(path: &Path, content: &str, mode: u32) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// One doctor run: exit code, stdout, and the JSON report when asked for.
@@ -179,15 +163,7 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
     // Node 0's CNI dirs as the weft DaemonSet's init container leaves them.
     let conf = n0.dir.join("etc/cni/net.d");
     let bin = n0.dir.join("opt/cni/bin");
-    let install = std::process::Command::new(weft())
-        .args(["install-cni", "--plugin"])
-        .arg(&weft_cni)
-        .arg("--bin-dir")
-        .arg(&bin)
-        .arg("--conf-dir")
-        .arg(&conf)
-        .output()
-        .unwrap();
+    let install = install_cni(&weft_cni, &bin, &conf).output().unwrap();
     assert!(install.status.success(), "{install:?}");
     for p in UPSTREAM_PLUGINS {
         std::fs::copy(Path::new("/usr/lib/cni").join(p), bin.join(p)).unwrap_or_else(|e| {

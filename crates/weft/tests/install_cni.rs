@@ -1,25 +1,28 @@
 //! `weft install-cni`: what the DaemonSet's init container runs (no root needed).
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
-fn install(bin: &Path, conf: &Path, extra: &[&str]) -> (bool, String) {
+use tempfile::TempDir;
+
+mod common;
+
+/// `weft install-cni <extra>` with this build's weft-cni into `bin` and `conf`.
+fn install_output(bin: &Path, conf: &Path, extra: &[&str]) -> Output {
     let plugin = Path::new(env!("CARGO_BIN_EXE_weft")).with_file_name("weft-cni");
     assert!(
         plugin.exists(),
         "build weft-cni first (cargo build --workspace --bins)"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .arg("install-cni")
-        .arg("--plugin")
-        .arg(&plugin)
-        .arg("--bin-dir")
-        .arg(bin)
-        .arg("--conf-dir")
-        .arg(conf)
+    common::install_cni(&plugin, bin, conf)
         .args(extra)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// What `install_output` gave: success, and stdout then stderr.
+fn install(bin: &Path, conf: &Path, extra: &[&str]) -> (bool, String) {
+    let out = install_output(bin, conf, extra);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -28,8 +31,8 @@ fn install(bin: &Path, conf: &Path, extra: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-#[test]
-fn installs_idempotently_and_warns_about_a_leftover_aws_config() {
+/// A temp dir with `bin` (not there yet) and `net.d` holding a leftover 10-aws.conflist.
+fn dirs_with_an_aws_config() -> (TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let (bin, conf) = (dir.path().join("bin"), dir.path().join("net.d"));
     std::fs::create_dir_all(&conf).unwrap();
@@ -38,6 +41,12 @@ fn installs_idempotently_and_warns_about_a_leftover_aws_config() {
         r#"{"cniVersion":"0.4.0","name":"aws-cni","plugins":[{"type":"aws-cni"}]}"#,
     )
     .unwrap();
+    (dir, bin, conf)
+}
+
+#[test]
+fn installs_idempotently_and_warns_about_a_leftover_aws_config() {
+    let (dir, bin, conf) = dirs_with_an_aws_config();
 
     let (ok, dry) = install(&bin, &conf, &["--dry-run"]);
     assert!(ok, "{dry}");
@@ -220,27 +229,9 @@ fn installs_the_real_reference_plugins_into_an_empty_bin_dir() {
 
 #[test]
 fn output_json_is_one_document_with_the_actions() {
-    let dir = tempfile::tempdir().unwrap();
-    let (bin, conf) = (dir.path().join("bin"), dir.path().join("net.d"));
-    std::fs::create_dir_all(&conf).unwrap();
-    std::fs::write(
-        conf.join("10-aws.conflist"),
-        r#"{"cniVersion":"0.4.0","name":"aws-cni","plugins":[{"type":"aws-cni"}]}"#,
-    )
-    .unwrap();
-    let plugin = Path::new(env!("CARGO_BIN_EXE_weft")).with_file_name("weft-cni");
+    let (_dir, bin, conf) = dirs_with_an_aws_config();
     let run = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-            .arg("install-cni")
-            .arg("--plugin")
-            .arg(&plugin)
-            .arg("--bin-dir")
-            .arg(&bin)
-            .arg("--conf-dir")
-            .arg(&conf)
-            .args(extra)
-            .output()
-            .unwrap();
+        let out = install_output(&bin, &conf, extra);
         assert!(
             out.status.success(),
             "{}",

@@ -22,7 +22,6 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -30,7 +29,9 @@ use std::time::{Duration, Instant};
 
 use weft_testbed::{CniSetup, Pinger, Testbed, wait_until, weftd};
 
-const AWS_CONFLIST: &str = include_str!("golden/cleanup/node/10-aws.conflist");
+mod common;
+use common::{AWS_CONFLIST, NodeRoot, first_config, install_cni, sibling, write};
+
 const PING_EVERY: Duration = Duration::from_millis(20);
 
 /// aws-cni with ipamd gone (ADD fails with E4, DEL succeeds).
@@ -68,38 +69,6 @@ COMMIT
 COMMIT
 "#
     )
-}
-
-fn sibling(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_weft")).with_file_name(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build the binaries first (`cargo build --workspace --bins`, as scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
-
-fn write(path: &Path, content: &str, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// A node's file system, under its testbed dir.
-struct Root(PathBuf);
-
-impl Root {
-    fn p(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
-    }
-    fn conf(&self) -> PathBuf {
-        self.p("etc/cni/net.d")
-    }
-    fn bin(&self) -> PathBuf {
-        self.p("opt/cni/bin")
-    }
 }
 
 /// One of the pods whose traffic is watched.
@@ -213,7 +182,7 @@ impl Traffic {
     }
 }
 
-fn cleanup(tb: &Testbed, i: usize, root: &Root, extra: &[&str]) -> String {
+fn cleanup(tb: &Testbed, i: usize, root: &NodeRoot, extra: &[&str]) -> String {
     let mut argv: Vec<String> = vec![
         env!("CARGO_BIN_EXE_weft").into(),
         "node".into(),
@@ -248,20 +217,6 @@ fn cleanup(tb: &Testbed, i: usize, root: &Root, extra: &[&str]) -> String {
     text
 }
 
-/// What a runtime would load: the first network config of the conf dir.
-fn first_config(conf: &Path) -> (String, String) {
-    let mut names: Vec<String> = std::fs::read_dir(conf)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| weft_cni::install::is_network_config_name(n))
-        .collect();
-    names.sort();
-    let first = names[0].clone();
-    let content = std::fs::read_to_string(conf.join(&first)).unwrap();
-    (first, content)
-}
-
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn rolling_migration_on_ec2_rules_loses_no_packet() {
@@ -272,7 +227,9 @@ fn rolling_migration_on_ec2_rules_loses_no_packet() {
     let mut tb = weftd::bed("migrate-vpc-cni", n, weftd::NET_CONFIG)
         .unwrap_or_else(|e| panic!("cannot build the testbed: {e}"));
     tb.enable_ec2().unwrap();
-    let roots: Vec<Root> = (0..n).map(|i| Root(tb.node(i).dir.join("root"))).collect();
+    let roots: Vec<NodeRoot> = (0..n)
+        .map(|i| NodeRoot(tb.node(i).dir.join("root")))
+        .collect();
 
     // The VPC CNI's node, as aws-node left it: files, iptables, ENI, one pod per node.
     let mut vpc: Vec<P> = Vec::new();
@@ -395,14 +352,7 @@ fn rolling_migration_on_ec2_rules_loses_no_packet() {
             assert!(out.contains(&want), "node {i}: no {want:?} in:\n{out}");
         }
         assert!(!out.contains("FAILED"), "{out}");
-        let install = Command::new(env!("CARGO_BIN_EXE_weft"))
-            .arg("install-cni")
-            .arg("--plugin")
-            .arg(&weft_cni)
-            .arg("--bin-dir")
-            .arg(root.bin())
-            .arg("--conf-dir")
-            .arg(root.conf())
+        let install = install_cni(&weft_cni, &root.bin(), &root.conf())
             .output()
             .unwrap();
         assert!(install.status.success(), "{install:?}");

@@ -1,11 +1,15 @@
-//! What the integration tests of the `weft` binary share: one run's exit code and output, and
-//! the required flags of a small `weft eks plan`. Each test file adds the assertions it needs
-//! in its own `impl Run`.
+//! What the integration tests of the `weft` binary share: one run's exit code and output, the
+//! binaries built beside weft, a node's file system (the VPC CNI's conflist, files written
+//! with a mode, the first network config), the `weft install-cni` command, and the required
+//! flags of a small `weft eks plan`. Each test file adds the assertions it needs in its own
+//! `impl Run`.
 
 // Each test file is its own crate and uses only part of this module.
 #![allow(dead_code)]
 
-use std::process::Output;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
@@ -39,6 +43,74 @@ impl std::fmt::Display for Run {
             self.code, self.stdout, self.stderr
         )
     }
+}
+
+/// The VPC CNI's `misc/10-aws.conflist` as aws-node renders it for an IPv4 cluster.
+pub const AWS_CONFLIST: &str = include_str!("../golden/cleanup/node/10-aws.conflist");
+
+/// The reference plugins weft's conflist chains (besides weft-cni as `flannel`).
+pub const UPSTREAM_PLUGINS: &[&str] = &["bridge", "host-local", "portmap", "loopback"];
+
+/// The binary `name` built beside weft (weftd, weft-cni).
+pub fn sibling(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_weft")).with_file_name(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, as scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// Writes `content` to `path` (making its directories) with permissions `mode`.
+pub fn write(path: &Path, content: &str, mode: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A node's file system, under its testbed dir.
+pub struct NodeRoot(pub PathBuf);
+
+impl NodeRoot {
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.0.join(rel)
+    }
+    pub fn conf(&self) -> PathBuf {
+        self.p("etc/cni/net.d")
+    }
+    pub fn bin(&self) -> PathBuf {
+        self.p("opt/cni/bin")
+    }
+}
+
+/// The config a container runtime would use: the first `.conf`/`.conflist`/`.json` file of the
+/// conf dir in byte order (containerd's go-cni sorts the names), and its content.
+pub fn first_config(conf_dir: &Path) -> (String, String) {
+    let mut names: Vec<String> = std::fs::read_dir(conf_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| weft_cni::install::is_network_config_name(n))
+        .collect();
+    names.sort();
+    let first = names.first().expect("a network config").clone();
+    let content = std::fs::read_to_string(conf_dir.join(&first)).unwrap();
+    (first, content)
+}
+
+/// `weft install-cni --plugin <plugin> --bin-dir <bin> --conf-dir <conf>`, to run as it is
+/// or with more args.
+pub fn install_cni(plugin: &Path, bin: &Path, conf: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.arg("install-cni")
+        .arg("--plugin")
+        .arg(plugin)
+        .arg("--bin-dir")
+        .arg(bin)
+        .arg("--conf-dir")
+        .arg(conf);
+    cmd
 }
 
 /// The required flags of `weft eks plan` but the inputs (`--instance-types` and the like).
