@@ -1341,6 +1341,17 @@ fn save_logs(c: &Cluster, dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// Peer `n` of the unit tests: 10.244.<n>.0/24 at 10.250.1.<n>, VTEP MAC 02:00:00:00:00:<n>.
+#[cfg(test)]
+fn test_peer(n: u8) -> Peer {
+    Peer {
+        subnet: format!("10.244.{n}.0/24").parse().unwrap(),
+        public_ip: std::net::Ipv4Addr::new(10, 250, 1, n),
+        vtep_mac: weft_core::mac::MacAddr([2, 0, 0, 0, 0, n]),
+        direct: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

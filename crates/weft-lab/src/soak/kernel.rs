@@ -65,16 +65,7 @@ pub fn read(ns: &str) -> Result<NodeKernel> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
-
-    fn peer(n: u8) -> Peer {
-        Peer {
-            subnet: format!("10.244.{n}.0/24").parse().unwrap(),
-            public_ip: Ipv4Addr::new(10, 250, 1, n),
-            vtep_mac: MacAddr([2, 0, 0, 0, 0, n]),
-            direct: false,
-        }
-    }
+    use crate::soak::test_peer as peer;
 
     #[test]
     fn all_three_entries_of_every_peer_are_needed() {

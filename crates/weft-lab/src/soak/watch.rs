@@ -171,15 +171,7 @@ impl FlapCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn peer(n: u8) -> Peer {
-        Peer {
-            subnet: format!("10.244.{n}.0/24").parse().unwrap(),
-            public_ip: Ipv4Addr::new(10, 250, 1, n),
-            vtep_mac: MacAddr([2, 0, 0, 0, 0, n]),
-            direct: false,
-        }
-    }
+    use crate::soak::test_peer as peer;
 
     fn ev(at: Instant, new: bool, seen: Seen) -> NlEvent {
         NlEvent::Change {
