@@ -1431,6 +1431,18 @@ fn whats(p: &Plan) -> Vec<&str> {
     p.steps.iter().map(|s| s.what.as_str()).collect()
 }
 
+/// Asserts that each of `wants` begins what some step of `p` does.
+#[track_caller]
+fn assert_steps_start_with(p: &Plan, wants: &[&str]) {
+    let w = whats(p);
+    for want in wants {
+        assert!(
+            w.iter().any(|x| x.starts_with(want)),
+            "no {want:?} in {w:#?}"
+        );
+    }
+}
+
 #[test]
 fn live_vpc_pods_are_host_routes_via_existing_eni_veths() {
     let s = live_node();
@@ -1474,25 +1486,22 @@ fn with_live_pods_only_what_is_safe_is_planned_and_the_rest_is_kept_with_the_pod
     overlay(&mut s);
     let p = plan::plan(&s, &tools());
     assert_eq!(p.live_pods.len(), 2);
-    let w = whats(&p);
     // Safe now: the config, the overlay exclusion in the SNAT chain, the FORWARD REJECT,
     // the local rule, the rules of pods that are gone, weft's overlay rule, the unused table.
-    for want in [
-        "move the VPC CNI's network config /etc/cni/net.d/10-aws.conflist aside",
-        "iptables-legacy table nat: insert a RETURN for the overlay network 10.244.0.0/16 at the top of AWS-SNAT-CHAIN-0",
-        "iptables-nft table nat: insert a RETURN for the overlay network 10.244.0.0/16 at the top of AWS-SNAT-CHAIN-0",
-        "iptables-legacy table filter: delete 1 rule",
-        "iptables-nft table filter: delete 1 rule",
-        "put the local rule back at priority 0",
-        "delete 1 ip rule at priority 512: `512: from all to 10.0.1.77 lookup main`",
-        "delete 1 ip rule at priority 1536: `1536: from 10.0.2.34 lookup 2`",
-        "add ip rule `1535: from all to 10.244.0.0/16 lookup main`",
-    ] {
-        assert!(
-            w.iter().any(|x| x.starts_with(want)),
-            "no {want:?} in {w:#?}"
-        );
-    }
+    assert_steps_start_with(
+        &p,
+        &[
+            "move the VPC CNI's network config /etc/cni/net.d/10-aws.conflist aside",
+            "iptables-legacy table nat: insert a RETURN for the overlay network 10.244.0.0/16 at the top of AWS-SNAT-CHAIN-0",
+            "iptables-nft table nat: insert a RETURN for the overlay network 10.244.0.0/16 at the top of AWS-SNAT-CHAIN-0",
+            "iptables-legacy table filter: delete 1 rule",
+            "iptables-nft table filter: delete 1 rule",
+            "put the local rule back at priority 0",
+            "delete 1 ip rule at priority 512: `512: from all to 10.0.1.77 lookup main`",
+            "delete 1 ip rule at priority 1536: `1536: from 10.0.2.34 lookup 2`",
+            "add ip rule `1535: from all to 10.244.0.0/16 lookup main`",
+        ],
+    );
     // Nothing a live pod needs: no SNAT/CONNMARK removal, no nft table, no 1024/1535 or
     // live per-pod rule, no table 2, no binaries, no state.
     let commands = all_commands(&p);
@@ -1562,22 +1571,19 @@ fn the_rolling_cleanup_converges_then_the_drained_node_is_cleaned_completely() {
     drained.routes = Ok(Value::Array(routes).to_string());
     let rest = plan::plan(&drained, &tools());
     assert!(rest.live_pods.is_empty());
-    let w = whats(&rest);
-    for want in [
-        "iptables-nft table nat: delete 4 rules, flush and delete AWS-CONNMARK-CHAIN-0, AWS-SNAT-CHAIN-0",
-        "delete nftables `table ip aws-cni`",
-        "delete 1 ip rule at priority 512: `512: from all to 10.0.1.78 lookup main`",
-        "delete 2 ip rules at priority 1535",
-        "delete 1 ip rule at priority 1536: `1536: from 10.0.2.33 lookup 2`",
-        "flush route table 2",
-        "remove aws-cni",
-        "remove /var/run/aws-node",
-    ] {
-        assert!(
-            w.iter().any(|x| x.starts_with(want)),
-            "no {want:?} in {w:#?}"
-        );
-    }
+    assert_steps_start_with(
+        &rest,
+        &[
+            "iptables-nft table nat: delete 4 rules, flush and delete AWS-CONNMARK-CHAIN-0, AWS-SNAT-CHAIN-0",
+            "delete nftables `table ip aws-cni`",
+            "delete 1 ip rule at priority 512: `512: from all to 10.0.1.78 lookup main`",
+            "delete 2 ip rules at priority 1535",
+            "delete 1 ip rule at priority 1536: `1536: from 10.0.2.33 lookup 2`",
+            "flush route table 2",
+            "remove aws-cni",
+            "remove /var/run/aws-node",
+        ],
+    );
     let clean = simulate(&drained, &rest);
     let last = plan::plan(&clean, &tools());
     assert!(last.is_empty(), "left: {:#?}", whats(&last));
