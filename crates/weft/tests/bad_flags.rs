@@ -106,6 +106,16 @@ fn init(extra: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// `weft etcd ignition <extra> --out-dir {dir}/out`.
+fn ignition(extra: &[&str]) -> Vec<String> {
+    ["etcd", "ignition"]
+        .iter()
+        .chain(extra)
+        .chain(&["--out-dir", "{dir}/out"])
+        .map(|a| a.to_string())
+        .collect()
+}
+
 fn cases() -> Vec<Case> {
     let huge_json = format!(
         r#"{{"Network":"10.244.0.0/16","Pad":"{}"}}"#,
@@ -484,63 +494,39 @@ fn cases() -> Vec<Case> {
         case(
             "etcd ignition with 2 members",
             1,
-            &[
-                "etcd",
-                "ignition",
-                "--members",
-                "2",
-                "--out-dir",
-                "{dir}/out",
-            ],
+            &ignition(&["--members", "2"]),
             &["--members 2 is not supported", "--members 3"],
         ),
         case(
             "etcd ignition --etcd-version latest",
             1,
-            &[
-                "etcd",
-                "ignition",
+            &ignition(&[
                 "--members",
                 "1",
                 "--private-ip",
                 "10.0.1.10",
                 "--etcd-version",
                 "latest",
-                "--out-dir",
-                "{dir}/out",
-            ],
+            ]),
             &["--etcd-version \"latest\" is neither an etcd 3.4+ release"],
         ),
         case(
             "etcd ignition --version (the old spelling) latest",
             1,
-            &[
-                "etcd",
-                "ignition",
+            &ignition(&[
                 "--members",
                 "1",
                 "--private-ip",
                 "10.0.1.10",
                 "--version",
                 "latest",
-                "--out-dir",
-                "{dir}/out",
-            ],
+            ]),
             &["--etcd-version \"latest\" is neither an etcd 3.4+ release"],
         ),
         case(
             "etcd ignition with too few IPs",
             1,
-            &[
-                "etcd",
-                "ignition",
-                "--members",
-                "3",
-                "--private-ip",
-                "10.0.1.10",
-                "--out-dir",
-                "{dir}/out",
-            ],
+            &ignition(&["--members", "3", "--private-ip", "10.0.1.10"]),
             &[
                 "--members 3 needs 3 --private-ip values",
                 "--private-ip 10.0.1.10 --private-ip 10.0.2.10",
@@ -560,19 +546,10 @@ fn cases() -> Vec<Case> {
             "eks unknown instance type",
             1,
             &[
-                "eks",
-                "plan",
-                "--cluster-name",
-                "c",
-                "--region",
-                "us-east-1",
-                "--ami-family",
-                "al2023",
-                "--vpc-cidr",
-                "10.0.0.0/16",
-                "--instance-types",
-                "m5.nope",
-            ],
+                vec!["eks".to_string(), "plan".to_string()],
+                eks_m5_args_with("--instance-types", Some("m5.nope")),
+            ]
+            .concat(),
             &["unknown instance type \"m5.nope\" (from --instance-types)"],
         ),
         case(

@@ -46,6 +46,21 @@ fn run(args: &[&str]) -> Output {
         .expect("run weft")
 }
 
+/// `weft etcd ignition --members 1 --private-ip <ip> --out-dir <out>`.
+fn one_member(ip: &str, out: &Path) -> Output {
+    let out = out.to_str().unwrap();
+    run(&[
+        "etcd",
+        "ignition",
+        "--members",
+        "1",
+        "--private-ip",
+        ip,
+        "--out-dir",
+        out,
+    ])
+}
+
 fn show(o: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}--- stderr\n{}",
@@ -226,16 +241,7 @@ fn bad_input_is_refused_with_the_flag_and_the_fix() {
     let file = tmp.path().join("file");
     std::fs::write(&file, "").unwrap();
     let under = file.join("x");
-    let o = run(&[
-        "etcd",
-        "ignition",
-        "--members",
-        "1",
-        "--private-ip",
-        "10.0.1.1",
-        "--out-dir",
-        under.to_str().unwrap(),
-    ]);
+    let o = one_member("10.0.1.1", &under);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("cannot create --out-dir"),
@@ -258,16 +264,7 @@ fn rerun_reuses_the_ca_and_a_half_ca_is_refused() {
     assert_eq!(std::fs::read(out.join("ca.crt")).unwrap(), ca);
     assert_ne!(std::fs::read(out.join("client.crt")).unwrap(), client);
     std::fs::remove_file(out.join("ca.key")).unwrap();
-    let o = run(&[
-        "etcd",
-        "ignition",
-        "--members",
-        "1",
-        "--private-ip",
-        "10.0.1.10",
-        "--out-dir",
-        out.to_str().unwrap(),
-    ]);
+    let o = one_member("10.0.1.10", &out);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
