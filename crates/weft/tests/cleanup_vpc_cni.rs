@@ -21,7 +21,8 @@ use weft_testbed::{CniSetup, Testbed, wait_until, weftd};
 
 mod common;
 use common::{
-    AWS_CONFLIST, NodeRoot, Run, UPSTREAM_PLUGINS, first_config, install_cni, sibling, write,
+    AWS_CONFLIST, NodeRoot, Run, UPSTREAM_PLUGINS, first_config, install_cni, masquerade_written,
+    sibling, write,
 };
 
 /// aws-cni (and egress-cni) with ipamd gone: ADD fails the way v1.22 fails in kubelet's events
@@ -337,12 +338,7 @@ fn cleanup_vpc_cni_turns_an_aws_node_into_a_weft_node() {
     );
     // weftd has written its masquerade rules (FLANNEL-POSTRTG) before anything is planted.
     assert!(
-        wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
-            tb.exec(&ns, &["iptables-nft-save", "-t", "nat"])
-                .ok()
-                .filter(|t| t.contains("-A FLANNEL-POSTRTG"))
-        })
-        .is_some(),
+        masquerade_written(&tb, &ns),
         "weftd wrote no FLANNEL-POSTRTG rules"
     );
 

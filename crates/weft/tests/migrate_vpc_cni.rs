@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 use weft_testbed::{CniSetup, Pinger, Testbed, wait_until, weftd};
 
 mod common;
-use common::{AWS_CONFLIST, NodeRoot, first_config, install_cni, sibling, write};
+use common::{
+    AWS_CONFLIST, NodeRoot, first_config, install_cni, masquerade_written, sibling, write,
+};
 
 const PING_EVERY: Duration = Duration::from_millis(20);
 
@@ -309,12 +311,7 @@ fn rolling_migration_on_ec2_rules_loses_no_packet() {
         );
         let ns = tb.node(i).ns.clone();
         assert!(
-            wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
-                tb.exec(&ns, &["iptables-nft-save", "-t", "nat"])
-                    .ok()
-                    .filter(|t| t.contains("-A FLANNEL-POSTRTG"))
-            })
-            .is_some(),
+            masquerade_written(&tb, &ns),
             "weftd on node {i} wrote no FLANNEL-POSTRTG rules"
         );
     }

@@ -10,8 +10,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
+use weft_testbed::{Testbed, wait_until};
 
 /// What one weft run gave.
 pub struct Run {
@@ -97,6 +99,17 @@ pub fn first_config(conf_dir: &Path) -> (String, String) {
     let first = names.first().expect("a network config").clone();
     let content = std::fs::read_to_string(conf_dir.join(&first)).unwrap();
     (first, content)
+}
+
+/// Whether weftd's masquerade rules (`-A FLANNEL-POSTRTG` in iptables-nft's nat table) show
+/// up in `ns` within 5 s.
+pub fn masquerade_written(tb: &Testbed, ns: &str) -> bool {
+    wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        tb.exec(ns, &["iptables-nft-save", "-t", "nat"])
+            .ok()
+            .filter(|t| t.contains("-A FLANNEL-POSTRTG"))
+    })
+    .is_some()
 }
 
 /// `weft install-cni --plugin <plugin> --bin-dir <bin> --conf-dir <conf>`, to run as it is
