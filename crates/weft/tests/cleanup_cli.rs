@@ -8,7 +8,7 @@ use std::process::Command;
 use serde_json::Value;
 
 mod common;
-use common::write;
+use common::{NodeRoot, write};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/cleanup/node")
@@ -102,15 +102,7 @@ impl Node {
         let p = |rel: &str| self.p(rel).display().to_string();
         let out = Command::new(env!("CARGO_BIN_EXE_weft"))
             .args(["node", "cleanup-vpc-cni"])
-            .args(["--conf-dir", &p("etc/cni/net.d")])
-            .args(["--bin-dir", &p("opt/cni/bin")])
-            .args(["--aws-node-run-dir", &p("var/run/aws-node")])
-            .args(["--aws-log-dir", &p("var/log/aws-routed-eni")])
-            .args(["--egress-v4pd-dir", &p("run/cni/v4pd")])
-            .args(["--egress-v6pd-dir", &p("run/cni/v6pd")])
-            .args(["--cni-results-dir", &p("var/lib/cni/results")])
-            .args(["--aws-bpf-dir", &p("sys/fs/bpf/globals/aws")])
-            .args(["--networkd-links-dir", &p("run/systemd/netif/links")])
+            .args(NodeRoot(self.dir.path().to_path_buf()).cleanup_args())
             .args(["--proc-net", &p("proc/net")])
             .args(["--ip", &p("tools/ip"), "--nft", &p("tools/nft")])
             .args(["--iptables-legacy", &p("tools/iptables-legacy")])

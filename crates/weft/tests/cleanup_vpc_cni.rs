@@ -114,25 +114,6 @@ fn has_program(name: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(name).is_file()))
 }
 
-impl NodeRoot {
-    /// The node's paths as `weft node cleanup-vpc-cni` flags.
-    fn args(&self) -> Vec<String> {
-        let flag = |f: &str, rel: &str| [f.to_string(), self.p(rel).display().to_string()];
-        [
-            flag("--conf-dir", "etc/cni/net.d"),
-            flag("--bin-dir", "opt/cni/bin"),
-            flag("--aws-node-run-dir", "var/run/aws-node"),
-            flag("--aws-log-dir", "var/log/aws-routed-eni"),
-            flag("--egress-v4pd-dir", "run/cni/v4pd"),
-            flag("--egress-v6pd-dir", "run/cni/v6pd"),
-            flag("--cni-results-dir", "var/lib/cni/results"),
-            flag("--aws-bpf-dir", "sys/fs/bpf/globals/aws"),
-            flag("--networkd-links-dir", "run/systemd/netif/links"),
-        ]
-        .concat()
-    }
-}
-
 /// Every file under `root`: relative path -> (size, mtime) or the symlink target; sockets
 /// and directories too, so a dry run that touched anything shows up.
 fn tree(root: &Path) -> BTreeMap<String, String> {
@@ -203,7 +184,7 @@ impl Run {
 fn cleanup(tb: &Testbed, ns: &str, node: &NodeRoot, extra: &[&str]) -> Run {
     let weft = env!("CARGO_BIN_EXE_weft");
     let mut argv: Vec<String> = vec![weft.into(), "node".into(), "cleanup-vpc-cni".into()];
-    argv.extend(node.args());
+    argv.extend(node.cleanup_args());
     argv.extend(extra.iter().map(|s| s.to_string()));
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     Run::from(tb.exec_output(ns, &argv).unwrap())

@@ -13,14 +13,13 @@
 //! - E1: kube-subnet-mgr args on a cluster whose nodes have no podCIDR.
 
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use weft_testbed::{Signal, Testbed, TestbedConfig, wait_until, weftd};
 
 mod common;
-use common::{AWS_CONFLIST, UPSTREAM_PLUGINS, install_cni, sibling, write};
+use common::{AWS_CONFLIST, NodeRoot, Run, UPSTREAM_PLUGINS, install_cni, sibling, write};
 
 const CONFIG_KEY: &str = "/coreos.com/network/config";
 const NODES_NO_PODCIDR: &str = "tests/golden/doctor/nodes-no-podcidr.json";
@@ -47,27 +46,8 @@ fn fixture(rel: &str) -> String {
         .to_string()
 }
 
-/// One doctor run: exit code, stdout, and the JSON report when asked for.
-struct Report {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Report {
-    fn from(out: Output) -> Report {
-        Report {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("doctor printed no JSON ({e}):\n{self}"))
-    }
-
+/// One doctor run (exit code, stdout, and the JSON report when asked for): its findings.
+impl Run {
     /// The finding of `check` in a JSON report.
     fn check(&self, check: &str) -> Value {
         self.json()["checks"]
@@ -92,20 +72,10 @@ impl Report {
     }
 }
 
-impl std::fmt::Display for Report {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn doctor(tb: &Testbed, ns: &str, args: &[String]) -> Report {
+fn doctor(tb: &Testbed, ns: &str, args: &[String]) -> Run {
     let mut argv: Vec<&str> = vec![weft(), "doctor"];
     argv.extend(args.iter().map(String::as_str));
-    Report::from(tb.exec_output(ns, &argv).unwrap())
+    Run::from(tb.exec_output(ns, &argv).unwrap())
 }
 
 fn flag(name: &str, value: impl std::fmt::Display) -> [String; 2] {
@@ -197,7 +167,7 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
         &ns,
         &with(&[flag("--kubelet-config", fixture(KUBELET_RAISED))]),
     );
-    assert_eq!(healthy.code, Some(0), "{healthy}");
+    assert_eq!(healthy.code, 0, "{healthy}");
     let rows = healthy.json()["checks"].as_array().unwrap().clone();
     assert_eq!(rows.len(), 14, "{healthy}");
     for r in &rows {
@@ -216,7 +186,7 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
         .collect();
     rooted.extend(flag("--host-root", n0.dir.display()));
     let in_pod = doctor(&tb, &ns, &rooted);
-    assert_eq!(in_pod.code, Some(0), "{in_pod}");
+    assert_eq!(in_pod.code, 0, "{in_pod}");
     for r in in_pod.json()["checks"].as_array().unwrap() {
         assert_eq!(
             r["status"], "OK",
@@ -281,7 +251,7 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
         .filter(|a| a != "--output" && a != "json")
         .collect();
     let text = doctor(&tb, &ns, &text_args);
-    assert_eq!(text.code, Some(0), "{text}");
+    assert_eq!(text.code, 0, "{text}");
     assert!(text.stdout.starts_with("CHECK"), "{text}");
     assert!(
         text.stdout.contains("OK: 14 OK, 0 WARN, 0 FAIL, 0 SKIP"),
@@ -294,7 +264,7 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
         &ns,
         &with(&[flag("--kubelet-config", fixture(KUBELET_ENI))]),
     );
-    assert_eq!(e5.code, Some(0), "a WARN alone exits 0:\n{e5}");
+    assert_eq!(e5.code, 0, "a WARN alone exits 0:\n{e5}");
     e5.expect(
         "max-pods",
         "WARN",
@@ -326,7 +296,7 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
     .unwrap();
     let e4_args = with(&[flag("--kubelet-config", fixture(KUBELET_RAISED))]);
     let e4 = doctor(&tb, &ns, &e4_args);
-    assert_eq!(e4.code, Some(1), "{e4}");
+    assert_eq!(e4.code, 1, "{e4}");
     e4.expect(
         "cni-config",
         "FAIL",
@@ -349,41 +319,15 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
         ],
     );
     // The fix, as doctor says it: the cleanup, in place, with this node's paths.
-    let p = |rel: &str| n0.dir.join(rel).display().to_string();
-    let cleanup = tb
-        .exec_output(
-            &ns,
-            &[
-                weft(),
-                "node",
-                "cleanup-vpc-cni",
-                "--apply",
-                "--conf-dir",
-                &conf.display().to_string(),
-                "--bin-dir",
-                &bin.display().to_string(),
-                "--aws-node-run-dir",
-                &p("var/run/aws-node"),
-                "--aws-log-dir",
-                &p("var/log/aws-routed-eni"),
-                "--egress-v4pd-dir",
-                &p("run/cni/v4pd"),
-                "--egress-v6pd-dir",
-                &p("run/cni/v6pd"),
-                "--cni-results-dir",
-                &p("var/lib/cni/results"),
-                "--aws-bpf-dir",
-                &p("sys/fs/bpf/globals/aws"),
-                "--networkd-links-dir",
-                &p("run/systemd/netif/links"),
-            ],
-        )
-        .unwrap();
+    let paths = NodeRoot(n0.dir.clone()).cleanup_args();
+    let mut argv = vec![weft(), "node", "cleanup-vpc-cni", "--apply"];
+    argv.extend(paths.iter().map(String::as_str));
+    let cleanup = tb.exec_output(&ns, &argv).unwrap();
     assert!(cleanup.status.success(), "{cleanup:?}");
     let after = doctor(&tb, &ns, &e4_args);
     after.expect("cni-config", "OK", &["10-flannel.conflist"]);
     after.expect("vpc-cni-leftovers", "OK", &[]);
-    assert_eq!(after.code, Some(0), "{after}");
+    assert_eq!(after.code, 0, "{after}");
 
     // 4. A broken data plane: weftd gone (it would repair within milliseconds) and a peer's
     //    route deleted.
@@ -402,7 +346,7 @@ fn doctor_on_a_weft_cluster_healthy_e5_e4_and_a_broken_peer() {
     )
     .unwrap();
     let broken = doctor(&tb, &ns, &e4_args);
-    assert_eq!(broken.code, Some(1), "{broken}");
+    assert_eq!(broken.code, 1, "{broken}");
     broken.expect(
         "peers",
         "FAIL",
@@ -461,7 +405,7 @@ fn doctor_names_e1_e2_and_e3() {
 
     // E2: nothing in etcd v3 (nor in v2).
     let missing = doctor(&tb, &ns, &args(&endpoint, &[]));
-    assert_eq!(missing.code, Some(1), "{missing}");
+    assert_eq!(missing.code, 1, "{missing}");
     missing.expect("etcd", "OK", &[&endpoint]);
     missing.expect(
         "network-config",
@@ -487,7 +431,7 @@ fn doctor_names_e1_e2_and_e3() {
     // E2: etcd unreachable (nothing listens on that port).
     let dead = "http://10.250.0.2:2399";
     let unreachable = doctor(&tb, &ns, &args(dead, &[]));
-    assert_eq!(unreachable.code, Some(1), "{unreachable}");
+    assert_eq!(unreachable.code, 1, "{unreachable}");
     unreachable.expect(
         "etcd",
         "FAIL",
@@ -518,7 +462,7 @@ fn doctor_names_e1_e2_and_e3() {
     )
     .unwrap();
     let v2_only = doctor(&tb, &ns, &args(&endpoint, &[]));
-    assert_eq!(v2_only.code, Some(1), "{v2_only}");
+    assert_eq!(v2_only.code, 1, "{v2_only}");
     v2_only.expect(
         "network-config",
         "FAIL",
@@ -560,7 +504,7 @@ fn doctor_names_e1_e2_and_e3() {
             ],
         ),
     );
-    assert_eq!(e1.code, Some(1), "{e1}");
+    assert_eq!(e1.code, 1, "{e1}");
     e1.expect(
         "kube-subnet-mgr",
         "FAIL",

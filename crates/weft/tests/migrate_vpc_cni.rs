@@ -191,20 +191,7 @@ fn cleanup(tb: &Testbed, i: usize, root: &NodeRoot, extra: &[&str]) -> String {
         "cleanup-vpc-cni".into(),
         "--apply".into(),
     ];
-    for (flag, rel) in [
-        ("--conf-dir", "etc/cni/net.d"),
-        ("--bin-dir", "opt/cni/bin"),
-        ("--aws-node-run-dir", "var/run/aws-node"),
-        ("--aws-log-dir", "var/log/aws-routed-eni"),
-        ("--egress-v4pd-dir", "run/cni/v4pd"),
-        ("--egress-v6pd-dir", "run/cni/v6pd"),
-        ("--cni-results-dir", "var/lib/cni/results"),
-        ("--aws-bpf-dir", "sys/fs/bpf/globals/aws"),
-        ("--networkd-links-dir", "run/systemd/netif/links"),
-    ] {
-        argv.push(flag.into());
-        argv.push(root.p(rel).display().to_string());
-    }
+    argv.extend(root.cleanup_args());
     argv.push("--subnet-file".into());
     argv.push(tb.subnet_file(i).display().to_string());
     argv.extend(extra.iter().map(|s| s.to_string()));

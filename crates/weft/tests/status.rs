@@ -12,36 +12,18 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use weft_testbed::{Signal, Testbed, wait_until, weftd};
 
+mod common;
+use common::Run;
+
 fn weft() -> &'static str {
     env!("CARGO_BIN_EXE_weft")
-}
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
 }
 
 fn status(tb: &Testbed, extra: &[&str]) -> Run {
     let endpoint = format!("--etcd-endpoints={}", tb.etcd_endpoint());
     let mut argv = vec![weft(), "status", endpoint.as_str()];
     argv.extend(extra);
-    let out = tb.exec_output(&tb.node(0).ns, &argv).unwrap();
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(tb.exec_output(&tb.node(0).ns, &argv).unwrap())
 }
 
 #[test]
@@ -64,7 +46,7 @@ fn status_shows_every_pair_programmed_then_an_unreachable_weftd_first() {
 
     // Without --probe: the leases only, exit 0.
     let plain = status(&tb, &[]);
-    assert_eq!(plain.code, Some(0), "{plain}");
+    assert_eq!(plain.code, 0, "{plain}");
     assert!(plain.stdout.contains("pairs not checked"), "{plain}");
     for s in &subnets {
         assert!(plain.stdout.contains(s.as_str()), "{s}: {plain}");
@@ -75,7 +57,7 @@ fn status_shows_every_pair_programmed_then_an_unreachable_weftd_first() {
     // Healthy: all 6 pairs programmed (once every weftd has seen every lease).
     let healthy = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         let r = status(&tb, &["--probe", "-o", "json"]);
-        (r.code == Some(0)).then_some(r)
+        (r.code == 0).then_some(r)
     })
     .unwrap_or_else(|| panic!("never healthy:\n{}", status(&tb, &["--probe"])));
     let doc: Value = serde_json::from_str(&healthy.stdout).unwrap();
@@ -89,7 +71,7 @@ fn status_shows_every_pair_programmed_then_an_unreachable_weftd_first() {
         assert!(n["held_seconds"].as_u64().is_some(), "{healthy}");
     }
     let text = status(&tb, &["--probe"]);
-    assert_eq!(text.code, Some(0), "{text}");
+    assert_eq!(text.code, 0, "{text}");
     assert!(
         text.stdout
             .contains("3 nodes, 6 of 6 pairs programmed, 0 FAIL, 0 WARN: OK"),
@@ -101,7 +83,7 @@ fn status_shows_every_pair_programmed_then_an_unreachable_weftd_first() {
     tb.signal(pids[2], Signal::SIGKILL).unwrap();
     tb.wait_exit(pids[2], Duration::from_secs(5)).unwrap();
     let broken = status(&tb, &["--probe"]);
-    assert_eq!(broken.code, Some(1), "{broken}");
+    assert_eq!(broken.code, 1, "{broken}");
     let first = broken.stdout.lines().nth(1).unwrap_or("");
     assert!(
         first.starts_with(&format!(
@@ -113,7 +95,7 @@ fn status_shows_every_pair_programmed_then_an_unreachable_weftd_first() {
     assert!(broken.stdout.contains("unreachable"), "{broken}");
     assert!(broken.stdout.trim_end().ends_with(": FAIL"), "{broken}");
     let json = status(&tb, &["--probe", "-o", "json"]);
-    assert_eq!(json.code, Some(1), "{json}");
+    assert_eq!(json.code, 1, "{json}");
     let doc: Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(doc["ok"], false);
     let pairs = doc["pairs"].as_array().unwrap();

@@ -84,6 +84,23 @@ impl NodeRoot {
     pub fn bin(&self) -> PathBuf {
         self.p("opt/cni/bin")
     }
+
+    /// The node's paths as `weft node cleanup-vpc-cni` flags.
+    pub fn cleanup_args(&self) -> Vec<String> {
+        let flag = |f: &str, rel: &str| [f.to_string(), self.p(rel).display().to_string()];
+        [
+            flag("--conf-dir", "etc/cni/net.d"),
+            flag("--bin-dir", "opt/cni/bin"),
+            flag("--aws-node-run-dir", "var/run/aws-node"),
+            flag("--aws-log-dir", "var/log/aws-routed-eni"),
+            flag("--egress-v4pd-dir", "run/cni/v4pd"),
+            flag("--egress-v6pd-dir", "run/cni/v6pd"),
+            flag("--cni-results-dir", "var/lib/cni/results"),
+            flag("--aws-bpf-dir", "sys/fs/bpf/globals/aws"),
+            flag("--networkd-links-dir", "run/systemd/netif/links"),
+        ]
+        .concat()
+    }
 }
 
 /// The config a container runtime would use: the first `.conf`/`.conflist`/`.json` file of the
