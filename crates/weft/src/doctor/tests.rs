@@ -361,6 +361,11 @@ fn set_config(f: &mut Facts, config: Option<&str>, v2: Vec<Probe>) {
     data.v2 = v2;
 }
 
+/// `config` in etcd v3, nothing in v2.
+fn set_stored_config(f: &mut Facts, config: &str) {
+    set_config(f, Some(config), vec![]);
+}
+
 #[test]
 fn config_missing_everywhere_says_weft_network_init() {
     let mut f = healthy();
@@ -439,7 +444,7 @@ fn config_only_in_v2_explains_e2_e3_and_migrate_v2() {
 #[test]
 fn malformed_config_gives_the_parser_message() {
     let mut f = healthy();
-    set_config(&mut f, Some(r#"{"Network":"10.244.0.0/33"}"#), vec![]);
+    set_stored_config(&mut f, r#"{"Network":"10.244.0.0/33"}"#);
     let parser = weft_core::config::NetworkConfig::parse(br#"{"Network":"10.244.0.0/33"}"#)
         .unwrap_err()
         .to_string();
@@ -449,7 +454,7 @@ fn malformed_config_gives_the_parser_message() {
         Status::Fail,
         &[&parser, "weft network init --force"],
     );
-    set_config(&mut f, Some("{nope"), vec![]);
+    set_stored_config(&mut f, "{nope");
     check(
         &f,
         checks::NETWORK_CONFIG,
@@ -461,10 +466,9 @@ fn malformed_config_gives_the_parser_message() {
 #[test]
 fn configs_weftd_cannot_run() {
     let mut f = healthy();
-    set_config(
+    set_stored_config(
         &mut f,
-        Some(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}"#),
-        vec![],
+        r#"{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}"#,
     );
     check(
         &f,
@@ -486,13 +490,13 @@ fn configs_weftd_cannot_run() {
     );
     // host-gw and DirectRouting are configs weftd runs.
     for ok in [HOSTGW_CONFIG, DIRECT_CONFIG] {
-        set_config(&mut f, Some(ok), vec![]);
+        set_stored_config(&mut f, ok);
         check(&f, checks::NETWORK_CONFIG, Status::Ok, &[]);
     }
-    set_config(&mut f, Some(HOSTGW_CONFIG), vec![]);
+    set_stored_config(&mut f, HOSTGW_CONFIG);
     check(&f, checks::NETWORK_CONFIG, Status::Ok, &["backend host-gw"]);
     check(&f, checks::VXLAN_DEVICE, Status::Skip, &["host-gw"]);
-    set_config(&mut f, Some(r#"{"Network":"10.244.0.0/16"}"#), vec![]);
+    set_stored_config(&mut f, r#"{"Network":"10.244.0.0/16"}"#);
     check(
         &f,
         checks::NETWORK_CONFIG,
@@ -630,42 +634,44 @@ fn missing_device() {
     check(&f, checks::PEERS, Status::Skip, &["does not exist"]);
 }
 
+/// A change to flannel.1 (see `with_device`).
+type DeviceEdit = fn(&mut LinkInfoView);
+
 #[test]
 fn device_with_wrong_vni_port_state_or_mac() {
-    let mut f = healthy();
-    with_device(&mut f, |d| d.vxlan.as_mut().unwrap().vni = Some(7));
-    check(
-        &f,
-        checks::VXLAN_DEVICE,
-        Status::Fail,
-        &["VNI 7 instead of 1", "ip link del flannel.1"],
-    );
+    let cases: [(&str, DeviceEdit, &[&str]); 4] = [
+        (
+            "VNI",
+            |d| d.vxlan.as_mut().unwrap().vni = Some(7),
+            &["VNI 7 instead of 1", "ip link del flannel.1"],
+        ),
+        (
+            "port",
+            |d| d.vxlan.as_mut().unwrap().port = Some(4789),
+            &["UDP port 4789 instead of 8472"],
+        ),
+        ("down", |d| d.up = false, &["it is down"]),
+        (
+            "MAC",
+            |d| d.mac = Some(mac("0a:00:00:00:00:99")),
+            &["MAC 0a:00:00:00:00:99 differs from the VtepMAC 0a:00:00:00:00:01"],
+        ),
+    ];
+    for (what, edit, needles) in cases {
+        let mut f = healthy();
+        with_device(&mut f, edit);
+        let c = find(&f, checks::VXLAN_DEVICE);
+        assert_eq!(c.status, Status::Fail, "wrong {what}: {c:#?}");
+        expect(&c, Status::Fail, needles);
+    }
+    // The config's port counts.
     let mut f = healthy();
     with_device(&mut f, |d| d.vxlan.as_mut().unwrap().port = Some(4789));
-    check(
-        &f,
-        checks::VXLAN_DEVICE,
-        Status::Fail,
-        &["UDP port 4789 instead of 8472"],
-    );
-    // The config's port counts.
-    set_config(
+    set_stored_config(
         &mut f,
-        Some(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","Port":4789}}"#),
-        vec![],
+        r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","Port":4789}}"#,
     );
     assert_eq!(find(&f, checks::VXLAN_DEVICE).status, Status::Ok);
-    let mut f = healthy();
-    with_device(&mut f, |d| d.up = false);
-    check(&f, checks::VXLAN_DEVICE, Status::Fail, &["it is down"]);
-    let mut f = healthy();
-    with_device(&mut f, |d| d.mac = Some(mac("0a:00:00:00:00:99")));
-    check(
-        &f,
-        checks::VXLAN_DEVICE,
-        Status::Fail,
-        &["MAC 0a:00:00:00:00:99 differs from the VtepMAC 0a:00:00:00:00:01"],
-    );
 }
 
 #[test]
@@ -699,10 +705,9 @@ fn device_mtu_against_the_underlay() {
     );
     // A config MTU sets the expectation.
     let mut f = healthy();
-    set_config(
+    set_stored_config(
         &mut f,
-        Some(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","MTU":1500}}"#),
-        vec![],
+        r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","MTU":1500}}"#,
     );
     with_device(&mut f, |d| d.mtu = 1450);
     f.subnet_env = FileText::Text(ENV.replace("8951", "1450"));
@@ -790,6 +795,8 @@ fn stale_and_refused_peers_warn() {
     check(&f, checks::PEERS, Status::Ok, &["no other node"]);
 }
 
+const NFT_CONFIG: &str =
+    r#"{"Network":"10.244.0.0/16","EnableNFTables":true,"Backend":{"Type":"vxlan"}}"#;
 const HOSTGW_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#;
 const DIRECT_CONFIG: &str =
     r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":true}}"#;
@@ -831,7 +838,7 @@ fn routes(routes: Vec<RouteEntry>) -> KernelState {
 /// lease's PublicIP), nothing on a VXLAN device.
 fn hostgw_node() -> Facts {
     let mut f = healthy();
-    set_config(&mut f, Some(HOSTGW_CONFIG), vec![]);
+    set_stored_config(&mut f, HOSTGW_CONFIG);
     set_leases(
         &mut f,
         vec![
@@ -935,7 +942,7 @@ fn direct_routing_takes_peers_on_the_link_by_a_route_and_the_others_through_vxla
     let far = Ipv4Addr::new(10, 251, 0, 3);
     let far_mac = mac("0a:00:00:00:00:03");
     let mut f = healthy();
-    set_config(&mut f, Some(DIRECT_CONFIG), vec![]);
+    set_stored_config(&mut f, DIRECT_CONFIG);
     let mut leases = f.etcd.reach.as_ref().unwrap().leases.clone().unwrap();
     leases.push(lease_input("10.244.3.0/24", far, far_mac));
     set_leases(&mut f, leases);
@@ -1113,11 +1120,7 @@ fn nft_listing(fully_random: bool) -> String {
 #[test]
 fn nftables_mode_checks_the_table_and_no_iptables_chains() {
     let mut f = healthy();
-    set_config(
-        &mut f,
-        Some(r#"{"Network":"10.244.0.0/16","EnableNFTables":true,"Backend":{"Type":"vxlan"}}"#),
-        vec![],
-    );
+    set_stored_config(&mut f, NFT_CONFIG);
     f.iptables_nat = Ok("*nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n".into());
     f.iptables_backends = Some(BackendDumps {
         legacy: String::new(),
@@ -1255,11 +1258,7 @@ fn ip_forward_and_br_netfilter() {
             "sysctl -w net.bridge.bridge-nf-call-iptables=1",
         ],
     );
-    set_config(
-        &mut f,
-        Some(r#"{"Network":"10.244.0.0/16","EnableNFTables":true,"Backend":{"Type":"vxlan"}}"#),
-        vec![],
-    );
+    set_stored_config(&mut f, NFT_CONFIG);
     assert_eq!(find(&f, checks::BR_NETFILTER).status, Status::Skip);
 }
 
