@@ -1,9 +1,28 @@
 //! `weft-lab demo` end to end (root only; CI runs as root): the README's main command.
 
-use std::process::Command;
+use std::process::{Command, Output};
 
-fn weft() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_weft-lab"))
+mod common;
+use common::{require_siblings, weft_lab as weft};
+
+/// `weft-lab <args>`, asserted to succeed.
+fn weft_ok(args: &[&str]) -> Output {
+    let out = weft().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "weft-lab {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The testbed id (`wt` and 6 characters) in the progress lines on stderr.
+fn testbed_id(stderr: &str) -> String {
+    stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("wt") && w.len() == 8)
+        .expect("testbed id in the progress lines")
+        .to_string()
 }
 
 fn namespaces() -> String {
@@ -19,13 +38,7 @@ fn namespaces() -> String {
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn demo_runs_connects_every_pair_and_cleans_up() {
     weft_testbed::require_root().expect("root");
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_weft-lab"));
-    for sibling in ["weftd", "weft-cni"] {
-        assert!(
-            bin.with_file_name(sibling).exists(),
-            "{sibling} must be built beside weft-lab (cargo build --workspace --bins)"
-        );
-    }
+    require_siblings();
 
     let out = weft()
         .args(["demo", "--nodes", "2", "--pods-per-node", "2"])
@@ -39,24 +52,12 @@ fn demo_runs_connects_every_pair_and_cleans_up() {
         stdout.contains("VTEP MAC") && stdout.contains("n1 "),
         "{stdout}"
     );
-    let id = stderr
-        .split_whitespace()
-        .find(|w| w.starts_with("wt") && w.len() == 8)
-        .expect("testbed id in the progress lines")
-        .to_string();
+    let id = testbed_id(&stderr);
     assert!(!namespaces().contains(&id), "torn down");
 
     // -o json: stdout is one document (progress stays on stderr); `--pods`, the old
     // spelling of --pods-per-node, still works
-    let json = weft()
-        .args(["demo", "--nodes", "2", "--pods", "1", "-o", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        json.status.success(),
-        "{}",
-        String::from_utf8_lossy(&json.stderr)
-    );
+    let json = weft_ok(&["demo", "--nodes", "2", "--pods", "1", "-o", "json"]);
     let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap_or_else(|e| {
         panic!(
             "demo -o json is not JSON ({e}):\n{}",
@@ -72,20 +73,8 @@ fn demo_runs_connects_every_pair_and_cleans_up() {
     assert!(doc["kept_testbed_dir"].is_null(), "{doc}");
 
     // --keep leaves it running; a second run removes the first; `demo down` removes the last
-    let keep = weft()
-        .args(["demo", "--nodes", "2", "--pods", "1", "--keep"])
-        .output()
-        .unwrap();
-    assert!(
-        keep.status.success(),
-        "{}",
-        String::from_utf8_lossy(&keep.stderr)
-    );
-    let kept_id = String::from_utf8_lossy(&keep.stderr)
-        .split_whitespace()
-        .find(|w| w.starts_with("wt") && w.len() == 8)
-        .expect("id")
-        .to_string();
+    let keep = weft_ok(&["demo", "--nodes", "2", "--pods", "1", "--keep"]);
+    let kept_id = testbed_id(&String::from_utf8_lossy(&keep.stderr));
     assert!(namespaces().contains(&kept_id), "kept running");
     let again = weft()
         .args(["demo", "--nodes", "2", "--pods", "1", "--keep"])

@@ -7,22 +7,15 @@ use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::{require_siblings, weft_lab as weft};
+
 /// Two soaks at once would slow each other down on a 2-core runner.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn weft() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_weft-lab"))
-}
-
 fn require_binaries() {
     weft_testbed::require_root().expect("weft-lab soak needs root (CI runs as root)");
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_weft-lab"));
-    for sibling in ["weftd", "weft-cni"] {
-        assert!(
-            bin.with_file_name(sibling).exists(),
-            "{sibling} must be built beside weft-lab (cargo build --workspace --bins)"
-        );
-    }
+    require_siblings();
 }
 
 fn namespaces_of(id: &str) -> Vec<String> {
