@@ -8,7 +8,7 @@ use std::process::Command;
 use serde_json::Value;
 
 mod common;
-use common::{NodeRoot, write};
+use common::{NodeRoot, UPSTREAM_PLUGINS, write};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/cleanup/node")
@@ -74,14 +74,7 @@ impl Node {
             &std::fs::read_to_string(f.join("10-aws.conflist")).unwrap(),
             0o644,
         );
-        for bin in [
-            "aws-cni",
-            "egress-cni",
-            "bridge",
-            "host-local",
-            "portmap",
-            "loopback",
-        ] {
+        for bin in ["aws-cni", "egress-cni"].iter().chain(UPSTREAM_PLUGINS) {
             write(&node.p(&format!("opt/cni/bin/{bin}")), "#!/bin/sh\n", 0o755);
         }
         write(&node.p("var/run/aws-node/ipam.json"), "{}", 0o644);
