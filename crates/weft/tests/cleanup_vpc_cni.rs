@@ -21,24 +21,9 @@ use weft_testbed::{CniSetup, Testbed, wait_until, weftd};
 
 mod common;
 use common::{
-    AWS_CONFLIST, NodeRoot, Run, UPSTREAM_PLUGINS, first_config, install_cni, masquerade_written,
-    sibling, write,
+    AWS_CONFLIST, FAKE_AWS_CNI, NodeRoot, Run, UPSTREAM_PLUGINS, first_config, install_cni,
+    masquerade_written, sibling, write,
 };
-
-/// aws-cni (and egress-cni) with ipamd gone: ADD fails the way v1.22 fails in kubelet's events
-/// (issue aws/amazon-vpc-cni-k8s#1322; libcni's skel wraps a plain error as code 999), DEL
-/// returns success (`del()` swallows the dial error), VERSION answers.
-const FAKE_AWS_CNI: &str = r#"#!/bin/sh
-cat >/dev/null
-case "$CNI_COMMAND" in
-ADD)
-    printf '%s\n' '{"cniVersion":"0.4.0","code":999,"msg":"add cmd: Error received from AddNetwork gRPC call: rpc error: code = Unavailable desc = connection error: desc = \"transport: Error while dialing dial tcp 127.0.0.1:50051: connect: connection refused\""}'
-    exit 1 ;;
-VERSION)
-    printf '%s\n' '{"cniVersion":"0.4.0","supportedVersions":["0.1.0","0.2.0","0.3.0","0.3.1","0.4.0","1.0.0"]}' ;;
-esac
-exit 0
-"#;
 
 /// The VPC CNI's iptables state on node 0 (`network.go`, eks-vpc-cni.md §1.4), next to
 /// kube-proxy-like rules and a site rule that share its built-in chains.

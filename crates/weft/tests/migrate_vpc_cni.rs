@@ -31,23 +31,11 @@ use weft_testbed::{CniSetup, Pinger, Testbed, wait_until, weftd};
 
 mod common;
 use common::{
-    AWS_CONFLIST, NodeRoot, first_config, install_cni, masquerade_written, sibling, write,
+    AWS_CONFLIST, FAKE_AWS_CNI, NodeRoot, first_config, install_cni, masquerade_written, sibling,
+    write,
 };
 
 const PING_EVERY: Duration = Duration::from_millis(20);
-
-/// aws-cni with ipamd gone (ADD fails with E4, DEL succeeds).
-const FAKE_AWS_CNI: &str = r#"#!/bin/sh
-cat >/dev/null
-case "$CNI_COMMAND" in
-ADD)
-    printf '%s\n' '{"cniVersion":"0.4.0","code":999,"msg":"add cmd: Error received from AddNetwork gRPC call: rpc error: code = Unavailable desc = connection error: desc = \"transport: Error while dialing dial tcp 127.0.0.1:50051: connect: connection refused\""}'
-    exit 1 ;;
-VERSION)
-    printf '%s\n' '{"cniVersion":"0.4.0","supportedVersions":["0.3.1","0.4.0","1.0.0"]}' ;;
-esac
-exit 0
-"#;
 
 /// The VPC CNI's iptables rules for an IPv4 cluster in VPC 10.250.0.0/16 (network.go,
 /// eks-vpc-cni.md §1.4): SNAT to the primary IP outside the VPC, connmark for the pods'

@@ -50,6 +50,21 @@ impl std::fmt::Display for Run {
 /// The VPC CNI's `misc/10-aws.conflist` as aws-node renders it for an IPv4 cluster.
 pub const AWS_CONFLIST: &str = include_str!("../golden/cleanup/node/10-aws.conflist");
 
+/// aws-cni (and egress-cni) with ipamd gone: ADD fails the way v1.22 fails in kubelet's events
+/// (issue aws/amazon-vpc-cni-k8s#1322; libcni's skel wraps a plain error as code 999), DEL
+/// returns success (`del()` swallows the dial error), VERSION answers.
+pub const FAKE_AWS_CNI: &str = r#"#!/bin/sh
+cat >/dev/null
+case "$CNI_COMMAND" in
+ADD)
+    printf '%s\n' '{"cniVersion":"0.4.0","code":999,"msg":"add cmd: Error received from AddNetwork gRPC call: rpc error: code = Unavailable desc = connection error: desc = \"transport: Error while dialing dial tcp 127.0.0.1:50051: connect: connection refused\""}'
+    exit 1 ;;
+VERSION)
+    printf '%s\n' '{"cniVersion":"0.4.0","supportedVersions":["0.1.0","0.2.0","0.3.0","0.3.1","0.4.0","1.0.0"]}' ;;
+esac
+exit 0
+"#;
+
 /// The reference plugins weft's conflist chains (besides weft-cni as `flannel`).
 pub const UPSTREAM_PLUGINS: &[&str] = &["bridge", "host-local", "portmap", "loopback"];
 
