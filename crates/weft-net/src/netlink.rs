@@ -24,7 +24,9 @@ use netlink_packet_route::{
         RouteScope, RouteType,
     },
 };
-use rtnetlink::{Handle, LinkUnspec, LinkVxlan, MulticastGroup, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkUnspec, LinkVxlan, MulticastGroup, NeighbourAddRequest, RouteMessageBuilder,
+};
 use tracing::{debug, info, warn};
 use weft_core::{
     dataplane::{FdbEntry, KernelState, NeighEntry, Observed, Op, Owned, RouteEntry},
@@ -589,42 +591,24 @@ impl Netlink {
         let mut state = KernelState::default();
 
         if let Some(index) = owned.device {
-            let mut neighs = self
-                .handle
-                .neighbours()
-                .get()
-                .set_address_family(AddressFamily::Inet)
-                .execute();
-            while let Some(n) = neighs
-                .try_next()
-                .await
-                .map_err(NetError::req("list neighbours"))?
-            {
+            self.each_neighbour(AddressFamily::Inet, "list neighbours", |n| {
                 if n.header.ifindex == index
-                    && let (ip, Some(mac)) = neigh_of_message(&n)
+                    && let (ip, Some(mac)) = neigh_of_message(n)
                     && let Some(ip) = ip
                 {
                     state.neighs.push(NeighEntry { ip, mac });
                 }
-            }
+            })
+            .await?;
 
-            let mut fdb = self
-                .handle
-                .neighbours()
-                .get()
-                .set_address_family(AddressFamily::Bridge)
-                .execute();
-            while let Some(n) = fdb
-                .try_next()
-                .await
-                .map_err(NetError::req("list FDB entries"))?
-            {
+            self.each_neighbour(AddressFamily::Bridge, "list FDB entries", |n| {
                 if n.header.ifindex == index
-                    && let Some(entry) = fdb_of_message(&n)
+                    && let Some(entry) = fdb_of_message(n)
                 {
                     state.fdb.push(entry);
                 }
-            }
+            })
+            .await?;
         }
 
         let mut routes = self
@@ -644,6 +628,26 @@ impl Netlink {
             }
         }
         Ok(state)
+    }
+
+    /// Reads the neighbour table of `family` as a stream, passing each entry to `each`;
+    /// `what` names the dump in an error.
+    async fn each_neighbour(
+        &self,
+        family: AddressFamily,
+        what: &str,
+        mut each: impl FnMut(&NeighbourMessage),
+    ) -> Result<(), NetError> {
+        let mut dump = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(family)
+            .execute();
+        while let Some(n) = dump.try_next().await.map_err(NetError::req(what))? {
+            each(&n);
+        }
+        Ok(())
     }
 
     /// The networks of the IPv4 addresses on link `index` (host addresses as /32): what is
@@ -712,33 +716,23 @@ impl Netlink {
 
     async fn apply_one(&self, index: u32, op: &Op) -> Result<(), NetError> {
         match op {
-            Op::SetNeigh(n) => self
-                .handle
-                .neighbours()
-                .add(index, IpAddr::V4(n.ip))
-                .link_layer_address(&n.mac.0)
-                .state(NeighbourState::Permanent)
-                .replace()
-                .execute()
-                .await
-                .map_err(|cause| NetError::Request {
-                    what: format!("set neighbour {} lladdr {}", n.ip, n.mac),
-                    cause,
-                }),
-            Op::SetFdb(f) => self
-                .handle
-                .neighbours()
-                .add_bridge(index, &f.mac.0)
-                .flags(NeighbourFlags::Own)
-                .destination(IpAddr::V4(f.dst))
-                .state(NeighbourState::Permanent)
-                .replace()
-                .execute()
-                .await
-                .map_err(|cause| NetError::Request {
-                    what: format!("set FDB entry {} dst {}", f.mac, f.dst),
-                    cause,
-                }),
+            Op::SetNeigh(n) => {
+                let req = self
+                    .handle
+                    .neighbours()
+                    .add(index, IpAddr::V4(n.ip))
+                    .link_layer_address(&n.mac.0);
+                replace_permanent(req, format!("set neighbour {} lladdr {}", n.ip, n.mac)).await
+            }
+            Op::SetFdb(f) => {
+                let req = self
+                    .handle
+                    .neighbours()
+                    .add_bridge(index, &f.mac.0)
+                    .flags(NeighbourFlags::Own)
+                    .destination(IpAddr::V4(f.dst));
+                replace_permanent(req, format!("set FDB entry {} dst {}", f.mac, f.dst)).await
+            }
             Op::SetRoute(r) => self
                 .handle
                 .route()
@@ -746,64 +740,50 @@ impl Netlink {
                 .replace()
                 .execute()
                 .await
-                .map_err(|cause| NetError::Request {
-                    what: format!("set route {}", r.dst),
-                    cause,
-                }),
+                .map_err(NetError::req(format!("set route {}", r.dst))),
             Op::DelRoute(r) => self
                 .handle
                 .route()
                 .del(route_message(index, r))
                 .execute()
                 .await
-                .map_err(|cause| NetError::Request {
-                    what: format!("delete route {}", r.dst),
-                    cause,
-                }),
+                .map_err(NetError::req(format!("delete route {}", r.dst))),
             Op::DelNeigh(n) => {
-                let mut m = NeighbourMessage::default();
-                m.header.family = AddressFamily::Inet;
-                m.header.ifindex = index;
-                m.header.state = NeighbourState::Permanent;
-                m.attributes
-                    .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
-                        n.ip,
-                    )));
-                m.attributes
-                    .push(NeighbourAttribute::LinkLayerAddress(n.mac.0.to_vec()));
-                self.handle
-                    .neighbours()
-                    .del(m)
-                    .execute()
+                let m = permanent_neighbour(
+                    AddressFamily::Inet,
+                    index,
+                    vec![
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(n.ip)),
+                        NeighbourAttribute::LinkLayerAddress(n.mac.0.to_vec()),
+                    ],
+                );
+                self.del_neighbour(m, format!("delete neighbour {}", n.ip))
                     .await
-                    .map_err(|cause| NetError::Request {
-                        what: format!("delete neighbour {}", n.ip),
-                        cause,
-                    })
             }
             Op::DelFdb(f) => {
-                let mut m = NeighbourMessage::default();
-                m.header.family = AddressFamily::Bridge;
-                m.header.ifindex = index;
-                m.header.state = NeighbourState::Permanent;
+                let mut m = permanent_neighbour(
+                    AddressFamily::Bridge,
+                    index,
+                    vec![
+                        NeighbourAttribute::LinkLayerAddress(f.mac.0.to_vec()),
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(f.dst)),
+                    ],
+                );
                 m.header.flags = NeighbourFlags::Own;
-                m.attributes
-                    .push(NeighbourAttribute::LinkLayerAddress(f.mac.0.to_vec()));
-                m.attributes
-                    .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
-                        f.dst,
-                    )));
-                self.handle
-                    .neighbours()
-                    .del(m)
-                    .execute()
+                self.del_neighbour(m, format!("delete FDB entry {} dst {}", f.mac, f.dst))
                     .await
-                    .map_err(|cause| NetError::Request {
-                        what: format!("delete FDB entry {} dst {}", f.mac, f.dst),
-                        cause,
-                    })
             }
         }
+    }
+
+    /// Deletes the neighbour or FDB entry `m`; `what` names it in an error.
+    async fn del_neighbour(&self, m: NeighbourMessage, what: String) -> Result<(), NetError> {
+        self.handle
+            .neighbours()
+            .del(m)
+            .execute()
+            .await
+            .map_err(NetError::req(what))
     }
 
     /// Deletes a link by name; absent is fine.
@@ -1093,6 +1073,31 @@ fn route_message(index: u32, r: &RouteEntry) -> RouteMessage {
     b.build()
 }
 
+/// Sends a neighbour or FDB add request as a permanent entry that replaces what is there;
+/// `what` names it in an error.
+async fn replace_permanent(req: NeighbourAddRequest, what: String) -> Result<(), NetError> {
+    req.state(NeighbourState::Permanent)
+        .replace()
+        .execute()
+        .await
+        .map_err(NetError::req(what))
+}
+
+/// A permanent neighbour message of `family` on link `index` with these attributes, in
+/// this order: what a delete request names.
+fn permanent_neighbour(
+    family: AddressFamily,
+    index: u32,
+    attributes: Vec<NeighbourAttribute>,
+) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = family;
+    m.header.ifindex = index;
+    m.header.state = NeighbourState::Permanent;
+    m.attributes = attributes;
+    m
+}
+
 fn mac_from(b: &[u8]) -> Option<MacAddr> {
     <[u8; 6]>::try_from(b).ok().map(MacAddr)
 }
@@ -1212,14 +1217,20 @@ mod tests {
         assert_eq!(vxlan_incompatibility(&s, &have), None);
     }
 
-    #[test]
-    fn route_message_is_onlink_via_subnet_address() {
-        let r = RouteEntry {
+    /// The route to node 2's subnet 10.244.2.0/24 over the VXLAN device: onlink via the
+    /// subnet address.
+    fn vxlan_route() -> RouteEntry {
+        RouteEntry {
             dst: "10.244.2.0/24".parse().unwrap(),
             gw: Some(Ipv4Addr::new(10, 244, 2, 0)),
             onlink: true,
             underlay: false,
-        };
+        }
+    }
+
+    #[test]
+    fn route_message_is_onlink_via_subnet_address() {
+        let r = vxlan_route();
         let m = route_message(5, &r);
         assert!(m.header.flags.contains(RouteFlags::Onlink));
         assert_eq!(m.header.destination_prefix_length, 24);
@@ -1235,12 +1246,7 @@ mod tests {
 
     #[test]
     fn route_facts_read_back_what_weft_sends() {
-        let r = RouteEntry {
-            dst: "10.244.2.0/24".parse().unwrap(),
-            gw: Some(Ipv4Addr::new(10, 244, 2, 0)),
-            onlink: true,
-            underlay: false,
-        };
+        let r = vxlan_route();
         let m = route_message(5, &r);
         let f = route_facts(&m).unwrap();
         assert_eq!((f.dst, f.gw, f.oif, f.onlink), (r.dst, r.gw, Some(5), true));
@@ -1258,10 +1264,10 @@ mod tests {
     #[test]
     fn a_direct_route_goes_via_the_public_ip_without_onlink_and_reads_back_as_weft_s() {
         let r = RouteEntry {
-            dst: "10.244.2.0/24".parse().unwrap(),
             gw: Some(Ipv4Addr::new(192, 168, 1, 12)),
             onlink: false,
             underlay: true,
+            ..vxlan_route()
         };
         let m = route_message(2, &r);
         let f = route_facts(&m).unwrap();
