@@ -388,15 +388,7 @@ impl Iptables {
             let section = table_section(&saved, table.name());
             if let Some(payload) = plan_sync(table, &section, &rules) {
                 info!(table = table.name(), "programming weft's iptables rules");
-                let wait = format!("--wait={}", LOCK_WAIT.as_secs());
-                self.run(
-                    &self.restore,
-                    &["--noflush", &wait],
-                    Some(&payload),
-                    RESTORE_TIMEOUT,
-                    Some(on_wait),
-                )
-                .await?;
+                self.restore_noflush(&payload, Some(on_wait)).await?;
                 changed.push(table);
             }
         }
@@ -405,6 +397,24 @@ impl Iptables {
 }
 
 impl Iptables {
+    /// `iptables-restore --noflush` of `payload`: changes only the chains the payload
+    /// names, waiting (`--wait`) at most [`LOCK_WAIT`] for the xtables lock.
+    async fn restore_noflush(
+        &self,
+        payload: &str,
+        on_wait: Option<&(dyn Fn(&LockWait) + Sync)>,
+    ) -> Result<String, FirewallError> {
+        let wait = format!("--wait={}", LOCK_WAIT.as_secs());
+        self.run(
+            &self.restore,
+            &["--noflush", &wait],
+            Some(payload),
+            RESTORE_TIMEOUT,
+            on_wait,
+        )
+        .await
+    }
+
     /// Removes flannel's iptables chains (`FLANNEL-POSTRTG` in nat, `FLANNEL-FWD` in filter)
     /// and the jumps to them: what the nftables mode does at start, where flanneld's clean-up
     /// of the other mode fails (it deletes FLANNEL-FWD from the wrong table and referenced
@@ -415,15 +425,7 @@ impl Iptables {
         for (table, chain) in [(Table::Nat, MASQ_CHAIN), (Table::Filter, FORWARD_CHAIN)] {
             let section = table_section(&saved, table.name());
             if let Some(payload) = plan_remove(table, &section, &[chain]) {
-                let wait = format!("--wait={}", LOCK_WAIT.as_secs());
-                self.run(
-                    &self.restore,
-                    &["--noflush", &wait],
-                    Some(&payload),
-                    RESTORE_TIMEOUT,
-                    None,
-                )
-                .await?;
+                self.restore_noflush(&payload, None).await?;
                 changed.push(table);
             }
         }
