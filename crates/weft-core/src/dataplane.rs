@@ -253,17 +253,11 @@ pub fn diff(desired: &[Peer], actual: &KernelState) -> Vec<Op> {
 
     // Routes keyed by destination (sorted, so one destination's entries are adjacent).
     let actual_routes = sorted_unique(&actual.routes);
-    for have in actual_routes.chunk_by(|a, b| a.dst == b.dst) {
-        let keep = want_routes
-            .get(&have[0].dst)
-            .map(|w| have.iter().position(|r| r == w).unwrap_or(0));
-        ops.extend(
-            have.iter()
-                .enumerate()
-                .filter(|(i, _)| Some(*i) != keep)
-                .map(|(_, r)| Op::DelRoute(*r)),
-        );
-    }
+    ops.extend(
+        surplus(&actual_routes, &want_routes, |r| r.dst)
+            .into_iter()
+            .map(Op::DelRoute),
+    );
 
     // FDB keyed by (mac, dst).
     let actual_fdb = sorted_unique(&actual.fdb);
@@ -276,17 +270,11 @@ pub fn diff(desired: &[Peer], actual: &KernelState) -> Vec<Op> {
 
     // Neighbours keyed by IP.
     let actual_neighs = sorted_unique(&actual.neighs);
-    for have in actual_neighs.chunk_by(|a, b| a.ip == b.ip) {
-        let keep = want_neighs
-            .get(&have[0].ip)
-            .map(|w| have.iter().position(|n| n == w).unwrap_or(0));
-        ops.extend(
-            have.iter()
-                .enumerate()
-                .filter(|(i, _)| Some(*i) != keep)
-                .map(|(_, n)| Op::DelNeigh(*n)),
-        );
-    }
+    ops.extend(
+        surplus(&actual_neighs, &want_neighs, |n| n.ip)
+            .into_iter()
+            .map(Op::DelNeigh),
+    );
 
     // Additions and replacements, peer by peer.
     let mut emitted: BTreeSet<FdbEntry> = BTreeSet::new();
@@ -315,6 +303,29 @@ pub fn diff(desired: &[Peer], actual: &KernelState) -> Vec<Op> {
         }
     }
     ops
+}
+
+/// The entries to delete where the kernel keeps one entry per key: of `actual` (sorted, so
+/// one key's entries are adjacent), every entry of a key `want` lacks, and of a wanted key
+/// all but one (the exact match, else the first, which is then replaced).
+fn surplus<E: Copy + PartialEq, K: Ord>(
+    actual: &[E],
+    want: &BTreeMap<K, E>,
+    key: impl Fn(&E) -> K,
+) -> Vec<E> {
+    let mut dels = Vec::new();
+    for have in actual.chunk_by(|a, b| key(a) == key(b)) {
+        let keep = want
+            .get(&key(&have[0]))
+            .map(|w| have.iter().position(|e| e == w).unwrap_or(0));
+        dels.extend(
+            have.iter()
+                .enumerate()
+                .filter(|(i, _)| Some(*i) != keep)
+                .map(|(_, e)| *e),
+        );
+    }
+    dels
 }
 
 fn sorted_unique<T: Ord + Copy>(items: &[T]) -> Vec<T> {
@@ -515,6 +526,16 @@ mod tests {
         }
     }
 
+    /// What a new VXLAN peer `peer(third, ip_last, mac_last)` yields, in order: its
+    /// neighbour, FDB entry and route.
+    fn adds(third: u8, ip_last: u8, mac_last: u8) -> [Op; 3] {
+        [
+            Op::SetNeigh(neigh(third, mac_last)),
+            Op::SetFdb(fdb(mac_last, ip_last)),
+            Op::SetRoute(route(third)),
+        ]
+    }
+
     fn peers() -> Vec<Peer> {
         // Deliberately unsorted.
         vec![peer(3, 13, 3), peer(2, 12, 2)]
@@ -523,17 +544,7 @@ mod tests {
     #[test]
     fn empty_to_full_adds_in_order() {
         let ops = diff(&peers(), &KernelState::default());
-        assert_eq!(
-            ops,
-            vec![
-                Op::SetNeigh(neigh(2, 2)),
-                Op::SetFdb(fdb(2, 12)),
-                Op::SetRoute(route(2)),
-                Op::SetNeigh(neigh(3, 3)),
-                Op::SetFdb(fdb(3, 13)),
-                Op::SetRoute(route(3)),
-            ]
-        );
+        assert_eq!(ops, [adds(2, 12, 2), adds(3, 13, 3)].concat());
     }
 
     #[test]
@@ -683,30 +694,14 @@ mod tests {
         let mut ops = Vec::new();
 
         // Routes keyed by destination.
-        let mut route_dels: Vec<RouteEntry> = Vec::new();
         let mut actual_routes: Vec<RouteEntry> = actual.routes.clone();
         actual_routes.sort();
         actual_routes.dedup();
-        for dst in actual_routes.iter().map(|r| r.dst).collect::<BTreeSet<_>>() {
-            let have: Vec<RouteEntry> = actual_routes
-                .iter()
-                .copied()
-                .filter(|r| r.dst == dst)
-                .collect();
-            match want.routes.iter().find(|w| w.dst == dst) {
-                None => route_dels.extend(have),
-                Some(w) => {
-                    let keep = have.iter().position(|r| r == w).unwrap_or(0);
-                    route_dels.extend(
-                        have.iter()
-                            .enumerate()
-                            .filter(|(i, _)| *i != keep)
-                            .map(|(_, r)| *r),
-                    );
-                }
-            }
-        }
-        ops.extend(route_dels.into_iter().map(Op::DelRoute));
+        ops.extend(
+            reference_keyed_dels(&actual_routes, &want.routes, |r| r.dst)
+                .into_iter()
+                .map(Op::DelRoute),
+        );
 
         // FDB keyed by (mac, dst).
         let mut actual_fdb: Vec<FdbEntry> = actual.fdb.clone();
@@ -720,30 +715,14 @@ mod tests {
         );
 
         // Neighbours keyed by IP.
-        let mut neigh_dels: Vec<NeighEntry> = Vec::new();
         let mut actual_neighs: Vec<NeighEntry> = actual.neighs.clone();
         actual_neighs.sort();
         actual_neighs.dedup();
-        for ip in actual_neighs.iter().map(|n| n.ip).collect::<BTreeSet<_>>() {
-            let have: Vec<NeighEntry> = actual_neighs
-                .iter()
-                .copied()
-                .filter(|n| n.ip == ip)
-                .collect();
-            match want.neighs.iter().find(|w| w.ip == ip) {
-                None => neigh_dels.extend(have),
-                Some(w) => {
-                    let keep = have.iter().position(|n| n == w).unwrap_or(0);
-                    neigh_dels.extend(
-                        have.iter()
-                            .enumerate()
-                            .filter(|(i, _)| *i != keep)
-                            .map(|(_, n)| *n),
-                    );
-                }
-            }
-        }
-        ops.extend(neigh_dels.into_iter().map(Op::DelNeigh));
+        ops.extend(
+            reference_keyed_dels(&actual_neighs, &want.neighs, |n| n.ip)
+                .into_iter()
+                .map(Op::DelNeigh),
+        );
 
         // Additions and replacements, peer by peer.
         let mut emitted: BTreeSet<FdbEntry> = BTreeSet::new();
@@ -762,6 +741,32 @@ mod tests {
             }
         }
         ops
+    }
+
+    // The reference's deletions where a key holds one entry: every entry of a key that is
+    // not wanted, and of a wanted key all but one (the wanted entry if there, else the first).
+    fn reference_keyed_dels<E: Copy + PartialEq, K: Ord>(
+        actual: &[E],
+        want: &[E],
+        key: impl Fn(&E) -> K,
+    ) -> Vec<E> {
+        let mut dels = Vec::new();
+        for k in actual.iter().map(&key).collect::<BTreeSet<_>>() {
+            let have: Vec<E> = actual.iter().copied().filter(|e| key(e) == k).collect();
+            match want.iter().find(|w| key(w) == k) {
+                None => dels.extend(have),
+                Some(w) => {
+                    let keep = have.iter().position(|e| e == w).unwrap_or(0);
+                    dels.extend(
+                        have.iter()
+                            .enumerate()
+                            .filter(|(i, _)| *i != keep)
+                            .map(|(_, e)| *e),
+                    );
+                }
+            }
+        }
+        dels
     }
 
     #[test]
@@ -963,15 +968,9 @@ mod tests {
         assert_eq!(want.fdb, vec![fdb(2, 12)]);
         assert_eq!(want.routes, vec![route(2), direct_route(3, 13)]);
         let ops = diff(&peers, &KernelState::default());
-        assert_eq!(
-            ops,
-            vec![
-                Op::SetNeigh(neigh(2, 2)),
-                Op::SetFdb(fdb(2, 12)),
-                Op::SetRoute(route(2)),
-                Op::SetRoute(direct_route(3, 13)),
-            ]
-        );
+        let mut want_ops = adds(2, 12, 2).to_vec();
+        want_ops.push(Op::SetRoute(direct_route(3, 13)));
+        assert_eq!(ops, want_ops);
         let mut model = Programmed::default();
         for op in &ops {
             model.applied(op);
@@ -1006,14 +1005,7 @@ mod tests {
         assert_eq!(model.state(), desired_state(&after));
         // And back.
         let ops = diff(&before, &model.state());
-        assert_eq!(
-            ops,
-            vec![
-                Op::SetNeigh(neigh(2, 2)),
-                Op::SetFdb(fdb(2, 12)),
-                Op::SetRoute(route(2)),
-            ]
-        );
+        assert_eq!(ops, adds(2, 12, 2));
     }
 
     #[test]
