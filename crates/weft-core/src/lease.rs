@@ -170,15 +170,7 @@ impl LeaseAttrs {
     /// but refuses values over 64 KiB and a `PublicIP` that is not IPv4. A missing `PublicIP`
     /// decodes as `0.0.0.0`, as in Go, so the lease still counts as taken when allocating.
     pub fn parse(bytes: &[u8]) -> Result<LeaseAttrs, LeaseError> {
-        if bytes.len() > MAX_LEASE_BYTES {
-            return Err(LeaseError::TooLarge {
-                size: bytes.len(),
-                limit: MAX_LEASE_BYTES,
-            });
-        }
-        let doc = Json::from_slice(bytes).map_err(|e| LeaseError::Syntax {
-            detail: e.to_string(),
-        })?;
+        let doc = json_of(bytes)?;
         if !matches!(doc, Json::Object(_)) {
             return Err(LeaseError::NotAnObject { found: doc.kind() });
         }
@@ -284,6 +276,45 @@ pub struct VxlanBackendData {
 
 const EXAMPLE_VXLAN_DATA: &str = r#"{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}"#;
 
+/// The JSON document of a lease value or vxlan backend data: at most [`MAX_LEASE_BYTES`].
+fn json_of(bytes: &[u8]) -> Result<Json, LeaseError> {
+    if bytes.len() > MAX_LEASE_BYTES {
+        return Err(LeaseError::TooLarge {
+            size: bytes.len(),
+            limit: MAX_LEASE_BYTES,
+        });
+    }
+    Json::from_slice(bytes).map_err(|e| LeaseError::Syntax {
+        detail: e.to_string(),
+    })
+}
+
+/// The value of the required `key` of vxlan backend data; absent or null is
+/// [`LeaseError::Missing`] naming `field`.
+fn vxlan_field<'a>(
+    map: &'a serde_json::Map<String, Value>,
+    key: &str,
+    field: &'static str,
+) -> Result<&'a Value, LeaseError> {
+    match value_get(map, key) {
+        None | Some(Value::Null) => Err(LeaseError::Missing {
+            field,
+            example: EXAMPLE_VXLAN_DATA,
+        }),
+        Some(value) => Ok(value),
+    }
+}
+
+/// `field` of vxlan backend data holds `found` where `expected` belongs.
+fn vxlan_wrong_type(field: &'static str, expected: &'static str, found: &Value) -> LeaseError {
+    LeaseError::WrongType {
+        field,
+        expected,
+        found: value_kind(found),
+        example: EXAMPLE_VXLAN_DATA,
+    }
+}
+
 impl VxlanBackendData {
     /// As a JSON value (for [`LeaseAttrs::backend_data`]).
     pub fn to_value(&self) -> Value {
@@ -303,21 +334,10 @@ impl VxlanBackendData {
     /// required (Go would default a missing VNI to 0, which no weft node uses).
     pub fn from_value(value: &Value) -> Result<VxlanBackendData, LeaseError> {
         let Value::Object(map) = value else {
-            return Err(LeaseError::WrongType {
-                field: "BackendData",
-                expected: "an object",
-                found: value_kind(value),
-                example: EXAMPLE_VXLAN_DATA,
-            });
+            return Err(vxlan_wrong_type("BackendData", "an object", value));
         };
-        let vni = match value_get(map, "VNI") {
-            None | Some(Value::Null) => {
-                return Err(LeaseError::Missing {
-                    field: "BackendData.VNI",
-                    example: EXAMPLE_VXLAN_DATA,
-                });
-            }
-            Some(Value::Number(n)) => {
+        let vni = match vxlan_field(map, "VNI", "BackendData.VNI")? {
+            Value::Number(n) => {
                 n.as_u64()
                     .and_then(|n| u32::try_from(n).ok())
                     .ok_or_else(|| LeaseError::InvalidField {
@@ -327,23 +347,10 @@ impl VxlanBackendData {
                         example: EXAMPLE_VXLAN_DATA,
                     })?
             }
-            Some(other) => {
-                return Err(LeaseError::WrongType {
-                    field: "BackendData.VNI",
-                    expected: "a number",
-                    found: value_kind(other),
-                    example: EXAMPLE_VXLAN_DATA,
-                });
-            }
+            other => return Err(vxlan_wrong_type("BackendData.VNI", "a number", other)),
         };
-        let vtep_mac = match value_get(map, "VtepMAC") {
-            None | Some(Value::Null) => {
-                return Err(LeaseError::Missing {
-                    field: "BackendData.VtepMAC",
-                    example: EXAMPLE_VXLAN_DATA,
-                });
-            }
-            Some(Value::String(text)) => {
+        let vtep_mac = match vxlan_field(map, "VtepMAC", "BackendData.VtepMAC")? {
+            Value::String(text) => {
                 text.parse::<MacAddr>()
                     .map_err(|e| LeaseError::InvalidField {
                         field: "BackendData.VtepMAC",
@@ -352,13 +359,12 @@ impl VxlanBackendData {
                         example: EXAMPLE_VXLAN_DATA,
                     })?
             }
-            Some(other) => {
-                return Err(LeaseError::WrongType {
-                    field: "BackendData.VtepMAC",
-                    expected: "a MAC address string",
-                    found: value_kind(other),
-                    example: EXAMPLE_VXLAN_DATA,
-                });
+            other => {
+                return Err(vxlan_wrong_type(
+                    "BackendData.VtepMAC",
+                    "a MAC address string",
+                    other,
+                ));
             }
         };
         Ok(VxlanBackendData { vni, vtep_mac })
@@ -366,15 +372,7 @@ impl VxlanBackendData {
 
     /// Decodes vxlan backend data from bytes (e.g. the kube `backend-data` annotation).
     pub fn parse(bytes: &[u8]) -> Result<VxlanBackendData, LeaseError> {
-        if bytes.len() > MAX_LEASE_BYTES {
-            return Err(LeaseError::TooLarge {
-                size: bytes.len(),
-                limit: MAX_LEASE_BYTES,
-            });
-        }
-        let doc = Json::from_slice(bytes).map_err(|e| LeaseError::Syntax {
-            detail: e.to_string(),
-        })?;
+        let doc = json_of(bytes)?;
         VxlanBackendData::from_value(&doc.to_value())
     }
 }
