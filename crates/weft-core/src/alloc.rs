@@ -442,22 +442,19 @@ mod tests {
         StdRng::seed_from_u64(42)
     }
 
+    /// The plan of the node at `OURS` under the default config, with the seeded rng.
+    fn our_plan(leases: &[Lease], previous: Option<&str>) -> AcquirePlan {
+        plan_acquire(&default_cfg(), leases, OURS, previous.map(net), &mut rng()).unwrap()
+    }
+
     #[test]
     fn reuses_the_lease_carrying_our_ip() {
         let leases = [
             lease("10.244.5.0/24", other(1)),
             lease("10.244.7.0/24", OURS),
         ];
-        let plan = plan_acquire(
-            &default_cfg(),
-            &leases,
-            OURS,
-            Some(net("10.244.9.0/24")),
-            &mut rng(),
-        )
-        .unwrap();
         assert_eq!(
-            plan,
+            our_plan(&leases, Some("10.244.9.0/24")),
             AcquirePlan {
                 delete: vec![],
                 action: AcquireAction::Reuse(net("10.244.7.0/24")),
@@ -467,20 +464,19 @@ mod tests {
 
     #[test]
     fn incompatible_own_lease_is_deleted() {
-        let cfg = default_cfg();
         // A /25 from an older SubnetLen, then the network address subnet (below SubnetMin).
         let leases = [
             lease("10.244.7.0/25", OURS),
             lease("10.244.0.0/24", OURS),
             lease("10.244.3.0/24", other(1)),
         ];
-        let plan =
-            plan_acquire(&cfg, &leases, OURS, Some(net("10.244.9.0/24")), &mut rng()).unwrap();
         assert_eq!(
-            plan.delete,
-            vec![net("10.244.7.0/25"), net("10.244.0.0/24")]
+            our_plan(&leases, Some("10.244.9.0/24")),
+            AcquirePlan {
+                delete: vec![net("10.244.7.0/25"), net("10.244.0.0/24")],
+                action: AcquireAction::Create(net("10.244.9.0/24")),
+            }
         );
-        assert_eq!(plan.action, AcquireAction::Create(net("10.244.9.0/24")));
     }
 
     #[test]
@@ -491,27 +487,25 @@ mod tests {
             lease("10.244.6.0/24", OURS),
             lease("10.244.8.0/26", OURS),
         ];
-        let plan = plan_acquire(&default_cfg(), &leases, OURS, None, &mut rng()).unwrap();
         assert_eq!(
-            plan.delete,
-            vec![net("10.245.0.0/24"), net("10.244.8.0/26")]
+            our_plan(&leases, None),
+            AcquirePlan {
+                delete: vec![net("10.245.0.0/24"), net("10.244.8.0/26")],
+                action: AcquireAction::Reuse(net("10.244.4.0/24")),
+            }
         );
-        assert_eq!(plan.action, AcquireAction::Reuse(net("10.244.4.0/24")));
     }
 
     #[test]
     fn previous_subnet_is_reused_when_free() {
         let leases = [lease("10.244.5.0/24", other(1))];
-        let plan = plan_acquire(
-            &default_cfg(),
-            &leases,
-            OURS,
-            Some(net("10.244.9.0/24")),
-            &mut rng(),
-        )
-        .unwrap();
-        assert_eq!(plan.action, AcquireAction::Create(net("10.244.9.0/24")));
-        assert!(plan.delete.is_empty());
+        assert_eq!(
+            our_plan(&leases, Some("10.244.9.0/24")),
+            AcquirePlan {
+                delete: vec![],
+                action: AcquireAction::Create(net("10.244.9.0/24")),
+            }
+        );
     }
 
     #[test]
