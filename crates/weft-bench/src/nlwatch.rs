@@ -7,6 +7,7 @@
 //! (ENOBUFS), an [`Event::Overrun`] says so and the caller must not trust completion times.
 
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use ipnet::Ipv4Net;
@@ -35,6 +36,24 @@ pub type Event = Announcement<Entry>;
 
 /// A running listener; stops when dropped.
 pub type Listener = NetlinkMonitor<Entry>;
+
+/// The next entry `listener` announces within `wait` as added or changed (`added`) or as
+/// deleted (not `added`), with the moment it was read; an announcement of the other kind
+/// yields `None`, and an overrun adds one to `overruns`.
+pub fn next_of_kind(
+    listener: &Listener,
+    wait: Duration,
+    added: bool,
+    overruns: &mut usize,
+) -> Option<(Instant, Entry)> {
+    match listener.next(wait)? {
+        Event::Overrun => {
+            *overruns += 1;
+            None
+        }
+        Event::Change { at, new, item } => (new == added).then_some((at, item)),
+    }
+}
 
 /// Subscribes to neighbour and IPv4 route announcements in `ns`; returns once subscribed.
 pub fn listen(ns: &str) -> Result<Listener> {

@@ -19,7 +19,7 @@ use weft_core::dataplane::KernelState;
 
 use crate::cluster::{self, Bins};
 use crate::etcd::{Etcd, SUBNETS};
-use crate::nlwatch::{self, Entry, Event, Listener};
+use crate::nlwatch::{self, Entry, Listener, next_of_kind};
 use crate::ns::NsRuntime;
 use crate::peers::{Backend, FakePeer, fake_peers};
 use crate::report::{Table, fmt_ms, fmt_ms_f, met, ratio_d};
@@ -110,19 +110,10 @@ pub fn wait_all(
     let mut last = None;
     let deadline = t0 + timeout;
     while !want.is_empty() && Instant::now() < deadline {
-        if let Some(ev) = listener.next(Duration::from_millis(20)) {
-            match ev {
-                Event::Overrun => *overruns += 1,
-                Event::Change {
-                    at,
-                    new,
-                    item: entry,
-                } => {
-                    if new == add && want.remove(&entry) {
-                        last = Some(at);
-                    }
-                }
-            }
+        if let Some((at, entry)) = next_of_kind(listener, Duration::from_millis(20), add, overruns)
+            && want.remove(&entry)
+        {
+            last = Some(at);
         }
     }
     if want.is_empty() {

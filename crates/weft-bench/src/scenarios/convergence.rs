@@ -15,7 +15,7 @@ use anyhow::{Result, bail};
 
 use crate::cluster::{self, Bins};
 use crate::etcd::{Etcd, SUBNETS};
-use crate::nlwatch::{self, Entry, Event, Listener};
+use crate::nlwatch::{self, Entry, Listener, next_of_kind};
 use crate::peers::{Backend, FakePeer, fake_peers};
 use crate::report::{Table, fmt_ms, met, percentile, ratio_d};
 
@@ -238,23 +238,12 @@ fn measure(
                 floor_at = Some(n.at);
             }
         }
-        if let Some(ev) = listener.next(Duration::from_millis(1)) {
-            match ev {
-                Event::Overrun => *overruns += 1,
-                Event::Change {
-                    at,
-                    new,
-                    item: entry,
-                } => {
-                    if new == add
-                        && let Some(&i) = wanted.get(&entry)
-                        && !seen[i]
-                    {
-                        got[i] = Some(at);
-                        seen[i] = true;
-                    }
-                }
-            }
+        if let Some((at, entry)) = next_of_kind(listener, Duration::from_millis(1), add, overruns)
+            && let Some(&i) = wanted.get(&entry)
+            && !seen[i]
+        {
+            got[i] = Some(at);
+            seen[i] = true;
         }
     }
     let since = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(t0));

@@ -80,6 +80,10 @@ struct Counts {
     bytes_out: f64,
 }
 
+/// A report row without a goal: its metric, what of [`Counts`] it shows, and flannel's
+/// published figure.
+type CountRow = (&'static str, fn(&Counts) -> f64, &'static str);
+
 fn counts(a: &Scrape, b: &Scrape) -> Counts {
     let d = |f: &dyn Fn(&Scrape) -> f64| f(b) - f(a);
     let sum = |s: &Scrape, methods: &[&str]| methods.iter().map(|m| s.grpc_msgs(m)).sum::<f64>();
@@ -504,38 +508,38 @@ pub fn run(bins: &Bins, opts: &Opts) -> Result<Table> {
                     ok.map(met).unwrap_or_default(),
                 ]);
             };
-        row(
-            "steady (24 h lease, no renewal in the window): writes per node per hour (Put, Txn, DeleteRange, LeaseGrant, LeaseRevoke)".into(),
-            hourly(cws.writes, ws),
-            hourly(cfs.writes, fs),
-            "0 between renewals",
-            "",
-            None,
-        );
-        row(
-            "steady: reads per node per hour (Range, LeaseTimeToLive, LeaseLeases)".into(),
-            hourly(cws.reads, ws),
-            hourly(cfs.reads, fs),
-            "0 between renewals",
-            "",
-            None,
-        );
-        row(
-            "steady: LeaseKeepAlive messages per node per hour".into(),
-            hourly(cws.keepalive_msgs, ws),
-            hourly(cfs.keepalive_msgs, fs),
-            "0 (no keep-alive)",
-            "",
-            None,
-        );
-        row(
-            "steady: raft proposals committed per node per hour".into(),
-            hourly(cws.proposals, ws),
-            hourly(cfs.proposals, fs),
-            "",
-            "",
-            None,
-        );
+        let steady: [CountRow; 4] = [
+            (
+                "steady (24 h lease, no renewal in the window): writes per node per hour (Put, Txn, DeleteRange, LeaseGrant, LeaseRevoke)",
+                |c| c.writes,
+                "0 between renewals",
+            ),
+            (
+                "steady: reads per node per hour (Range, LeaseTimeToLive, LeaseLeases)",
+                |c| c.reads,
+                "0 between renewals",
+            ),
+            (
+                "steady: LeaseKeepAlive messages per node per hour",
+                |c| c.keepalive_msgs,
+                "0 (no keep-alive)",
+            ),
+            (
+                "steady: raft proposals committed per node per hour",
+                |c| c.proposals,
+                "",
+            ),
+        ];
+        for (metric, of, published) in steady {
+            row(
+                metric.into(),
+                hourly(of(&cws), ws),
+                hourly(of(&cfs), fs),
+                published,
+                "",
+                None,
+            );
+        }
         row(
             "watchers per node (etcd_debugging_mvcc_watcher_total ÷ nodes)".into(),
             ws.end.watchers / nf,
@@ -589,30 +593,33 @@ pub fn run(bins: &Bins, opts: &Opts) -> Result<Table> {
             "",
             None,
         );
-        row(
-            "per renewal: LeaseKeepAlive messages".into(),
-            cwr.keepalive_msgs / wren,
-            cfr.keepalive_msgs / fren,
-            "0",
-            "",
-            None,
-        );
-        row(
-            "per renewal: raft proposals committed (lease expiries included)".into(),
-            cwr.proposals / wren,
-            cfr.proposals / fren,
-            "2, + 1 when the old lease expires",
-            "",
-            None,
-        );
-        row(
-            "per renewal: lease grants / revocations and expiries (etcd_debugging_lease_*)".into(),
-            (cwr.granted + cwr.revoked) / wren,
-            (cfr.granted + cfr.revoked) / fren,
-            "1 grant + 1 expiry",
-            "",
-            None,
-        );
+        let per_renewal: [CountRow; 3] = [
+            (
+                "per renewal: LeaseKeepAlive messages",
+                |c| c.keepalive_msgs,
+                "0",
+            ),
+            (
+                "per renewal: raft proposals committed (lease expiries included)",
+                |c| c.proposals,
+                "2, + 1 when the old lease expires",
+            ),
+            (
+                "per renewal: lease grants / revocations and expiries (etcd_debugging_lease_*)",
+                |c| c.granted + c.revoked,
+                "1 grant + 1 expiry",
+            ),
+        ];
+        for (metric, of, published) in per_renewal {
+            row(
+                metric.into(),
+                of(&cwr) / wren,
+                of(&cfr) / fren,
+                published,
+                "",
+                None,
+            );
+        }
         row(
             format!(
                 "renewing: all requests per node per hour at a renewal every {} s",
