@@ -17,9 +17,7 @@ const READY: Duration = Duration::from_secs(20);
 fn three_nodes_get_distinct_subnets_and_pods_reach_each_other() {
     let mut c = Cluster::new("three-nodes", 3, Some(NET_CONFIG));
     let t0 = Instant::now();
-    for i in 0..3 {
-        c.start(i, &[]);
-    }
+    c.start_all();
     let envs: Vec<_> = (0..3).map(|i| c.wait_ready(i, READY)).collect();
     eprintln!(
         "3 weftd ready in {:?} (testbed up in {:?})",
@@ -50,9 +48,7 @@ fn three_nodes_get_distinct_subnets_and_pods_reach_each_other() {
             let mac = c.vtep_mac(j);
             let ip = c.tb.node(j).ip;
             let sn = env.subnet.unwrap();
-            c.eventually(i, "peer entries", Duration::from_secs(5), || {
-                c.has_peer(i, sn, &mac, ip) == (true, true, true)
-            });
+            c.wait_peer(i, "peer entries", sn, &mac, ip);
         }
     }
     all_pairs_ping(&c, &pods);
@@ -89,9 +85,7 @@ fn a_departed_node_is_removed_from_its_peers() {
     let ip = c.tb.node(2).ip;
     for i in 0..2 {
         c.subnet(i);
-        c.eventually(i, "peer 2 programmed", Duration::from_secs(5), || {
-            c.has_peer(i, gone, &mac, ip) == (true, true, true)
-        });
+        c.wait_peer(i, "peer 2 programmed", gone, &mac, ip);
     }
     c.kill(2, Signal::SIGKILL);
     // its lease expires (here: is deleted, as etcd does when the TTL runs out)
@@ -105,37 +99,18 @@ fn a_departed_node_is_removed_from_its_peers() {
     // and the survivors still reach each other
     let a = c.pod(0);
     let b = c.pod(1);
-    assert_eq!(
-        c.tb.ping(&a.ns, b.ip, 2, Duration::from_secs(5))
-            .unwrap()
-            .received,
-        2
-    );
+    assert_ping(&c, &a, &b, 2);
 }
 
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn ten_nodes_starting_at_once_get_distinct_subnets() {
-    let mut c = Cluster::new("ten-at-once", 10, Some(NET_CONFIG));
-    let t0 = Instant::now();
-    for i in 0..10 {
-        c.start(i, &[]);
-    }
-    let subnets: BTreeSet<Ipv4Net> = (0..10)
-        .map(|i| c.wait_ready(i, READY).subnet.unwrap())
-        .collect();
-    eprintln!("10 nodes ready in {:?}", t0.elapsed());
-    assert_eq!(subnets.len(), 10, "{subnets:?}");
+    let c = Cluster::started_at_once("ten-at-once", 10, READY);
     let keys =
         c.tb.etcdctl(&["get", "--prefix", "--keys-only", SUBNETS])
             .unwrap();
     assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 10, "{keys}");
     for i in 0..10 {
-        assert!(
-            c.tb.is_running(c.weftd[i].unwrap()),
-            "node {i} crashed:\n{}",
-            c.log(i)
-        );
         // each sees nine peers
         c.eventually(i, "nine peer routes", Duration::from_secs(10), || {
             c.routes(i).lines().count() == 9
@@ -150,12 +125,7 @@ fn restart_under_traffic_loses_nothing_and_keeps_subnet_and_mac() {
     let mac1 = c.vtep_mac(1);
     let a = c.pod(0);
     let b = c.pod(1);
-    assert_eq!(
-        c.tb.ping(&a.ns, b.ip, 2, Duration::from_secs(5))
-            .unwrap()
-            .received,
-        2
-    );
+    assert_ping(&c, &a, &b, 2);
     let p1 =
         c.tb.start_pinger(&a.ns, b.ip, Duration::from_millis(20))
             .unwrap();
@@ -235,11 +205,7 @@ fn restart_under_traffic_loses_nothing_and_keeps_subnet_and_mac() {
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn survives_etcd_restart_and_compaction_without_losing_routes() {
     let (mut c, [_, sn1]) = Cluster::running("etcd-restart");
-    let mac1 = c.vtep_mac(1);
-    let ip1 = c.tb.node(1).ip;
-    c.eventually(0, "peer programmed", Duration::from_secs(5), || {
-        c.has_peer(0, sn1, &mac1, ip1) == (true, true, true)
-    });
+    let (mac1, ip1) = c.wait_node_peer(0, "peer programmed", 1, sn1);
 
     c.tb.stop_etcd().unwrap();
     std::thread::sleep(Duration::from_secs(3));
@@ -259,9 +225,7 @@ fn survives_etcd_restart_and_compaction_without_losing_routes() {
     let fake: Ipv4Net = "10.244.250.0/24".parse().unwrap();
     let fake_mac = "02:aa:00:00:00:fa";
     let fake_ip = Ipv4Addr::new(10, 250, 1, 250);
-    let val = format!(
-        r#"{{"PublicIP":"{fake_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{fake_mac}"}}}}"#
-    );
+    let val = vxlan_lease(fake_ip, fake_mac);
     c.tb.etcdctl(&["put", &format!("{SUBNETS}10.244.250.0-24"), &val])
         .unwrap();
     c.eventually(
@@ -340,9 +304,7 @@ fn deleted_routes_entries_and_device_are_repaired() {
     let ip1 = c.tb.node(1).ip;
     let a = c.pod(0);
     let b = c.pod(1);
-    c.eventually(0, "programmed", Duration::from_secs(5), || {
-        c.has_peer(0, sn1, &mac1, ip1) == (true, true, true)
-    });
+    c.wait_peer(0, "programmed", sn1, &mac1, ip1);
 
     c.sh(0, &["ip", "route", "del", &sn1.to_string()]);
     c.sh(0, &["ip", "neigh", "flush", "dev", "flannel.1"]);
@@ -359,29 +321,15 @@ fn deleted_routes_entries_and_device_are_repaired() {
             &ip1.to_string(),
         ],
     );
-    c.eventually(0, "entries repaired", Duration::from_secs(5), || {
-        c.has_peer(0, sn1, &mac1, ip1) == (true, true, true)
-    });
-    assert_eq!(
-        c.tb.ping(&a.ns, b.ip, 2, Duration::from_secs(5))
-            .unwrap()
-            .received,
-        2
-    );
+    c.wait_peer(0, "entries repaired", sn1, &mac1, ip1);
+    assert_ping(&c, &a, &b, 2);
 
     c.sh(0, &["ip", "link", "del", "flannel.1"]);
-    c.eventually(0, "device re-created", Duration::from_secs(5), || {
-        c.has_peer(0, sn1, &mac1, ip1) == (true, true, true)
-    });
+    c.wait_peer(0, "device re-created", sn1, &mac1, ip1);
     assert_eq!(c.vtep_mac(0), mac0, "the re-created device keeps its MAC");
     let addrs = c.sh(0, &["ip", "-4", "addr", "show", "dev", "flannel.1"]);
     assert!(addrs.contains(&format!("{}/32", sn0.network())), "{addrs}");
-    assert_eq!(
-        c.tb.ping(&a.ns, b.ip, 3, Duration::from_secs(5))
-            .unwrap()
-            .received,
-        3
-    );
+    assert_ping(&c, &a, &b, 3);
     assert!(c.log(0).contains("re-created"), "{}", c.log(0));
 
     // flushed iptables chain is repaired too
@@ -484,60 +432,53 @@ fn unsupported_backend_and_kube_mode_fail_clearly() {
         2,
         Some(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}"#),
     );
-    let pid = c.start(0, &[]);
+    let log = start_failing(&mut c, 0, &[]);
+    assert!(
+        log.contains("backend \"wireguard\"")
+            && log.contains("no WireGuard, ESP or IPIP support")
+            && log.contains("\"vxlan\" and \"host-gw\""),
+        "{log}"
+    );
+    let log = start_failing(&mut c, 1, &["--kube-subnet-mgr"]);
+    assert!(log.contains("--kube-subnet-mgr is not available"), "{log}");
+}
+
+/// Starts weftd on node `i` with `extra` flags, asserts that it exits with a failure within
+/// 10 s, and returns its log.
+fn start_failing(c: &mut Cluster, i: usize, extra: &[&str]) -> String {
+    let pid = c.start(i, extra);
     let st =
         c.tb.wait_exit(pid, Duration::from_secs(10))
             .unwrap()
             .expect("weftd exits");
-    assert!(!st.success());
-    assert!(
-        c.log(0).contains("backend \"wireguard\"")
-            && c.log(0).contains("no WireGuard, ESP or IPIP support")
-            && c.log(0).contains("\"vxlan\" and \"host-gw\""),
-        "{}",
-        c.log(0)
-    );
-    let pid = c.start(1, &["--kube-subnet-mgr"]);
-    let st =
-        c.tb.wait_exit(pid, Duration::from_secs(10))
-            .unwrap()
-            .expect("weftd exits");
-    assert!(!st.success());
-    assert!(
-        c.log(1).contains("--kube-subnet-mgr is not available"),
-        "{}",
-        c.log(1)
-    );
+    assert!(!st.success(), "node {i}: {st:?}");
+    c.log(i)
 }
 
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn a_peer_whose_lease_changes_leaves_no_stale_entries_and_bad_values_hurt_no_one() {
     let (mut c, [_, sn1]) = Cluster::running("lease-change");
-    let mac1 = c.vtep_mac(1);
-    let ip1 = c.tb.node(1).ip;
-    c.eventually(0, "peer 1", Duration::from_secs(5), || {
-        c.has_peer(0, sn1, &mac1, ip1) == (true, true, true)
-    });
+    let (mac1, ip1) = c.wait_node_peer(0, "peer 1", 1, sn1);
 
     let key = format!("{SUBNETS}10.244.240.0-24");
     let sn: Ipv4Net = "10.244.240.0/24".parse().unwrap();
-    let lease = |ip: &str, mac: &str| {
-        format!(
-            r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
-        )
+    // The peer's lease at `key` says `ip` and `mac`; node 0 programs it.
+    let put_peer = |what: &str, ip: Ipv4Addr, mac: &str| {
+        c.tb.etcdctl(&["put", &key, &vxlan_lease(ip, mac)]).unwrap();
+        c.wait_peer(0, what, sn, mac, ip);
     };
-    c.tb.etcdctl(&["put", &key, &lease("10.250.1.240", "02:00:00:00:f0:01")])
-        .unwrap();
-    c.eventually(0, "fake peer", Duration::from_secs(5), || {
-        c.has_peer(0, sn, "02:00:00:00:f0:01", Ipv4Addr::new(10, 250, 1, 240)) == (true, true, true)
-    });
+    put_peer(
+        "fake peer",
+        Ipv4Addr::new(10, 250, 1, 240),
+        "02:00:00:00:f0:01",
+    );
     // new public IP and new MAC (a rebooted node behind a new address)
-    c.tb.etcdctl(&["put", &key, &lease("10.250.1.241", "02:00:00:00:f0:02")])
-        .unwrap();
-    c.eventually(0, "updated peer", Duration::from_secs(5), || {
-        c.has_peer(0, sn, "02:00:00:00:f0:02", Ipv4Addr::new(10, 250, 1, 241)) == (true, true, true)
-    });
+    put_peer(
+        "updated peer",
+        Ipv4Addr::new(10, 250, 1, 241),
+        "02:00:00:00:f0:02",
+    );
     let fdb = c.fdb(0);
     assert!(
         !fdb.contains("02:00:00:00:f0:01") && !fdb.contains("10.250.1.240"),
@@ -554,10 +495,16 @@ fn a_peer_whose_lease_changes_leaves_no_stale_entries_and_bad_values_hurt_no_one
         ("10.244.242.0-24", r#"{"PublicIP":5}"#.to_string()),
         (
             "10.244.243.0-24",
-            lease("10.250.1.243", "01:00:5e:00:00:01"),
+            vxlan_lease("10.250.1.243", "01:00:5e:00:00:01"),
         ),
-        ("10.99.0.0-24", lease("10.250.1.244", "02:00:00:00:f0:04")),
-        ("not-a-subnet", lease("10.250.1.245", "02:00:00:00:f0:05")),
+        (
+            "10.99.0.0-24",
+            vxlan_lease("10.250.1.244", "02:00:00:00:f0:04"),
+        ),
+        (
+            "not-a-subnet",
+            vxlan_lease("10.250.1.245", "02:00:00:00:f0:05"),
+        ),
         ("10.244.244.0-24", "x".repeat(200_000)),
     ];
     for (k, v) in &bad {

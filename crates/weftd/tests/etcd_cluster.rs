@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -274,9 +274,7 @@ fn weftd_rides_out_leader_loss_follower_loss_and_a_partitioned_member() {
     let fake_ip = Ipv4Addr::new(10, 250, 1, 200);
     let grant = c.tb.etcdctl(&["lease", "grant", "600"]).unwrap();
     let id = grant.split_whitespace().nth(1).unwrap().to_string();
-    let value = format!(
-        r#"{{"PublicIP":"{fake_ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{fake_mac}"}}}}"#
-    );
+    let value = vxlan_lease(fake_ip, fake_mac);
     let fake_key = Cluster::lease_key(fake_sn);
     c.tb.etcdctl(&["put", &format!("--lease={id}"), &fake_key, &value])
         .unwrap();
@@ -312,14 +310,7 @@ fn weftd_rides_out_leader_loss_follower_loss_and_a_partitioned_member() {
 
     // Everything still flows, nothing was lost, reset or restarted.
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    for (i, f) in flows.into_iter().enumerate() {
-        let trips = f
-            .join()
-            .unwrap()
-            .unwrap_or_else(|e| panic!("TCP flow {i} broke: {e}"));
-        assert!(trips > 100, "flow {i} made {trips} round trips");
-    }
+    stop_flows(flows, &stop, 100);
     let mut sent = 0;
     let mut lost = Vec::new();
     for p in pingers {

@@ -22,6 +22,31 @@ use weft_testbed::Signal;
 /// one client: in transactions of up to 128 puts when `per_txn` > 1 (one revision per
 /// transaction), else one revision per operation. Returns the revision after the last write.
 fn write(c: &Cluster, ops: Vec<(String, Option<Vec<u8>>)>, per_txn: usize) -> i64 {
+    with_etcd_client(c, move |mut client| async move {
+        let mut rev = 0;
+        for chunk in ops.chunks(per_txn.clamp(1, 128)) {
+            let txn = Txn::new().and_then(
+                chunk
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Some(v) => TxnOp::put(k.clone(), v.clone(), None),
+                        None => TxnOp::delete(k.clone(), None),
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            let r = client.txn(txn).await.expect("txn");
+            rev = r.header().map(|h| h.revision()).unwrap_or(0);
+        }
+        rev
+    })
+}
+
+/// Runs `f` with an etcd client connected from inside the etcd namespace, on a runtime of
+/// its own.
+fn with_etcd_client<T: Send + 'static, F: Future<Output = T>>(
+    c: &Cluster,
+    f: impl FnOnce(Client) -> F + Send + 'static,
+) -> T {
     let ns = c.tb.etcd_ns().to_string();
     weft_testbed::in_netns(&ns, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -29,24 +54,10 @@ fn write(c: &Cluster, ops: Vec<(String, Option<Vec<u8>>)>, per_txn: usize) -> i6
             .build()
             .expect("runtime");
         rt.block_on(async move {
-            let mut client = Client::connect(["http://127.0.0.1:2379"], None)
+            let client = Client::connect(["http://127.0.0.1:2379"], None)
                 .await
                 .expect("connect to etcd");
-            let mut rev = 0;
-            for chunk in ops.chunks(per_txn.clamp(1, 128)) {
-                let txn = Txn::new().and_then(
-                    chunk
-                        .iter()
-                        .map(|(k, v)| match v {
-                            Some(v) => TxnOp::put(k.clone(), v.clone(), None),
-                            None => TxnOp::delete(k.clone(), None),
-                        })
-                        .collect::<Vec<_>>(),
-                );
-                let r = client.txn(txn).await.expect("txn");
-                rev = r.header().map(|h| h.revision()).unwrap_or(0);
-            }
-            rev
+            f(client).await
         })
     })
     .expect("etcd namespace")
@@ -158,9 +169,7 @@ fn garbage_values_keep_their_subnets_and_a_node_still_gets_a_free_one_quickly() 
 fn an_alias_key_with_a_hostile_public_ip_changes_no_route() {
     let (c, [sn, _]) = Cluster::running("alias");
     let (mac0, ip0) = (c.vtep_mac(0), c.tb.node(0).ip);
-    c.eventually(1, "peer programmed", Duration::from_secs(5), || {
-        c.has_peer(1, sn, &mac0, ip0) == (true, true, true)
-    });
+    c.wait_peer(1, "peer programmed", sn, &mac0, ip0);
     // Keys that parse to node 0's subnet but are not its key, each claiming the subnet for
     // a hostile address.
     let hostile = Ipv4Addr::new(10, 250, 1, 66);
@@ -284,40 +293,29 @@ fn a_watch_broken_in_the_middle_of_a_long_catch_up_skips_no_event() {
 
 /// Writes every key's values in order (one revision each), the keys concurrently.
 fn write_concurrently(c: &Cluster, per_key: Vec<(String, Vec<Vec<u8>>)>) -> i64 {
-    let ns = c.tb.etcd_ns().to_string();
-    weft_testbed::in_netns(&ns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let client = Client::connect(["http://127.0.0.1:2379"], None)
-                .await
-                .expect("connect to etcd");
-            let writes = per_key.into_iter().map(|(key, values)| {
-                let mut c = client.clone();
-                async move {
-                    let mut rev = 0;
-                    for v in values {
-                        rev = c
-                            .put(key.clone(), v, None)
-                            .await
-                            .expect("put")
-                            .header()
-                            .map(|h| h.revision())
-                            .unwrap_or(0);
-                    }
-                    rev
+    with_etcd_client(c, move |client| async move {
+        let writes = per_key.into_iter().map(|(key, values)| {
+            let mut c = client.clone();
+            async move {
+                let mut rev = 0;
+                for v in values {
+                    rev = c
+                        .put(key.clone(), v, None)
+                        .await
+                        .expect("put")
+                        .header()
+                        .map(|h| h.revision())
+                        .unwrap_or(0);
                 }
-            });
-            futures::future::join_all(writes)
-                .await
-                .into_iter()
-                .max()
-                .unwrap_or(0)
-        })
+                rev
+            }
+        });
+        futures::future::join_all(writes)
+            .await
+            .into_iter()
+            .max()
+            .unwrap_or(0)
     })
-    .expect("etcd namespace")
 }
 
 #[test]

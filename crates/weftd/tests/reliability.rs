@@ -69,14 +69,7 @@ fn a_node_cut_off_past_its_ttl_never_shares_a_subnet_when_it_returns() {
     assert!(log.contains("subnet changed"), "the move is logged:\n{log}");
     assert!(c.tb.is_running(c.weftd[0].unwrap()));
     // node 1 routes node 0's new subnet and not the old one to node 0
-    let mac0 = c.vtep_mac(0);
-    let ip0 = c.tb.node(0).ip;
-    c.eventually(
-        1,
-        "peer 0 at its new subnet",
-        Duration::from_secs(5),
-        || c.has_peer(1, now, &mac0, ip0) == (true, true, true),
-    );
+    let (mac0, ip0) = c.wait_node_peer(1, "peer 0 at its new subnet", 0, now);
     assert_ne!(c.has_peer(1, sn0, &mac0, ip0), (true, true, true));
     let pod = c.pod(0);
     assert!(
@@ -85,11 +78,11 @@ fn a_node_cut_off_past_its_ttl_never_shares_a_subnet_when_it_returns() {
     );
 }
 
-#[test]
-#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
-fn a_subnet_taken_while_weftd_was_down_is_withdrawn_even_while_no_lease_is_free() {
+/// One running node in a Network of two subnets, 10.244.1.0/24 and 10.244.2.0/24: the
+/// cluster, node 0's subnet and the other one.
+fn two_subnet_node(label: &str) -> (Cluster, Ipv4Net, Ipv4Net) {
     let mut c = Cluster::new(
-        "taken-down",
+        label,
         1,
         Some(
             r#"{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.2.0","Backend":{"Type":"vxlan"}}"#,
@@ -97,23 +90,25 @@ fn a_subnet_taken_while_weftd_was_down_is_withdrawn_even_while_no_lease_is_free(
     );
     c.start(0, &[]);
     let sn0 = c.subnet(0);
-    c.kill(0, Signal::SIGKILL);
     let other: Ipv4Net = if sn0.network().octets()[2] == 1 {
         "10.244.2.0/24".parse().unwrap()
     } else {
         "10.244.1.0/24".parse().unwrap()
     };
-    let foreign = |ip: &str, mac: &str| {
-        format!(
-            r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
-        )
-    };
+    (c, sn0, other)
+}
+
+#[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
+fn a_subnet_taken_while_weftd_was_down_is_withdrawn_even_while_no_lease_is_free() {
+    let (mut c, sn0, other) = two_subnet_node("taken-down");
+    c.kill(0, Signal::SIGKILL);
     // While weftd is down, another node takes its subnet and the only other one is taken too.
     for (sn, ip, mac) in [
         (sn0, "192.0.2.21", "02:00:00:00:00:21"),
         (other, "192.0.2.22", "02:00:00:00:00:22"),
     ] {
-        c.tb.etcdctl(&["put", &Cluster::lease_key(sn), &foreign(ip, mac)])
+        c.tb.etcdctl(&["put", &Cluster::lease_key(sn), &vxlan_lease(ip, mac)])
             .unwrap();
     }
     c.start(0, &[]);
@@ -141,41 +136,23 @@ fn a_subnet_taken_while_weftd_was_down_is_withdrawn_even_while_no_lease_is_free(
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn a_stolen_subnet_is_withdrawn_from_pods_until_a_new_lease_is_programmed() {
     // Two subnets only: once node 0's is stolen and the other is taken, it has to wait.
-    let mut c = Cluster::new(
-        "stolen",
-        1,
-        Some(
-            r#"{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.2.0","Backend":{"Type":"vxlan"}}"#,
-        ),
-    );
-    c.start(0, &[]);
-    let sn0 = c.subnet(0);
+    let (mut c, sn0, other) = two_subnet_node("stolen");
     // A pod before the move: cni0 carries the old subnet's gateway from then on.
     let before =
         c.tb.add_cni_pod(0, &cni_setup())
             .expect("a pod before the move");
     assert!(sn0.contains(&before.pod.ip), "{:?} in {sn0}", before.pod);
-    let other: Ipv4Net = if sn0.network().octets()[2] == 1 {
-        "10.244.2.0/24".parse().unwrap()
-    } else {
-        "10.244.1.0/24".parse().unwrap()
-    };
-    let foreign = |ip: &str, mac: &str| {
-        format!(
-            r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
-        )
-    };
     c.tb.etcdctl(&[
         "put",
         &Cluster::lease_key(other),
-        &foreign("192.0.2.10", "02:00:00:00:00:10"),
+        &vxlan_lease("192.0.2.10", "02:00:00:00:00:10"),
     ])
     .unwrap();
     let t0 = Instant::now();
     c.tb.etcdctl(&[
         "put",
         &Cluster::lease_key(sn0),
-        &foreign("192.0.2.11", "02:00:00:00:00:11"),
+        &vxlan_lease("192.0.2.11", "02:00:00:00:00:11"),
     ])
     .unwrap();
     c.eventually(0, "subnet withdrawn", Duration::from_secs(5), || {
@@ -266,11 +243,7 @@ fn a_dead_node_leaves_its_peers_within_the_ttl_and_its_subnet_is_reused() {
     let dead_sn = c.subnet(1);
     c.subnet(0);
     c.subnet(2);
-    let mac1 = c.vtep_mac(1);
-    let ip1 = c.tb.node(1).ip;
-    c.eventually(0, "peer 1", Duration::from_secs(5), || {
-        c.has_peer(0, dead_sn, &mac1, ip1) == (true, true, true)
-    });
+    let (mac1, ip1) = c.wait_node_peer(0, "peer 1", 1, dead_sn);
     c.start(3, &[]);
     c.eventually(3, "waiting for a subnet", Duration::from_secs(10), || {
         c.log(3).contains("out of subnets")
@@ -299,23 +272,7 @@ fn a_dead_node_leaves_its_peers_within_the_ttl_and_its_subnet_is_reused() {
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn fifty_daemons_at_once_get_fifty_distinct_subnets() {
     let n = 50;
-    let mut c = Cluster::new("fifty", n, Some(NET_CONFIG));
-    let t0 = Instant::now();
-    for i in 0..n {
-        c.start(i, &[]);
-    }
-    let subnets: BTreeSet<Ipv4Net> = (0..n)
-        .map(|i| c.wait_ready(i, Duration::from_secs(60)).subnet.unwrap())
-        .collect();
-    eprintln!("{n} daemons ready in {:?}", t0.elapsed());
-    assert_eq!(subnets.len(), n, "distinct subnets");
-    for i in 0..n {
-        assert!(
-            c.tb.is_running(c.weftd[i].unwrap()),
-            "node {i} crashed:\n{}",
-            c.log(i)
-        );
-    }
+    let c = Cluster::started_at_once("fifty", n, Duration::from_secs(60));
     let races: usize = (0..n)
         .map(|i| c.log(i).matches("taken by another node").count())
         .sum();
@@ -332,9 +289,7 @@ fn when_subnets_run_out_every_daemon_without_one_says_so() {
         n,
         Some(r#"{"Network":"10.244.0.0/21","SubnetLen":24,"Backend":{"Type":"vxlan"}}"#),
     );
-    for i in 0..n {
-        c.start(i, &[]);
-    }
+    c.start_all();
     let ready = |c: &Cluster| (0..n).filter(|&i| env_subnet(c, i).is_some()).count();
     c.eventually(0, "seven nodes ready", Duration::from_secs(30), || {
         ready(&c) == 7
@@ -431,11 +386,7 @@ fn an_etcd_outage_loses_no_packet_and_a_node_joining_meanwhile_is_programmed_aft
         "reconnects within about a second"
     );
     let sn2 = c.subnet(2);
-    let mac2 = c.vtep_mac(2);
-    let ip2 = c.tb.node(2).ip;
-    c.eventually(0, "late joiner programmed", Duration::from_secs(5), || {
-        c.has_peer(0, sn2, &mac2, ip2) == (true, true, true)
-    });
+    c.wait_node_peer(0, "late joiner programmed", 2, sn2);
     c.eventually(0, "ready again", Duration::from_secs(5), || {
         c.http_get(0, "/readyz").map(|r| r.0) == Some(200)
     });
@@ -460,11 +411,9 @@ fn an_etcd_outage_loses_no_packet_and_a_node_joining_meanwhile_is_programmed_aft
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn restarting_every_node_at_once_keeps_tcp_flows_and_pings() {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::AtomicBool;
     let mut c = Cluster::new("restart-all", 3, Some(NET_CONFIG));
-    for i in 0..3 {
-        c.start(i, &[]);
-    }
+    c.start_all();
     let pods: Vec<_> = (0..3).map(|i| c.pod(i)).collect();
     let macs: Vec<String> = (0..3).map(|i| c.vtep_mac(i)).collect();
     let envs: Vec<String> = (0..3).map(|i| read(&c.subnet_file(i))).collect();
@@ -491,14 +440,7 @@ fn restarting_every_node_at_once_keeps_tcp_flows_and_pings() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    stop.store(true, Ordering::Relaxed);
-    for (i, f) in flows.into_iter().enumerate() {
-        let trips = f
-            .join()
-            .unwrap()
-            .unwrap_or_else(|e| panic!("TCP flow {i} broke: {e}"));
-        assert!(trips > 20, "flow {i} made {trips} round trips");
-    }
+    stop_flows(flows, &stop, 20);
     for p in pingers {
         let st = p.stop(&mut c.tb).unwrap();
         assert_eq!(st.lost(), 0, "pings lost: {st:?}");

@@ -1,7 +1,7 @@
 //! Shared helpers for weftd's integration tests: a testbed with weftd on its nodes.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,11 +51,38 @@ impl Cluster {
     /// flanneld's flags start it, each holding its lease: the cluster and the nodes' subnets.
     pub fn running<const N: usize>(label: &str) -> (Cluster, [Ipv4Net; N]) {
         let mut c = Cluster::new(label, N, Some(NET_CONFIG));
-        for i in 0..N {
-            c.start(i, &[]);
-        }
+        c.start_all();
         let subnets = std::array::from_fn(|i| c.subnet(i));
         (c, subnets)
+    }
+
+    /// Starts weftd on every node, in node order, as flanneld's flags start it; does not wait.
+    pub fn start_all(&mut self) {
+        for i in 0..self.weftd.len() {
+            self.start(i, &[]);
+        }
+    }
+
+    /// `n` nodes with [`NET_CONFIG`] starting weftd at once: waits until each is ready (up
+    /// to `timeout` each), asserts that their subnets are distinct and that every weftd
+    /// still runs, and prints how long it took.
+    pub fn started_at_once(label: &str, n: usize, timeout: Duration) -> Cluster {
+        let mut c = Cluster::new(label, n, Some(NET_CONFIG));
+        let t0 = Instant::now();
+        c.start_all();
+        let subnets: BTreeSet<Ipv4Net> = (0..n)
+            .map(|i| c.wait_ready(i, timeout).subnet.unwrap())
+            .collect();
+        eprintln!("{n} daemons ready in {:?}", t0.elapsed());
+        assert_eq!(subnets.len(), n, "distinct subnets: {subnets:?}");
+        for i in 0..n {
+            assert!(
+                c.tb.is_running(c.weftd[i].unwrap()),
+                "node {i} crashed:\n{}",
+                c.log(i)
+            );
+        }
+        c
     }
 
     /// Like [`Cluster::new`], with etcd run as `setup` says (e.g. a 3-member cluster).
@@ -379,6 +406,27 @@ impl Cluster {
         }
     }
 
+    /// Waits (5 s) until node `i` holds all three entries (neighbour, FDB entry, route) of
+    /// the peer at `subnet` with VTEP `mac` and `public_ip`.
+    pub fn wait_peer(&self, i: usize, what: &str, subnet: Ipv4Net, mac: &str, public_ip: Ipv4Addr) {
+        self.eventually(i, what, Duration::from_secs(5), || {
+            self.has_peer(i, subnet, mac, public_ip) == (true, true, true)
+        });
+    }
+
+    /// [`Cluster::wait_peer`] for node `j` at `subnet`; returns node `j`'s VTEP MAC and IP.
+    pub fn wait_node_peer(
+        &self,
+        i: usize,
+        what: &str,
+        j: usize,
+        subnet: Ipv4Net,
+    ) -> (String, Ipv4Addr) {
+        let (mac, ip) = (self.vtep_mac(j), self.tb.node(j).ip);
+        self.wait_peer(i, what, subnet, &mac, ip);
+        (mac, ip)
+    }
+
     /// Entries node `i` holds for a peer subnet: (neigh, fdb, route) present?
     pub fn has_peer(
         &self,
@@ -481,17 +529,41 @@ pub fn ring_flows(
         .collect()
 }
 
+/// Stops the [`ring_flows`] and asserts that none broke and each made more than
+/// `min_trips` round trips.
+pub fn stop_flows(flows: Vec<JoinHandle<Result<u64, String>>>, stop: &AtomicBool, min_trips: u64) {
+    stop.store(true, Ordering::Relaxed);
+    for (i, f) in flows.into_iter().enumerate() {
+        let trips = f
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("TCP flow {i} broke: {e}"));
+        assert!(trips > min_trips, "flow {i} made {trips} round trips");
+    }
+}
+
+/// A vxlan lease value as flanneld writes it, of the node at `ip` with VTEP `mac`.
+pub fn vxlan_lease(ip: impl std::fmt::Display, mac: &str) -> String {
+    format!(
+        r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"{mac}"}}}}"#
+    )
+}
+
 /// Pings every ordered pair of `pods` (3 pings each) and asserts all replies came back.
 pub fn all_pairs_ping(c: &Cluster, pods: &[Pod]) {
     for a in pods {
         for b in pods {
-            if a.ns == b.ns {
-                continue;
+            if a.ns != b.ns {
+                assert_ping(c, a, b, 3);
             }
-            let st =
-                c.tb.ping(&a.ns, b.ip, 3, Duration::from_secs(5))
-                    .expect("ping");
-            assert_eq!(st.received, 3, "{} -> {}: {st:?}", a.ip, b.ip);
         }
     }
+}
+
+/// Pings pod `b` from pod `a` `count` times (5 s at most) and asserts all replies came back.
+pub fn assert_ping(c: &Cluster, a: &Pod, b: &Pod, count: u32) {
+    let st =
+        c.tb.ping(&a.ns, b.ip, count, Duration::from_secs(5))
+            .expect("ping");
+    assert_eq!(st.received, count, "{} -> {}: {st:?}", a.ip, b.ip);
 }
