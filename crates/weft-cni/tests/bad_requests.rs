@@ -5,12 +5,15 @@
 //! expected `code`, a `msg` that names the input, what is wrong and how to fix it, `details`),
 //! must not panic, must stay short however long the input, and must leave `dataDir` untouched.
 
+mod common;
+
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
+use common::spawn_piped;
 use serde_json::{Value, json};
 use weft_testbed::corpus;
 
@@ -131,12 +134,7 @@ fn run(c: &Case, dir: &Path) -> Output {
             None => cmd.env_remove(var),
         };
     }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn weft-cni");
+    let mut child = spawn_piped(&mut cmd, "weft-cni");
     let mut pipe = child.stdin.take().expect("stdin is piped");
     // weft-cni may answer before reading everything (it does not for now); ignore EPIPE.
     let _ = pipe.write_all(&stdin);

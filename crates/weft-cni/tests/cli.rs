@@ -4,12 +4,14 @@
 //! CNI_* environment per verb and container, prints a canned result for ADD, and fails the
 //! verb named in WEFT_FAKE_FAIL with a CNI error and exit status 3.
 
+mod common;
+
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
+use common::spawn_with_stdin;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft-cni");
@@ -112,19 +114,9 @@ fn run_cni(base: &Path, verb: &str, id: &str, stdin: &str, extra: &[(&str, &str)
 }
 
 fn run_with_stdin(mut cmd: Command, stdin: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn weft-cni");
-    child
-        .stdin
-        .take()
+    spawn_with_stdin(&mut cmd, "weft-cni", stdin.as_bytes())
+        .wait_with_output()
         .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 fn mode(p: &Path) -> u32 {

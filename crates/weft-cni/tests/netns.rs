@@ -5,13 +5,15 @@
 //! the host-side veth live there, never in the host namespace) and a "pod". A guard deletes
 //! them, and the temp dir holds subnet.env, weft-cni's dataDir and host-local's dataDir.
 
+mod common;
+
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use common::spawn_with_stdin;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_weft-cni");
@@ -174,30 +176,33 @@ impl Setup {
     /// Starts weft-cni inside the node namespace for the pod at `netns`, with `conf` written
     /// to its stdin.
     fn cni_spawn(&self, verb: &str, id: &str, conf: &str, netns: &str) -> std::process::Child {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns.node, BIN])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns.node, BIN])
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", verb)
             .env("CNI_CONTAINERID", id)
             .env("CNI_NETNS", netns)
             .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", PLUGINS)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ip netns exec weft-cni");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.as_bytes())
-            .unwrap();
-        child
+            .env("CNI_PATH", PLUGINS);
+        spawn_with_stdin(&mut cmd, "ip netns exec weft-cni", conf.as_bytes())
     }
 
     /// host-local's reservations (files named by IP) held by container `id`.
+    /// Asserts that nothing of container `id` is left after its DEL: no host-local IP, no
+    /// state file, no lock file (it goes with the container).
+    fn assert_nothing_left(&self, id: &str, what: &str) {
+        assert!(self.leases_of(id).is_empty(), "{what}: IP leaked");
+        assert!(
+            !self.path("flannel").join(id).exists(),
+            "{what}: state left"
+        );
+        assert!(
+            !self.path("flannel/.locks").join(id).exists(),
+            "{what}: the container's lock file left after DEL"
+        );
+    }
+
     fn leases_of(&self, id: &str) -> Vec<String> {
         let Ok(rd) = fs::read_dir(self.path("ipam/cbr0")) else {
             return Vec::new();
@@ -363,27 +368,15 @@ fn two_pods_get_different_addresses_and_share_the_bridge() {
 
     let conf = s.conf("0.3.1", "");
     let first: Value = serde_json::from_slice(&s.cni_ok("ADD", "pod-one", &conf)).unwrap();
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", &s.ns.node, BIN])
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", "pod-two")
-        .env("CNI_NETNS", format!("/var/run/netns/{second_pod}"))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", PLUGINS)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let out = s
+        .cni_spawn(
+            "ADD",
+            "pod-two",
+            &conf,
+            &format!("/var/run/netns/{second_pod}"),
+        )
+        .wait_with_output()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let second: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_ne!(first["ips"][0]["address"], second["ips"][0]["address"]);
@@ -485,12 +478,7 @@ fn concurrent_add_and_del_of_one_container_leave_consistent_state() {
             &format!("round {round}: final DEL"),
             &s.cni("DEL", &id, &conf),
         );
-        assert!(s.leases_of(&id).is_empty(), "round {round}: IP leaked");
-        assert!(!s.path("flannel").join(&id).exists());
-        assert!(
-            !s.path("flannel/.locks").join(&id).exists(),
-            "lock file removed with the container"
-        );
+        s.assert_nothing_left(&id, &format!("round {round}"));
     }
     eprintln!(
         "{ROUNDS} rounds: ADD then DEL {} times, DEL then ADD {} times",
@@ -547,20 +535,12 @@ fn concurrent_check_and_del_of_one_container_leave_nothing_behind() {
             );
             outcomes[1] += 1;
         }
-        assert!(s.leases_of(&id).is_empty(), "round {round}: IP leaked");
-        assert!(
-            !s.path("flannel").join(&id).exists(),
-            "round {round}: state left"
-        );
-        assert!(
-            !s.path("flannel/.locks").join(&id).exists(),
-            "round {round}: CHECK {} left the container's lock file after DEL",
-            if check.status.success() {
-                "(ok)"
-            } else {
-                "(failed)"
-            }
-        );
+        let check_outcome = if check.status.success() {
+            "ok"
+        } else {
+            "failed"
+        };
+        s.assert_nothing_left(&id, &format!("round {round} (CHECK {check_outcome})"));
         assert!(!pod.has_eth0(), "round {round}: eth0 left in the pod");
     }
     eprintln!(
