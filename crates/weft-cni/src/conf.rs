@@ -57,17 +57,6 @@ pub(crate) fn valid_network_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 impl NetConf {
     /// Decodes stdin: not JSON or wrong field types is code 6.
     pub fn parse(stdin: &[u8]) -> Result<NetConf, Error> {
@@ -77,7 +66,7 @@ impl NetConf {
         if !value.is_object() {
             let source = <serde_json::Error as serde::de::Error>::custom(format!(
                 "expected a JSON object, found {}",
-                kind(&value)
+                weft_core::value_kind(&value)
             ));
             return Err(Error::Decode { source });
         }

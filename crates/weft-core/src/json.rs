@@ -85,8 +85,8 @@ impl Json {
     }
 }
 
-/// Describes a serde_json value's type, for error messages.
-pub(crate) fn value_kind(value: &Value) -> &'static str {
+/// Describes a serde_json value's type, for error messages ("a number", "null", ...).
+pub fn value_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -39,6 +39,7 @@ pub mod xtables;
 pub use alloc::{AcquireAction, AcquirePlan, AllocError, Listing, plan_acquire};
 pub use config::{BackendConfig, ConfigError, NetworkConfig, VxlanConfig};
 pub use dataplane::{FdbEntry, KernelState, NeighEntry, Op, RouteEntry};
+pub use json::value_kind;
 pub use lease::{Lease, LeaseAttrs, LeaseError, VxlanBackendData};
 pub use mac::{MacAddr, MacParseError};
 pub use peer::{Peer, PeerVerdict, classify_lease};
