@@ -422,17 +422,24 @@ impl Testbed {
             self.etcd_pid = None;
             return Ok(());
         }
+        self.kill_and_reap(pid, "etcd")?;
+        self.etcd_pid = None;
+        debug!(id = %self.id, %pid, "etcd stopped");
+        Ok(())
+    }
+
+    /// SIGKILLs `pid` and waits (10 s at most) until it is reaped; `what` names it in the
+    /// timeout error.
+    pub(crate) fn kill_and_reap(&mut self, pid: Pid, what: &str) -> Result<(), TestbedError> {
         self.signal(pid, Signal::SIGKILL)?;
         let timeout = Duration::from_secs(10);
         if self.wait_exit(pid, timeout)?.is_none() {
             return Err(TestbedError::Timeout {
-                what: "etcd after SIGKILL".into(),
+                what: format!("{what} after SIGKILL"),
                 pid,
                 timeout,
             });
         }
-        self.etcd_pid = None;
-        debug!(id = %self.id, %pid, "etcd stopped");
         Ok(())
     }
 
@@ -1086,13 +1093,7 @@ impl Testbed {
                         );
                         return Ok(());
                     }
-                    Ok(out) => {
-                        last_error = format!(
-                            "etcdctl endpoint health: {}{}",
-                            String::from_utf8_lossy(&out.stdout).trim(),
-                            String::from_utf8_lossy(&out.stderr).trim()
-                        );
-                    }
+                    Ok(out) => last_error = unhealthy(&out),
                     Err(e) => return Err(e),
                 }
             } else {
@@ -1618,6 +1619,15 @@ fn strip_env(c: &mut Command, prefixes: &[&str]) {
             c.env_remove(k);
         }
     }
+}
+
+/// What a failed `etcdctl endpoint health` said: its stdout, then its stderr.
+pub(crate) fn unhealthy(out: &std::process::Output) -> String {
+    format!(
+        "etcdctl endpoint health: {}{}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )
 }
 
 #[cfg(test)]

@@ -46,8 +46,8 @@ use tracing::debug;
 use weft_deploy::etcd::pki;
 
 use crate::{
-    ETCD_CLIENT_PORT, ETCD_HEALTH_TIMEOUT, ETCD_IP, Pid, Signal, Testbed, TestbedError,
-    UNDERLAY_PREFIX, cmd, in_netns, log_tail,
+    ETCD_CLIENT_PORT, ETCD_HEALTH_TIMEOUT, ETCD_IP, Pid, Testbed, TestbedError, UNDERLAY_PREFIX,
+    cmd, in_netns, log_tail,
 };
 
 /// How a bed runs etcd (see the module docs).
@@ -860,11 +860,7 @@ impl Testbed {
                         );
                         return Ok(());
                     }
-                    out => format!(
-                        "etcdctl endpoint health: {}{}",
-                        String::from_utf8_lossy(&out.stdout).trim(),
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ),
+                    out => crate::unhealthy(&out),
                 }
             } else {
                 format!("{first_addr:?} does not accept connections yet")
@@ -929,11 +925,7 @@ impl Testbed {
                 if out.status.success() {
                     return Ok(started.elapsed());
                 }
-                format!(
-                    "etcdctl endpoint health: {}{}",
-                    String::from_utf8_lossy(&out.stdout).trim(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )
+                crate::unhealthy(&out)
             } else {
                 format!("{addr} does not accept connections yet")
             };
@@ -957,15 +949,7 @@ impl Testbed {
             if self.tracked(pid)?.poll().is_some() {
                 continue;
             }
-            self.signal(pid, Signal::SIGKILL)?;
-            let timeout = Duration::from_secs(10);
-            if self.wait_exit(pid, timeout)?.is_none() {
-                return Err(TestbedError::Timeout {
-                    what: format!("etcd member {name} after SIGKILL"),
-                    pid,
-                    timeout,
-                });
-            }
+            self.kill_and_reap(pid, &format!("etcd member {name}"))?;
         }
         self.etcd_pid = None;
         Ok(())
@@ -1113,15 +1097,7 @@ impl Testbed {
             TestbedError::EtcdUnavailable(format!("etcd member {name} is not running"))
         })?;
         if self.tracked(pid)?.poll().is_none() {
-            self.signal(pid, Signal::SIGKILL)?;
-            let timeout = Duration::from_secs(10);
-            if self.wait_exit(pid, timeout)?.is_none() {
-                return Err(TestbedError::Timeout {
-                    what: format!("etcd member {name} after SIGKILL"),
-                    pid,
-                    timeout,
-                });
-            }
+            self.kill_and_reap(pid, &format!("etcd member {name}"))?;
         }
         self.etcd_state.member_pids.retain(|(n, _)| n != name);
         self.etcd_pid = self.etcd_state.member_pids.first().map(|(_, p)| *p);
