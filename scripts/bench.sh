@@ -9,10 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" != 0 ]; then
-    echo "scripts/bench.sh: the benchmarks build network namespaces and need root: run it with sudo" >&2
-    exit 1
-fi
+. ./scripts/common.sh
+require_root scripts/bench.sh "the benchmarks build network namespaces and need root"
 for tool in etcd etcdctl ip bridge iptables-save iptables-restore iperf3 ping getconf; do
     command -v "$tool" >/dev/null || { echo "scripts/bench.sh: $tool is missing; install the packages listed in .ci/run (and iperf3)" >&2; exit 1; }
 done

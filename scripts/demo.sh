@@ -4,10 +4,8 @@
 # missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "$(id -u)" != 0 ]; then
-    echo "scripts/demo.sh: the demo builds network namespaces and needs root: run it with sudo" >&2
-    exit 1
-fi
+. ./scripts/common.sh
+require_root scripts/demo.sh "the demo builds network namespaces and needs root"
 ./scripts/deps.sh demo
 cargo build --release --locked --bins
 exec ./target/release/weft-lab demo "$@"

@@ -15,10 +15,8 @@ cd "$(dirname "$0")/.."
 me="scripts/fresh-check.sh"
 keep=0
 [ "${1:-}" = --keep ] && keep=1
-if [ "$(id -u)" != 0 ]; then
-    echo "$me: mmdebstrap and chroot need root: run it with sudo" >&2
-    exit 1
-fi
+. ./scripts/common.sh
+require_root "$me" "mmdebstrap and chroot need root"
 ./scripts/deps.sh fresh
 
 rustup_home="${RUSTUP_HOME:-$HOME/.rustup}"

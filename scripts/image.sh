@@ -41,10 +41,8 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-if [ "$(id -u)" != 0 ]; then
-    echo "$me: building the image uses rootful podman and mmdebstrap: run it with sudo" >&2
-    exit 1
-fi
+. ./scripts/common.sh
+require_root "$me" "building the image uses rootful podman and mmdebstrap"
 ./scripts/deps.sh image
 
 suite=bookworm

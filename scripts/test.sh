@@ -7,10 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ "$(id -u)" != 0 ]; then
-    echo "scripts/test.sh: the integration tests build network namespaces and need root: run it with sudo" >&2
-    exit 1
-fi
+. ./scripts/common.sh
+require_root scripts/test.sh "the integration tests build network namespaces and need root"
 # Installs what is missing (quiet when everything is there).
 ./scripts/deps.sh test
 
