@@ -126,12 +126,7 @@ fn restart_under_traffic_loses_nothing_and_keeps_subnet_and_mac() {
     let a = c.pod(0);
     let b = c.pod(1);
     assert_ping(&c, &a, &b, 2);
-    let p1 =
-        c.tb.start_pinger(&a.ns, b.ip, Duration::from_millis(20))
-            .unwrap();
-    let p2 =
-        c.tb.start_pinger(&b.ns, a.ip, Duration::from_millis(20))
-            .unwrap();
+    let (p1, p2) = pingers_both_ways(&mut c, &a, &b);
     std::thread::sleep(Duration::from_millis(500));
     let routes_before = c.routes(1);
     // Watch node 1's kernel tables through both restarts: nothing may be deleted or re-added.
@@ -427,11 +422,8 @@ fn missing_then_malformed_config_is_explained_until_fixed() {
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn unsupported_backend_and_kube_mode_fail_clearly() {
-    let mut c = Cluster::new(
-        "unsupported",
-        2,
-        Some(r#"{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}"#),
-    );
+    let wireguard = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}"#;
+    let mut c = Cluster::new("unsupported", 2, Some(wireguard));
     let log = start_failing(&mut c, 0, &[]);
     assert!(
         log.contains("backend \"wireguard\"")

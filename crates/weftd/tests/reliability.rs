@@ -322,12 +322,7 @@ fn an_etcd_outage_loses_no_packet_and_a_node_joining_meanwhile_is_programmed_aft
     c.wait_mesh(&[0, 1], Duration::from_secs(10));
     let a = c.pod(0);
     let b = c.pod(1);
-    let p1 =
-        c.tb.start_pinger(&a.ns, b.ip, Duration::from_millis(20))
-            .unwrap();
-    let p2 =
-        c.tb.start_pinger(&b.ns, a.ip, Duration::from_millis(20))
-            .unwrap();
+    let (p1, p2) = pingers_both_ways(&mut c, &a, &b);
     let leases_before = c.tb.etcdctl(&["get", "--prefix", SUBNETS]).unwrap();
 
     c.tb.stop_etcd().unwrap();

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use weft_core::subnet_env::SubnetEnv;
-use weft_testbed::{CniSetup, EtcdSetup, Pid, Pod, Signal, Testbed, TestbedConfig, wait_until};
+use weft_testbed::{
+    CniSetup, EtcdSetup, Pid, Pinger, Pod, Signal, Testbed, TestbedConfig, wait_until,
+};
 
 pub const NET_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
 pub const CONFIG_KEY: &str = "/coreos.com/network/config";
@@ -558,6 +560,15 @@ pub fn all_pairs_ping(c: &Cluster, pods: &[Pod]) {
             }
         }
     }
+}
+
+/// Background pingers between pods `a` and `b`, one each way, a ping every 20 ms: (a to b,
+/// b to a).
+pub fn pingers_both_ways(c: &mut Cluster, a: &Pod, b: &Pod) -> (Pinger, Pinger) {
+    let every = Duration::from_millis(20);
+    let ab = c.tb.start_pinger(&a.ns, b.ip, every).unwrap();
+    let ba = c.tb.start_pinger(&b.ns, a.ip, every).unwrap();
+    (ab, ba)
 }
 
 /// Pings pod `b` from pod `a` `count` times (5 s at most) and asserts all replies came back.
