@@ -4,6 +4,9 @@
 //! and NET_RAW), in the node's network namespace (`hostNetwork: true`). Pods are then made
 //! through the plugins the image installed, and must reach each other across nodes.
 //!
+//! The default deployment (vxlan, iptables) and `--backend host-gw --nftables` each get their
+//! own testbed; the network config written to etcd is the rendered ConfigMap's net-conf.json.
+//!
 //! Root. Needs `localhost/weft:dev` (`sudo scripts/image.sh --debug`; scripts/test.sh builds it
 //! before the tests) and podman (scripts/deps.sh test).
 
@@ -15,7 +18,11 @@ use serde_json::Value;
 use weft_testbed::podman::{self, Container, DEV_IMAGE};
 use weft_testbed::{CniSetup, Testbed, TestbedConfig, in_netns, wait_until};
 
-const NET_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
+/// The ConfigMap's net-conf.json of `weft manifest` with no backend flags.
+const VXLAN_CONFIG: &str = r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#;
+/// ... with `--backend host-gw --nftables`.
+const HOSTGW_NFT_CONFIG: &str =
+    r#"{"Network":"10.244.0.0/16","EnableNFTables":true,"Backend":{"Type":"host-gw"}}"#;
 const CONFIG_KEY: &str = "/coreos.com/network/config";
 const PLUGINS: [&str; 5] = ["flannel", "bridge", "host-local", "portmap", "loopback"];
 
@@ -23,14 +30,21 @@ fn weft() -> Command {
     Command::new(env!("CARGO_BIN_EXE_weft"))
 }
 
-/// `weft manifest --etcd-endpoints <endpoint> --output json`.
-fn manifest(endpoint: &str) -> Value {
+/// `weft manifest --etcd-endpoints <endpoint> <flags> --output <output>`: its stdout.
+fn render(endpoint: &str, flags: &[&str], output: &str) -> String {
     let out = weft()
-        .args(["manifest", "--etcd-endpoints", endpoint, "--output", "json"])
+        .args(["manifest", "--etcd-endpoints", endpoint])
+        .args(flags)
+        .args(["--output", output])
         .output()
         .unwrap();
     assert!(out.status.success(), "weft manifest: {out:?}");
-    serde_json::from_slice(&out.stdout).unwrap()
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `weft manifest --etcd-endpoints <endpoint> <flags> --output json`.
+fn manifest(endpoint: &str, flags: &[&str]) -> Value {
+    serde_json::from_str(&render(endpoint, flags, "json")).unwrap()
 }
 
 fn item<'a>(m: &'a Value, kind: &str) -> &'a Value {
@@ -176,6 +190,85 @@ fn runs_without_a_libc(file: &Path) -> Result<String, String> {
     }
 }
 
+/// The node's underlay interface in the testbed (each node namespace's end of its switch port).
+const UPLINK: &str = "eth0";
+
+/// Node `n`'s subnet (`10.244.X.0/24`) from the FLANNEL_SUBNET (`10.244.X.1/24`) weftd wrote.
+fn own_subnet(tb: &Testbed, n: usize) -> String {
+    let env = std::fs::read_to_string(tb.subnet_file(n)).unwrap();
+    let value = env
+        .lines()
+        .find_map(|l| l.strip_prefix("FLANNEL_SUBNET="))
+        .unwrap_or_else(|| panic!("no FLANNEL_SUBNET in {env}"));
+    let (ip, len) = value.split_once('/').unwrap();
+    let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+    let len: u32 = len.parse().unwrap();
+    let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+    format!("{}/{len}", std::net::Ipv4Addr::from(u32::from(ip) & mask))
+}
+
+/// What `nft list table ip flannel-ipv4` lacks of flannel's table for a node with `subnet`:
+/// chain `forward` accepting the network both ways, chain `postrtg` with the six masquerade
+/// rules in order (`fully-random` when the kernel has it). Empty when it is all there.
+fn nft_problems(listing: &str, subnet: &str) -> Vec<String> {
+    let net = "10.244.0.0/16";
+    let chain = |name: &str| -> Option<Vec<String>> {
+        let mut lines = listing.lines().map(str::trim);
+        lines.find(|l| l.starts_with(&format!("chain {name} {{")))?;
+        Some(
+            lines
+                .take_while(|l| *l != "}")
+                .map(|l| l.split(" # handle").next().unwrap().trim().to_string())
+                .filter(|l| !l.is_empty() && !l.starts_with("comment ") && !l.starts_with("type "))
+                .collect(),
+        )
+    };
+    let mut problems = Vec::new();
+    if !listing.trim_start().starts_with("table ip flannel-ipv4 {") {
+        problems.push("not table ip flannel-ipv4".to_string());
+    }
+    match chain("forward") {
+        Some(rules) => {
+            let want = [
+                format!("ip saddr {net} accept"),
+                format!("ip daddr {net} accept"),
+            ];
+            if rules != want {
+                problems.push(format!("chain forward is {rules:?}, not {want:?}"));
+            }
+        }
+        None => problems.push("no chain forward".into()),
+    }
+    match chain("postrtg") {
+        Some(rules) => {
+            let want = [
+                "meta mark 0x00004000 return".to_string(),
+                format!("ip saddr {subnet} ip daddr {net} return"),
+                format!("ip saddr {net} ip daddr {subnet} return"),
+                format!("ip saddr != {subnet} ip daddr {net} return"),
+                format!("ip saddr {net} ip daddr != 224.0.0.0/4 masquerade"),
+                format!("ip saddr != {net} ip daddr {net} masquerade"),
+            ];
+            let matches = rules.len() == want.len()
+                && rules.iter().zip(&want).all(|(r, w)| {
+                    r == w || (w.ends_with("masquerade") && *r == format!("{w} fully-random"))
+                });
+            if !matches {
+                problems.push(format!("chain postrtg is {rules:?}, not {want:?}"));
+            }
+        }
+        None => problems.push("no chain postrtg".into()),
+    }
+    problems
+}
+
+/// Whether `name` is an executable in a directory of PATH.
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false)
+}
+
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn image_versions_and_labels_match_its_tag() {
@@ -239,15 +332,56 @@ fn image_versions_and_labels_match_its_tag() {
 #[test]
 #[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
 fn daemonset_from_the_image_installs_cni_and_connects_pods_across_nodes() {
+    daemonset_from_the_image("image", &[], VXLAN_CONFIG);
+}
+
+#[test]
+#[ignore = "root tier: needs root (network namespaces, a real etcd); scripts/test.sh runs it"]
+fn daemonset_from_the_image_host_gw_nftables_connects_pods_across_nodes() {
+    daemonset_from_the_image(
+        "image-host-gw-nft",
+        &["--backend", "host-gw", "--nftables"],
+        HOSTGW_NFT_CONFIG,
+    );
+}
+
+/// The DaemonSet of `weft manifest <flags>` from the image on a two-node testbed (labelled
+/// `label`), with the ConfigMap's net-conf.json (which must parse as `config`) in etcd: the
+/// init container installs the plugins, weftd gets ready with only NET_ADMIN and NET_RAW,
+/// pods on the two nodes ping each other. With `"EnableNFTables": true` the node has flannel's
+/// nftables table and no iptables chains; with host-gw, no flannel.1 and a route via the peer.
+fn daemonset_from_the_image(label: &str, flags: &[&str], config: &str) {
     weft_testbed::require_root().unwrap();
     podman::require_image(DEV_IMAGE).unwrap();
-    let mut tb = Testbed::new("image", TestbedConfig::with_nodes(2)).unwrap();
-    tb.etcdctl(&["put", CONFIG_KEY, NET_CONFIG]).unwrap();
+    let mut tb = Testbed::new(label, TestbedConfig::with_nodes(2)).unwrap();
+    let endpoint = tb.etcd_endpoint();
 
-    let m = manifest(&tb.etcd_endpoint());
+    // The header's `weft network init` has the same flags.
+    let yaml = render(&endpoint, flags, "yaml");
+    let mut init_cmd =
+        format!("weft network init --etcd-endpoints {endpoint} --network 10.244.0.0/16");
+    for f in flags {
+        init_cmd = format!("{init_cmd} {f}");
+    }
+    assert!(
+        yaml.lines()
+            .take_while(|l| l.starts_with('#'))
+            .any(|l| l.trim_start_matches('#').trim() == init_cmd),
+        "no `{init_cmd}` in the manifest's header:\n{yaml}"
+    );
+
+    let m = manifest(&endpoint, flags);
     let ds = item(&m, "DaemonSet");
     let pod = &ds["spec"]["template"]["spec"];
     let config_map = item(&m, "ConfigMap");
+    let net_conf = config_map["data"]["net-conf.json"].as_str().unwrap();
+    let want: Value = serde_json::from_str(config).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(net_conf).unwrap(),
+        want,
+        "the ConfigMap's net-conf.json"
+    );
+    tb.etcdctl(&["put", CONFIG_KEY, net_conf]).unwrap();
     let init = &pod["initContainers"][0];
     assert_eq!(init["name"], "install-cni");
     let weftd = &pod["containers"][0];
@@ -329,6 +463,97 @@ fn daemonset_from_the_image_installs_cni_and_connects_pods_across_nodes() {
         );
         let subnet_env = std::fs::read_to_string(tb.subnet_file(n)).unwrap();
         assert!(subnet_env.contains("FLANNEL_SUBNET="), "{subnet_env}");
+    }
+
+    let subnets: Vec<String> = (0..2).map(|n| own_subnet(&tb, n)).collect();
+    for n in 0..2 {
+        let ns = tb.node(n).ns.clone();
+        let logs = || format!("weftd logs:\n{}", containers[n].logs());
+        // The iptables rules of every iptables backend on the host, as one text.
+        let saves = || -> String {
+            let mut all = String::new();
+            for save in ["iptables-nft-save", "iptables-legacy-save"] {
+                if !on_path(save) {
+                    continue;
+                }
+                let out = tb.exec_output(&ns, &[save]).unwrap();
+                assert!(out.status.success(), "node {n}: {save}: {out:?}");
+                all.push_str(&format!(
+                    "--- {save}\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                ));
+            }
+            all
+        };
+        let nft_list = || tb.exec_output(&ns, &["nft", "list", "table", "ip", "flannel-ipv4"]);
+        if want["EnableNFTables"] == true {
+            let listing = || {
+                let out = nft_list().unwrap();
+                out.status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+            };
+            let table = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+                listing().filter(|t| nft_problems(t, &subnets[n]).is_empty())
+            });
+            let table = table.unwrap_or_else(|| {
+                let t = listing();
+                let problems = t.as_deref().map(|t| nft_problems(t, &subnets[n]));
+                panic!(
+                    "node {n}: flannel-ipv4 not as flannel writes it in 10 s: {problems:?}\n{t:?}\n{}",
+                    logs()
+                )
+            });
+            eprintln!("node {n}: {}", table.trim_end().replace('\n', "\n    "));
+            let rules = saves();
+            assert!(
+                !rules.contains("FLANNEL-"),
+                "node {n}: FLANNEL- chains in nftables mode:\n{rules}\n{}",
+                logs()
+            );
+        } else {
+            // The iptables mode: the checks above would see its chains, and there is no table.
+            let rules = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+                Some(saves()).filter(|r| r.contains("-A FLANNEL-POSTRTG"))
+            });
+            assert!(
+                rules.is_some(),
+                "node {n}: no FLANNEL-POSTRTG rules in iptables mode in 10 s:\n{}\n{}",
+                saves(),
+                logs()
+            );
+            assert!(
+                !nft_list().unwrap().status.success(),
+                "node {n}: table ip flannel-ipv4 in iptables mode"
+            );
+        }
+        let flannel_1 = tb
+            .exec_output(&ns, &["ip", "link", "show", "dev", "flannel.1"])
+            .unwrap()
+            .status
+            .success();
+        if want["Backend"]["Type"] == "host-gw" {
+            assert!(!flannel_1, "node {n}: host-gw made flannel.1; {}", logs());
+            let other = 1 - n;
+            let via = format!("via {} dev {UPLINK}", tb.node(other).ip);
+            let route = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+                let r = tb
+                    .exec(&ns, &["ip", "-4", "route", "show", &subnets[other]])
+                    .ok()?;
+                r.contains(&via).then_some(r)
+            });
+            let route = route.unwrap_or_else(|| {
+                panic!(
+                    "node {n}: no route {} {via} in 10 s; routes:\n{:?}\n{}",
+                    subnets[other],
+                    tb.exec(&ns, &["ip", "-4", "route"]),
+                    logs()
+                )
+            });
+            eprintln!("node {n}: {}", route.trim());
+        } else {
+            assert!(flannel_1, "node {n}: vxlan without flannel.1; {}", logs());
+        }
     }
 
     // Pods through what the image installed on the host, nothing from /usr/lib/cni.
