@@ -418,6 +418,38 @@ impl Programmed {
         self.len() == 0
     }
 
+    /// The model's routes to `dst` (usually one). `RouteEntry` orders by `dst` first, so they
+    /// are one range of the set: a lookup, not a scan of every route (which made a full pass
+    /// over N peers cost O(N²)).
+    fn routes_to(&self, dst: Ipv4Net) -> impl Iterator<Item = &RouteEntry> {
+        let first = RouteEntry {
+            dst,
+            gw: None,
+            onlink: false,
+            underlay: false,
+        };
+        let last = RouteEntry {
+            dst,
+            gw: Some(Ipv4Addr::BROADCAST),
+            onlink: true,
+            underlay: true,
+        };
+        self.routes.range(first..=last)
+    }
+
+    /// The model's FDB entries for `mac` (usually one), as a range like [`Self::routes_to`].
+    fn fdb_of(&self, mac: MacAddr) -> impl Iterator<Item = &FdbEntry> {
+        let first = FdbEntry {
+            mac,
+            dst: Ipv4Addr::UNSPECIFIED,
+        };
+        let last = FdbEntry {
+            mac,
+            dst: Ipv4Addr::BROADCAST,
+        };
+        self.fdb.range(first..=last)
+    }
+
     /// Records an operation the kernel acknowledged (or a delete of something already gone),
     /// with the kernel's semantics: a neighbour is keyed by IP, `bridge fdb replace` leaves a
     /// MAC one destination, `ip route replace` leaves a destination one route.
@@ -430,14 +462,20 @@ impl Programmed {
                 self.neighs.remove(&n.ip);
             }
             Op::SetFdb(f) => {
-                self.fdb.retain(|e| e.mac != f.mac);
+                let stale: Vec<FdbEntry> = self.fdb_of(f.mac).copied().collect();
+                for e in stale {
+                    self.fdb.remove(&e);
+                }
                 self.fdb.insert(*f);
             }
             Op::DelFdb(f) => {
                 self.fdb.remove(f);
             }
             Op::SetRoute(r) => {
-                self.routes.retain(|e| e.dst != r.dst);
+                let stale: Vec<RouteEntry> = self.routes_to(r.dst).copied().collect();
+                for e in stale {
+                    self.routes.remove(&e);
+                }
                 self.routes.insert(*r);
             }
             Op::DelRoute(r) => {
@@ -471,11 +509,7 @@ impl Programmed {
                 if present {
                     // Expected only if this is the one route the model holds for the
                     // destination (a replace announces the new route, not the old one's end).
-                    let alone = self
-                        .routes
-                        .iter()
-                        .filter(|r| r.dst == entry.dst)
-                        .all(|r| *r == entry);
+                    let alone = self.routes_to(entry.dst).all(|r| *r == entry);
                     let had = !self.routes.insert(entry);
                     had && alone
                 } else {
@@ -942,6 +976,52 @@ mod tests {
         assert_eq!(s.neighs, vec![neigh(2, 9), neigh(3, 3)]);
         model.applied(&Op::DelNeigh(neigh(2, 1)));
         assert_eq!(model.state().neighs, vec![neigh(3, 3)]);
+    }
+
+    /// A replace (and an announced route) is judged against every route the model holds for
+    /// the destination, whatever their gateway, flags and link, and against no other.
+    #[test]
+    fn a_replace_drops_every_route_to_its_destination_and_only_those() {
+        let net = |t: &str| -> Ipv4Net { t.parse().unwrap() };
+        let r = |dst: &str, gw: Option<[u8; 4]>, onlink: bool, underlay: bool| RouteEntry {
+            dst: net(dst),
+            gw: gw.map(Ipv4Addr::from),
+            onlink,
+            underlay,
+        };
+        let to_2 = [
+            r("10.244.2.0/24", None, false, false),
+            r("10.244.2.0/24", Some([10, 244, 2, 0]), true, false),
+            r("10.244.2.0/24", Some([255, 255, 255, 255]), true, true),
+        ];
+        // Neighbours in the set's order: a shorter prefix of the same address, the next subnet.
+        let others = [
+            r("10.244.2.0/23", Some([192, 168, 1, 2]), false, true),
+            r("10.244.3.0/24", None, false, false),
+            r("10.244.1.0/24", Some([255, 255, 255, 255]), true, true),
+        ];
+        let state = KernelState {
+            routes: to_2.iter().chain(&others).copied().collect(),
+            ..KernelState::default()
+        };
+        let mut model = Programmed::from_state(&state);
+        assert!(!model.observe(&Observed::Route {
+            entry: to_2[0],
+            present: true
+        }));
+        let new = r("10.244.2.0/24", Some([192, 168, 1, 12]), false, true);
+        model.applied(&Op::SetRoute(new));
+        let mut want: Vec<RouteEntry> = others.iter().copied().chain([new]).collect();
+        want.sort();
+        assert_eq!(model.state().routes, want);
+        assert!(model.observe(&Observed::Route {
+            entry: new,
+            present: true
+        }));
+        model.applied(&Op::SetFdb(fdb(2, 1)));
+        model.applied(&Op::SetFdb(fdb(3, 1)));
+        model.applied(&Op::SetFdb(fdb(2, 255)));
+        assert_eq!(model.state().fdb, vec![fdb(2, 255), fdb(3, 1)]);
     }
 
     fn direct(third: u8, ip_last: u8) -> Peer {
