@@ -2,6 +2,7 @@
 //! external interface choice, and iptables rules. Each sits behind a small API that takes
 //! plans computed by `weft-core` and applies them.
 
+pub mod batch;
 pub mod firewall;
 pub mod iface;
 pub mod netlink;

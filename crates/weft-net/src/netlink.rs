@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::batch::{Batch, Kind};
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_core::ErrorMessage;
@@ -24,9 +25,7 @@ use netlink_packet_route::{
         RouteScope, RouteType,
     },
 };
-use rtnetlink::{
-    Handle, LinkUnspec, LinkVxlan, MulticastGroup, NeighbourAddRequest, RouteMessageBuilder,
-};
+use rtnetlink::{Handle, LinkUnspec, LinkVxlan, MulticastGroup, RouteMessageBuilder};
 use tracing::{debug, info, warn};
 use weft_core::{
     dataplane::{FdbEntry, KernelState, NeighEntry, Observed, Op, Owned, RouteEntry},
@@ -35,9 +34,6 @@ use weft_core::{
 
 /// The kernel's default VXLAN UDP port, used when the config leaves `Port` at 0.
 pub const KERNEL_DEFAULT_VXLAN_PORT: u16 = 8472;
-
-/// How many netlink requests [`Netlink::apply`] keeps in flight at once.
-pub const APPLY_WINDOW: usize = 64;
 
 /// An error from a netlink request, naming the object and the operation.
 #[derive(Debug, thiserror::Error)]
@@ -251,14 +247,20 @@ fn link_view(msg: &LinkMessage) -> LinkInfoView {
 #[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
+    /// The peers' entries go here, many requests per system call (`crate::batch`).
+    batch: std::sync::Arc<tokio::sync::Mutex<Batch>>,
 }
 
 impl Netlink {
     /// Opens a routing netlink socket and drives it on the current tokio runtime.
     pub fn connect() -> Result<Netlink, NetError> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(NetError::Socket)?;
+        let batch = Batch::open().map_err(NetError::Socket)?;
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink {
+            handle,
+            batch: std::sync::Arc::new(tokio::sync::Mutex::new(batch)),
+        })
     }
 
     /// The link with this name, if it exists.
@@ -667,123 +669,56 @@ impl Netlink {
     /// not stop the others (each peer's entries are independent); the caller counts failures
     /// and retries. Deleting something already gone counts as done.
     ///
-    /// Requests are pipelined: up to [`APPLY_WINDOW`] are in flight on the socket at once.
-    /// The kernel handles a netlink socket's requests one by one in the order they were
-    /// sent, so the order of the ops (neighbour, FDB, then route) still holds, but weftd no
-    /// longer waits for each acknowledgement before sending the next request.
+    /// The requests go to the kernel in chunks of [`batch::CHUNK`], one system call each
+    /// (`crate::batch`): the kernel handles them in the order of `ops` (neighbour, FDB, then
+    /// route), and answers only for the ones it refuses and the last of each chunk.
     pub async fn apply(&self, owned: &Owned, ops: &[Op]) -> Vec<Option<NetError>> {
-        use futures::StreamExt;
-        use futures::stream::FuturesOrdered;
-        let mut results = Vec::with_capacity(ops.len());
-        let mut in_flight = FuturesOrdered::new();
-        for op in ops {
-            if in_flight.len() >= APPLY_WINDOW
-                && let Some(r) = in_flight.next().await
-            {
-                results.push(r);
+        let mut results: Vec<Option<NetError>> = Vec::with_capacity(ops.len());
+        let mut requests = Vec::with_capacity(ops.len());
+        let mut sent = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            debug!(?op, "applying");
+            let link = match op {
+                Op::SetRoute(r) | Op::DelRoute(r) => owned.link_of(r),
+                _ => owned.device,
+            };
+            match link {
+                Some(index) => {
+                    requests.push(request(index, op));
+                    sent.push(i);
+                    results.push(None);
+                }
+                None => results.push(Some(NetError::Other(format!(
+                    "{op:?} has no link to go to (no VXLAN device, or no external interface)"
+                )))),
             }
-            // A future's first poll sends its request; FuturesOrdered polls new futures in
-            // the order they were pushed, so requests leave in the order of `ops`.
-            in_flight.push_back(self.apply_checked(owned, op));
         }
-        while let Some(r) = in_flight.next().await {
-            results.push(r);
+        if requests.is_empty() {
+            return results;
+        }
+        let answers = self.batch.lock().await.run(&requests).await;
+        match answers {
+            Ok(errnos) => {
+                for (&i, errno) in sent.iter().zip(errnos) {
+                    let op = &ops[i];
+                    let Some(errno) = errno else { continue };
+                    let gone = errno == ENOENT || errno == ESRCH;
+                    let is_delete = matches!(op, Op::DelNeigh(_) | Op::DelFdb(_) | Op::DelRoute(_));
+                    if !(gone && is_delete) {
+                        results[i] = Some(refused(op, errno));
+                    }
+                }
+            }
+            Err(e) => {
+                for &i in &sent {
+                    results[i] = Some(NetError::Other(format!(
+                        "failed to send {} over netlink: {e}",
+                        describe_op(&ops[i])
+                    )));
+                }
+            }
         }
         results
-    }
-
-    /// One op; `None` when done (a delete of something already gone counts as done).
-    async fn apply_checked(&self, owned: &Owned, op: &Op) -> Option<NetError> {
-        debug!(?op, "applying");
-        let link = match op {
-            Op::SetRoute(r) | Op::DelRoute(r) => owned.link_of(r),
-            _ => owned.device,
-        };
-        let Some(index) = link else {
-            return Some(NetError::Other(format!(
-                "{op:?} has no link to go to (no VXLAN device, or no external interface)"
-            )));
-        };
-        match self.apply_one(index, op).await {
-            Ok(()) => None,
-            Err(e) => {
-                let gone = matches!(e.errno(), Some(ENOENT) | Some(ESRCH));
-                let is_delete = matches!(op, Op::DelNeigh(_) | Op::DelFdb(_) | Op::DelRoute(_));
-                if gone && is_delete { None } else { Some(e) }
-            }
-        }
-    }
-
-    async fn apply_one(&self, index: u32, op: &Op) -> Result<(), NetError> {
-        match op {
-            Op::SetNeigh(n) => {
-                let req = self
-                    .handle
-                    .neighbours()
-                    .add(index, IpAddr::V4(n.ip))
-                    .link_layer_address(&n.mac.0);
-                replace_permanent(req, format!("set neighbour {} lladdr {}", n.ip, n.mac)).await
-            }
-            Op::SetFdb(f) => {
-                let req = self
-                    .handle
-                    .neighbours()
-                    .add_bridge(index, &f.mac.0)
-                    .flags(NeighbourFlags::Own)
-                    .destination(IpAddr::V4(f.dst));
-                replace_permanent(req, format!("set FDB entry {} dst {}", f.mac, f.dst)).await
-            }
-            Op::SetRoute(r) => self
-                .handle
-                .route()
-                .add(route_message(index, r))
-                .replace()
-                .execute()
-                .await
-                .map_err(NetError::req(format!("set route {}", r.dst))),
-            Op::DelRoute(r) => self
-                .handle
-                .route()
-                .del(route_message(index, r))
-                .execute()
-                .await
-                .map_err(NetError::req(format!("delete route {}", r.dst))),
-            Op::DelNeigh(n) => {
-                let m = permanent_neighbour(
-                    AddressFamily::Inet,
-                    index,
-                    vec![
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet(n.ip)),
-                        NeighbourAttribute::LinkLayerAddress(n.mac.0.to_vec()),
-                    ],
-                );
-                self.del_neighbour(m, format!("delete neighbour {}", n.ip))
-                    .await
-            }
-            Op::DelFdb(f) => {
-                let mut m = permanent_neighbour(
-                    AddressFamily::Bridge,
-                    index,
-                    vec![
-                        NeighbourAttribute::LinkLayerAddress(f.mac.0.to_vec()),
-                        NeighbourAttribute::Destination(NeighbourAddress::Inet(f.dst)),
-                    ],
-                );
-                m.header.flags = NeighbourFlags::Own;
-                self.del_neighbour(m, format!("delete FDB entry {} dst {}", f.mac, f.dst))
-                    .await
-            }
-        }
-    }
-
-    /// Deletes the neighbour or FDB entry `m`; `what` names it in an error.
-    async fn del_neighbour(&self, m: NeighbourMessage, what: String) -> Result<(), NetError> {
-        self.handle
-            .neighbours()
-            .del(m)
-            .execute()
-            .await
-            .map_err(NetError::req(what))
     }
 
     /// Deletes a link by name; absent is fine.
@@ -1073,14 +1008,68 @@ fn route_message(index: u32, r: &RouteEntry) -> RouteMessage {
     b.build()
 }
 
-/// Sends a neighbour or FDB add request as a permanent entry that replaces what is there;
-/// `what` names it in an error.
-async fn replace_permanent(req: NeighbourAddRequest, what: String) -> Result<(), NetError> {
-    req.state(NeighbourState::Permanent)
-        .replace()
-        .execute()
-        .await
-        .map_err(NetError::req(what))
+/// The request that carries out `op` on link `index`: what `ip neigh replace ... nud
+/// permanent`, `bridge fdb replace ... self permanent` and `ip route replace ... proto boot`
+/// (or their deletes) send.
+fn request(index: u32, op: &Op) -> (Kind, RouteNetlinkMessage) {
+    let neigh = |n: &NeighEntry| {
+        permanent_neighbour(
+            AddressFamily::Inet,
+            index,
+            vec![
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(n.ip)),
+                NeighbourAttribute::LinkLayerAddress(n.mac.0.to_vec()),
+            ],
+        )
+    };
+    let fdb = |f: &FdbEntry| {
+        let mut m = permanent_neighbour(
+            AddressFamily::Bridge,
+            index,
+            vec![
+                NeighbourAttribute::LinkLayerAddress(f.mac.0.to_vec()),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(f.dst)),
+            ],
+        );
+        m.header.flags = NeighbourFlags::Own;
+        m
+    };
+    match op {
+        Op::SetNeigh(n) => (Kind::Replace, RouteNetlinkMessage::NewNeighbour(neigh(n))),
+        Op::DelNeigh(n) => (Kind::Delete, RouteNetlinkMessage::DelNeighbour(neigh(n))),
+        Op::SetFdb(f) => (Kind::Replace, RouteNetlinkMessage::NewNeighbour(fdb(f))),
+        Op::DelFdb(f) => (Kind::Delete, RouteNetlinkMessage::DelNeighbour(fdb(f))),
+        Op::SetRoute(r) => (
+            Kind::Replace,
+            RouteNetlinkMessage::NewRoute(route_message(index, r)),
+        ),
+        Op::DelRoute(r) => (
+            Kind::Delete,
+            RouteNetlinkMessage::DelRoute(route_message(index, r)),
+        ),
+    }
+}
+
+/// What an op does, for an error: "set route 10.244.2.0/24", "delete FDB entry ... dst ...".
+fn describe_op(op: &Op) -> String {
+    match op {
+        Op::SetNeigh(n) => format!("set neighbour {} lladdr {}", n.ip, n.mac),
+        Op::DelNeigh(n) => format!("delete neighbour {}", n.ip),
+        Op::SetFdb(f) => format!("set FDB entry {} dst {}", f.mac, f.dst),
+        Op::DelFdb(f) => format!("delete FDB entry {} dst {}", f.mac, f.dst),
+        Op::SetRoute(r) => format!("set route {}", r.dst),
+        Op::DelRoute(r) => format!("delete route {}", r.dst),
+    }
+}
+
+/// The kernel refused `op` with `errno`: the same error a single request would give.
+fn refused(op: &Op, errno: i32) -> NetError {
+    let mut msg = ErrorMessage::default();
+    msg.code = std::num::NonZeroI32::new(-errno);
+    NetError::Request {
+        what: describe_op(op),
+        cause: rtnetlink::Error::NetlinkError(msg),
+    }
 }
 
 /// A permanent neighbour message of `family` on link `index` with these attributes, in
