@@ -95,12 +95,7 @@ fn peer_state() -> KernelState {
             mac: peer_mac(),
             dst: PEER_IP,
         }],
-        routes: vec![RouteEntry {
-            dst: net("10.244.2.0/24"),
-            gw: Some(Ipv4Addr::new(10, 244, 2, 0)),
-            onlink: true,
-            underlay: false,
-        }],
+        routes: vec![vxlan_route("10.244.2.0/24")],
     }
 }
 
@@ -754,12 +749,7 @@ fn a_missing_peer_route_fails_naming_the_peer() {
 fn stale_and_refused_peers_warn() {
     let mut f = healthy();
     let mut state = peer_state();
-    state.routes.push(RouteEntry {
-        dst: net("10.244.9.0/24"),
-        gw: Some(Ipv4Addr::new(10, 244, 9, 0)),
-        onlink: true,
-        underlay: false,
-    });
+    state.routes.push(vxlan_route("10.244.9.0/24"));
     set_state(&mut f, state);
     check(
         &f,
@@ -810,6 +800,18 @@ fn hostgw_lease_input(subnet: &str, ip: Ipv4Addr) -> LeaseInput {
 }
 
 /// `<subnet> via <PublicIP> dev eth0`: a direct route.
+/// The route weftd programs through flannel.1 to a peer's subnet: via the subnet's address,
+/// onlink.
+fn vxlan_route(subnet: &str) -> RouteEntry {
+    let dst = net(subnet);
+    RouteEntry {
+        dst,
+        gw: Some(dst.network()),
+        onlink: true,
+        underlay: false,
+    }
+}
+
 fn direct_route(subnet: &str, gw: Ipv4Addr) -> RouteEntry {
     RouteEntry {
         dst: net(subnet),
@@ -957,12 +959,7 @@ fn direct_routing_takes_peers_on_the_link_by_a_route_and_the_others_through_vxla
             mac: far_mac,
             dst: far,
         }],
-        routes: vec![RouteEntry {
-            dst: net("10.244.3.0/24"),
-            gw: Some(Ipv4Addr::new(10, 244, 3, 0)),
-            onlink: true,
-            underlay: false,
-        }],
+        routes: vec![vxlan_route("10.244.3.0/24")],
     };
     set_state(&mut f, device);
     set_underlay(
