@@ -13,7 +13,7 @@
 //! `<node dir>` (see [`CniNodePaths`]) unless the conflist sets them itself.
 
 use std::io::{Read, Write};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use tracing::debug;
 
 use crate::error::CniFailure;
-use crate::{Pod, Testbed, TestbedError, cmd, netns_path};
+use crate::{IPV6_SYSCTLS, Pod, Testbed, TestbedError, cmd, netns_path};
 
 /// flannel's kube-flannel.yml `cni-conf.json` (the `cbr0` network), byte for byte.
 pub const KUBE_FLANNEL_CONFLIST: &str = r#"{"name":"cbr0","cniVersion":"0.3.1","plugins":[{"type":"flannel","delegate":{"hairpinMode":true,"isDefaultGateway":true}},{"type":"portmap","capabilities":{"portMappings":true}}]}"#;
@@ -231,6 +231,8 @@ pub(crate) fn plugin_config(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PodAddressing {
     pub(crate) ip: Ipv4Addr,
+    /// The result's first IPv6 address, if any.
+    pub(crate) ip6: Option<Ipv6Addr>,
     pub(crate) prefix: u8,
     /// The IP's gateway; 0.0.0.0 when the result names none.
     pub(crate) gateway: Ipv4Addr,
@@ -239,7 +241,7 @@ pub(crate) struct PodAddressing {
 }
 
 /// The first IPv4 address of a result (0.3.x with `"version":"4"` or 1.x without), its
-/// gateway, and the host-side interface.
+/// gateway, the first IPv6 address (if any), and the host-side interface.
 pub(crate) fn pod_addressing(result: &Value) -> Result<PodAddressing, String> {
     let ips = result
         .get("ips")
@@ -259,6 +261,10 @@ pub(crate) fn pod_addressing(result: &Value) -> Result<PodAddressing, String> {
             Some((ip, prefix, gateway))
         })
         .ok_or("the result has no IPv4 address")?;
+    let ip6 = ips.iter().find_map(|entry| {
+        let (addr, _) = entry.get("address")?.as_str()?.split_once('/')?;
+        addr.parse::<Ipv6Addr>().ok()
+    });
     let host_veth = result
         .get("interfaces")
         .and_then(Value::as_array)
@@ -277,9 +283,19 @@ pub(crate) fn pod_addressing(result: &Value) -> Result<PodAddressing, String> {
         .to_string();
     Ok(PodAddressing {
         ip,
+        ip6,
         prefix,
         gateway,
         host_veth,
+    })
+}
+
+/// Whether a subnet.env's text gives the node an IPv6 pod subnet (`FLANNEL_IPV6_SUBNET`).
+pub(crate) fn subnet_env_has_ipv6(text: &str) -> bool {
+    text.lines().any(|l| {
+        l.trim()
+            .strip_prefix("FLANNEL_IPV6_SUBNET=")
+            .is_some_and(|v| !v.trim().trim_matches('"').is_empty())
     })
 }
 
@@ -542,6 +558,25 @@ impl Testbed {
             let _ = self.delete_pod_ns(&pod_ns);
             return Err(e);
         }
+        // IPv6 pods (a dual-stack bed, or a subnet.env with FLANNEL_IPV6_SUBNET): IPv6 on
+        // and DAD off in the pod before the plugins make its eth0, so the address the
+        // result reports is usable at once (as the node's cni0 already is).
+        let ipv6 = self.underlay.ipv6
+            || std::fs::read_to_string(&chain.paths.subnet_file)
+                .is_ok_and(|t| subnet_env_has_ipv6(&t));
+        if ipv6 {
+            let mut sysctl = Command::new("ip");
+            sysctl.args(["netns", "exec", &pod_ns, "sysctl", "-q"]);
+            for kv in IPV6_SYSCTLS {
+                sysctl.args(["-w", kv]);
+            }
+            if let Err(e) =
+                cmd::start_with_stdin(sysctl, String::new(), &hint).and_then(|p| p.finish())
+            {
+                let _ = self.delete_pod_ns(&pod_ns);
+                return Err(e);
+            }
+        }
 
         let netns = netns_path(&pod_ns);
         let mut prev: Option<Value> = None;
@@ -594,6 +629,7 @@ impl Testbed {
         let pod = Pod {
             ns: pod_ns,
             ip: addressing.ip,
+            ip6: addressing.ip6,
             node,
             index: j,
             prefix: addressing.prefix,
@@ -908,6 +944,7 @@ mod tests {
             pod_addressing(&bridge_031).unwrap(),
             PodAddressing {
                 ip: Ipv4Addr::new(10, 244, 5, 2),
+                ip6: None,
                 prefix: 24,
                 gateway: Ipv4Addr::new(10, 244, 5, 1),
                 host_veth: "veth1234abcd".into(),
@@ -922,9 +959,21 @@ mod tests {
             (a.ip, a.prefix, a.gateway),
             (Ipv4Addr::new(10, 1, 2, 3), 16, Ipv4Addr::UNSPECIFIED)
         );
+        assert_eq!(a.ip6, Some("fc00::5".parse().unwrap()));
         assert_eq!(a.host_veth, "");
         assert!(pod_addressing(&json!({})).is_err());
         assert!(pod_addressing(&json!({"ips": [{"address": "fc00::5/64"}]})).is_err());
+    }
+
+    #[test]
+    fn subnet_env_with_an_ipv6_subnet() {
+        assert!(subnet_env_has_ipv6(
+            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:1::1/64\n"
+        ));
+        assert!(!subnet_env_has_ipv6(
+            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\n"
+        ));
+        assert!(!subnet_env_has_ipv6("FLANNEL_IPV6_SUBNET=\n"));
     }
 
     #[test]

@@ -14,6 +14,11 @@
 //!   <id>-n<i>p<j>  pod j of node i: eth0 <-> vethp<j> on bridge cni0 in <id>-n<i>
 //! ```
 //!
+//! A dual-stack bed ([`Testbed::new_with_underlay`] with [`Underlay::DUAL_STACK`]) also
+//! gives every node's `eth0` [`node_ip6`] (fd00:250::<i+1>/64, no DAD), and its CNI pods
+//! an IPv6 address when the node's subnet.env has `FLANNEL_IPV6_SUBNET` ([`Pod::ip6`]);
+//! [`Testbed::ping6`] pings those.
+//!
 //! Pods come two ways: [`Testbed::add_pod`] plumbs one by hand, and
 //! [`Testbed::add_cni_pod`] runs a CNI conflist's plugin chain (weft-cni, bridge,
 //! host-local, portmap) inside the node's namespace the way a container runtime does,
@@ -50,7 +55,7 @@ pub mod weftd;
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::ops::Range;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -82,6 +87,8 @@ pub const SWITCH_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 1);
 pub const ETCD_IP: Ipv4Addr = Ipv4Addr::new(10, 250, 0, 2);
 /// Prefix length of the underlay 10.250.0.0/16.
 pub const UNDERLAY_PREFIX: u8 = 16;
+/// Prefix length of the IPv6 underlay fd00:250::/64 (only with [`Underlay::ipv6`]).
+pub const UNDERLAY6_PREFIX: u8 = 64;
 /// etcd's client port.
 pub const ETCD_CLIENT_PORT: u16 = 2379;
 /// Most nodes a bed can have (addresses 10.250.1.1 ..= 10.250.255.250).
@@ -103,6 +110,27 @@ pub fn node_ip(index: usize) -> Option<Ipv4Addr> {
     let fourth = u8::try_from(index % 250 + 1).ok()?;
     Some(Ipv4Addr::new(10, 250, third, fourth))
 }
+
+/// IPv6 underlay address of node `index` (only used with [`Underlay::ipv6`]):
+/// fd00:250::1 for node 0, fd00:250::2 for node 1, ... (the last group is `index + 1`,
+/// so node 249 is fd00:250::fa). `None` beyond [`MAX_NODES`], like [`node_ip`].
+pub fn node_ip6(index: usize) -> Option<Ipv6Addr> {
+    if index >= MAX_NODES {
+        return None;
+    }
+    let last = u16::try_from(index + 1).ok()?;
+    Some(Ipv6Addr::new(0xfd00, 0x250, 0, 0, 0, 0, 0, last))
+}
+
+/// Per-netns sysctls of a dual-stack underlay ([`Underlay::ipv6`]): IPv6 on, duplicate
+/// address detection off (addresses usable at once), set before the interfaces exist so
+/// every one created later inherits them from `default`.
+const IPV6_SYSCTLS: [&str; 4] = [
+    "net.ipv6.conf.all.disable_ipv6=0",
+    "net.ipv6.conf.default.disable_ipv6=0",
+    "net.ipv6.conf.all.accept_dad=0",
+    "net.ipv6.conf.default.accept_dad=0",
+];
 
 /// `(program, args)` that run `program args` in a private mount namespace with `var_lib`
 /// bind-mounted over `/var/lib`: several weftd of one bed then share one `/var/lib/weft`, as on
@@ -183,6 +211,25 @@ impl TestbedConfig {
     }
 }
 
+/// How the underlay is addressed, beyond [`TestbedConfig`] (kept out of it so that its
+/// struct literals elsewhere in the workspace keep compiling); see
+/// [`Testbed::new_with_underlay`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Underlay {
+    /// Dual-stack: besides its IPv4 address, every node's `eth0` gets [`node_ip6`]
+    /// `/64` (`nodad`), and the switch, the nodes and their CNI pods get IPv6 on with
+    /// DAD off (`disable_ipv6=0`, `accept_dad=0`) and, on nodes, `net.ipv6.conf.all.forwarding=1`.
+    /// Off by default: an IPv4-only bed is exactly as before.
+    pub ipv6: bool,
+}
+
+impl Underlay {
+    /// IPv4 only (the default).
+    pub const IPV4: Underlay = Underlay { ipv6: false };
+    /// IPv4 and IPv6.
+    pub const DUAL_STACK: Underlay = Underlay { ipv6: true };
+}
+
 /// One simulated machine: a namespace attached to the switch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -193,6 +240,9 @@ pub struct Node {
     pub ns: String,
     /// Underlay address of `eth0` (see [`node_ip`]).
     pub ip: Ipv4Addr,
+    /// IPv6 underlay address of `eth0` (see [`node_ip6`]); `None` unless the bed is
+    /// dual-stack ([`Underlay::ipv6`]).
+    pub ip6: Option<Ipv6Addr>,
     /// `<testbed dir>/n<i>/`, for the node's config, state and logs.
     pub dir: PathBuf,
 }
@@ -204,6 +254,9 @@ pub struct Pod {
     pub ns: String,
     /// Address of the pod's `eth0`.
     pub ip: Ipv4Addr,
+    /// IPv6 address of the pod's `eth0`: the CNI result's first IPv6 address (a
+    /// dual-stack subnet.env), `None` for IPv4-only pods and hand-plumbed ones.
+    pub ip6: Option<Ipv6Addr>,
     /// Index of the node the pod runs on.
     pub node: usize,
     /// `j`: the pod's number on its node.
@@ -241,6 +294,7 @@ pub struct Testbed {
     id: String,
     label: String,
     cfg: TestbedConfig,
+    underlay: Underlay,
     dir: Option<TempDir>,
     dir_path: PathBuf,
     sw_ns: String,
@@ -275,6 +329,26 @@ impl Testbed {
         cfg: TestbedConfig,
         setup: EtcdSetup,
     ) -> Result<Testbed, TestbedError> {
+        Self::new_with_etcd_and_underlay(label, cfg, setup, Underlay::IPV4)
+    }
+
+    /// Like [`Testbed::new`], with the underlay addressed as `underlay` says
+    /// ([`Underlay::DUAL_STACK`]: every node also gets [`node_ip6`]).
+    pub fn new_with_underlay(
+        label: &str,
+        cfg: TestbedConfig,
+        underlay: Underlay,
+    ) -> Result<Testbed, TestbedError> {
+        Self::new_with_etcd_and_underlay(label, cfg, EtcdSetup::Plain, underlay)
+    }
+
+    /// [`Testbed::new_with_etcd`] and [`Testbed::new_with_underlay`] together.
+    pub fn new_with_etcd_and_underlay(
+        label: &str,
+        cfg: TestbedConfig,
+        setup: EtcdSetup,
+        underlay: Underlay,
+    ) -> Result<Testbed, TestbedError> {
         require_root()?;
         if !cfg.etcd && setup != EtcdSetup::Plain {
             return Err(TestbedError::Invalid(
@@ -295,6 +369,7 @@ impl Testbed {
             id: id.clone(),
             label: label.to_string(),
             cfg: cfg.clone(),
+            underlay,
             dir: None,
             dir_path: PathBuf::new(),
             sw_ns: format!("{id}-sw"),
@@ -348,6 +423,11 @@ impl Testbed {
 
     pub fn config(&self) -> &TestbedConfig {
         &self.cfg
+    }
+
+    /// How the underlay is addressed (see [`Underlay`]).
+    pub fn underlay(&self) -> Underlay {
+        self.underlay
     }
 
     /// How long [`Testbed::new`] took.
@@ -572,6 +652,7 @@ impl Testbed {
         let pod = Pod {
             ns: pod_ns,
             ip: addr,
+            ip6: None,
             node,
             index: j,
             prefix,
@@ -748,15 +829,40 @@ impl Testbed {
         count: u32,
         timeout: Duration,
     ) -> Result<PingStats, TestbedError> {
+        self.ping_ip(from_ns, IpAddr::V4(to), count, timeout)
+    }
+
+    /// [`Testbed::ping`] to an IPv6 address (`ping -6 ...`).
+    pub fn ping6(
+        &self,
+        from_ns: &str,
+        to: Ipv6Addr,
+        count: u32,
+        timeout: Duration,
+    ) -> Result<PingStats, TestbedError> {
+        self.ping_ip(from_ns, IpAddr::V6(to), count, timeout)
+    }
+
+    /// [`Testbed::ping`] to either family: an IPv6 `to` runs `ping -6`, an IPv4 one
+    /// exactly the command [`Testbed::ping`] documents.
+    pub fn ping_ip(
+        &self,
+        from_ns: &str,
+        to: IpAddr,
+        count: u32,
+        timeout: Duration,
+    ) -> Result<PingStats, TestbedError> {
         if count == 0 {
             return Err(TestbedError::Invalid("ping: count must be >= 1".into()));
         }
         let secs = timeout.as_secs_f64().ceil().max(1.0).to_string();
         let count_s = count.to_string();
         let to_s = to.to_string();
-        let argv = [
-            "ping", "-n", "-q", "-c", &count_s, "-i", "0.05", "-w", &secs, &to_s,
-        ];
+        let mut argv = vec!["ping"];
+        if to.is_ipv6() {
+            argv.push("-6");
+        }
+        argv.extend(["-n", "-q", "-c", &count_s, "-i", "0.05", "-w", &secs, &to_s]);
         let out = self.exec_output(from_ns, &argv)?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         parse_ping_summary(&stdout).ok_or_else(|| TestbedError::PingParse {
@@ -1137,11 +1243,19 @@ impl Testbed {
             let ip = node_ip(i).ok_or_else(|| {
                 TestbedError::Invalid(format!("node {i} exceeds {MAX_NODES} nodes"))
             })?;
+            let ip6 = if self.underlay.ipv6 {
+                Some(node_ip6(i).ok_or_else(|| {
+                    TestbedError::Invalid(format!("node {i} exceeds {MAX_NODES} nodes"))
+                })?)
+            } else {
+                None
+            };
             let node = Node {
                 index: i,
                 name: format!("n{i}"),
                 ns: format!("{id}-n{i}"),
                 ip,
+                ip6,
                 dir: self.dir_path.join(format!("n{i}")),
             };
             ports.push((node.name.clone(), node.ns.clone()));
@@ -1155,6 +1269,41 @@ impl Testbed {
         if !ns_names.is_empty() {
             let lines: Vec<String> = ns_names.iter().map(|n| format!("netns add {n}")).collect();
             cmd::start_ip_batch(None, &lines, &hint)?.finish()?;
+        }
+
+        // 1b. Dual-stack: IPv6 on and DAD off in the switch (once) and the new nodes
+        // before any interface is made, so br0, the ports and every eth0 inherit it.
+        if self.underlay.ipv6 {
+            let mut targets: Vec<&str> = new.iter().map(|n| n.ns.as_str()).collect();
+            if first {
+                targets.push(&sw);
+            }
+            let mut pending = Vec::new();
+            let mut first_err = None;
+            for ns in targets {
+                let mut sysctl = Command::new("ip");
+                sysctl.args(["netns", "exec", ns, "sysctl", "-q"]);
+                for kv in IPV6_SYSCTLS {
+                    sysctl.args(["-w", kv]);
+                }
+                if ns != sw {
+                    sysctl.args(["-w", "net.ipv6.conf.all.forwarding=1"]);
+                }
+                match cmd::start_with_stdin(sysctl, String::new(), &hint) {
+                    Ok(p) => pending.push(p),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            for p in pending {
+                if let Err(e) = p.finish() {
+                    first_err.get_or_insert(e);
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(e);
+            }
         }
 
         // 2. Switch side: bridge (once) and one veth per attachment, the peer end
@@ -1177,10 +1326,13 @@ impl Testbed {
             ]);
         }
         if first {
-            sw_lines.extend([
-                format!("link set br0 mtu {mtu}"),
-                "link set br0 up".to_string(),
-            ]);
+            sw_lines.push(format!("link set br0 mtu {mtu}"));
+            if self.underlay.ipv6 {
+                // Flood neighbour discovery's multicast to every port, whatever MLD
+                // reports the bridge has seen (there is no querier on this switch).
+                sw_lines.push("link set br0 type bridge mcast_snooping 0".to_string());
+            }
+            sw_lines.push("link set br0 up".to_string());
         }
         if !sw_lines.is_empty() {
             cmd::start_ip_batch(Some(&sw), &sw_lines, &hint)?.finish()?;
@@ -1201,12 +1353,17 @@ impl Testbed {
         let mut pending = Vec::new();
         let mut first_err = None;
         for node in &new {
-            let lines = [
+            let mut lines = vec![
                 "link set lo up".to_string(),
                 format!("addr add {}/{UNDERLAY_PREFIX} dev eth0", node.ip),
+            ];
+            if let Some(ip6) = node.ip6 {
+                lines.push(format!("addr add {ip6}/{UNDERLAY6_PREFIX} dev eth0 nodad"));
+            }
+            lines.extend([
                 "link set eth0 up".to_string(),
                 format!("route add default via {SWITCH_IP}"),
-            ];
+            ]);
             match cmd::start_ip_batch(Some(&node.ns), &lines, &hint) {
                 Ok(p) => pending.push(p),
                 Err(e) => {
@@ -1274,7 +1431,13 @@ impl Testbed {
         let nodes: Vec<serde_json::Value> = self
             .nodes
             .iter()
-            .map(|n| serde_json::json!({"index": n.index, "name": n.name, "ns": n.ns, "ip": n.ip.to_string(), "dir": n.dir}))
+            .map(|n| {
+                let mut j = serde_json::json!({"index": n.index, "name": n.name, "ns": n.ns, "ip": n.ip.to_string(), "dir": n.dir});
+                if let Some(ip6) = n.ip6 {
+                    j["ip6"] = ip6.to_string().into();
+                }
+                j
+            })
             .collect();
         let pods: Vec<serde_json::Value> = self
             .pods
