@@ -116,6 +116,27 @@ impl Pending {
     }
 }
 
+/// Waits for every command that started (also after a failure, so none is left unreaped)
+/// and returns the first error: a start's, else the first failed command's.
+pub(crate) fn finish_all(started: Vec<Result<Pending, TestbedError>>) -> Result<(), TestbedError> {
+    let mut first_err = None;
+    let mut pending = Vec::with_capacity(started.len());
+    for s in started {
+        match s {
+            Ok(p) => pending.push(p),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    for p in pending {
+        if let Err(e) = p.finish() {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
 /// `ip [-n <ns>] -batch -` with the given lines, started in the background.
 pub(crate) fn start_ip_batch(
     ns: Option<&str>,

@@ -1278,32 +1278,21 @@ impl Testbed {
             if first {
                 targets.push(&sw);
             }
-            let mut pending = Vec::new();
-            let mut first_err = None;
-            for ns in targets {
-                let mut sysctl = Command::new("ip");
-                sysctl.args(["netns", "exec", ns, "sysctl", "-q"]);
-                for kv in IPV6_SYSCTLS {
-                    sysctl.args(["-w", kv]);
-                }
-                if ns != sw {
-                    sysctl.args(["-w", "net.ipv6.conf.all.forwarding=1"]);
-                }
-                match cmd::start_with_stdin(sysctl, String::new(), &hint) {
-                    Ok(p) => pending.push(p),
-                    Err(e) => {
-                        first_err.get_or_insert(e);
+            let started = targets
+                .into_iter()
+                .map(|ns| {
+                    let mut sysctl = Command::new("ip");
+                    sysctl.args(["netns", "exec", ns, "sysctl", "-q"]);
+                    for kv in IPV6_SYSCTLS {
+                        sysctl.args(["-w", kv]);
                     }
-                }
-            }
-            for p in pending {
-                if let Err(e) = p.finish() {
-                    first_err.get_or_insert(e);
-                }
-            }
-            if let Some(e) = first_err {
-                return Err(e);
-            }
+                    if ns != sw {
+                        sysctl.args(["-w", "net.ipv6.conf.all.forwarding=1"]);
+                    }
+                    cmd::start_with_stdin(sysctl, String::new(), &hint)
+                })
+                .collect();
+            cmd::finish_all(started)?;
         }
 
         // 2. Switch side: bridge (once) and one veth per attachment, the peer end

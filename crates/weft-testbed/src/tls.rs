@@ -717,28 +717,20 @@ impl Testbed {
             .collect();
         let sw = self.switch_ns().to_string();
         cmd::start_ip_batch(Some(&sw), &sw_lines, &hint)?.finish()?;
-        let mut pending = Vec::new();
-        let mut first_err = None;
-        for n in &new {
-            let lines = [
-                "link set lo up".to_string(),
-                format!("addr add {}/{UNDERLAY_PREFIX} dev eth0", n.ip),
-                "link set eth0 up".to_string(),
-            ];
-            match cmd::start_ip_batch(Some(&n.ns), &lines, &hint) {
-                Ok(p) => pending.push(p),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        for p in pending {
-            if let Err(e) = p.finish() {
-                first_err.get_or_insert(e);
-            }
-        }
+        let started = new
+            .iter()
+            .map(|n| {
+                let lines = [
+                    "link set lo up".to_string(),
+                    format!("addr add {}/{UNDERLAY_PREFIX} dev eth0", n.ip),
+                    "link set eth0 up".to_string(),
+                ];
+                cmd::start_ip_batch(Some(&n.ns), &lines, &hint)
+            })
+            .collect();
+        let done = cmd::finish_all(started);
         self.write_manifest();
-        first_err.map_or(Ok(()), Err)
+        done
     }
 
     fn member_pid(&self, name: &str) -> Option<Pid> {
