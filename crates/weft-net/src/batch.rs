@@ -70,29 +70,34 @@ impl Batch {
     /// socket itself fails the rest of the batch.
     pub async fn run(
         &mut self,
-        requests: &[(Kind, RouteNetlinkMessage)],
+        requests: Vec<(Kind, RouteNetlinkMessage)>,
     ) -> io::Result<Vec<Option<i32>>> {
         let mut out = Vec::with_capacity(requests.len());
-        for chunk in requests.chunks(CHUNK) {
+        let mut rest = requests.into_iter();
+        loop {
+            let chunk: Vec<_> = rest.by_ref().take(CHUNK).collect();
+            if chunk.is_empty() {
+                return Ok(out);
+            }
             out.extend(self.chunk(chunk).await?);
         }
-        Ok(out)
     }
 
     async fn chunk(
         &mut self,
-        requests: &[(Kind, RouteNetlinkMessage)],
+        requests: Vec<(Kind, RouteNetlinkMessage)>,
     ) -> io::Result<Vec<Option<i32>>> {
         let first = self.seq.wrapping_add(1);
+        let count = requests.len();
         self.buf.clear();
-        for (i, (kind, msg)) in requests.iter().enumerate() {
-            let mut m = NetlinkMessage::from(msg.clone());
+        for (i, (kind, msg)) in requests.into_iter().enumerate() {
+            let mut m = NetlinkMessage::from(msg);
             m.header.flags = NLM_F_REQUEST
                 | match kind {
                     Kind::Replace => NLM_F_CREATE | NLM_F_REPLACE,
                     Kind::Delete => 0,
                 };
-            if i + 1 == requests.len() {
+            if i + 1 == count {
                 m.header.flags |= NLM_F_ACK;
             }
             self.seq = self.seq.wrapping_add(1);
@@ -110,7 +115,7 @@ impl Batch {
                 self.buf.len()
             )));
         }
-        let mut results = vec![None; requests.len()];
+        let mut results = vec![None; count];
         let mut reply = Vec::with_capacity(8192);
         loop {
             reply.clear();

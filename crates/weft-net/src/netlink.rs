@@ -696,7 +696,7 @@ impl Netlink {
         if requests.is_empty() {
             return results;
         }
-        let answers = self.batch.lock().await.run(&requests).await;
+        let answers = self.batch.lock().await.run(requests).await;
         match answers {
             Ok(errnos) => {
                 for (&i, errno) in sent.iter().zip(errnos) {

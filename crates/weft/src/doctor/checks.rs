@@ -1043,6 +1043,19 @@ fn peers(f: &Facts, d: &Derived) -> Finding {
 // ---------------------------------------------------------------------------------------
 // 6. masquerade
 
+/// "2 rules missing: a | b", or `otherwise` when none is missing but the rules still differ.
+fn missing_rules(missing: &[String], otherwise: &str) -> String {
+    if missing.is_empty() {
+        otherwise.to_string()
+    } else {
+        format!(
+            "{} missing: {}",
+            plural(missing.len(), "rule", "rules"),
+            missing.join(" | ")
+        )
+    }
+}
+
 /// Whitespace-normalised rule line, for telling which desired rules are absent.
 fn norm(line: &str) -> String {
     line.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -1121,15 +1134,10 @@ fn masquerade(f: &Facts, d: &Derived) -> Finding {
         .map(|r| (r, missing_of(r)))
         .min_by_key(|(_, m)| m.len())
         .unwrap_or((&variants[0], Vec::new()));
-    let what = if missing.is_empty() {
-        "the rules are there but out of order or duplicated".to_string()
-    } else {
-        format!(
-            "{} missing: {}",
-            plural(missing.len(), "rule", "rules"),
-            missing.join(" | ")
-        )
-    };
+    let what = missing_rules(
+        &missing,
+        "the rules are there but out of order or duplicated",
+    );
     let payload = plan_sync(Table::Nat, saved, rules).unwrap_or_default();
     Finding::fail(
         MASQUERADE,
@@ -1202,27 +1210,20 @@ fn nft_masquerade(f: &Facts, network: Ipv4Net, subnet: Ipv4Net) -> Finding {
             ),
         );
     }
-    let (_, missing) = variants
+    let missing = variants
         .iter()
-        .map(|want| {
-            let missing: Vec<&String> = want.iter().filter(|l| !rules.contains(l)).collect();
-            (missing.len(), missing)
+        .map(|want| -> Vec<String> {
+            want.iter()
+                .filter(|l| !rules.contains(l))
+                .cloned()
+                .collect()
         })
-        .min_by_key(|(n, _)| *n)
+        .min_by_key(Vec::len)
         .unwrap_or_default();
-    let what = if missing.is_empty() {
-        "the rules are there but out of order, duplicated or joined by others".to_string()
-    } else {
-        format!(
-            "{} missing: {}",
-            plural(missing.len(), "rule", "rules"),
-            missing
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(" | ")
-        )
-    };
+    let what = missing_rules(
+        &missing,
+        "the rules are there but out of order, duplicated or joined by others",
+    );
     Finding::fail(
         MASQUERADE,
         format!("nftables table ip flannel-ipv4, chain postrtg: {what}"),
