@@ -16,39 +16,39 @@
 //! switch from host-gw to VXLAN), which flannel never does.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
+use crate::family::PodNet;
 use crate::mac::MacAddr;
 use crate::peer::Peer;
 
 /// A permanent neighbour (ARP) entry on `flannel.<VNI>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NeighEntry {
+pub struct NeighEntry<N: PodNet = Ipv4Net> {
     /// The peer's subnet address (e.g. `10.244.2.0`).
-    pub ip: Ipv4Addr,
+    pub ip: N::Addr,
     /// The peer's VTEP MAC.
     pub mac: MacAddr,
 }
 
 /// A permanent `self` FDB entry with a destination on `flannel.<VNI>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FdbEntry {
+pub struct FdbEntry<N: PodNet = Ipv4Net> {
     /// The peer's VTEP MAC.
     pub mac: MacAddr,
     /// The peer's public IP.
-    pub dst: Ipv4Addr,
+    pub dst: N::Addr,
 }
 
 /// A main-table route to a peer's subnet: out of `flannel.<VNI>`, or (`underlay`) out of the
 /// external interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RouteEntry {
+pub struct RouteEntry<N: PodNet = Ipv4Net> {
     /// The peer's subnet.
-    pub dst: Ipv4Net,
+    pub dst: N,
     /// The gateway (the peer's subnet address through VXLAN, its PublicIP directly), if any.
-    pub gw: Option<Ipv4Addr>,
+    pub gw: Option<N::Addr>,
     /// Whether the route has the `onlink` flag.
     pub onlink: bool,
     /// The route leaves through the external interface (a direct route), not the VXLAN
@@ -58,29 +58,29 @@ pub struct RouteEntry {
 
 /// What weft owns in the kernel (what weft-net reads, or what should be): the VXLAN device's
 /// entries, and the direct routes on the external interface.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KernelState {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelState<N: PodNet = Ipv4Net> {
     /// Permanent neighbour entries.
-    pub neighs: Vec<NeighEntry>,
+    pub neighs: Vec<NeighEntry<N>>,
     /// FDB entries with a destination.
-    pub fdb: Vec<FdbEntry>,
+    pub fdb: Vec<FdbEntry<N>>,
     /// Routes through the device, and direct routes.
-    pub routes: Vec<RouteEntry>,
+    pub routes: Vec<RouteEntry<N>>,
 }
 
 /// Where weft's entries are in the kernel: the VXLAN device (none with host-gw), and the
 /// external interface, whose routes into the flannel Network are weft's direct routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Owned {
+pub struct Owned<N: PodNet = Ipv4Net> {
     /// The VXLAN device's index.
     pub device: Option<u32>,
     /// The external interface's index, and the flannel Network.
-    pub underlay: Option<(u32, Ipv4Net)>,
+    pub underlay: Option<(u32, N)>,
 }
 
-impl Owned {
+impl<N: PodNet> Owned<N> {
     /// The entries of the VXLAN device `index` alone.
-    pub fn device(index: u32) -> Owned {
+    pub fn device(index: u32) -> Owned<N> {
         Owned {
             device: Some(index),
             underlay: None,
@@ -91,7 +91,7 @@ impl Owned {
     /// entry, if it is weft's: any route out of the VXLAN device, and a route out of the
     /// external interface with a gateway to a subnet strictly inside the flannel Network
     /// (never a route to the whole Network, which no peer's subnet is).
-    pub fn route(&self, oif: u32, r: RouteEntry) -> Option<RouteEntry> {
+    pub fn route(&self, oif: u32, r: RouteEntry<N>) -> Option<RouteEntry<N>> {
         if Some(oif) == self.device {
             return Some(RouteEntry {
                 underlay: false,
@@ -102,7 +102,7 @@ impl Owned {
             Some((index, network))
                 if index == oif
                     && r.gw.is_some()
-                    && network.contains(&r.dst)
+                    && network.contains_net(&r.dst)
                     && r.dst.prefix_len() > network.prefix_len() =>
             {
                 Some(RouteEntry {
@@ -115,7 +115,7 @@ impl Owned {
     }
 
     /// The link a route goes out of.
-    pub fn link_of(&self, r: &RouteEntry) -> Option<u32> {
+    pub fn link_of(&self, r: &RouteEntry<N>) -> Option<u32> {
         if r.underlay {
             self.underlay.map(|(index, _)| index)
         } else {
@@ -126,26 +126,26 @@ impl Owned {
 
 /// One change to the kernel. `Set*` operations are "replace" (create or overwrite).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Op {
+pub enum Op<N: PodNet = Ipv4Net> {
     /// `ip route del <dst> [via <gw>] dev flannel.N` (or `dev <ext>` for a direct route).
-    DelRoute(RouteEntry),
+    DelRoute(RouteEntry<N>),
     /// `bridge fdb del <mac> dev flannel.N dst <dst> self`.
-    DelFdb(FdbEntry),
+    DelFdb(FdbEntry<N>),
     /// `ip neigh del <ip> dev flannel.N`.
-    DelNeigh(NeighEntry),
+    DelNeigh(NeighEntry<N>),
     /// `ip neigh replace <ip> lladdr <mac> dev flannel.N nud permanent`.
-    SetNeigh(NeighEntry),
+    SetNeigh(NeighEntry<N>),
     /// `bridge fdb replace <mac> dev flannel.N dst <dst> self permanent`.
-    SetFdb(FdbEntry),
+    SetFdb(FdbEntry<N>),
     /// `ip route replace <dst> via <gw> dev flannel.N onlink`, or `ip route replace <dst> via <PublicIP> dev <ext>`.
-    SetRoute(RouteEntry),
+    SetRoute(RouteEntry<N>),
 }
 
 /// The peers that are programmed: sorted by subnet, one per subnet (the first given wins).
-fn effective_peers(peers: &[Peer]) -> Vec<Peer> {
-    let mut sorted: Vec<(usize, Peer)> = peers.iter().copied().enumerate().collect();
+fn effective_peers<N: PodNet>(peers: &[Peer<N>]) -> Vec<Peer<N>> {
+    let mut sorted: Vec<(usize, Peer<N>)> = peers.iter().copied().enumerate().collect();
     sorted.sort_by_key(|(index, peer)| (peer.subnet.trunc(), *index));
-    let mut out: Vec<Peer> = Vec::with_capacity(sorted.len());
+    let mut out: Vec<Peer<N>> = Vec::with_capacity(sorted.len());
     for (_, peer) in sorted {
         if out
             .last()
@@ -157,21 +157,21 @@ fn effective_peers(peers: &[Peer]) -> Vec<Peer> {
     out
 }
 
-fn neigh_of(peer: &Peer) -> NeighEntry {
+fn neigh_of<N: PodNet>(peer: &Peer<N>) -> NeighEntry<N> {
     NeighEntry {
         ip: peer.subnet.network(),
         mac: peer.vtep_mac,
     }
 }
 
-fn fdb_of(peer: &Peer) -> FdbEntry {
+fn fdb_of<N: PodNet>(peer: &Peer<N>) -> FdbEntry<N> {
     FdbEntry {
         mac: peer.vtep_mac,
         dst: peer.public_ip,
     }
 }
 
-fn route_of(peer: &Peer) -> RouteEntry {
+fn route_of<N: PodNet>(peer: &Peer<N>) -> RouteEntry<N> {
     if peer.direct {
         RouteEntry {
             dst: peer.subnet.trunc(),
@@ -199,11 +199,11 @@ fn route_of(peer: &Peer) -> RouteEntry {
 ///   single destination per MAC, so two entries would overwrite each other on every sync.
 ///   The other peer's neighbour and route are still programmed; its traffic reaches the first
 ///   peer's host, which is the best a shared MAC allows.
-pub fn desired_state(peers: &[Peer]) -> KernelState {
+pub fn desired_state<N: PodNet>(peers: &[Peer<N>]) -> KernelState<N> {
     desired_from_effective(&effective_peers(peers))
 }
 
-fn desired_from_effective(peers: &[Peer]) -> KernelState {
+fn desired_from_effective<N: PodNet>(peers: &[Peer<N>]) -> KernelState<N> {
     let mut state = KernelState::default();
     let mut neigh_ips = BTreeSet::new();
     let mut fdb_macs = BTreeSet::new();
@@ -241,14 +241,13 @@ fn desired_from_effective(peers: &[Peer]) -> KernelState {
 ///
 /// O((n + m) log(n + m)) for n peers and m kernel entries: sorted vectors and ordered maps,
 /// no linear searches inside loops (at 5,000 peers the earlier quadratic version took 170 ms).
-pub fn diff(desired: &[Peer], actual: &KernelState) -> Vec<Op> {
+pub fn diff<N: PodNet>(desired: &[Peer<N>], actual: &KernelState<N>) -> Vec<Op<N>> {
     let peers = effective_peers(desired);
     let want = desired_from_effective(&peers);
-    let want_routes: BTreeMap<Ipv4Net, RouteEntry> =
-        want.routes.iter().map(|r| (r.dst, *r)).collect();
-    let want_neighs: BTreeMap<Ipv4Addr, NeighEntry> =
+    let want_routes: BTreeMap<N, RouteEntry<N>> = want.routes.iter().map(|r| (r.dst, *r)).collect();
+    let want_neighs: BTreeMap<N::Addr, NeighEntry<N>> =
         want.neighs.iter().map(|n| (n.ip, *n)).collect();
-    let want_fdb: BTreeSet<FdbEntry> = want.fdb.iter().copied().collect();
+    let want_fdb: BTreeSet<FdbEntry<N>> = want.fdb.iter().copied().collect();
     let mut ops = Vec::new();
 
     // Routes keyed by destination (sorted, so one destination's entries are adjacent).
@@ -277,7 +276,7 @@ pub fn diff(desired: &[Peer], actual: &KernelState) -> Vec<Op> {
     );
 
     // Additions and replacements, peer by peer.
-    let mut emitted: BTreeSet<FdbEntry> = BTreeSet::new();
+    let mut emitted: BTreeSet<FdbEntry<N>> = BTreeSet::new();
     for peer in &peers {
         if peer.direct {
             let route = route_of(peer);
@@ -338,14 +337,14 @@ fn sorted_unique<T: Ord + Copy>(items: &[T]) -> Vec<T> {
 /// One entry-level change the kernel announced on the device (a netlink notification,
 /// reduced to what weft owns there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Observed {
+pub enum Observed<N: PodNet = Ipv4Net> {
     /// The neighbour for `ip` is now permanent with `mac` (`Some`), or it is gone or no
     /// longer permanent (`None`). The kernel keeps one neighbour per address.
-    Neigh { ip: Ipv4Addr, mac: Option<MacAddr> },
+    Neigh { ip: N::Addr, mac: Option<MacAddr> },
     /// An FDB entry with a destination appeared (`present`) or vanished.
-    Fdb { entry: FdbEntry, present: bool },
+    Fdb { entry: FdbEntry<N>, present: bool },
     /// A route weft could own (main table, unicast, not a kernel route) appeared or vanished.
-    Route { entry: RouteEntry, present: bool },
+    Route { entry: RouteEntry<N>, present: bool },
 }
 
 /// What weftd believes its device holds: the last full dump, plus its own changes that the
@@ -355,16 +354,36 @@ pub enum Observed {
 /// the echo of its own change (nothing to do) from drift (someone else changed the device:
 /// re-read it). It is never the only truth: any surprise, and a periodic timer, replace it
 /// with a fresh dump.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Programmed {
-    neighs: BTreeMap<Ipv4Addr, MacAddr>,
-    fdb: BTreeSet<FdbEntry>,
-    routes: BTreeSet<RouteEntry>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Programmed<N: PodNet = Ipv4Net> {
+    neighs: BTreeMap<N::Addr, MacAddr>,
+    fdb: BTreeSet<FdbEntry<N>>,
+    routes: BTreeSet<RouteEntry<N>>,
 }
 
-impl Programmed {
+impl<N: PodNet> Default for Programmed<N> {
+    fn default() -> Self {
+        Programmed {
+            neighs: BTreeMap::new(),
+            fdb: BTreeSet::new(),
+            routes: BTreeSet::new(),
+        }
+    }
+}
+
+impl<N: PodNet> Default for KernelState<N> {
+    fn default() -> Self {
+        KernelState {
+            neighs: Vec::new(),
+            fdb: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+impl<N: PodNet> Programmed<N> {
     /// The model of a freshly dumped device.
-    pub fn from_state(state: &KernelState) -> Programmed {
+    pub fn from_state(state: &KernelState<N>) -> Programmed<N> {
         Programmed {
             neighs: state.neighs.iter().map(|n| (n.ip, n.mac)).collect(),
             fdb: state.fdb.iter().copied().collect(),
@@ -373,7 +392,7 @@ impl Programmed {
     }
 
     /// The model as a [`KernelState`] (sorted), for [`diff`].
-    pub fn state(&self) -> KernelState {
+    pub fn state(&self) -> KernelState<N> {
         KernelState {
             neighs: self
                 .neighs
@@ -387,7 +406,7 @@ impl Programmed {
 
     /// Which of the entries `peer` calls for (`"neighbour"`, `"fdb"`, `"route"`) the model
     /// lacks: empty when the peer is fully programmed. O(log n).
-    pub fn missing_for(&self, peer: &Peer) -> Vec<&'static str> {
+    pub fn missing_for(&self, peer: &Peer<N>) -> Vec<&'static str> {
         let mut missing = Vec::new();
         if peer.direct {
             if !self.routes.contains(&route_of(peer)) {
@@ -421,7 +440,7 @@ impl Programmed {
     /// The model's routes to `dst` (usually one). `RouteEntry` orders by `dst` first, so they
     /// are one range of the set: a lookup, not a scan of every route (which made a full pass
     /// over N peers cost O(N²)).
-    fn routes_to(&self, dst: Ipv4Net) -> impl Iterator<Item = &RouteEntry> {
+    fn routes_to(&self, dst: N) -> impl Iterator<Item = &RouteEntry<N>> {
         let first = RouteEntry {
             dst,
             gw: None,
@@ -430,7 +449,7 @@ impl Programmed {
         };
         let last = RouteEntry {
             dst,
-            gw: Some(Ipv4Addr::BROADCAST),
+            gw: Some(N::ADDR_MAX),
             onlink: true,
             underlay: true,
         };
@@ -438,14 +457,14 @@ impl Programmed {
     }
 
     /// The model's FDB entries for `mac` (usually one), as a range like [`Self::routes_to`].
-    fn fdb_of(&self, mac: MacAddr) -> impl Iterator<Item = &FdbEntry> {
+    fn fdb_of(&self, mac: MacAddr) -> impl Iterator<Item = &FdbEntry<N>> {
         let first = FdbEntry {
             mac,
-            dst: Ipv4Addr::UNSPECIFIED,
+            dst: N::ADDR_MIN,
         };
         let last = FdbEntry {
             mac,
-            dst: Ipv4Addr::BROADCAST,
+            dst: N::ADDR_MAX,
         };
         self.fdb.range(first..=last)
     }
@@ -453,7 +472,7 @@ impl Programmed {
     /// Records an operation the kernel acknowledged (or a delete of something already gone),
     /// with the kernel's semantics: a neighbour is keyed by IP, `bridge fdb replace` leaves a
     /// MAC one destination, `ip route replace` leaves a destination one route.
-    pub fn applied(&mut self, op: &Op) {
+    pub fn applied(&mut self, op: &Op<N>) {
         match op {
             Op::SetNeigh(n) => {
                 self.neighs.insert(n.ip, n.mac);
@@ -462,7 +481,7 @@ impl Programmed {
                 self.neighs.remove(&n.ip);
             }
             Op::SetFdb(f) => {
-                let stale: Vec<FdbEntry> = self.fdb_of(f.mac).copied().collect();
+                let stale: Vec<FdbEntry<N>> = self.fdb_of(f.mac).copied().collect();
                 for e in stale {
                     self.fdb.remove(&e);
                 }
@@ -472,7 +491,7 @@ impl Programmed {
                 self.fdb.remove(f);
             }
             Op::SetRoute(r) => {
-                let stale: Vec<RouteEntry> = self.routes_to(r.dst).copied().collect();
+                let stale: Vec<RouteEntry<N>> = self.routes_to(r.dst).copied().collect();
                 for e in stale {
                     self.routes.remove(&e);
                 }
@@ -488,7 +507,7 @@ impl Programmed {
     /// model expected it (the echo of weftd's own change, or a change to something weft does
     /// not own), `false` when the device now differs from the model: drift, so the caller
     /// should re-read the device and repair it.
-    pub fn observe(&mut self, change: &Observed) -> bool {
+    pub fn observe(&mut self, change: &Observed<N>) -> bool {
         match *change {
             Observed::Neigh { ip, mac } => {
                 let before = match mac {
@@ -523,6 +542,7 @@ impl Programmed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn mac(last: u8) -> MacAddr {
         MacAddr([0xaa, 0xbb, 0xcc, 0xdd, 0xee, last])
@@ -1108,7 +1128,7 @@ mod tests {
     fn only_routes_into_the_network_with_a_gateway_on_the_external_interface_are_weft_s() {
         let owned = Owned {
             device: Some(7),
-            underlay: Some((2, "10.244.0.0/16".parse().unwrap())),
+            underlay: Some((2, "10.244.0.0/16".parse::<Ipv4Net>().unwrap())),
         };
         let r = |dst: &str, gw: Option<[u8; 4]>| RouteEntry {
             dst: dst.parse().unwrap(),
@@ -1134,5 +1154,75 @@ mod tests {
         assert_eq!(owned.route(3, r("10.244.2.0/24", via)), None);
         // The device alone owns nothing on the external interface.
         assert_eq!(Owned::device(7).route(2, r("10.244.2.0/24", via)), None);
+    }
+
+    #[test]
+    fn ipv6_peers_get_the_same_entries_and_the_same_diff_as_ipv4() {
+        use ipnet::Ipv6Net;
+        use std::net::Ipv6Addr;
+        let p6 = |k: u16, mac_last: u8| Peer::<Ipv6Net> {
+            subnet: format!("fc00:0:0:{k:x}::/64").parse().unwrap(),
+            public_ip: format!("fd00:250::{k:x}").parse().unwrap(),
+            vtep_mac: mac(mac_last),
+            direct: false,
+        };
+        let peers = [p6(2, 2), p6(3, 3)];
+        let want = desired_state(&peers);
+        assert_eq!(
+            want.neighs[0],
+            NeighEntry {
+                ip: "fc00:0:0:2::".parse::<Ipv6Addr>().unwrap(),
+                mac: mac(2)
+            }
+        );
+        assert_eq!(want.fdb[1].dst, "fd00:250::3".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            want.routes[0],
+            RouteEntry {
+                dst: "fc00:0:0:2::/64".parse().unwrap(),
+                gw: Some("fc00:0:0:2::".parse().unwrap()),
+                onlink: true,
+                underlay: false,
+            }
+        );
+        // Empty kernel: neighbour, FDB, route per peer; applied, nothing is left to do.
+        let ops = diff(&peers, &KernelState::default());
+        assert_eq!(ops.len(), 6);
+        let mut model = Programmed::default();
+        for op in &ops {
+            model.applied(op);
+        }
+        assert!(diff(&peers, &model.state()).is_empty());
+        assert!(model.missing_for(&peers[0]).is_empty());
+        // A peer's new public IP: the FDB entry moves (the range lookup over all-ones v6
+        // addresses finds the old one), the rest stays.
+        let moved = [
+            Peer {
+                public_ip: "fd00:250::99".parse().unwrap(),
+                ..peers[0]
+            },
+            peers[1],
+        ];
+        let ops = diff(&moved, &model.state());
+        assert_eq!(
+            ops,
+            vec![
+                Op::DelFdb(fdb6(2, "fd00:250::2")),
+                Op::SetFdb(fdb6(2, "fd00:250::99")),
+            ]
+        );
+        model.applied(&ops[1]);
+        assert_eq!(
+            model.state().fdb.len(),
+            2,
+            "replace leaves a MAC one destination"
+        );
+
+        fn fdb6(mac_last: u8, dst: &str) -> FdbEntry<Ipv6Net> {
+            FdbEntry {
+                mac: MacAddr([0xaa, 0xbb, 0xcc, 0xdd, 0xee, mac_last]),
+                dst: dst.parse().unwrap(),
+            }
+        }
     }
 }

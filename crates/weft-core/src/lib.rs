@@ -9,6 +9,7 @@
 //! - [`alloc`] — choosing this node's subnet.
 //! - [`peer`] — turning leases into VXLAN peers.
 //! - [`dataplane`] — the desired-vs-actual diff for the VXLAN device.
+//! - [`family`] — IPv4 or IPv6: what the peers and the data plane are generic over.
 //! - [`rules`] — iptables masquerade/forward rules and `iptables-restore` plans.
 //! - [`subnet_env`] — `/run/flannel/subnet.env`.
 //! - [`mac`] — MAC addresses.
@@ -20,6 +21,7 @@ pub mod alloc;
 pub mod clip;
 pub mod config;
 pub mod dataplane;
+pub mod family;
 mod json;
 pub mod lease;
 pub mod lease_watch;

@@ -7,17 +7,18 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use crate::config::{BackendConfig, NetworkConfig};
+use crate::family::PodNet;
 use crate::lease::Lease;
 use crate::mac::MacAddr;
 use crate::subnet::subnet_key;
 
 /// A remote node to program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Peer {
+pub struct Peer<N: PodNet = Ipv4Net> {
     /// The peer's pod subnet.
-    pub subnet: Ipv4Net,
+    pub subnet: N,
     /// Where encapsulated packets go (the FDB `dst`), or the gateway of a direct route.
-    pub public_ip: Ipv4Addr,
+    pub public_ip: N::Addr,
     /// The MAC of the peer's VXLAN device (all zero for a host-gw lease, which has none).
     pub vtep_mac: MacAddr,
     /// Reached by a route via `public_ip` on the external interface, not through VXLAN
