@@ -14,13 +14,13 @@
 //! picks over the whole range. flannel's preferences (a lease carrying our IP, then the
 //! subnet from subnet.env) still come first.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::config::NetworkConfig;
 use crate::lease::{Lease, LeaseAttrs};
-use crate::subnet::{claimed_subnet, parse_subnet_key};
+use crate::subnet::{claimed_subnet, claimed_subnet6, parse_subnet_key_dual};
 
 /// The keys under `<prefix>/subnets/` as the allocator needs them.
 ///
@@ -35,6 +35,8 @@ pub struct Listing {
     pub leases: Vec<Lease>,
     /// Subnets claimed by the other keys (bad value, alias key), never handed out.
     pub claimed: Vec<Ipv4Net>,
+    /// The IPv6 subnets those other keys name, never handed out either.
+    pub claimed6: Vec<Ipv6Net>,
 }
 
 impl Listing {
@@ -43,22 +45,28 @@ impl Listing {
     pub fn from_keys<'a>(keys: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>) -> Listing {
         let mut out = Listing::default();
         for (tail, value) in keys {
-            let lease = parse_subnet_key(tail).ok().and_then(|subnet| {
-                let attrs = LeaseAttrs::parse(value?).ok()?;
-                Some(Lease {
-                    subnet,
-                    attrs: LeaseAttrs {
-                        public_ip: attrs.public_ip,
-                        public_ipv6: None,
-                        backend_type: None,
-                        backend_data: None,
-                        backend_v6_data: None,
-                    },
-                })
-            });
+            let lease = parse_subnet_key_dual(tail)
+                .ok()
+                .and_then(|(subnet, subnet6)| {
+                    let attrs = LeaseAttrs::parse(value?).ok()?;
+                    Some(Lease {
+                        subnet,
+                        subnet6,
+                        attrs: LeaseAttrs {
+                            public_ip: attrs.public_ip,
+                            public_ipv6: None,
+                            backend_type: None,
+                            backend_data: None,
+                            backend_v6_data: None,
+                        },
+                    })
+                });
             match lease {
                 Some(l) => out.leases.push(l),
-                None => out.claimed.extend(claimed_subnet(tail)),
+                None => {
+                    out.claimed.extend(claimed_subnet(tail));
+                    out.claimed6.extend(claimed_subnet6(tail));
+                }
             }
         }
         out
@@ -72,6 +80,9 @@ pub struct AcquirePlan {
     pub delete: Vec<Ipv4Net>,
     /// The subnet to take.
     pub action: AcquireAction,
+    /// With `EnableIPv6`, the IPv6 subnet that goes with it (the reused lease's, or a new
+    /// one); the key is then the dual-stack `<v4>&<v6>` key.
+    pub subnet6: Option<Ipv6Net>,
 }
 
 /// How to take the subnet.
@@ -114,11 +125,32 @@ pub enum AllocError {
         /// The config's SubnetMax.
         subnet_max: Ipv4Addr,
     },
+    /// Every IPv6 subnet between IPv6SubnetMin and IPv6SubnetMax overlaps an existing lease.
+    #[error(
+        "out of IPv6 subnets: all {total} /{subnet_len} subnets of IPv6Network {network} between IPv6SubnetMin {subnet_min} and IPv6SubnetMax {subnet_max} are leased; remove stale leases (weft leases list) or widen IPv6Network/IPv6SubnetLen"
+    )]
+    OutOfIpv6Subnets {
+        /// The config's IPv6Network.
+        network: Ipv6Net,
+        /// The config's IPv6SubnetLen.
+        subnet_len: u8,
+        /// Number of subnets between IPv6SubnetMin and IPv6SubnetMax.
+        total: u128,
+        /// The config's IPv6SubnetMin.
+        subnet_min: Ipv6Addr,
+        /// The config's IPv6SubnetMax.
+        subnet_max: Ipv6Addr,
+    },
     /// The config has IPv4 disabled or no Network.
     #[error(
         "cannot allocate a subnet: the network config has no IPv4 Network (EnableIPv4 is false or Network is missing); weft allocates IPv4 subnets, so set \"EnableIPv4\": true and \"Network\", e.g. \"10.244.0.0/16\""
     )]
     NoIpv4Network,
+    /// `EnableIPv6` without a usable IPv6Network.
+    #[error(
+        "cannot allocate an IPv6 subnet: EnableIPv6 is true but the network config has no usable IPv6Network; set \"IPv6Network\", e.g. \"fc00::/48\""
+    )]
+    NoIpv6Network,
 }
 
 /// Plans how this node gets its subnet, in flannel's order:
@@ -183,16 +215,24 @@ pub fn plan_acquire_excluding(
         .iter()
         .filter(|lease| lease.attrs.public_ip == public_ip)
     {
-        if cfg.contains_subnet(lease.subnet) {
-            reuse = reuse.or(Some(lease.subnet));
+        // flannel's reuse check, with its IPv6 half: with IPv6 on the lease must carry an
+        // IPv6 subnet the config can hand out, with IPv6 off it must carry none.
+        let v6_fits = match (cfg.enable_ipv6, lease.subnet6) {
+            (true, Some(s6)) => cfg.contains_subnet6(s6),
+            (false, None) => true,
+            _ => false,
+        };
+        if cfg.contains_subnet(lease.subnet) && v6_fits {
+            reuse = reuse.or(Some((lease.subnet, lease.subnet6)));
         } else if !delete.contains(&lease.subnet) {
             delete.push(lease.subnet);
         }
     }
-    if let Some(subnet) = reuse {
+    if let Some((subnet, subnet6)) = reuse {
         return Ok(AcquirePlan {
             delete,
             action: AcquireAction::Reuse(subnet),
+            subnet6,
         });
     }
 
@@ -200,7 +240,8 @@ pub fn plan_acquire_excluding(
         leases
             .iter()
             .map(|lease| lease.subnet)
-            .chain(exclude.iter().copied()),
+            .chain(exclude.iter().copied())
+            .map(range),
     );
 
     if let Some(previous) = previous.map(|net| net.trunc())
@@ -210,14 +251,15 @@ pub fn plan_acquire_excluding(
         return Ok(AcquirePlan {
             delete,
             action: AcquireAction::Create(previous),
+            subnet6: None,
         });
     }
 
-    let free = FreeSubnets::new(cfg, &taken);
+    let free = FreeSubnets::new(space_v4(cfg), &taken);
     if free.count() == 0 {
-        let size = cfg.subnet_size();
-        let start = u64::from(u32::from(cfg.subnet_min));
-        let end = u64::from(u32::from(cfg.subnet_max)) + size - 1;
+        let size = u128::from(cfg.subnet_size());
+        let start = u128::from(u32::from(cfg.subnet_min));
+        let end = u128::from(u32::from(cfg.subnet_max)) + size - 1;
         return Err(AllocError::OutOfSubnets {
             network,
             subnet_len: cfg.subnet_len,
@@ -227,17 +269,88 @@ pub fn plan_acquire_excluding(
             subnet_max: cfg.subnet_max,
         });
     }
-    let preferred = preferred_index(public_ip, free.total);
-    let index = if free.is_free(preferred) {
-        preferred
-    } else {
-        free.nth(rng.random_range(0..free.count()))
-    };
-    let subnet = free.subnet(index).ok_or(AllocError::NoIpv4Network)?;
+    let index = free.pick(public_ip, rng);
+    let subnet = subnet_at(cfg, index as u64).ok_or(AllocError::NoIpv4Network)?;
     Ok(AcquirePlan {
         delete,
         action: AcquireAction::Create(subnet),
+        subnet6: None,
     })
+}
+
+/// [`plan_acquire_listed`] for a dual-stack config: the IPv4 plan as flannel makes it, and
+/// with `EnableIPv6` its IPv6 half. A reused lease keeps its IPv6 subnet; a new lease gets
+/// the previous IPv6 subnet from subnet.env (`previous6`) when it fits the config and is
+/// free, else the IPv6 subnet [`preferred_index`] derives from `public_ip` when free, else a
+/// free one chosen uniformly (flannel runs its own first-100 list for IPv6, independently
+/// of IPv4, as here). flannel's etcd mode always allocates IPv4, so IPv6 comes only with it.
+pub fn plan_acquire_dual(
+    cfg: &NetworkConfig,
+    listing: &Listing,
+    public_ip: Ipv4Addr,
+    previous: (Option<Ipv4Net>, Option<Ipv6Net>),
+    exclude: &[Ipv4Net],
+    rng: &mut impl rand::Rng,
+) -> Result<AcquirePlan, AllocError> {
+    let mut plan = plan_acquire_listed(cfg, listing, public_ip, previous.0, exclude, rng)?;
+    if !cfg.enable_ipv6 || matches!(plan.action, AcquireAction::Reuse(_)) {
+        return Ok(plan);
+    }
+    let taken6 = listing
+        .leases
+        .iter()
+        .filter_map(|l| l.subnet6)
+        .chain(listing.claimed6.iter().copied());
+    plan.subnet6 = Some(plan_ipv6_subnet(cfg, taken6, previous.1, public_ip, rng)?);
+    Ok(plan)
+}
+
+/// A free IPv6 subnet for a new lease: `previous6` if it fits and is free, else the one
+/// derived from `public_ip` if free, else a uniformly chosen free one.
+pub fn plan_ipv6_subnet(
+    cfg: &NetworkConfig,
+    taken6: impl Iterator<Item = Ipv6Net>,
+    previous6: Option<Ipv6Net>,
+    public_ip: Ipv4Addr,
+    rng: &mut impl rand::Rng,
+) -> Result<Ipv6Net, AllocError> {
+    let (Some(network), Some(min), Some(max)) =
+        (cfg.ipv6_network, cfg.ipv6_subnet_min, cfg.ipv6_subnet_max)
+    else {
+        return Err(AllocError::NoIpv6Network);
+    };
+    let len = cfg.ipv6_subnet_len;
+    let taken = Taken::new(taken6.map(range6));
+    if let Some(previous) = previous6.map(|net| net.trunc())
+        && cfg.contains_subnet6(previous)
+        && !taken.overlaps(range6(previous))
+    {
+        return Ok(previous);
+    }
+    let size = 1u128
+        .checked_shl(128 - u32::from(len))
+        .ok_or(AllocError::NoIpv6Network)?;
+    let (lo, hi) = (u128::from(min), u128::from(max));
+    let total = if hi < lo { 0 } else { (hi - lo) / size + 1 };
+    let free = FreeSubnets::new(
+        Space {
+            min: lo,
+            size,
+            total,
+        },
+        &taken,
+    );
+    if free.count() == 0 {
+        return Err(AllocError::OutOfIpv6Subnets {
+            network,
+            subnet_len: len,
+            total,
+            subnet_min: min,
+            subnet_max: max,
+        });
+    }
+    let index = free.pick(public_ip, rng);
+    Ipv6Net::new(Ipv6Addr::from(lo + index * size), len).map_err(|_| AllocError::NoIpv6Network)
 }
 
 /// The subnet a node with `public_ip` tries first when it has no lease and no usable
@@ -286,24 +399,37 @@ fn subnet_at(cfg: &NetworkConfig, index: u64) -> Option<Ipv4Net> {
     Ipv4Net::new(Ipv4Addr::from(addr), cfg.subnet_len).ok()
 }
 
-/// The free subnets between SubnetMin and SubnetMax as index intervals, without listing them
-/// (a /0 network with /30 subnets has 2^30 candidates).
-struct FreeSubnets<'a> {
-    cfg: &'a NetworkConfig,
-    /// Number of candidate subnets, SubnetMin..=SubnetMax.
-    total: u64,
-    /// Sorted, disjoint, inclusive index intervals of candidates overlapping a taken range.
-    blocked: Vec<(u64, u64)>,
+/// The candidate subnets of one family: `total` subnets of `size` addresses from `min`.
+#[derive(Debug, Clone, Copy)]
+struct Space {
+    min: u128,
+    size: u128,
+    total: u128,
 }
 
-impl<'a> FreeSubnets<'a> {
-    fn new(cfg: &'a NetworkConfig, taken: &Taken) -> FreeSubnets<'a> {
-        let total = cfg.subnet_count();
-        let size = cfg.subnet_size();
-        let min = u64::from(u32::from(cfg.subnet_min));
-        let mut blocked: Vec<(u64, u64)> = Vec::new();
-        if total > 0 {
-            let last = min + total * size - 1;
+/// The IPv4 candidates of `cfg`, SubnetMin..=SubnetMax.
+fn space_v4(cfg: &NetworkConfig) -> Space {
+    Space {
+        min: u128::from(u32::from(cfg.subnet_min)),
+        size: u128::from(cfg.subnet_size()),
+        total: u128::from(cfg.subnet_count()),
+    }
+}
+
+/// The free subnets of a [`Space`] as index intervals, without listing them (a /0 network
+/// with /30 subnets has 2^30 candidates, an IPv6 /48 with /64 subnets 2^16, a /0 2^64).
+struct FreeSubnets {
+    space: Space,
+    /// Sorted, disjoint, inclusive index intervals of candidates overlapping a taken range.
+    blocked: Vec<(u128, u128)>,
+}
+
+impl FreeSubnets {
+    fn new(space: Space, taken: &Taken) -> FreeSubnets {
+        let Space { min, size, total } = space;
+        let mut blocked: Vec<(u128, u128)> = Vec::new();
+        if total > 0 && size > 0 {
+            let last = min + (total * size - 1);
             for &(start, end) in &taken.ranges {
                 if end < min || start > last {
                     continue;
@@ -317,19 +443,20 @@ impl<'a> FreeSubnets<'a> {
                 }
             }
         }
-        FreeSubnets {
-            cfg,
-            total,
-            blocked,
-        }
+        FreeSubnets { space, blocked }
     }
 
-    fn count(&self) -> u64 {
-        self.total - self.blocked.iter().map(|(lo, hi)| hi - lo + 1).sum::<u64>()
+    fn count(&self) -> u128 {
+        self.space.total
+            - self
+                .blocked
+                .iter()
+                .map(|(lo, hi)| hi - lo + 1)
+                .sum::<u128>()
     }
 
-    fn is_free(&self, index: u64) -> bool {
-        index < self.total
+    fn is_free(&self, index: u128) -> bool {
+        index < self.space.total
             && !self
                 .blocked
                 .iter()
@@ -337,7 +464,7 @@ impl<'a> FreeSubnets<'a> {
     }
 
     /// Index of the `n`-th free candidate (0-based, ascending); `n` < [`Self::count`].
-    fn nth(&self, mut n: u64) -> u64 {
+    fn nth(&self, mut n: u128) -> u128 {
         let mut next = 0;
         for &(lo, hi) in &self.blocked {
             let gap = lo - next;
@@ -350,39 +477,50 @@ impl<'a> FreeSubnets<'a> {
         next + n
     }
 
-    fn subnet(&self, index: u64) -> Option<Ipv4Net> {
-        subnet_at(self.cfg, index)
+    /// The candidate for a node with `public_ip` ([`preferred_index`]) if it is free, else
+    /// one of the free candidates, uniformly. Needs [`Self::count`] > 0.
+    fn pick(&self, public_ip: Ipv4Addr, rng: &mut impl rand::Rng) -> u128 {
+        let total = u64::try_from(self.space.total).unwrap_or(u64::MAX);
+        let preferred = u128::from(preferred_index(public_ip, total));
+        if self.is_free(preferred) {
+            preferred
+        } else {
+            self.nth(rng.random_range(0..self.count()))
+        }
     }
 
-    /// Every free subnet in ascending order (tests only: may be huge).
+    /// Every free candidate index in ascending order (tests only: may be huge).
     #[cfg(test)]
-    fn all(&self) -> Vec<Ipv4Net> {
-        (0..self.count())
-            .filter_map(|n| self.subnet(self.nth(n)))
-            .collect()
+    fn all(&self) -> Vec<u128> {
+        (0..self.count()).map(|n| self.nth(n)).collect()
     }
 }
 
-/// Address range of a subnet as inclusive u64 bounds.
-fn range(net: Ipv4Net) -> (u64, u64) {
+/// Address range of a subnet as inclusive bounds.
+fn range(net: Ipv4Net) -> (u128, u128) {
     (
-        u64::from(u32::from(net.network())),
-        u64::from(u32::from(net.broadcast())),
+        u128::from(u32::from(net.network())),
+        u128::from(u32::from(net.broadcast())),
     )
+}
+
+/// Address range of an IPv6 subnet as inclusive bounds.
+fn range6(net: Ipv6Net) -> (u128, u128) {
+    (u128::from(net.network()), u128::from(net.broadcast()))
 }
 
 /// Taken address ranges: sorted, merged, plus the original subnets for counting.
 struct Taken {
-    ranges: Vec<(u64, u64)>,
-    subnets: Vec<(u64, u64)>,
+    ranges: Vec<(u128, u128)>,
+    subnets: Vec<(u128, u128)>,
 }
 
 impl Taken {
-    fn new(subnets: impl Iterator<Item = Ipv4Net>) -> Taken {
-        let subnets: Vec<(u64, u64)> = subnets.map(range).collect();
+    fn new(subnets: impl Iterator<Item = (u128, u128)>) -> Taken {
+        let subnets: Vec<(u128, u128)> = subnets.collect();
         let mut sorted = subnets.clone();
         sorted.sort_unstable();
-        let mut ranges: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
+        let mut ranges: Vec<(u128, u128)> = Vec::with_capacity(sorted.len());
         for (start, end) in sorted {
             match ranges.last_mut() {
                 Some((_, last_end)) if start <= *last_end + 1 => *last_end = (*last_end).max(end),
@@ -392,11 +530,11 @@ impl Taken {
         Taken { ranges, subnets }
     }
 
-    fn overlaps(&self, (start, end): (u64, u64)) -> bool {
+    fn overlaps(&self, (start, end): (u128, u128)) -> bool {
         self.ranges.iter().any(|(s, e)| *s <= end && start <= *e)
     }
 
-    fn count_overlapping(&self, (start, end): (u64, u64)) -> u64 {
+    fn count_overlapping(&self, (start, end): (u128, u128)) -> u64 {
         self.subnets
             .iter()
             .filter(|(s, e)| *s <= end && start <= *e)
@@ -429,6 +567,7 @@ mod tests {
 
     fn lease(subnet: &str, ip: Ipv4Addr) -> Lease {
         Lease {
+            subnet6: None,
             subnet: net(subnet),
             attrs: LeaseAttrs::vxlan(ip, 1, MacAddr([2, 0, 0, 0, 0, 1])),
         }
@@ -456,6 +595,7 @@ mod tests {
         assert_eq!(
             our_plan(&leases, Some("10.244.9.0/24")),
             AcquirePlan {
+                subnet6: None,
                 delete: vec![],
                 action: AcquireAction::Reuse(net("10.244.7.0/24")),
             }
@@ -473,6 +613,7 @@ mod tests {
         assert_eq!(
             our_plan(&leases, Some("10.244.9.0/24")),
             AcquirePlan {
+                subnet6: None,
                 delete: vec![net("10.244.7.0/25"), net("10.244.0.0/24")],
                 action: AcquireAction::Create(net("10.244.9.0/24")),
             }
@@ -490,6 +631,7 @@ mod tests {
         assert_eq!(
             our_plan(&leases, None),
             AcquirePlan {
+                subnet6: None,
                 delete: vec![net("10.245.0.0/24"), net("10.244.8.0/26")],
                 action: AcquireAction::Reuse(net("10.244.4.0/24")),
             }
@@ -502,6 +644,7 @@ mod tests {
         assert_eq!(
             our_plan(&leases, Some("10.244.9.0/24")),
             AcquirePlan {
+                subnet6: None,
                 delete: vec![],
                 action: AcquireAction::Create(net("10.244.9.0/24")),
             }
@@ -536,7 +679,14 @@ mod tests {
     }
 
     fn free_of(cfg: &NetworkConfig, leases: &[Lease]) -> Vec<Ipv4Net> {
-        FreeSubnets::new(cfg, &Taken::new(leases.iter().map(|l| l.subnet))).all()
+        FreeSubnets::new(
+            space_v4(cfg),
+            &Taken::new(leases.iter().map(|l| range(l.subnet))),
+        )
+        .all()
+        .into_iter()
+        .filter_map(|i| subnet_at(cfg, i as u64))
+        .collect()
     }
 
     fn picked(plan: AcquirePlan) -> Ipv4Net {
@@ -793,7 +943,7 @@ mod tests {
         let preferred = preferred_subnet(&cfg, OURS).unwrap();
         let garbage: Vec<String> = (10..=19u8)
             .map(|i| format!("10.244.{i}.0-24"))
-            .filter(|k| parse_subnet_key(k).unwrap() != net("10.244.13.0/24"))
+            .filter(|k| parse_subnet_key_dual(k).map(|(n, _)| n).unwrap() != net("10.244.13.0/24"))
             .collect();
         let values: Vec<&[u8]> = vec![
             b"{not json",
@@ -873,8 +1023,14 @@ mod tests {
     fn huge_network_allocates_quickly() {
         let cfg = cfg(r#"{"Network":"0.0.0.0/0","SubnetLen":30}"#);
         let leases = [lease("0.0.0.0/1", other(1))];
-        let free = FreeSubnets::new(&cfg, &Taken::new(leases.iter().map(|l| l.subnet)));
-        assert_eq!(free.subnet(free.nth(0)), Some(net("128.0.0.0/30")));
+        let free = FreeSubnets::new(
+            space_v4(&cfg),
+            &Taken::new(leases.iter().map(|l| range(l.subnet))),
+        );
+        assert_eq!(
+            subnet_at(&cfg, free.nth(0) as u64),
+            Some(net("128.0.0.0/30"))
+        );
         assert_eq!(free.count(), 1 << 29);
         for seed in 0..100 {
             let got = picked(
@@ -889,5 +1045,221 @@ mod tests {
             );
             assert!(got.addr() >= Ipv4Addr::new(128, 0, 0, 0), "{got}");
         }
+    }
+
+    fn dual_cfg() -> NetworkConfig {
+        cfg(
+            r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}"#,
+        )
+    }
+
+    fn dual_listing(keys: &[(&str, Ipv4Addr)]) -> Listing {
+        let values: Vec<String> = keys
+            .iter()
+            .map(|(_, ip)| LeaseAttrs::vxlan(*ip, 1, MacAddr([2, 0, 0, 0, 0, 1])).to_json())
+            .collect();
+        Listing::from_keys(
+            keys.iter()
+                .zip(&values)
+                .map(|((k, _), v)| (*k, Some(v.as_bytes()))),
+        )
+    }
+
+    fn net6(s: &str) -> Ipv6Net {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_dual_stack_node_gets_both_subnets_and_flannels_dual_key() {
+        let cfg = dual_cfg();
+        let listing = dual_listing(&[("10.244.1.0-24&fc00:0:0:1::-64", other(1))]);
+        assert_eq!(listing.leases[0].subnet6, Some(net6("fc00:0:0:1::/64")));
+        for seed in 0..50 {
+            let plan = plan_acquire_dual(
+                &cfg,
+                &listing,
+                OURS,
+                (None, None),
+                &[],
+                &mut StdRng::seed_from_u64(seed),
+            )
+            .unwrap();
+            let v4 = picked(plan.clone());
+            let v6 = plan.subnet6.unwrap();
+            assert_ne!(v4, net("10.244.1.0/24"));
+            assert_ne!(
+                v6,
+                net6("fc00:0:0:1::/64"),
+                "a taken IPv6 subnet is never handed out"
+            );
+            assert_eq!(v6.prefix_len(), 64);
+            assert!(cfg.contains_subnet6(v6), "{v6}");
+            let lease = Lease {
+                subnet: v4,
+                subnet6: Some(v6),
+                attrs: LeaseAttrs::host_gw(OURS),
+            };
+            assert!(lease.key().contains('&'));
+            assert_eq!(
+                crate::subnet::parse_subnet_key_dual(&lease.key()).unwrap(),
+                (v4, Some(v6))
+            );
+        }
+        // The same node asks again: the same IPv6 subnet (derived from its IP), not random.
+        let a = plan_acquire_dual(
+            &cfg,
+            &listing,
+            OURS,
+            (None, None),
+            &[],
+            &mut StdRng::seed_from_u64(1),
+        );
+        let b = plan_acquire_dual(
+            &cfg,
+            &listing,
+            OURS,
+            (None, None),
+            &[],
+            &mut StdRng::seed_from_u64(2),
+        );
+        assert_eq!(a.unwrap().subnet6, b.unwrap().subnet6);
+    }
+
+    #[test]
+    fn a_dual_lease_with_our_ip_is_reused_whole_and_a_v4_only_one_is_replaced() {
+        let cfg = dual_cfg();
+        let listing = dual_listing(&[("10.244.7.0-24&fc00:0:0:7::-64", OURS)]);
+        let plan = plan_acquire_dual(
+            &cfg,
+            &listing,
+            OURS,
+            (None, None),
+            &[],
+            &mut StdRng::seed_from_u64(0),
+        )
+        .unwrap();
+        assert_eq!(plan.action, AcquireAction::Reuse(net("10.244.7.0/24")));
+        assert_eq!(plan.subnet6, Some(net6("fc00:0:0:7::/64")));
+        assert!(plan.delete.is_empty());
+
+        // Our IPv4-only lease from before IPv6 was turned on: deleted, a dual one created
+        // (flannel's reuse check asks for a v6 subnet when IPv6 is on).
+        let listing = dual_listing(&[("10.244.7.0-24", OURS)]);
+        let plan = plan_acquire_dual(
+            &cfg,
+            &listing,
+            OURS,
+            (None, None),
+            &[],
+            &mut StdRng::seed_from_u64(0),
+        )
+        .unwrap();
+        assert_eq!(plan.delete, vec![net("10.244.7.0/24")]);
+        assert!(matches!(plan.action, AcquireAction::Create(_)));
+        assert!(plan.subnet6.is_some());
+
+        // And the other way: IPv6 turned off, our dual lease is not reused.
+        let v4_only = default_cfg();
+        let listing = dual_listing(&[("10.244.7.0-24&fc00:0:0:7::-64", OURS)]);
+        let plan = plan_acquire_dual(
+            &v4_only,
+            &listing,
+            OURS,
+            (None, None),
+            &[],
+            &mut StdRng::seed_from_u64(0),
+        )
+        .unwrap();
+        assert_eq!(plan.delete, vec![net("10.244.7.0/24")]);
+        assert_eq!(plan.subnet6, None);
+    }
+
+    #[test]
+    fn the_previous_ipv6_subnet_is_taken_back_when_free_and_fitting() {
+        let cfg = dual_cfg();
+        let listing = dual_listing(&[("10.244.1.0-24&fc00:0:0:1::-64", other(1))]);
+        let prev = (Some(net("10.244.9.0/24")), Some(net6("fc00:0:0:9::1/64")));
+        let plan = plan_acquire_dual(
+            &cfg,
+            &listing,
+            OURS,
+            prev,
+            &[],
+            &mut StdRng::seed_from_u64(0),
+        )
+        .unwrap();
+        assert_eq!(plan.action, AcquireAction::Create(net("10.244.9.0/24")));
+        assert_eq!(plan.subnet6, Some(net6("fc00:0:0:9::/64")));
+        // Taken by another node, or outside IPv6Network: not taken back.
+        for bad in ["fc00:0:0:1::/64", "fd00:0:0:9::/64", "fc00:0:0:9::/80"] {
+            let prev = (None, Some(net6(bad)));
+            let plan = plan_acquire_dual(
+                &cfg,
+                &listing,
+                OURS,
+                prev,
+                &[],
+                &mut StdRng::seed_from_u64(0),
+            )
+            .unwrap();
+            assert_ne!(plan.subnet6, Some(net6(bad).trunc()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_garbage_dual_key_still_keeps_its_ipv6_subnet_and_a_full_v6_range_is_an_error() {
+        // /124 IPv6Network with /126 subnets: 4 candidates, min..max = the 2nd to the last.
+        let cfg = cfg(
+            r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/124","Backend":{"Type":"vxlan"}}"#,
+        );
+        let all: Vec<Ipv6Net> = (0..4u128)
+            .map(|i| {
+                Ipv6Net::new(
+                    Ipv6Addr::from(u128::from(net6("fc00::/124").network()) + i * 4),
+                    126,
+                )
+                .unwrap()
+            })
+            .filter(|n| cfg.contains_subnet6(*n))
+            .collect();
+        assert!(!all.is_empty());
+        let mut keys: Vec<(String, Vec<u8>)> = all
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    format!("10.244.{}.0-24&{}-126", i + 1, n.addr()),
+                    b"not json".to_vec(),
+                )
+            })
+            .collect();
+        let listing =
+            Listing::from_keys(keys.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice()))));
+        assert_eq!(listing.claimed6, all);
+        let err = plan_acquire_dual(
+            &cfg,
+            &listing,
+            OURS,
+            (None, None),
+            &[],
+            &mut StdRng::seed_from_u64(0),
+        )
+        .unwrap_err();
+        assert!(matches!(err, AllocError::OutOfIpv6Subnets { .. }), "{err}");
+        assert!(err.to_string().contains("IPv6SubnetLen"), "{err}");
+        // One freed: exactly that one is handed out.
+        keys.pop();
+        let listing =
+            Listing::from_keys(keys.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice()))));
+        let plan = plan_acquire_dual(
+            &cfg,
+            &listing,
+            OURS,
+            (None, None),
+            &[],
+            &mut StdRng::seed_from_u64(0),
+        )
+        .unwrap();
+        assert_eq!(plan.subnet6, all.last().copied());
     }
 }

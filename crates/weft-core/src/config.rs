@@ -556,6 +556,24 @@ impl NetworkConfig {
         (max - min) / size + 1
     }
 
+    /// The IPv6 counterpart of [`Self::contains_subnet`]: a masked subnet inside
+    /// `IPv6Network` with prefix `IPv6SubnetLen`, between `IPv6SubnetMin` and `IPv6SubnetMax`.
+    pub fn contains_subnet6(&self, s: Ipv6Net) -> bool {
+        let (Some(network), Some(min), Some(max)) = (
+            self.ipv6_network,
+            self.ipv6_subnet_min,
+            self.ipv6_subnet_max,
+        ) else {
+            return false;
+        };
+        self.enable_ipv6
+            && s.prefix_len() == self.ipv6_subnet_len
+            && s.addr() == s.network()
+            && network.contains(&s)
+            && min <= s.addr()
+            && s.addr() <= max
+    }
+
     /// True when `s` is a subnet this config can hand out: a masked subnet inside `Network`
     /// with prefix `SubnetLen`, between `SubnetMin` and `SubnetMax` (flannel's reuse check).
     pub fn contains_subnet(&self, s: Ipv4Net) -> bool {

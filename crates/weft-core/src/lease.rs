@@ -2,7 +2,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
@@ -11,7 +11,7 @@ use crate::json::{
     Json, MAX_DOCUMENT_BYTES, value_get, value_kind, write_go_string, write_go_value,
 };
 use crate::mac::MacAddr;
-use crate::subnet::subnet_key;
+use crate::subnet::subnet_key_dual;
 
 /// Largest lease value accepted, in bytes.
 pub const MAX_LEASE_BYTES: usize = MAX_DOCUMENT_BYTES;
@@ -389,14 +389,17 @@ impl<'de> Deserialize<'de> for VxlanBackendData {
 pub struct Lease {
     /// The leased subnet.
     pub subnet: Ipv4Net,
+    /// The IPv6 subnet of a dual-stack lease (its key is `<v4>&<v6>`).
+    pub subnet6: Option<Ipv6Net>,
     /// The published attributes.
     pub attrs: LeaseAttrs,
 }
 
 impl Lease {
-    /// The key tail of this lease, e.g. `10.244.1.0-24`.
+    /// The key tail of this lease, e.g. `10.244.1.0-24` (`10.244.1.0-24&fc00:0:0:1::-64`
+    /// for a dual-stack lease).
     pub fn key(&self) -> String {
-        subnet_key(self.subnet)
+        subnet_key_dual(self.subnet, self.subnet6)
     }
 }
 
@@ -618,6 +621,7 @@ mod tests {
     #[test]
     fn lease_key() {
         let lease = Lease {
+            subnet6: None,
             subnet: "10.244.3.0/24".parse().unwrap(),
             attrs: LeaseAttrs::vxlan(Ipv4Addr::new(10, 0, 0, 1), 1, mac("aa:bb:cc:dd:ee:01")),
         };

@@ -261,6 +261,7 @@ mod tests {
 
     fn lease(subnet: &str, ip: [u8; 4], mac_text: &str) -> Lease {
         Lease {
+            subnet6: None,
             subnet: net(subnet),
             attrs: LeaseAttrs::vxlan(Ipv4Addr::from(ip), 1, mac(mac_text)),
         }
@@ -363,6 +364,7 @@ mod tests {
             Ipv4Addr::from(ip)
         );
         Lease {
+            subnet6: None,
             subnet: net(subnet),
             attrs: LeaseAttrs::parse(value.as_bytes()).unwrap(),
         }
@@ -541,6 +543,7 @@ mod tests {
             &["overlaps"],
         );
         let host_bits = Lease {
+            subnet6: None,
             subnet: Ipv4Net::new(Ipv4Addr::new(10, 244, 2, 7), 24).unwrap(),
             attrs: LeaseAttrs::vxlan(Ipv4Addr::from(ip), 1, mac(good_mac)),
         };

@@ -51,7 +51,11 @@ pub fn parse_entry(cfg: &NetworkConfig, subnet: Result<Ipv4Net, String>, value: 
     let lease = match subnet {
         Err(why) => return Entry::Skip { why, reject: true },
         Ok(subnet) => match LeaseAttrs::parse(value) {
-            Ok(attrs) => Lease { subnet, attrs },
+            Ok(attrs) => Lease {
+                subnet,
+                subnet6: None,
+                attrs,
+            },
             Err(e) => {
                 return Entry::Skip {
                     why: e.to_string(),

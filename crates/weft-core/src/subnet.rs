@@ -96,6 +96,17 @@ pub fn parse_subnet_key_dual(s: &str) -> Result<(Ipv4Net, Option<Ipv6Net>), KeyE
     Ok((net, net6))
 }
 
+/// The IPv6 subnet a dual-stack key claims (`…&fc00:0:0:1::-64`), canonical or not, for the
+/// allocator; None when the key names none.
+pub fn claimed_subnet6(s: &str) -> Option<Ipv6Net> {
+    let (_, v6) = s.split_once('&')?;
+    let (addr, len) = v6.trim().rsplit_once('-')?;
+    let len: u8 = len.parse().ok().filter(|l| *l <= 128)?;
+    Ipv6Net::new(addr.parse().ok()?, len)
+        .ok()
+        .map(|n| n.trunc())
+}
+
 /// The subnet a key under `<prefix>/subnets/` claims, canonical or not, for the allocator:
 /// any key that names a subnet, even as an alias (`10.244.2.0-024`), with host bits set or
 /// with junk in front (flannel's key regex is not anchored at the start, so flanneld reads

@@ -574,7 +574,15 @@ fn vxlan_value(ip: &str, vni: u32, mac: &str) -> String {
 fn peer_of(key: &str, value: &[u8]) -> Result<Peer, String> {
     let (subnet, _) = parse_subnet_key_dual(key).map_err(|e| e.to_string())?;
     let attrs = LeaseAttrs::parse(value).map_err(|e| e.to_string())?;
-    match classify_lease(&cfg(), Some(own()), &Lease { subnet, attrs }) {
+    match classify_lease(
+        &cfg(),
+        Some(own()),
+        &Lease {
+            subnet6: None,
+            subnet,
+            attrs,
+        },
+    ) {
         PeerVerdict::Peer(p) => Ok(p),
         PeerVerdict::Ignore(why) | PeerVerdict::Reject(why) => Err(why),
     }

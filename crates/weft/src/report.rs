@@ -347,6 +347,7 @@ fn base_row(cfg: Option<&NetworkConfig>, input: LeaseInput) -> (Row, Option<Leas
                 None,
                 &Lease {
                     subnet,
+                    subnet6: None,
                     attrs: attrs.clone(),
                 },
             )

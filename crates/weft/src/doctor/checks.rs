@@ -163,7 +163,11 @@ impl Derived {
                 .filter_map(|l| {
                     let subnet = *l.subnet.as_ref().ok()?;
                     let attrs = LeaseAttrs::parse(&l.value).ok()?;
-                    Some(Lease { subnet, attrs })
+                    Some(Lease {
+                        subnet,
+                        subnet6: None,
+                        attrs,
+                    })
                 })
                 .collect()
         });
