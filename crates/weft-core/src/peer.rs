@@ -4,13 +4,13 @@
 
 use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::config::{BackendConfig, NetworkConfig};
 use crate::family::PodNet;
 use crate::lease::Lease;
 use crate::mac::MacAddr;
-use crate::subnet::subnet_key;
+use crate::subnet::{subnet_key, subnet_key_dual};
 
 /// A remote node to program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,9 +28,9 @@ pub struct Peer<N: PodNet = Ipv4Net> {
 
 /// What to do with one lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerVerdict {
+pub enum PeerVerdict<N: PodNet = Ipv4Net> {
     /// Program it.
-    Peer(Peer),
+    Peer(Peer<N>),
     /// Not ours to program (our own lease, another backend): worth a debug log only.
     Ignore(String),
     /// Malformed or hostile: programming it could break routing, so warn and skip it.
@@ -153,6 +153,116 @@ pub fn classify_lease(cfg: &NetworkConfig, own: Option<Ipv4Net>, lease: &Lease) 
         public_ip: ip,
         vtep_mac: mac,
         direct: matches!(cfg.backend, BackendConfig::HostGw),
+    })
+}
+
+/// The IPv6 half of [`classify_lease`] for a dual-stack node: whether the lease's IPv6 subnet
+/// becomes a peer on `flannel-v6.<VNI>`.
+///
+/// flannel programs the IPv6 half of a vxlan lease from its `BackendV6Data` and `PublicIPv6`
+/// when the lease has an IPv6 subnet. weft refuses, as for IPv4, an IPv6 subnet outside
+/// `IPv6Network`, of another length, overlapping `own6`, a VNI other than ours, a VtepMAC that
+/// is not unicast, and a `PublicIPv6` that cannot be a node's (unspecified, loopback,
+/// multicast, link-local: a VXLAN destination needs a routable address). An IPv4-only lease
+/// (a node without IPv6) is ignored: its IPv4 half is still a peer.
+pub fn classify_lease6(
+    cfg: &NetworkConfig,
+    own6: Option<Ipv6Net>,
+    lease: &Lease,
+) -> PeerVerdict<Ipv6Net> {
+    let key = subnet_key_dual(lease.subnet, lease.subnet6);
+    let Some(subnet) = lease.subnet6 else {
+        return PeerVerdict::Ignore(format!(
+            "lease {key} has no IPv6 subnet (that node runs IPv4 only): no IPv6 peer"
+        ));
+    };
+    let (true, Some(network)) = (cfg.enable_ipv6, cfg.ipv6_network) else {
+        return PeerVerdict::Ignore(format!(
+            "lease {key}: this node's config has IPv6 off, so its IPv6 subnet is not programmed"
+        ));
+    };
+    if own6 == Some(subnet) {
+        return PeerVerdict::Ignore(format!("lease {key} is this node's own subnet"));
+    }
+    let Some(vxlan) = cfg.vxlan() else {
+        return PeerVerdict::Ignore(format!(
+            "lease {key}: weft programs IPv6 peers with the vxlan backend only"
+        ));
+    };
+    if lease.attrs.backend_type.as_deref() != Some("vxlan") {
+        return PeerVerdict::Ignore(format!(
+            "lease {key} has BackendType {:?}, not \"vxlan\": it belongs to another backend",
+            lease.attrs.backend_type.as_deref().unwrap_or("")
+        ));
+    }
+    if subnet.addr() != subnet.network() {
+        return PeerVerdict::Reject(format!(
+            "lease {key}: IPv6 subnet {subnet} has host bits set; delete the key"
+        ));
+    }
+    if !network.contains(&subnet) {
+        return PeerVerdict::Reject(format!(
+            "lease {key}: IPv6 subnet {subnet} is outside IPv6Network {network}; delete the key or fix the node's config"
+        ));
+    }
+    if let Some(own6) = own6
+        && (own6.contains(&subnet) || subnet.contains(&own6))
+    {
+        return PeerVerdict::Reject(format!(
+            "lease {key}: IPv6 subnet {subnet} overlaps this node's IPv6 subnet {own6}; delete the stale lease"
+        ));
+    }
+    if subnet.prefix_len() != cfg.ipv6_subnet_len {
+        return PeerVerdict::Reject(format!(
+            "lease {key}: IPv6 subnet {subnet} is a /{} but IPv6SubnetLen is {}; delete the key or align the node's config",
+            subnet.prefix_len(),
+            cfg.ipv6_subnet_len
+        ));
+    }
+    let data = match lease.attrs.vxlan_v6_data() {
+        Ok(data) => data,
+        Err(err) => return PeerVerdict::Reject(format!("lease {key}: {err}")),
+    };
+    if data.vni != vxlan.vni {
+        return PeerVerdict::Reject(format!(
+            "lease {key}: VNI mismatch in BackendV6Data: the lease has VNI {} but this node uses VNI {}; every node must use the same Backend.VNI",
+            data.vni, vxlan.vni
+        ));
+    }
+    let mac = data.vtep_mac;
+    if mac.is_zero() || mac.is_multicast() {
+        return PeerVerdict::Reject(format!(
+            "lease {key}: the IPv6 VtepMAC {mac} is not a unicast address, so it cannot be a VXLAN endpoint; restart weftd/flanneld on that node"
+        ));
+    }
+    let Some(ip) = lease.attrs.public_ipv6 else {
+        return PeerVerdict::Reject(format!(
+            "lease {key}: PublicIPv6 is null but the lease has an IPv6 subnet; set --public-ipv6 (or give the interface an IPv6 address) on that node"
+        ));
+    };
+    let bad = if ip.is_unspecified() {
+        Some("an unspecified")
+    } else if ip.is_loopback() {
+        Some("a loopback")
+    } else if ip.is_multicast() {
+        Some("a multicast")
+    } else if ip.is_unicast_link_local() {
+        Some("a link-local")
+    } else if ip.to_ipv4_mapped().is_some() {
+        Some("an IPv4-mapped")
+    } else {
+        None
+    };
+    if let Some(kind) = bad {
+        return PeerVerdict::Reject(format!(
+            "lease {key}: PublicIPv6 {ip} is {kind} address, not a routable node address; set --public-ipv6 (or the interface) on that node"
+        ));
+    }
+    PeerVerdict::Peer(Peer {
+        subnet,
+        public_ip: ip,
+        vtep_mac: mac,
+        direct: false,
     })
 }
 
