@@ -137,7 +137,7 @@ impl PeerTable {
     /// The IPv6 peers to program on `flannel-v6.<VNI>` (all through VXLAN), plus notices for
     /// verdicts that changed since last time.
     pub fn peers6(&mut self, own6: Option<Ipv6Net>) -> (Vec<Peer<Ipv6Net>>, Vec<Notice>) {
-        judge_all(&self.entries6, &mut self.last_notice6, own6, |p| Ok(p))
+        judge_all(&self.entries6, &mut self.last_notice6, own6, Ok)
     }
 
     pub fn delete(&mut self, key: &str) {
