@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::clip::clip;
+use crate::family::PodNet;
 use crate::subnet::{first_host, first_host_v6};
 
 const FIX: &str = "weftd (or flanneld) writes this file once the node holds a lease: correct or remove the line, or delete the file and restart weftd";
@@ -270,7 +271,18 @@ pub fn previous_network(text: &str) -> Option<Ipv4Net> {
     previous_value(text, "FLANNEL_NETWORK")
 }
 
-fn previous_value(text: &str, wanted: &str) -> Option<Ipv4Net> {
+/// The node's previous IPv6 subnet (`FLANNEL_IPV6_SUBNET`, masked), with the same tolerance
+/// as [`previous_subnet`]: for a dual-stack node taking its IPv6 subnet back.
+pub fn previous_subnet6(text: &str) -> Option<Ipv6Net> {
+    previous_value(text, "FLANNEL_IPV6_SUBNET")
+}
+
+/// The previous `FLANNEL_IPV6_NETWORK`, as [`previous_network`].
+pub fn previous_network6(text: &str) -> Option<Ipv6Net> {
+    previous_value(text, "FLANNEL_IPV6_NETWORK")
+}
+
+fn previous_value<N: PodNet>(text: &str, wanted: &str) -> Option<N> {
     let value = entries(text)
         .filter_map(Result::ok)
         .filter(|entry| entry.key == wanted)
@@ -281,7 +293,7 @@ fn previous_value(text: &str, wanted: &str) -> Option<Ipv4Net> {
     if cidrs.next().is_some() {
         return None;
     }
-    first.parse::<Ipv4Net>().ok().map(|net| net.trunc())
+    first.parse::<N>().ok().map(|net| net.trunc())
 }
 
 struct Entry<'a> {
@@ -598,5 +610,29 @@ mod tests {
         assert_eq!(unquote("a #b"), "a");
         assert_eq!(unquote("\"a\\\"b\""), "a\"b");
         assert_eq!(unquote("'a #b'"), "a #b");
+    }
+
+    #[test]
+    fn the_previous_ipv6_subnet_and_network_are_read_back_as_flannel_reads_them() {
+        let text = "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_IPV6_NETWORK=fc00::/48\nFLANNEL_IPV6_SUBNET=fc00:0:0:1::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n";
+        assert_eq!(
+            previous_subnet6(text),
+            Some("fc00:0:0:1::/64".parse().unwrap())
+        );
+        assert_eq!(previous_network6(text), Some("fc00::/48".parse().unwrap()));
+        assert_eq!(
+            previous_subnet(text),
+            Some("10.244.1.0/24".parse().unwrap())
+        );
+        // Two CIDRs, an IPv4 value, or no line: none (flannel's exactly-one rule).
+        assert_eq!(
+            previous_subnet6("FLANNEL_IPV6_SUBNET=fc00:0:0:1::1/64,fc00:0:0:2::1/64\n"),
+            None
+        );
+        assert_eq!(
+            previous_subnet6("FLANNEL_IPV6_SUBNET=10.244.1.1/24\n"),
+            None
+        );
+        assert_eq!(previous_subnet6("FLANNEL_SUBNET=10.244.1.1/24\n"), None);
     }
 }
