@@ -282,9 +282,32 @@ pub fn config_key(prefix: &str) -> String {
     join_prefix(prefix, "config")
 }
 
-/// The lease key of `net`, `<prefix>/subnets/10.244.1.0-24`.
-pub fn lease_key(prefix: &str, net: Ipv4Net) -> String {
-    format!("{}{}", subnets_key_prefix(prefix), subnet_key(net))
+/// The subnets one lease key names: the IPv4 subnet, and a dual-stack lease's IPv6 subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Subnets {
+    /// The IPv4 subnet (flannel's etcd mode always has one).
+    pub v4: Ipv4Net,
+    /// The IPv6 subnet of a dual-stack lease.
+    pub v6: Option<Ipv6Net>,
+}
+
+impl From<Ipv4Net> for Subnets {
+    fn from(v4: Ipv4Net) -> Subnets {
+        Subnets { v4, v6: None }
+    }
+}
+
+impl Subnets {
+    /// The key tail, `10.244.1.0-24` or `10.244.1.0-24&fc00:0:0:1::-64`.
+    pub fn key(&self) -> String {
+        subnet_key_dual(self.v4, self.v6)
+    }
+}
+
+/// The lease key of `net`, `<prefix>/subnets/10.244.1.0-24` (or the dual-stack
+/// `<prefix>/subnets/10.244.1.0-24&fc00:0:0:1::-64`).
+pub fn lease_key(prefix: &str, net: impl Into<Subnets>) -> String {
+    format!("{}{}", subnets_key_prefix(prefix), net.into().key())
 }
 
 /// Number of addresses in a subnet of length `len` (`len <= 32`), as u64 so /0 fits.

@@ -129,6 +129,35 @@ mod tests {
     }
 
     #[test]
+    fn a_dual_stack_key_names_both_subnets_and_is_written_back_the_same() {
+        let p = "/coreos.com/network/subnets/";
+        let key = "/coreos.com/network/subnets/10.244.37.0-24&fc00:0:0:25::-64";
+        assert_eq!(key_to_subnet(key, p), Ok("10.244.37.0/24".parse().unwrap()));
+        let v6 = store::key_to_subnet6(key, p);
+        assert_eq!(v6, Some("fc00:0:0:25::/64".parse().unwrap()));
+        assert_eq!(
+            store::key_to_subnet6("/coreos.com/network/subnets/10.244.37.0-24", p),
+            None
+        );
+        let both = weft_core::subnet::Subnets {
+            v4: "10.244.37.0/24".parse().unwrap(),
+            v6,
+        };
+        assert_eq!(
+            weft_core::subnet::lease_key("/coreos.com/network", both),
+            key
+        );
+        // A non-canonical IPv6 half is not a dual-stack key.
+        assert_eq!(
+            store::key_to_subnet6(
+                "/coreos.com/network/subnets/10.244.37.0-24&fc00:0000:0:25::-64",
+                p
+            ),
+            None
+        );
+    }
+
+    #[test]
     fn a_watch_resumes_after_the_last_delivered_event_not_the_header() {
         // A catching-up watch gets revisions 101..=1100 stamped with the store's 5000.
         assert_eq!(delivered_revision([101, 700, 1100].into_iter(), 5000), 1100);

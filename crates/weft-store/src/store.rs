@@ -7,9 +7,11 @@ use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity,
     LeaseTimeToLiveOptions, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
 };
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use tracing::{debug, warn};
-use weft_core::subnet::{config_key, lease_key, parse_subnet_key, subnets_key_prefix};
+use weft_core::subnet::{
+    Subnets, config_key, lease_key, parse_subnet_key, parse_subnet_key_dual, subnets_key_prefix,
+};
 
 use crate::*;
 
@@ -19,6 +21,8 @@ pub struct RawLease {
     pub key: String,
     /// The subnet the key names, or why the key is not a subnet key.
     pub subnet: Result<Ipv4Net, String>,
+    /// The IPv6 subnet a dual-stack key names (`…&fc00:0:0:1::-64`).
+    pub subnet6: Option<Ipv6Net>,
     /// The value; empty when it is over [`MAX_LEASE_BYTES`] (see `oversized`).
     pub value: Vec<u8>,
     /// The size of a value over [`MAX_LEASE_BYTES`], which is not kept: such a key is
@@ -69,6 +73,8 @@ pub enum WatchBatch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeldLease {
     pub subnet: Ipv4Net,
+    /// The IPv6 subnet of a dual-stack lease.
+    pub subnet6: Option<Ipv6Net>,
     /// 0 for a reservation, which never expires.
     pub lease_id: i64,
     pub ttl: i64,
@@ -105,12 +111,19 @@ pub(crate) fn key_to_subnet(key: &str, subnets_prefix: &str) -> Result<Ipv4Net, 
     parse_subnet_key(tail).map_err(|e| e.to_string())
 }
 
+/// The IPv6 subnet a dual-stack lease key names, if any.
+pub(crate) fn key_to_subnet6(key: &str, subnets_prefix: &str) -> Option<Ipv6Net> {
+    let tail = key.strip_prefix(subnets_prefix)?;
+    parse_subnet_key_dual(tail).ok()?.1
+}
+
 pub(crate) fn raw(kv: &etcd_client::KeyValue, subnets_prefix: &str) -> RawLease {
     let key = String::from_utf8_lossy(kv.key()).into_owned();
     let size = kv.value().len();
     let oversized = (size > MAX_LEASE_BYTES).then_some(size);
     RawLease {
         subnet: key_to_subnet(&key, subnets_prefix),
+        subnet6: key_to_subnet6(&key, subnets_prefix),
         key,
         value: if oversized.is_some() {
             Vec::new()
@@ -447,7 +460,10 @@ impl Store {
     }
 
     /// One lease key, if present.
-    pub async fn get_lease(&self, subnet: Ipv4Net) -> Result<Option<RawLease>, StoreError> {
+    pub async fn get_lease(
+        &self,
+        subnet: impl Into<Subnets>,
+    ) -> Result<Option<RawLease>, StoreError> {
         let key = lease_key(&self.prefix, subnet);
         let prefix = self.subnets_prefix();
         let resp = self
@@ -465,10 +481,11 @@ impl Store {
     /// caller picks another subnet); the granted lease is revoked then, so nothing leaks.
     pub async fn create_lease(
         &self,
-        subnet: Ipv4Net,
+        subnet: impl Into<Subnets>,
         value: &str,
         ttl: i64,
     ) -> Result<Option<HeldLease>, StoreError> {
+        let subnet: Subnets = subnet.into();
         let key = lease_key(&self.prefix, subnet);
         let guard = Compare::version(key.clone(), CompareOp::Equal, 0);
         self.put_with_new_lease(subnet, &key, value, ttl, guard, "create")
@@ -480,7 +497,7 @@ impl Store {
     /// nothing leaks, and likewise on an error.
     async fn put_with_new_lease(
         &self,
-        subnet: Ipv4Net,
+        subnet: Subnets,
         key: &str,
         value: &str,
         ttl: i64,
@@ -505,7 +522,8 @@ impl Store {
             .await
         {
             Ok(r) if r.succeeded() => Ok(Some(HeldLease {
-                subnet,
+                subnet: subnet.v4,
+                subnet6: subnet.v6,
                 lease_id: id,
                 ttl: grant.ttl(),
             })),
@@ -532,7 +550,10 @@ impl Store {
         value: &str,
         ttl: i64,
     ) -> Result<Option<HeldLease>, StoreError> {
-        let subnet = existing.subnet.clone().map_err(StoreError::BadKey)?;
+        let subnet = Subnets {
+            v4: existing.subnet.clone().map_err(StoreError::BadKey)?,
+            v6: existing.subnet6,
+        };
         let key = existing.key.clone();
         if existing.lease_id == 0 {
             if existing.value != value.as_bytes() {
@@ -555,7 +576,8 @@ impl Store {
                 }
             }
             return Ok(Some(HeldLease {
-                subnet,
+                subnet: subnet.v4,
+                subnet6: subnet.v6,
                 lease_id: 0,
                 ttl: 0,
             }));
@@ -565,7 +587,8 @@ impl Store {
             && let Some(ttl) = self.renew(existing.lease_id).await?
         {
             return Ok(Some(HeldLease {
-                subnet,
+                subnet: subnet.v4,
+                subnet6: subnet.v6,
                 lease_id: existing.lease_id,
                 ttl,
             }));
@@ -655,7 +678,7 @@ impl Store {
     }
 
     /// Deletes a subnet key (an incompatible lease of ours, per flannel's acquire).
-    pub async fn delete_lease(&self, subnet: Ipv4Net) -> Result<(), StoreError> {
+    pub async fn delete_lease(&self, subnet: impl Into<Subnets>) -> Result<(), StoreError> {
         let key = lease_key(&self.prefix, subnet);
         self.call(|mut c| {
             let k = key.clone();

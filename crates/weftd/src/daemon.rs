@@ -1337,6 +1337,7 @@ fn held_of(l: HeldLease) -> agent::Held {
 
 fn lease_of(h: agent::Held) -> HeldLease {
     HeldLease {
+        subnet6: None,
         subnet: h.subnet,
         lease_id: h.lease_id,
         ttl: h.ttl,

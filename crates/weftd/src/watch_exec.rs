@@ -458,6 +458,7 @@ mod tests {
 
     fn put(key: &str, rev: i64) -> LeaseEvent {
         LeaseEvent::Put(RawLease {
+            subnet6: None,
             key: key.into(),
             subnet: Err("test".into()),
             value: b"{}".to_vec(),
