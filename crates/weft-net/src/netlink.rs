@@ -5,11 +5,11 @@
 //! [`Op`]s that `weft_core::dataplane::diff` computes, so the daemon itself stays a
 //! plan-then-apply loop.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::batch::{Batch, Kind};
 use futures::TryStreamExt;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use netlink_packet_core::ErrorMessage;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
@@ -29,6 +29,7 @@ use rtnetlink::{Handle, LinkUnspec, LinkVxlan, MulticastGroup, RouteMessageBuild
 use tracing::{debug, info, warn};
 use weft_core::{
     dataplane::{FdbEntry, KernelState, NeighEntry, Observed, Op, Owned, RouteEntry},
+    family::PodNet,
     mac::MacAddr,
 };
 
@@ -110,7 +111,9 @@ pub struct VxlanSpec {
     pub vni: u32,
     /// 0 means the kernel default (8472), as in flannel.
     pub port: u16,
-    pub local: Ipv4Addr,
+    /// The source address of the encapsulated packets (IFLA_VXLAN_LOCAL, or
+    /// IFLA_VXLAN_LOCAL6 for flannel's `flannel-v6.<VNI>`).
+    pub local: IpAddr,
     pub underlay_index: u32,
     pub mtu: u32,
     pub learning: bool,
@@ -134,7 +137,8 @@ pub struct VxlanDevice {
 pub struct VxlanAttrs {
     pub vni: Option<u32>,
     pub underlay_index: Option<u32>,
-    pub local: Option<Ipv4Addr>,
+    /// IFLA_VXLAN_LOCAL or IFLA_VXLAN_LOCAL6, whichever the kernel reports.
+    pub local: Option<IpAddr>,
     pub port: Option<u16>,
     pub learning: Option<bool>,
     pub gbp: bool,
@@ -224,7 +228,8 @@ fn link_view(msg: &LinkMessage) -> LinkInfoView {
                                 match a {
                                     InfoVxlan::Id(id) => x.vni = Some(*id),
                                     InfoVxlan::Link(l) => x.underlay_index = Some(*l),
-                                    InfoVxlan::Local(ip) => x.local = Some(*ip),
+                                    InfoVxlan::Local(ip) => x.local = Some(IpAddr::V4(*ip)),
+                                    InfoVxlan::Local6(ip) => x.local = Some(IpAddr::V6(*ip)),
                                     InfoVxlan::Port(p) => x.port = Some(*p),
                                     InfoVxlan::Learning(l) => x.learning = Some(*l),
                                     InfoVxlan::Gbp => x.gbp = true,
@@ -303,6 +308,57 @@ impl Netlink {
 
     /// IPv4 addresses per link index, with the permanent flag, in kernel order.
     pub async fn ipv4_addresses(&self) -> Result<Vec<(u32, Ipv4Addr, u8, bool)>, NetError> {
+        Ok(self
+            .addresses(AddressFamily::Inet)
+            .await?
+            .into_iter()
+            .filter_map(|(index, ip, prefix, permanent)| match ip {
+                IpAddr::V4(ip) => Some((index, ip, prefix, permanent)),
+                IpAddr::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// The global IPv6 addresses per link index (not link-local, loopback, multicast or
+    /// unspecified), with their prefix length and the permanent flag, in kernel order:
+    /// flannel's `GetInterfaceIP6Addrs` candidates for the external interface and its
+    /// PublicIPv6.
+    pub async fn ipv6_addresses(&self) -> Result<Vec<(u32, Ipv6Addr, u8, bool)>, NetError> {
+        Ok(self
+            .addresses(AddressFamily::Inet6)
+            .await?
+            .into_iter()
+            .filter_map(|(index, ip, prefix, permanent)| match ip {
+                IpAddr::V6(ip) if is_global_ipv6(&ip) => Some((index, ip, prefix, permanent)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The link holding the address `ip` (flannel's `GetInterfaceByIP`/`GetInterfaceByIP6`),
+    /// if any; for IPv6 only the global addresses of [`Self::ipv6_addresses`] count.
+    pub async fn link_with_address(&self, ip: IpAddr) -> Result<Option<u32>, NetError> {
+        Ok(match ip {
+            IpAddr::V4(ip) => self
+                .ipv4_addresses()
+                .await?
+                .into_iter()
+                .find(|(_, a, ..)| *a == ip)
+                .map(|(index, ..)| index),
+            IpAddr::V6(ip) => self
+                .ipv6_addresses()
+                .await?
+                .into_iter()
+                .find(|(_, a, ..)| *a == ip)
+                .map(|(index, ..)| index),
+        })
+    }
+
+    /// The addresses of `family` per link index: (index, address, prefix length, permanent).
+    async fn addresses(
+        &self,
+        family: AddressFamily,
+    ) -> Result<Vec<(u32, IpAddr, u8, bool)>, NetError> {
         let msgs: Vec<AddressMessage> = self
             .handle
             .address()
@@ -313,7 +369,7 @@ impl Netlink {
             .map_err(NetError::req("list addresses"))?;
         let mut out = Vec::new();
         for m in msgs {
-            if m.header.family != AddressFamily::Inet {
+            if m.header.family != family {
                 continue;
             }
             let permanent = m
@@ -326,14 +382,16 @@ impl Netlink {
                     _ => None,
                 })
                 .unwrap_or(true);
-            // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on p2p links.
+            // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on p2p links
+            // (IPv6 addresses carry IFA_ADDRESS alone, unless they have a peer).
+            let same_family = |ip: &IpAddr| ip.is_ipv6() == (family == AddressFamily::Inet6);
             let local = m.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+                AddressAttribute::Local(ip) if same_family(ip) => Some(*ip),
                 _ => None,
             });
             let addr = local.or_else(|| {
                 m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+                    AddressAttribute::Address(ip) if same_family(ip) => Some(*ip),
                     _ => None,
                 })
             });
@@ -346,26 +404,47 @@ impl Netlink {
 
     /// The link index of the main table's IPv4 default route, if any.
     pub async fn default_route_link(&self) -> Result<Option<u32>, NetError> {
-        for r in self.ipv4_routes().await? {
-            let oif = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(i) => Some(*i),
-                _ => None,
-            });
-            if r.header.destination_prefix_length == 0
-                && r.header.table == RouteHeader::RT_TABLE_MAIN
-                && oif.is_some()
-            {
-                return Ok(oif);
-            }
-        }
-        Ok(None)
+        Ok(default_route_oif(&self.routes(AddressFamily::Inet).await?))
+    }
+
+    /// The link index of the main table's IPv6 default route (`::/0`), if any: flannel's
+    /// `GetDefaultV6GatewayInterface`.
+    pub async fn default_route_link6(&self) -> Result<Option<u32>, NetError> {
+        Ok(default_route_oif(&self.routes(AddressFamily::Inet6).await?))
     }
 
     /// `ip route get <dst>`: the outgoing link and preferred source address.
     pub async fn route_get(&self, dst: Ipv4Addr) -> Result<(u32, Option<Ipv4Addr>), NetError> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dst, 32)
-            .build();
+        let r = self.route_lookup(IpAddr::V4(dst)).await?;
+        let src = match r.src {
+            Some(IpAddr::V4(ip)) => Some(ip),
+            _ => None,
+        };
+        Ok((r.oif, src))
+    }
+
+    /// `ip -6 route get <dst>`: the outgoing link and preferred source address.
+    pub async fn route_get6(&self, dst: Ipv6Addr) -> Result<(u32, Option<Ipv6Addr>), NetError> {
+        let r = self.route_lookup(IpAddr::V6(dst)).await?;
+        let src = match r.src {
+            Some(IpAddr::V6(ip)) => Some(ip),
+            _ => None,
+        };
+        Ok((r.oif, src))
+    }
+
+    /// `ip route get <dst>` for either family: the outgoing link, the preferred source and
+    /// the gateway. A route without a gateway means `dst` is on the link (flannel's rule for
+    /// DirectRouting).
+    pub async fn route_lookup(&self, dst: IpAddr) -> Result<RouteLookup, NetError> {
+        let msg = match dst {
+            IpAddr::V4(dst) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(dst, 32)
+                .build(),
+            IpAddr::V6(dst) => RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(dst, 128)
+                .build(),
+        };
         let routes: Vec<RouteMessage> = self
             .handle
             .route()
@@ -377,32 +456,24 @@ impl Netlink {
         let r = routes
             .first()
             .ok_or_else(|| NetError::Other(format!("no route to {dst}")))?;
-        let oif = r
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                RouteAttribute::Oif(i) => Some(*i),
-                _ => None,
-            })
-            .ok_or_else(|| {
-                NetError::Other(format!("the route to {dst} has no output interface"))
-            })?;
-        let src = r.attributes.iter().find_map(|a| match a {
-            RouteAttribute::PrefSource(RouteAddress::Inet(ip)) => Some(*ip),
-            _ => None,
-        });
-        Ok((oif, src))
+        route_lookup_of(r)
+            .ok_or_else(|| NetError::Other(format!("the route to {dst} has no output interface")))
     }
 
-    async fn ipv4_routes(&self) -> Result<Vec<RouteMessage>, NetError> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    /// Every route of `family` (a dump).
+    async fn routes(&self, family: AddressFamily) -> Result<Vec<RouteMessage>, NetError> {
+        let (msg, what) = if family == AddressFamily::Inet6 {
+            (route_dump::<Ipv6Net>(), "list IPv6 routes")
+        } else {
+            (route_dump::<Ipv4Net>(), "list IPv4 routes")
+        };
         self.handle
             .route()
             .get(msg)
             .execute()
             .try_collect()
             .await
-            .map_err(NetError::req("list IPv4 routes"))
+            .map_err(NetError::req(what))
     }
 
     /// Finds or creates the VXLAN device. An existing compatible device is reused as it is,
@@ -449,8 +520,12 @@ impl Netlink {
                 }
             }
         }
-        let mut builder = LinkVxlan::new(&spec.name, spec.vni)
-            .local(spec.local)
+        let builder = LinkVxlan::new(&spec.name, spec.vni);
+        let builder = match spec.local {
+            IpAddr::V4(local) => builder.local(local),
+            IpAddr::V6(local) => builder.local6(local),
+        };
+        let mut builder = builder
             .dev(spec.underlay_index)
             .learning(spec.learning)
             .l2miss(false)
@@ -480,6 +555,13 @@ impl Netlink {
             .link_by_name(&spec.name)
             .await?
             .ok_or_else(|| NetError::NoSuchLink(spec.name.clone()))?;
+        if spec.local.is_ipv6() {
+            // As flannel does for its IPv6 device: no router advertisements on the overlay.
+            let path = format!("/proc/sys/net/ipv6/conf/{}/accept_ra", spec.name);
+            if let Err(e) = std::fs::write(&path, "0") {
+                debug!(path = %path, error = %e, "cannot turn off accept_ra (ignored)");
+            }
+        }
         info!(device = %spec.name, index = link.index, mac = ?link.mac, "created VXLAN device");
         Ok(VxlanDevice {
             index: link.index,
@@ -504,14 +586,18 @@ impl Netlink {
             .map_err(NetError::req(format!("set MAC {mac} on link {index}")))
     }
 
-    /// Puts `addr/32` on the device and removes any other IPv4 address of the device that lies
-    /// inside `network` (a stale lease's address), then sets the link up. No-ops when all is
-    /// already right.
-    pub async fn ensure_address_and_up(
+    /// Puts the host address `addr` (`/32`, or `/128` for IPv6) on the device, removes the
+    /// device's other addresses of that family that weft would have put there, then sets the
+    /// link up. No-ops when all is already right.
+    ///
+    /// For IPv4 the others are the addresses inside `network` (a stale lease's address). For
+    /// IPv6 they are every address but the link-local ones, whatever `network` is (flannel's
+    /// `EnsureV6AddressOnLink` on `flannel-v6.<VNI>`).
+    pub async fn ensure_address_and_up<N: PodNet>(
         &self,
         index: u32,
-        addr: Ipv4Addr,
-        network: Ipv4Net,
+        addr: N::Addr,
+        network: N,
     ) -> Result<(), NetError> {
         let msgs: Vec<AddressMessage> = self
             .handle
@@ -524,17 +610,16 @@ impl Netlink {
             .map_err(NetError::req("list the VXLAN device's addresses"))?;
         let mut have = false;
         for m in msgs {
-            if m.header.family != AddressFamily::Inet || m.header.index != index {
+            if m.header.family != family_of::<N>() || m.header.index != index {
                 continue;
             }
             let ip = m.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Local(IpAddr::V4(ip))
-                | AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+                AddressAttribute::Local(ip) | AddressAttribute::Address(ip) => N::addr_of(*ip),
                 _ => None,
             });
             match ip {
-                Some(ip) if ip == addr && m.header.prefix_len == 32 => have = true,
-                Some(ip) if network.contains(&ip) => {
+                Some(ip) if ip == addr && m.header.prefix_len == N::MAX_PREFIX => have = true,
+                Some(ip) if stale_device_address(network, ip) => {
                     info!(address = %ip, "removing a stale address from the VXLAN device");
                     self.handle
                         .address()
@@ -549,11 +634,14 @@ impl Netlink {
         if !have {
             self.handle
                 .address()
-                .add(index, IpAddr::V4(addr), 32)
+                .add(index, addr.into(), N::MAX_PREFIX)
                 .replace()
                 .execute()
                 .await
-                .map_err(NetError::req(format!("add {addr}/32 to the VXLAN device")))?;
+                .map_err(NetError::req(format!(
+                    "add {addr}/{} to the VXLAN device",
+                    N::MAX_PREFIX
+                )))?;
         }
         let link = self
             .handle
@@ -578,24 +666,29 @@ impl Netlink {
         Ok(())
     }
 
-    /// The permanent neighbours, FDB entries with a destination, and main-table routes of the
-    /// device: what weft owns on it.
+    /// The permanent IPv4 neighbours, FDB entries with an IPv4 destination, and main-table
+    /// IPv4 routes of the device: what weft owns on it (`read_owned` with
+    /// `Owned::<Ipv6Net>::device(index)` reads an IPv6 device).
     pub async fn read_state(&self, index: u32) -> Result<KernelState, NetError> {
         self.read_owned(&Owned::device(index)).await
     }
 
-    /// What weft owns in the kernel (see [`Owned`]): the VXLAN device's permanent
-    /// neighbours, FDB entries with a destination and routes, and the direct routes on the
-    /// external interface. The dumps are read as streams, entry by entry, so thousands of
-    /// peers never sit in memory as netlink messages; without a device (host-gw) only the
-    /// routes are read.
-    pub async fn read_owned(&self, owned: &Owned) -> Result<KernelState, NetError> {
+    /// What weft owns in the kernel (see [`Owned`]) in the family `N`: the VXLAN device's
+    /// permanent neighbours, FDB entries with a destination of the family and routes, and the
+    /// direct routes on the external interface. The dumps are read as streams, entry by
+    /// entry, so thousands of peers never sit in memory as netlink messages; without a device
+    /// (host-gw) only the routes are read. Entries of the other family are left out (the FDB
+    /// dump is AF_BRIDGE for both: its entries are told apart by their destination).
+    pub async fn read_owned<N: PodNet>(
+        &self,
+        owned: &Owned<N>,
+    ) -> Result<KernelState<N>, NetError> {
         let mut state = KernelState::default();
 
         if let Some(index) = owned.device {
-            self.each_neighbour(AddressFamily::Inet, "list neighbours", |n| {
+            self.each_neighbour(family_of::<N>(), "list neighbours", |n| {
                 if n.header.ifindex == index
-                    && let (ip, Some(mac)) = neigh_of_message(n)
+                    && let (ip, Some(mac)) = neigh_of_message::<N>(n)
                     && let Some(ip) = ip
                 {
                     state.neighs.push(NeighEntry { ip, mac });
@@ -605,7 +698,7 @@ impl Netlink {
 
             self.each_neighbour(AddressFamily::Bridge, "list FDB entries", |n| {
                 if n.header.ifindex == index
-                    && let Some(entry) = fdb_of_message(n)
+                    && let Some(entry) = fdb_of_message::<N>(n)
                 {
                     state.fdb.push(entry);
                 }
@@ -613,17 +706,13 @@ impl Netlink {
             .await?;
         }
 
-        let mut routes = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute();
+        let mut routes = self.handle.route().get(route_dump::<N>()).execute();
         while let Some(r) = routes
             .try_next()
             .await
             .map_err(NetError::req("list routes"))?
         {
-            if let Some((oif, entry)) = route_of_message(&r)
+            if let Some((oif, entry)) = route_of_message::<N>(&r)
                 && let Some(entry) = owned.route(oif, entry)
             {
                 state.routes.push(entry);
@@ -652,15 +741,26 @@ impl Netlink {
         Ok(())
     }
 
-    /// The networks of the IPv4 addresses on link `index` (host addresses as /32): what is
-    /// on that link.
-    pub async fn link_networks(&self, index: u32) -> Result<Vec<Ipv4Net>, NetError> {
-        Ok(self
-            .ipv4_addresses()
-            .await?
+    /// The networks of the addresses of family `N` on link `index` (host addresses as /32 or
+    /// /128; for IPv6 the global ones of [`Self::ipv6_addresses`]): what is on that link.
+    pub async fn link_networks<N: PodNet>(&self, index: u32) -> Result<Vec<N>, NetError> {
+        let addrs: Vec<(u32, IpAddr, u8)> = if N::V6 {
+            self.ipv6_addresses()
+                .await?
+                .into_iter()
+                .map(|(i, a, p, _)| (i, IpAddr::V6(a), p))
+                .collect()
+        } else {
+            self.ipv4_addresses()
+                .await?
+                .into_iter()
+                .map(|(i, a, p, _)| (i, IpAddr::V4(a), p))
+                .collect()
+        };
+        Ok(addrs
             .into_iter()
             .filter(|(i, ..)| *i == index)
-            .filter_map(|(_, addr, prefix, _)| Ipv4Net::new(addr, prefix).ok())
+            .filter_map(|(_, addr, prefix)| N::with_prefix(N::addr_of(addr)?, prefix))
             .map(|n| n.trunc())
             .collect())
     }
@@ -672,7 +772,7 @@ impl Netlink {
     /// The requests go to the kernel in chunks of [`batch::CHUNK`], one system call each
     /// (`crate::batch`): the kernel handles them in the order of `ops` (neighbour, FDB, then
     /// route), and answers only for the ones it refuses and the last of each chunk.
-    pub async fn apply(&self, owned: &Owned, ops: &[Op]) -> Vec<Option<NetError>> {
+    pub async fn apply<N: PodNet>(&self, owned: &Owned<N>, ops: &[Op<N>]) -> Vec<Option<NetError>> {
         let mut results: Vec<Option<NetError>> = Vec::with_capacity(ops.len());
         let mut requests = Vec::with_capacity(ops.len());
         let mut sent = Vec::with_capacity(ops.len());
@@ -737,17 +837,25 @@ impl Netlink {
 
 /// A change the kernel announced on one of the groups weft cares about, reduced to the link
 /// it concerns and, for neighbours, FDB entries and routes, to the entry itself, so the
-/// daemon can tell the echo of its own change from drift.
+/// daemon can tell the echo of its own change from drift. IPv4 and IPv6 entries come as
+/// different variants, so a daemon with `flannel.<VNI>` and `flannel-v6.<VNI>` hands each to
+/// the model of its family (and, by the link, of its device).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelChange {
     /// A link appeared, changed or vanished.
     Link(u32),
     /// An IPv4 address on the link changed.
     Address(u32),
-    /// An entry of a kind weft programs changed on the link.
+    /// An IPv4 entry of a kind weft programs changed on the link (a neighbour, an FDB entry
+    /// with an IPv4 destination, a route).
     Entry(u32, Observed),
-    /// Another neighbour or route change (IPv6, another table, a kernel route), with its
-    /// link if known.
+    /// An IPv6 address on the link changed.
+    Address6(u32),
+    /// An IPv6 entry of a kind weft programs changed on the link (a neighbour, an FDB entry
+    /// with an IPv6 destination, a route).
+    Entry6(u32, Observed<Ipv6Net>),
+    /// Another neighbour or route change (another table, a kernel route, an FDB entry
+    /// without a destination), with its link if known.
     Other(Option<u32>),
     /// The kernel dropped notifications because the socket's buffer was full: whoever keeps
     /// a model of the kernel must re-read it.
@@ -758,9 +866,11 @@ impl KernelChange {
     /// The link this change is about, if known.
     pub fn ifindex(&self) -> Option<u32> {
         match self {
-            KernelChange::Link(i) | KernelChange::Address(i) | KernelChange::Entry(i, _) => {
-                Some(*i)
-            }
+            KernelChange::Link(i)
+            | KernelChange::Address(i)
+            | KernelChange::Entry(i, _)
+            | KernelChange::Address6(i)
+            | KernelChange::Entry6(i, _) => Some(*i),
             KernelChange::Other(i) => *i,
             KernelChange::Overrun => None,
         }
@@ -771,9 +881,9 @@ impl KernelChange {
 /// net.core.rmem_max). Programming thousands of peers at once announces each entry.
 const MONITOR_RCVBUF: usize = 4 << 20;
 
-/// Listens to the kernel's link, IPv4 address, IPv4 route and neighbour notifications (like
-/// `ip monitor`), so a deleted route, entry or device is noticed at once instead of at the next
-/// periodic check.
+/// Listens to the kernel's link, address (IPv4 and IPv6), route (IPv4 and IPv6) and
+/// neighbour notifications (like `ip monitor`), so a deleted route, entry or device is
+/// noticed at once instead of at the next periodic check.
 pub struct ChangeMonitor {
     _handle: Handle,
     rx: futures::channel::mpsc::UnboundedReceiver<(
@@ -789,6 +899,8 @@ impl ChangeMonitor {
             MulticastGroup::Link,
             MulticastGroup::Ipv4Ifaddr,
             MulticastGroup::Ipv4Route,
+            MulticastGroup::Ipv6Ifaddr,
+            MulticastGroup::Ipv6Route,
             MulticastGroup::Neigh,
         ])
         .map_err(NetError::Socket)?;
@@ -817,7 +929,7 @@ impl ChangeMonitor {
                     KernelChange::Link(l.header.index)
                 }
                 RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a) => {
-                    KernelChange::Address(a.header.index)
+                    address_change(&a)
                 }
                 RouteNetlinkMessage::NewRoute(r) => route_change(&r, true),
                 RouteNetlinkMessage::DelRoute(r) => route_change(&r, false),
@@ -830,42 +942,95 @@ impl ChangeMonitor {
     }
 }
 
+fn address_change(a: &AddressMessage) -> KernelChange {
+    match a.header.family {
+        AddressFamily::Inet6 => KernelChange::Address6(a.header.index),
+        _ => KernelChange::Address(a.header.index),
+    }
+}
+
 fn route_change(r: &RouteMessage, present: bool) -> KernelChange {
-    match route_of_message(r) {
-        Some((oif, entry)) => KernelChange::Entry(oif, Observed::Route { entry, present }),
-        None => KernelChange::Other(route_oif(r)),
+    match r.header.address_family {
+        AddressFamily::Inet => match route_of_message::<Ipv4Net>(r) {
+            Some((oif, entry)) => KernelChange::Entry(oif, Observed::Route { entry, present }),
+            None => KernelChange::Other(route_oif(r)),
+        },
+        AddressFamily::Inet6 => match route_of_message::<Ipv6Net>(r) {
+            Some((oif, entry)) => KernelChange::Entry6(oif, Observed::Route { entry, present }),
+            None => KernelChange::Other(route_oif(r)),
+        },
+        _ => KernelChange::Other(route_oif(r)),
+    }
+}
+
+/// A neighbour's change as the [`Observed`] entry of family `N` (None when the message has
+/// no address of that family).
+fn observed_neigh<N: PodNet>(n: &NeighbourMessage, present: bool) -> Option<Observed<N>> {
+    match neigh_of_message::<N>(n) {
+        (Some(ip), mac) => Some(Observed::Neigh {
+            ip,
+            mac: if present { mac } else { None },
+        }),
+        (None, _) => None,
     }
 }
 
 fn neighbour_change(n: &NeighbourMessage, present: bool) -> KernelChange {
     let index = n.header.ifindex;
-    match n.header.family {
-        AddressFamily::Inet => match neigh_of_message(n) {
-            (Some(ip), mac) => KernelChange::Entry(
-                index,
-                Observed::Neigh {
-                    ip,
-                    mac: if present { mac } else { None },
-                },
-            ),
-            (None, _) => KernelChange::Other(Some(index)),
-        },
-        AddressFamily::Bridge => match fdb_of_message(n) {
-            Some(entry) => KernelChange::Entry(index, Observed::Fdb { entry, present }),
-            None => KernelChange::Other(Some(index)),
-        },
-        _ => KernelChange::Other(Some(index)),
+    let change = match n.header.family {
+        AddressFamily::Inet => {
+            observed_neigh::<Ipv4Net>(n, present).map(|o| KernelChange::Entry(index, o))
+        }
+        AddressFamily::Inet6 => {
+            observed_neigh::<Ipv6Net>(n, present).map(|o| KernelChange::Entry6(index, o))
+        }
+        // The FDB is one table for both families: the destination tells them apart.
+        AddressFamily::Bridge => fdb_of_message::<Ipv4Net>(n)
+            .map(|entry| KernelChange::Entry(index, Observed::Fdb { entry, present }))
+            .or_else(|| {
+                fdb_of_message::<Ipv6Net>(n)
+                    .map(|entry| KernelChange::Entry6(index, Observed::Fdb { entry, present }))
+            }),
+        _ => None,
+    };
+    change.unwrap_or(KernelChange::Other(Some(index)))
+}
+
+/// The address family of `N`'s addresses: AF_INET or AF_INET6.
+fn family_of<N: PodNet>() -> AddressFamily {
+    if N::V6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
     }
 }
 
-/// What weft reads of an IPv4 route message: the one route decoder, for weftd's dumps and
-/// monitor, the soak's watcher and the benchmarks' listeners.
+/// Whether an address `ip` of the VXLAN device is one weft removes (it is not the device's
+/// own): for IPv4 one inside the flannel Network, for IPv6 any but a link-local one.
+fn stale_device_address<N: PodNet>(network: N, ip: N::Addr) -> bool {
+    match ip.into() {
+        IpAddr::V4(_) => network.contains_addr(&ip),
+        IpAddr::V6(v6) => !v6.is_unicast_link_local(),
+    }
+}
+
+/// The request that dumps every route of family `N`.
+fn route_dump<N: PodNet>() -> RouteMessage {
+    if N::V6 {
+        RouteMessageBuilder::<Ipv6Addr>::new().build()
+    } else {
+        RouteMessageBuilder::<Ipv4Addr>::new().build()
+    }
+}
+
+/// What weft reads of a route message of one family (IPv4 by default): the one route
+/// decoder, for weftd's dumps and monitor, the soak's watcher and the benchmarks' listeners.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteFacts {
+pub struct RouteFacts<N: PodNet = Ipv4Net> {
     /// RTA_TABLE when present (tables above 255), else the header's table.
     pub table: u32,
-    pub dst: Ipv4Net,
-    pub gw: Option<Ipv4Addr>,
+    pub dst: N,
+    pub gw: Option<N::Addr>,
     pub oif: Option<u32>,
     pub unicast: bool,
     /// Made by the kernel for an address (protocol kernel).
@@ -873,32 +1038,55 @@ pub struct RouteFacts {
     pub onlink: bool,
 }
 
-impl RouteFacts {
+impl<N: PodNet> RouteFacts<N> {
     /// In the main table.
     pub fn in_main_table(&self) -> bool {
         self.table == u32::from(RouteHeader::RT_TABLE_MAIN)
     }
 }
 
+/// An address of a route attribute, if it is of family `N`.
+fn route_addr<N: PodNet>(a: &RouteAddress) -> Option<N::Addr> {
+    match a {
+        RouteAddress::Inet(ip) => N::addr_of(IpAddr::V4(*ip)),
+        RouteAddress::Inet6(ip) => N::addr_of(IpAddr::V6(*ip)),
+        _ => None,
+    }
+}
+
 /// The facts of an IPv4 route message (None for another family or a bad prefix length).
 pub fn route_facts(r: &RouteMessage) -> Option<RouteFacts> {
-    if r.header.address_family != AddressFamily::Inet {
+    route_facts_of::<Ipv4Net>(r)
+}
+
+/// The facts of a route message of family `N` (None for another family or a bad prefix
+/// length).
+pub fn route_facts_of<N: PodNet>(r: &RouteMessage) -> Option<RouteFacts<N>> {
+    if r.header.address_family != family_of::<N>() {
         return None;
     }
     let mut table = u32::from(r.header.table);
-    let (mut dst, mut gw, mut oif) = (Ipv4Addr::UNSPECIFIED, None, None);
+    let (mut dst, mut gw, mut oif) = (N::ADDR_MIN, None, None);
     for a in &r.attributes {
         match a {
             RouteAttribute::Table(t) => table = *t,
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
-            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gw = Some(*ip),
+            RouteAttribute::Destination(addr) => {
+                if let Some(ip) = route_addr::<N>(addr) {
+                    dst = ip;
+                }
+            }
+            RouteAttribute::Gateway(addr) => {
+                if let Some(ip) = route_addr::<N>(addr) {
+                    gw = Some(ip);
+                }
+            }
             RouteAttribute::Oif(i) => oif = Some(*i),
             _ => {}
         }
     }
     Some(RouteFacts {
         table,
-        dst: Ipv4Net::new(dst, r.header.destination_prefix_length).ok()?,
+        dst: N::with_prefix(dst, r.header.destination_prefix_length)?,
         gw,
         oif,
         unicast: r.header.kind == RouteType::Unicast,
@@ -907,32 +1095,53 @@ pub fn route_facts(r: &RouteMessage) -> Option<RouteFacts> {
     })
 }
 
-/// What weft reads of a neighbour (ARP) or bridge FDB message: the one neighbour decoder.
+/// What weft reads of a neighbour (ARP/NDP) or bridge FDB message for one family (IPv4 by
+/// default): the one neighbour decoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NeighFacts {
-    /// An FDB entry (family AF_BRIDGE) rather than an IPv4 neighbour.
+pub struct NeighFacts<N: PodNet = Ipv4Net> {
+    /// An FDB entry (family AF_BRIDGE) rather than a neighbour of family `N`.
     pub fdb: bool,
     pub ifindex: u32,
-    /// NDA_DST: the neighbour's IP, or an FDB entry's remote VTEP.
-    pub ip: Option<Ipv4Addr>,
+    /// NDA_DST of family `N`: the neighbour's IP, or an FDB entry's remote VTEP (None when
+    /// absent or of the other family).
+    pub ip: Option<N::Addr>,
     pub mac: Option<MacAddr>,
     pub permanent: bool,
 }
 
-/// The facts of an IPv4 neighbour or FDB message (None for another family).
+/// The facts of an IPv4 neighbour or FDB message (None for another family); an FDB entry's
+/// IPv6 destination reads as none.
 pub fn neigh_facts(n: &NeighbourMessage) -> Option<NeighFacts> {
+    neigh_facts_of::<Ipv4Net>(n)
+}
+
+/// The facts of a neighbour message of family `N` or an FDB message (None for another
+/// family). An FDB entry's destination is kept only if it is of family `N`.
+pub fn neigh_facts_of<N: PodNet>(n: &NeighbourMessage) -> Option<NeighFacts<N>> {
     let fdb = match n.header.family {
-        AddressFamily::Inet => false,
         AddressFamily::Bridge => true,
+        f if f == family_of::<N>() => false,
         _ => return None,
     };
     let (mut ip, mut mac) = (None, None);
     for a in &n.attributes {
         match a {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => ip = Some(*v4),
-            // FDB dumps carry NDA_DST as raw bytes (rust-stack.md pitfall 4).
-            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
-                ip = Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                ip = N::addr_of(IpAddr::V4(*v4));
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                ip = N::addr_of(IpAddr::V6(*v6));
+            }
+            // FDB dumps carry NDA_DST as raw bytes (rust-stack.md pitfall 4): 4 for an IPv4
+            // VTEP, 16 for an IPv6 one.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                ip = if let Ok(v4) = <[u8; 4]>::try_from(b.as_slice()) {
+                    N::addr_of(IpAddr::from(v4))
+                } else if let Ok(v6) = <[u8; 16]>::try_from(b.as_slice()) {
+                    N::addr_of(IpAddr::from(v6))
+                } else {
+                    None
+                };
             }
             NeighbourAttribute::LinkLayerAddress(b) => mac = mac_from(b),
             _ => {}
@@ -947,22 +1156,71 @@ pub fn neigh_facts(n: &NeighbourMessage) -> Option<NeighFacts> {
     })
 }
 
-/// A neighbour message's IPv4 address, and its MAC if the entry is permanent (the only kind
-/// weft programs; any other state means weft's entry is not there).
-fn neigh_of_message(n: &NeighbourMessage) -> (Option<Ipv4Addr>, Option<MacAddr>) {
-    match neigh_facts(n) {
-        Some(f) => (f.ip, f.mac.filter(|_| f.permanent)),
-        None => (None, None),
+/// A neighbour message's address of family `N`, and its MAC if the entry is permanent (the
+/// only kind weft programs; any other state means weft's entry is not there).
+fn neigh_of_message<N: PodNet>(n: &NeighbourMessage) -> (Option<N::Addr>, Option<MacAddr>) {
+    match neigh_facts_of::<N>(n) {
+        Some(f) if !f.fdb => (f.ip, f.mac.filter(|_| f.permanent)),
+        _ => (None, None),
     }
 }
 
-/// An FDB message as the (MAC, destination) entry weft programs, if it has both.
-fn fdb_of_message(n: &NeighbourMessage) -> Option<FdbEntry> {
-    let f = neigh_facts(n)?;
+/// An FDB message as the (MAC, destination) entry weft programs, if it has both and the
+/// destination is of family `N`.
+fn fdb_of_message<N: PodNet>(n: &NeighbourMessage) -> Option<FdbEntry<N>> {
+    let f = neigh_facts_of::<N>(n)?;
     Some(FdbEntry {
         mac: f.mac?,
         dst: f.ip?,
     })
+}
+
+/// What `ip route get` answers, for either family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteLookup {
+    /// The outgoing link.
+    pub oif: u32,
+    /// The preferred source address (RTA_PREFSRC), if any.
+    pub src: Option<IpAddr>,
+    /// The gateway (RTA_GATEWAY), if any: none means the destination is on the link.
+    pub gateway: Option<IpAddr>,
+}
+
+/// The answer of a route lookup (None without an output link).
+fn route_lookup_of(r: &RouteMessage) -> Option<RouteLookup> {
+    let addr = |a: &RouteAddress| match a {
+        RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
+        RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    };
+    Some(RouteLookup {
+        oif: route_oif(r)?,
+        src: r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::PrefSource(a) => addr(a),
+            _ => None,
+        }),
+        gateway: r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Gateway(a) => addr(a),
+            _ => None,
+        }),
+    })
+}
+
+/// The output link of the first main-table default route (prefix length 0) among `routes`.
+fn default_route_oif(routes: &[RouteMessage]) -> Option<u32> {
+    routes.iter().find_map(|r| {
+        let oif = route_oif(r);
+        (r.header.destination_prefix_length == 0
+            && r.header.table == RouteHeader::RT_TABLE_MAIN
+            && oif.is_some())
+        .then_some(oif)
+        .flatten()
+    })
+}
+
+/// A global IPv6 address: not link-local, loopback, multicast or unspecified.
+pub fn is_global_ipv6(ip: &Ipv6Addr) -> bool {
+    !ip.is_unicast_link_local() && !ip.is_loopback() && !ip.is_multicast() && !ip.is_unspecified()
 }
 
 fn route_oif(r: &RouteMessage) -> Option<u32> {
@@ -972,10 +1230,10 @@ fn route_oif(r: &RouteMessage) -> Option<u32> {
     })
 }
 
-/// A route message as (output link, entry) if it is a route weft could own: main table,
-/// unicast, not one the kernel made for an address, with an output link.
-fn route_of_message(r: &RouteMessage) -> Option<(u32, RouteEntry)> {
-    let f = route_facts(r)?;
+/// A route message as (output link, entry) if it is a route of family `N` weft could own:
+/// main table, unicast, not one the kernel made for an address, with an output link.
+fn route_of_message<N: PodNet>(r: &RouteMessage) -> Option<(u32, RouteEntry<N>)> {
+    let f = route_facts_of::<N>(r)?;
     if !f.in_main_table() || !f.unicast || f.kernel_made {
         return None;
     }
@@ -990,45 +1248,70 @@ fn route_of_message(r: &RouteMessage) -> Option<(u32, RouteEntry)> {
     ))
 }
 
-/// flannel's route: `<subnet> via <subnet address> dev flannel.N onlink`, or a direct one
-/// (host-gw, DirectRouting) `<subnet> via <PublicIP> dev <ext>`; protocol boot (what
-/// vishvananda/netlink sends by default, so `ip route` shows the same as on a flanneld node).
-fn route_message(index: u32, r: &RouteEntry) -> RouteMessage {
-    let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(r.dst.network(), r.dst.prefix_len())
-        .output_interface(index)
-        .scope(RouteScope::Universe)
-        .protocol(RouteProtocol::Boot);
-    if let Some(gw) = r.gw {
-        b = b.gateway(gw);
+/// flannel's route: `<subnet> via <subnet address> dev flannel.N onlink` (`ip -6 route ...
+/// dev flannel-v6.N onlink` for IPv6), or a direct one (host-gw, DirectRouting)
+/// `<subnet> via <PublicIP> dev <ext>`; protocol boot (what vishvananda/netlink sends by
+/// default, so `ip route` shows the same as on a flanneld node).
+fn route_message<N: PodNet>(index: u32, r: &RouteEntry<N>) -> RouteMessage {
+    fn rest<T>(
+        b: RouteMessageBuilder<T>,
+        index: u32,
+        gw: Option<IpAddr>,
+        onlink: bool,
+    ) -> RouteMessage {
+        let mut b = b
+            .output_interface(index)
+            .scope(RouteScope::Universe)
+            .protocol(RouteProtocol::Boot);
+        if let Some(gw) = gw {
+            b.get_mut()
+                .attributes
+                .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
+        }
+        if onlink {
+            b = b.onlink();
+        }
+        b.build()
     }
-    if r.onlink {
-        b = b.onlink();
+    let gw = r.gw.map(Into::into);
+    let len = r.dst.prefix_len();
+    match r.dst.network().into() {
+        IpAddr::V4(dst) => rest(
+            RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(dst, len),
+            index,
+            gw,
+            r.onlink,
+        ),
+        IpAddr::V6(dst) => rest(
+            RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(dst, len),
+            index,
+            gw,
+            r.onlink,
+        ),
     }
-    b.build()
 }
 
 /// The request that carries out `op` on link `index`: what `ip neigh replace ... nud
 /// permanent`, `bridge fdb replace ... self permanent` and `ip route replace ... proto boot`
-/// (or their deletes) send.
-fn request(index: u32, op: &Op) -> (Kind, RouteNetlinkMessage) {
-    let neigh = |n: &NeighEntry| {
+/// (or their deletes, or their `ip -6` twins) send.
+fn request<N: PodNet>(index: u32, op: &Op<N>) -> (Kind, RouteNetlinkMessage) {
+    let neigh = |n: &NeighEntry<N>| {
         permanent_neighbour(
-            AddressFamily::Inet,
+            family_of::<N>(),
             index,
             vec![
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(n.ip)),
+                NeighbourAttribute::Destination(NeighbourAddress::from(n.ip.into())),
                 NeighbourAttribute::LinkLayerAddress(n.mac.0.to_vec()),
             ],
         )
     };
-    let fdb = |f: &FdbEntry| {
+    let fdb = |f: &FdbEntry<N>| {
         let mut m = permanent_neighbour(
             AddressFamily::Bridge,
             index,
             vec![
                 NeighbourAttribute::LinkLayerAddress(f.mac.0.to_vec()),
-                NeighbourAttribute::Destination(NeighbourAddress::Inet(f.dst)),
+                NeighbourAttribute::Destination(NeighbourAddress::from(f.dst.into())),
             ],
         );
         m.header.flags = NeighbourFlags::Own;
@@ -1051,7 +1334,7 @@ fn request(index: u32, op: &Op) -> (Kind, RouteNetlinkMessage) {
 }
 
 /// What an op does, for an error: "set route 10.244.2.0/24", "delete FDB entry ... dst ...".
-fn describe_op(op: &Op) -> String {
+fn describe_op<N: PodNet>(op: &Op<N>) -> String {
     match op {
         Op::SetNeigh(n) => format!("set neighbour {} lladdr {}", n.ip, n.mac),
         Op::DelNeigh(n) => format!("delete neighbour {}", n.ip),
@@ -1063,7 +1346,7 @@ fn describe_op(op: &Op) -> String {
 }
 
 /// The kernel refused `op` with `errno`: the same error a single request would give.
-fn refused(op: &Op, errno: i32) -> NetError {
+fn refused<N: PodNet>(op: &Op<N>, errno: i32) -> NetError {
     let mut msg = ErrorMessage::default();
     msg.code = std::num::NonZeroI32::new(-errno);
     NetError::Request {
@@ -1115,7 +1398,7 @@ mod tests {
             name: "flannel.1".into(),
             vni: 1,
             port: 0,
-            local: Ipv4Addr::new(10, 0, 0, 1),
+            local: Ipv4Addr::new(10, 0, 0, 1).into(),
             underlay_index: 2,
             mtu: 8951,
             learning: false,
@@ -1128,7 +1411,7 @@ mod tests {
         VxlanAttrs {
             vni: Some(1),
             underlay_index: Some(2),
-            local: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            local: Some(Ipv4Addr::new(10, 0, 0, 1).into()),
             port: Some(8472),
             learning: Some(false),
             gbp: false,
@@ -1159,7 +1442,7 @@ mod tests {
             ),
             (
                 VxlanAttrs {
-                    local: Some(Ipv4Addr::new(10, 0, 0, 9)),
+                    local: Some(Ipv4Addr::new(10, 0, 0, 9).into()),
                     ..flanneld_like()
                 },
                 "local address",
@@ -1247,7 +1530,7 @@ mod tests {
         let mut other = m;
         other.attributes.push(RouteAttribute::Table(1536));
         assert!(!route_facts(&other).unwrap().in_main_table());
-        assert_eq!(route_of_message(&other), None);
+        assert_eq!(route_of_message::<Ipv4Net>(&other), None);
     }
 
     #[test]
@@ -1294,10 +1577,10 @@ mod tests {
                 true
             )
         );
-        assert_eq!(neigh_of_message(&arp), (f.ip, Some(mac)));
+        assert_eq!(neigh_of_message::<Ipv4Net>(&arp), (f.ip, Some(mac)));
         arp.header.state = NeighbourState::Stale;
         assert_eq!(
-            neigh_of_message(&arp).1,
+            neigh_of_message::<Ipv4Net>(&arp).1,
             None,
             "only a permanent entry is weft's"
         );
@@ -1309,7 +1592,7 @@ mod tests {
             NeighbourAttribute::Destination(NeighbourAddress::Other(vec![192, 168, 0, 2])),
         ];
         assert_eq!(
-            fdb_of_message(&fdb),
+            fdb_of_message::<Ipv4Net>(&fdb),
             Some(FdbEntry {
                 mac,
                 dst: Ipv4Addr::new(192, 168, 0, 2)
@@ -1317,5 +1600,408 @@ mod tests {
         );
         fdb.header.family = AddressFamily::Inet6;
         assert_eq!(neigh_facts(&fdb), None);
+    }
+
+    // ---- IPv6 (flannel-v6.<VNI>) ----
+
+    fn v6(t: &str) -> Ipv6Addr {
+        t.parse().unwrap()
+    }
+
+    /// The route to node 2's IPv6 subnet over `flannel-v6.1`: onlink via the subnet address.
+    fn vxlan_route6() -> RouteEntry<Ipv6Net> {
+        RouteEntry {
+            dst: "fc00:0:0:2::/64".parse().unwrap(),
+            gw: Some(v6("fc00:0:0:2::")),
+            onlink: true,
+            underlay: false,
+        }
+    }
+
+    /// What the IPv4 encoders sent before they served both families, attribute for
+    /// attribute: the IPv4 request is unchanged.
+    #[test]
+    fn the_ipv4_route_request_is_what_it_always_was() {
+        let r = vxlan_route();
+        let before = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(r.dst.network(), r.dst.prefix_len())
+            .output_interface(5)
+            .scope(RouteScope::Universe)
+            .protocol(RouteProtocol::Boot)
+            .gateway(Ipv4Addr::new(10, 244, 2, 0))
+            .onlink()
+            .build();
+        assert_eq!(route_message(5, &r), before);
+        let direct = RouteEntry {
+            gw: Some(Ipv4Addr::new(192, 168, 1, 12)),
+            onlink: false,
+            underlay: true,
+            ..r
+        };
+        let before = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(r.dst.network(), r.dst.prefix_len())
+            .output_interface(2)
+            .scope(RouteScope::Universe)
+            .protocol(RouteProtocol::Boot)
+            .gateway(Ipv4Addr::new(192, 168, 1, 12))
+            .build();
+        assert_eq!(route_message(2, &direct), before);
+        assert_eq!(
+            route_dump::<Ipv4Net>(),
+            RouteMessageBuilder::<Ipv4Addr>::new().build()
+        );
+    }
+
+    #[test]
+    fn the_ipv4_neighbour_and_fdb_requests_are_what_they_always_were() {
+        let mac = MacAddr([0x0e, 1, 2, 3, 4, 5]);
+        let (kind, msg) = request(
+            7,
+            &Op::SetNeigh(NeighEntry::<Ipv4Net> {
+                ip: Ipv4Addr::new(10, 244, 2, 0),
+                mac,
+            }),
+        );
+        assert_eq!(kind, Kind::Replace);
+        let RouteNetlinkMessage::NewNeighbour(n) = msg else {
+            panic!("{msg:?}")
+        };
+        assert_eq!(n.header.family, AddressFamily::Inet);
+        assert_eq!(n.header.state, NeighbourState::Permanent);
+        assert_eq!(
+            n.attributes,
+            vec![
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(Ipv4Addr::new(
+                    10, 244, 2, 0
+                ))),
+                NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()),
+            ]
+        );
+        let (kind, msg) = request(
+            7,
+            &Op::DelFdb(FdbEntry::<Ipv4Net> {
+                mac,
+                dst: Ipv4Addr::new(192, 168, 0, 2),
+            }),
+        );
+        assert_eq!(kind, Kind::Delete);
+        let RouteNetlinkMessage::DelNeighbour(f) = msg else {
+            panic!("{msg:?}")
+        };
+        assert_eq!(f.header.family, AddressFamily::Bridge);
+        assert_eq!(f.header.flags, NeighbourFlags::Own);
+        assert_eq!(
+            f.attributes,
+            vec![
+                NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(Ipv4Addr::new(
+                    192, 168, 0, 2
+                ))),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_ipv6_route_is_onlink_via_the_subnet_address_and_reads_back_only_as_ipv6() {
+        let r = vxlan_route6();
+        let m = route_message(5, &r);
+        assert_eq!(m.header.address_family, AddressFamily::Inet6);
+        assert_eq!(m.header.destination_prefix_length, 64);
+        assert_eq!(m.header.protocol, RouteProtocol::Boot);
+        assert_eq!(m.header.scope, RouteScope::Universe);
+        assert_eq!(m.header.table, RouteHeader::RT_TABLE_MAIN);
+        assert!(m.header.flags.contains(RouteFlags::Onlink));
+        assert_eq!(
+            m.attributes,
+            vec![
+                RouteAttribute::Destination(RouteAddress::Inet6(v6("fc00:0:0:2::"))),
+                RouteAttribute::Oif(5),
+                RouteAttribute::Gateway(RouteAddress::Inet6(v6("fc00:0:0:2::"))),
+            ]
+        );
+        let f = route_facts_of::<Ipv6Net>(&m).unwrap();
+        assert_eq!((f.dst, f.gw, f.oif, f.onlink), (r.dst, r.gw, Some(5), true));
+        assert!(f.in_main_table() && f.unicast && !f.kernel_made);
+        assert_eq!(route_of_message::<Ipv6Net>(&m), Some((5, r)));
+        // The IPv4 decoder does not take it, nor the IPv6 decoder an IPv4 route.
+        assert_eq!(route_facts(&m), None);
+        assert_eq!(route_of_message::<Ipv4Net>(&m), None);
+        assert_eq!(
+            route_facts_of::<Ipv6Net>(&route_message(5, &vxlan_route())),
+            None
+        );
+        assert_eq!(
+            route_dump::<Ipv6Net>().header.address_family,
+            AddressFamily::Inet6
+        );
+    }
+
+    #[test]
+    fn an_ipv6_direct_route_goes_via_the_public_ip_and_reads_back_as_weft_s() {
+        let r = RouteEntry {
+            gw: Some(v6("fd00:250::2")),
+            onlink: false,
+            underlay: true,
+            ..vxlan_route6()
+        };
+        let m = route_message(2, &r);
+        assert!(!m.header.flags.contains(RouteFlags::Onlink));
+        let owned = Owned::<Ipv6Net> {
+            device: Some(7),
+            underlay: Some((2, "fc00::/48".parse().unwrap())),
+        };
+        let (oif, read) = route_of_message::<Ipv6Net>(&m).unwrap();
+        assert_eq!(owned.route(oif, read), Some(r));
+    }
+
+    /// A message as the kernel would see it, and back as a dump would give it.
+    fn through_the_wire(n: &NeighbourMessage) -> NeighbourMessage {
+        use netlink_packet_core::{Emitable, Parseable};
+        let mut buf = vec![0u8; n.buffer_len()];
+        n.emit(&mut buf);
+        NeighbourMessage::parse(&buf).unwrap()
+    }
+
+    #[test]
+    fn ipv6_neighbour_and_fdb_requests_carry_16_byte_addresses_and_read_back() {
+        let mac = MacAddr([0x0e, 1, 2, 3, 4, 6]);
+        let neigh = NeighEntry::<Ipv6Net> {
+            ip: v6("fc00:0:0:2::"),
+            mac,
+        };
+        let (kind, msg) = request(7, &Op::SetNeigh(neigh));
+        assert_eq!(kind, Kind::Replace);
+        let RouteNetlinkMessage::NewNeighbour(n) = msg else {
+            panic!("{msg:?}")
+        };
+        assert_eq!(n.header.family, AddressFamily::Inet6);
+        assert_eq!(n.header.state, NeighbourState::Permanent);
+        assert_eq!(n.header.ifindex, 7);
+        let n = through_the_wire(&n);
+        assert_eq!(neigh_of_message::<Ipv6Net>(&n), (Some(neigh.ip), Some(mac)));
+        assert_eq!(neigh_facts(&n), None, "not an IPv4 neighbour");
+        assert_eq!(
+            neighbour_change(&n, true),
+            KernelChange::Entry6(
+                7,
+                Observed::Neigh {
+                    ip: neigh.ip,
+                    mac: Some(mac)
+                }
+            )
+        );
+        assert_eq!(
+            neighbour_change(&n, false),
+            KernelChange::Entry6(
+                7,
+                Observed::Neigh {
+                    ip: neigh.ip,
+                    mac: None
+                }
+            )
+        );
+
+        // `bridge fdb replace <mac> dev flannel-v6.1 dst fd00::2 self permanent`
+        let fdb = FdbEntry::<Ipv6Net> {
+            mac,
+            dst: v6("fd00::2"),
+        };
+        let (kind, msg) = request(7, &Op::SetFdb(fdb));
+        assert_eq!(kind, Kind::Replace);
+        let RouteNetlinkMessage::NewNeighbour(f) = msg else {
+            panic!("{msg:?}")
+        };
+        assert_eq!(f.header.family, AddressFamily::Bridge);
+        assert_eq!(f.header.flags, NeighbourFlags::Own);
+        assert_eq!(f.header.state, NeighbourState::Permanent);
+        let f = through_the_wire(&f);
+        // An AF_BRIDGE dump carries NDA_DST as raw bytes: 16 of them.
+        assert!(
+            f.attributes
+                .contains(&NeighbourAttribute::Destination(NeighbourAddress::Other(
+                    fdb.dst.octets().to_vec()
+                )))
+        );
+        assert_eq!(fdb_of_message::<Ipv6Net>(&f), Some(fdb));
+        assert_eq!(fdb_of_message::<Ipv4Net>(&f), None, "an IPv6 VTEP");
+        assert_eq!(
+            neighbour_change(&f, true),
+            KernelChange::Entry6(
+                7,
+                Observed::Fdb {
+                    entry: fdb,
+                    present: true
+                }
+            )
+        );
+        // An IPv4 VTEP in the same table is the IPv4 model's.
+        let fdb4 = FdbEntry::<Ipv4Net> {
+            mac,
+            dst: Ipv4Addr::new(192, 168, 0, 2),
+        };
+        let RouteNetlinkMessage::DelNeighbour(f4) = request(7, &Op::DelFdb(fdb4)).1 else {
+            panic!()
+        };
+        let f4 = through_the_wire(&f4);
+        assert_eq!(fdb_of_message::<Ipv6Net>(&f4), None);
+        assert_eq!(
+            neighbour_change(&f4, false),
+            KernelChange::Entry(
+                7,
+                Observed::Fdb {
+                    entry: fdb4,
+                    present: false
+                }
+            )
+        );
+        // An FDB entry without a destination (the device's own) is neither's.
+        let mut own = permanent_neighbour(
+            AddressFamily::Bridge,
+            7,
+            vec![NeighbourAttribute::LinkLayerAddress(mac.0.to_vec())],
+        );
+        own = through_the_wire(&own);
+        assert_eq!(neighbour_change(&own, true), KernelChange::Other(Some(7)));
+        assert_eq!(
+            describe_op(&Op::SetFdb(fdb)),
+            format!("set FDB entry {mac} dst fd00::2")
+        );
+    }
+
+    #[test]
+    fn route_changes_are_told_apart_by_family() {
+        let m4 = route_message(5, &vxlan_route());
+        let m6 = route_message(6, &vxlan_route6());
+        assert_eq!(
+            route_change(&m4, false),
+            KernelChange::Entry(
+                5,
+                Observed::Route {
+                    entry: vxlan_route(),
+                    present: false
+                }
+            )
+        );
+        assert_eq!(
+            route_change(&m6, false),
+            KernelChange::Entry6(
+                6,
+                Observed::Route {
+                    entry: vxlan_route6(),
+                    present: false
+                }
+            )
+        );
+        assert_eq!(route_change(&m6, true).ifindex(), Some(6));
+        // A kernel route (the device's fe80::/64) is not an entry.
+        let mut kernel = m6;
+        kernel.header.protocol = RouteProtocol::Kernel;
+        assert_eq!(route_change(&kernel, true), KernelChange::Other(Some(6)));
+        let mut a = AddressMessage::default();
+        a.header.index = 4;
+        a.header.family = AddressFamily::Inet6;
+        assert_eq!(address_change(&a), KernelChange::Address6(4));
+        a.header.family = AddressFamily::Inet;
+        assert_eq!(address_change(&a), KernelChange::Address(4));
+    }
+
+    fn spec6() -> VxlanSpec {
+        VxlanSpec {
+            name: "flannel-v6.1".into(),
+            local: v6("fd00:250::1").into(),
+            ..spec()
+        }
+    }
+
+    #[test]
+    fn an_ipv6_device_compares_its_ipv6_local_address() {
+        let have = VxlanAttrs {
+            local: Some(v6("fd00:250::1").into()),
+            ..flanneld_like()
+        };
+        assert_eq!(vxlan_incompatibility(&spec6(), &have), None);
+        let moved = VxlanAttrs {
+            local: Some(v6("fd00:250::9").into()),
+            ..flanneld_like()
+        };
+        let why = vxlan_incompatibility(&spec6(), &moved).unwrap();
+        assert!(why.contains("local address fd00:250::9"), "{why}");
+        // An IPv4 device where an IPv6 one is wanted is not the same device.
+        assert!(vxlan_incompatibility(&spec6(), &flanneld_like()).is_some());
+        assert!(vxlan_incompatibility(&spec(), &have).is_some());
+    }
+
+    #[test]
+    fn a_vxlan_link_reports_its_ipv6_local_address() {
+        let mut m = LinkMessage::default();
+        m.header.index = 9;
+        m.attributes = vec![
+            LinkAttribute::IfName("flannel-v6.1".into()),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(netlink_packet_route::link::InfoKind::Vxlan),
+                LinkInfo::Data(InfoData::Vxlan(vec![
+                    InfoVxlan::Id(1),
+                    InfoVxlan::Local6(v6("fd00:250::1")),
+                    InfoVxlan::Port(8472),
+                ])),
+            ]),
+        ];
+        let v = link_view(&m);
+        assert_eq!(v.kind.as_deref(), Some("vxlan"));
+        let x = v.vxlan.unwrap();
+        assert_eq!(x.local, Some(IpAddr::V6(v6("fd00:250::1"))));
+        assert_eq!(x.vni, Some(1));
+    }
+
+    #[test]
+    fn the_addresses_weft_removes_from_its_device() {
+        let net4: Ipv4Net = "10.244.0.0/16".parse().unwrap();
+        assert!(stale_device_address(net4, Ipv4Addr::new(10, 244, 9, 0)));
+        assert!(!stale_device_address(net4, Ipv4Addr::new(192, 168, 0, 1)));
+        // IPv6: everything but link-local, inside the Network or not.
+        let net6: Ipv6Net = "fc00::/48".parse().unwrap();
+        assert!(stale_device_address(net6, v6("fc00:0:0:9::")));
+        assert!(stale_device_address(net6, v6("2001:db8::1")));
+        assert!(!stale_device_address(net6, v6("fe80::1")));
+        assert!(is_global_ipv6(&v6("fd00:250::1")));
+        for not in ["fe80::1", "::1", "ff02::1", "::"] {
+            assert!(!is_global_ipv6(&v6(not)), "{not}");
+        }
+    }
+
+    #[test]
+    fn the_default_route_and_a_route_lookup_of_either_family() {
+        let mut other = RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(v6("fd00:250::"), 64)
+            .output_interface(3)
+            .build();
+        let default = RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
+            .output_interface(2)
+            .gateway(v6("fd00:250::fe"))
+            .build();
+        let mut elsewhere = default.clone();
+        elsewhere.header.table = 100;
+        assert_eq!(
+            default_route_oif(&[other.clone(), elsewhere.clone(), default.clone()]),
+            Some(2)
+        );
+        assert_eq!(default_route_oif(&[other.clone(), elsewhere]), None);
+        assert_eq!(
+            route_lookup_of(&default),
+            Some(RouteLookup {
+                oif: 2,
+                src: None,
+                gateway: Some(v6("fd00:250::fe").into())
+            })
+        );
+        other
+            .attributes
+            .push(RouteAttribute::PrefSource(RouteAddress::Inet6(v6(
+                "fd00:250::1",
+            ))));
+        let on_link = route_lookup_of(&other).unwrap();
+        assert_eq!(on_link.gateway, None, "on the link: a direct peer");
+        assert_eq!(on_link.src, Some(v6("fd00:250::1").into()));
     }
 }

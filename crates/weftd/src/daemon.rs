@@ -236,7 +236,7 @@ async fn vxlan_device(
         name: dev_name.to_string(),
         vni: vx.vni,
         port: vx.port,
-        local: ext.public_ip,
+        local: ext.public_ip.into(),
         underlay_index: ext.index,
         mtu: underlay_mtu - 50,
         learning: vx.learning,
@@ -860,7 +860,7 @@ impl Plane {
                 }
                 None => false,
             },
-            KernelChange::Other(_) => false,
+            KernelChange::Other(_) | KernelChange::Address6(_) | KernelChange::Entry6(..) => false,
         }
     }
 }

@@ -668,8 +668,12 @@ fn vxlan_device(f: &Facts, d: &Derived) -> Finding {
         .filter(|i| *i > 0)
         .and_then(|i| net.link(i))
         .or_else(|| {
-            let ip = attrs.local.or(lease_ip)?;
-            let idx = net.addrs.iter().find(|(_, a)| *a == ip)?.0;
+            let ip = attrs.local.or(lease_ip.map(std::net::IpAddr::V4))?;
+            let idx = net
+                .addrs
+                .iter()
+                .find(|(_, a)| std::net::IpAddr::V4(*a) == ip)?
+                .0;
             net.link(idx)
         });
     let mtu_text = match underlay {

@@ -76,7 +76,7 @@ fn vxlan_link() -> LinkInfoView {
         vxlan: Some(VxlanAttrs {
             vni: Some(1),
             underlay_index: Some(2),
-            local: Some(NODE_IP),
+            local: Some(NODE_IP.into()),
             port: Some(8472),
             learning: Some(false),
             gbp: false,
