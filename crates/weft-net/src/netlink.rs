@@ -103,6 +103,7 @@ const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
 const EEXIST: i32 = 17;
 const ENODEV: i32 = 19;
+const EINVAL: i32 = 22;
 
 /// What the VXLAN device should look like.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -796,9 +797,11 @@ impl Netlink {
         if requests.is_empty() {
             return results;
         }
-        let answers = self.batch.lock().await.run(requests).await;
+        let mut batch = self.batch.lock().await;
+        let answers = batch.run(requests).await;
         match answers {
             Ok(errnos) => {
+                let mut moved = Vec::new();
                 for (&i, errno) in sent.iter().zip(errnos) {
                     let op = &ops[i];
                     let Some(errno) = errno else { continue };
@@ -807,6 +810,17 @@ impl Netlink {
                     if !(gone && is_delete) {
                         results[i] = Some(refused(op, errno));
                     }
+                    if errno == EINVAL
+                        && let Op::SetRoute(r) = op
+                        && N::V6
+                        && r.onlink
+                    {
+                        moved.push(i);
+                    }
+                }
+                if !moved.is_empty() {
+                    self.move_onlink_routes(&mut batch, owned, ops, &moved, &mut results)
+                        .await;
                 }
             }
             Err(e) => {
@@ -819,6 +833,50 @@ impl Netlink {
             }
         }
         results
+    }
+
+    /// IPv6 refuses an on-link route whose gateway the table already reaches through another
+    /// link (`ip6_route_check_nh_onlink`: EINVAL), which is the case when a peer's subnet
+    /// moves from a direct route on the external interface to the VXLAN device (its route
+    /// via the subnet address is reached through the old route). IPv4 replaces it in place;
+    /// for IPv6 the route to the subnet is deleted first, then set again: the subnet is
+    /// unreachable only between the two requests. `moved` are the indexes of such refused
+    /// `SetRoute`s in `ops`; their results are those of the second try.
+    async fn move_onlink_routes<N: PodNet>(
+        &self,
+        batch: &mut Batch,
+        owned: &Owned<N>,
+        ops: &[Op<N>],
+        moved: &[usize],
+        results: &mut [Option<NetError>],
+    ) {
+        let mut requests = Vec::with_capacity(2 * moved.len());
+        for &i in moved {
+            let Op::SetRoute(r) = &ops[i] else { continue };
+            let Some(index) = owned.link_of(r) else {
+                continue;
+            };
+            debug!(dst = %r.dst, "deleting the route to the subnet before setting it on-link");
+            requests.push((Kind::Delete, RouteNetlinkMessage::DelRoute(route_to(r.dst))));
+            requests.push(request(index, &ops[i]));
+        }
+        match batch.run(requests).await {
+            Ok(errnos) => {
+                // Every second answer is a retried replace (the deletes' answers do not
+                // matter: gone is fine, and a failure shows in the replace).
+                for (&i, errno) in moved.iter().zip(errnos.into_iter().skip(1).step_by(2)) {
+                    results[i] = errno.map(|errno| refused(&ops[i], errno));
+                }
+            }
+            Err(e) => {
+                for &i in moved {
+                    results[i] = Some(NetError::Other(format!(
+                        "failed to send {} over netlink: {e}",
+                        describe_op(&ops[i])
+                    )));
+                }
+            }
+        }
     }
 
     /// Deletes a link by name; absent is fine.
@@ -1012,6 +1070,21 @@ fn stale_device_address<N: PodNet>(network: N, ip: N::Addr) -> bool {
         IpAddr::V4(_) => network.contains_addr(&ip),
         IpAddr::V6(v6) => !v6.is_unicast_link_local(),
     }
+}
+
+/// A delete request for the main table's route to `dst`, whatever its link, gateway and
+/// protocol.
+fn route_to<N: PodNet>(dst: N) -> RouteMessage {
+    let mut m = match dst.network().into() {
+        IpAddr::V4(a) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(a, dst.prefix_len())
+            .build(),
+        IpAddr::V6(a) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(a, dst.prefix_len())
+            .build(),
+    };
+    m.header.protocol = RouteProtocol::Unspec;
+    m
 }
 
 /// The request that dumps every route of family `N`.
