@@ -3,7 +3,7 @@
 //! [`select`] is pure: it works on a snapshot of the namespace's links, addresses and routes,
 //! so every precedence rule is unit-tested; [`discover`] takes that snapshot over netlink.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use regex::Regex;
 
@@ -66,6 +66,22 @@ pub enum IfaceError {
     NoAddress(String),
     #[error("interface {0} reports MTU 0; check the link (`ip link show {0}`)")]
     ZeroMtu(String),
+    #[error(
+        "no IPv6 default route to pick the external interface from; add one or pass --iface <name|address>"
+    )]
+    NoDefaultRoute6,
+    #[error(
+        "interface {0} has no global IPv6 address; give it one (`ip -6 addr`) or choose another with --iface"
+    )]
+    NoAddress6(String),
+    #[error(
+        "--public-ipv6 {ip} is an address of {holder}, not of the external interface {iface}; use the same interface for both families"
+    )]
+    PublicIpv6Elsewhere {
+        ip: Ipv6Addr,
+        holder: String,
+        iface: String,
+    },
 }
 
 /// Address preference: global unicast before link-local, permanent before dynamic (flannel
@@ -161,6 +177,128 @@ pub fn select(req: &IfaceRequest, snap: &Snapshot) -> Result<ExtIface, IfaceErro
         .find(|c| c.index == index)
         .ok_or(IfaceError::NoDefaultRoute)?;
     finish(c, None, req)
+}
+
+/// One link of the namespace with its global IPv6 addresses (dual-stack).
+#[derive(Debug, Clone)]
+pub struct Candidate6 {
+    pub index: u32,
+    pub name: String,
+    /// (address, permanent), in kernel order; link-local ones are left out.
+    pub addrs: Vec<(Ipv6Addr, bool)>,
+}
+
+/// Everything [`select6`] needs to know about the namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot6 {
+    pub links: Vec<Candidate6>,
+    /// The link of the main table's `::/0` route.
+    pub default_route_link: Option<u32>,
+}
+
+/// The IPv6 side of the external interface: what `flannel-v6.<VNI>` sends from and what the
+/// lease's PublicIPv6 says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtIface6 {
+    pub index: u32,
+    pub name: String,
+    /// The interface's own IPv6 address (the IPv6 VXLAN device's local address).
+    pub iface_addr: Ipv6Addr,
+    /// `--public-ipv6`, else the interface address.
+    pub public_ip: Ipv6Addr,
+}
+
+/// IPv6 address preference: permanent (configured) before dynamic (SLAAC), then kernel order.
+fn best_addr6(c: &Candidate6) -> Option<Ipv6Addr> {
+    let mut usable: Vec<&(Ipv6Addr, bool)> = c
+        .addrs
+        .iter()
+        .filter(|(ip, _)| crate::netlink::is_global_ipv6(ip))
+        .collect();
+    usable.sort_by_key(|(_, permanent)| !permanent);
+    usable.first().map(|(ip, _)| *ip)
+}
+
+/// The link holding the IPv6 address `ip` (flannel's `GetInterfaceByIP6`).
+pub fn by_addr6(snap: &Snapshot6, ip: Ipv6Addr) -> Option<&Candidate6> {
+    snap.links
+        .iter()
+        .find(|c| c.addrs.iter().any(|(a, _)| *a == ip))
+}
+
+/// Chooses the IPv6 side of the external interface as flanneld does for dual-stack: on the
+/// link `on` already chosen for IPv4 (if any), its preferred IPv6 address, or
+/// `public_ipv6` if the link holds it (an address of another link is an error: both
+/// families leave through one interface); without `on`, the link holding `public_ipv6`, else
+/// the IPv6 default route's link. The lease carries `public_ipv6` if given (a NAT address),
+/// else the interface address.
+pub fn select6(
+    on: Option<u32>,
+    public_ipv6: Option<Ipv6Addr>,
+    snap: &Snapshot6,
+) -> Result<ExtIface6, IfaceError> {
+    let holder = public_ipv6.and_then(|ip| by_addr6(snap, ip));
+    let c = match on {
+        Some(index) => {
+            let c = snap
+                .links
+                .iter()
+                .find(|c| c.index == index)
+                .ok_or_else(|| IfaceError::NoAddress6(format!("link {index}")))?;
+            if let (Some(ip), Some(h)) = (public_ipv6, holder)
+                && h.index != c.index
+            {
+                return Err(IfaceError::PublicIpv6Elsewhere {
+                    ip,
+                    holder: h.name.clone(),
+                    iface: c.name.clone(),
+                });
+            }
+            c
+        }
+        None => match holder {
+            Some(h) => h,
+            None => {
+                let index = snap.default_route_link.ok_or(IfaceError::NoDefaultRoute6)?;
+                snap.links
+                    .iter()
+                    .find(|c| c.index == index)
+                    .ok_or(IfaceError::NoDefaultRoute6)?
+            }
+        },
+    };
+    let iface_addr = public_ipv6
+        .filter(|_| holder.is_some_and(|h| h.index == c.index))
+        .or_else(|| best_addr6(c))
+        .ok_or_else(|| IfaceError::NoAddress6(c.name.clone()))?;
+    Ok(ExtIface6 {
+        index: c.index,
+        name: c.name.clone(),
+        iface_addr,
+        public_ip: public_ipv6.unwrap_or(iface_addr),
+    })
+}
+
+/// Takes the snapshot [`select6`] needs from the current network namespace.
+pub async fn discover6(nl: &Netlink) -> Result<Snapshot6, NetError> {
+    let links = nl.links().await?;
+    let addrs = nl.ipv6_addresses().await?;
+    let links = links
+        .into_iter()
+        .map(|l| Candidate6 {
+            index: l.index,
+            addrs: addrs
+                .iter()
+                .filter(|(i, ..)| *i == l.index)
+                .map(|(_, ip, _, permanent)| (*ip, *permanent))
+                .collect(),
+            name: l.name,
+        })
+        .collect();
+    Ok(Snapshot6 {
+        links,
+        default_route_link: nl.default_route_link6().await?,
+    })
 }
 
 /// Takes the snapshot [`select`] needs from the current network namespace.
@@ -340,5 +478,72 @@ mod tests {
             select(&req, &snap()),
             Err(IfaceError::NoAddress("noaddr".into()))
         );
+    }
+
+    fn v6(t: &str) -> Ipv6Addr {
+        t.parse().unwrap()
+    }
+
+    fn snap6() -> Snapshot6 {
+        Snapshot6 {
+            links: vec![
+                Candidate6 {
+                    index: 2,
+                    name: "eth0".into(),
+                    addrs: vec![(v6("2001:db8::5"), false), (v6("fd00:250::1"), true)],
+                },
+                Candidate6 {
+                    index: 3,
+                    name: "ens6".into(),
+                    addrs: vec![(v6("fd00:9::2"), true)],
+                },
+                Candidate6 {
+                    index: 4,
+                    name: "noaddr".into(),
+                    addrs: vec![],
+                },
+            ],
+            default_route_link: Some(2),
+        }
+    }
+
+    #[test]
+    fn ipv6_on_the_ipv4_interface_prefers_a_permanent_address() {
+        let e = select6(Some(2), None, &snap6()).unwrap();
+        assert_eq!((e.name.as_str(), e.iface_addr), ("eth0", v6("fd00:250::1")));
+        assert_eq!(e.public_ip, e.iface_addr);
+        assert_eq!(
+            select6(Some(4), None, &snap6()),
+            Err(IfaceError::NoAddress6("noaddr".into()))
+        );
+    }
+
+    #[test]
+    fn public_ipv6_picks_its_address_its_link_or_is_refused_elsewhere() {
+        let e = select6(Some(2), Some(v6("2001:db8::5")), &snap6()).unwrap();
+        assert_eq!(e.iface_addr, v6("2001:db8::5"));
+        let e = select6(None, Some(v6("fd00:9::2")), &snap6()).unwrap();
+        assert_eq!(e.name, "ens6");
+        let err = select6(Some(2), Some(v6("fd00:9::2")), &snap6()).unwrap_err();
+        assert!(
+            matches!(err, IfaceError::PublicIpv6Elsewhere { .. }),
+            "{err}"
+        );
+        // A NAT address on no link: the interface's own address, the lease the NAT one.
+        let e = select6(Some(3), Some(v6("2600::1")), &snap6()).unwrap();
+        assert_eq!(
+            (e.iface_addr, e.public_ip),
+            (v6("fd00:9::2"), v6("2600::1"))
+        );
+    }
+
+    #[test]
+    fn ipv6_alone_follows_the_ipv6_default_route() {
+        assert_eq!(select6(None, None, &snap6()).unwrap().index, 2);
+        let mut s = snap6();
+        s.default_route_link = None;
+        assert_eq!(select6(None, None, &s), Err(IfaceError::NoDefaultRoute6));
+        assert_eq!(by_addr6(&s, v6("fd00:9::2")).map(|c| c.index), Some(3));
+        assert!(by_addr6(&s, v6("fd00:9::3")).is_none());
     }
 }

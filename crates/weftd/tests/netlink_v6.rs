@@ -450,6 +450,17 @@ fn the_ipv6_data_plane_is_programmed_read_back_and_kept_apart_from_the_ipv4_one(
         "via the default gateway"
     );
     assert_eq!(get6.0, eth0);
+    let ext6 = in_ns(&ns, move |nl| async move {
+        let snap = weft_net::iface::discover6(&nl).await.unwrap();
+        (
+            weft_net::iface::select6(Some(eth0), None, &snap),
+            weft_net::iface::select6(None, None, &snap),
+        )
+    });
+    for chosen in [ext6.0, ext6.1] {
+        let e = chosen.unwrap();
+        assert_eq!((e.index, e.iface_addr), (eth0, local6), "{e:?}");
+    }
 
     // 8. Another local address makes the device incompatible: it is re-created.
     let recreated = {
