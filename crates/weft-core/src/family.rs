@@ -12,6 +12,37 @@ use std::str::FromStr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+/// An address family, for what is kept per family (the iptables binaries, the nftables table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Family {
+    /// IPv4 (`iptables`, `ip flannel-ipv4`).
+    #[default]
+    V4,
+    /// IPv6 (`ip6tables`, `ip6 flannel-ipv6`).
+    V6,
+}
+
+impl Family {
+    /// The family of the network type `N`.
+    pub fn of<N: PodNet>() -> Family {
+        if N::V6 { Family::V6 } else { Family::V4 }
+    }
+
+    /// `"IPv4"` or `"IPv6"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => <Ipv4Net as PodNet>::NAME,
+            Family::V6 => <Ipv6Net as PodNet>::NAME,
+        }
+    }
+}
+
+impl Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A network type of one family ([`Ipv4Net`] or [`Ipv6Net`]) and its address type.
 pub trait PodNet:
     Copy + Eq + Ord + Hash + Debug + Display + FromStr + Default + Send + Sync + Into<IpNet> + 'static
@@ -165,6 +196,8 @@ mod tests {
             <Ipv6Net as PodNet>::addr_of("10.0.0.1".parse().unwrap()),
             None
         );
+        assert_eq!(Family::of::<Ipv4Net>(), Family::V4);
+        assert_eq!(Family::of::<Ipv6Net>().to_string(), "IPv6");
         assert_eq!(
             <Ipv6Net as PodNet>::ADDR_MAX.to_string(),
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"

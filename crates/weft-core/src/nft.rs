@@ -1,6 +1,6 @@
-//! flannel's nftables mode (`"EnableNFTables": true`) as data: the table weftd owns, as one
-//! `nft -f` transaction that replaces it whole, and how to tell whether the kernel still holds
-//! what weftd wrote.
+//! flannel's nftables mode (`"EnableNFTables": true`) as data: the tables weftd owns, as one
+//! `nft -f` transaction that replaces them whole, and how to tell whether the kernel still
+//! holds what weftd wrote.
 //!
 //! The layout is flannel's (its knftables code, flannel-compat.md 6.4), so a node can switch
 //! between flanneld and weftd: table `ip flannel-ipv4` (comment `rules for flannel-ipv4`),
@@ -8,27 +8,44 @@
 //! ways, chain `postrtg` (nat hook postrouting, priority srcnat) with flannel's six masquerade
 //! rules, whose fourth is `ip saddr != <own subnet> ip daddr <network> return` (the iptables
 //! mode's is `! -s <network> -d <own subnet>`) and whose mark match is the exact `0x4000`.
+//! With IPv6 the same again in table `ip6 flannel-ipv6` (comment `rules for flannel-ipv6`),
+//! with `ip6 saddr`/`ip6 daddr` matches, the IPv6 Network and subnet, and `ff00::/8` as the
+//! multicast range never masqueraded. The family follows from the network type ([`PodNet`]).
 //!
-//! Unlike flanneld, which adds its chains and flushes them rule by rule, weftd writes the table
+//! Unlike flanneld, which adds its chains and flushes them rule by rule, weftd writes a table
 //! in one transaction that deletes and re-creates it: the kernel swaps the whole table at once,
 //! so there is never a moment with half the rules, and anything else someone put into it goes.
+//! A dual-stack node replaces both tables in one transaction ([`dual_transaction`]).
 
 use std::fmt::Write as _;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use crate::family::PodNet;
+use crate::rules::multicast;
 
 /// The family and name of flannel's IPv4 table.
 pub const V4_TABLE: &str = "ip flannel-ipv4";
-/// The family and name of flannel's IPv6 table (written by flanneld with IPv6; weftd leaves it).
+/// The family and name of flannel's IPv6 table.
 pub const V6_TABLE: &str = "ip6 flannel-ipv6";
 
-/// What the nftables table should hold.
+/// The family and name of flannel's table for `N` ([`V4_TABLE`] or [`V6_TABLE`]).
+pub fn table_of<N: PodNet>() -> &'static str {
+    if N::V6 { V6_TABLE } else { V4_TABLE }
+}
+
+/// The address match keyword of `N`'s family in a rule (`ip` or `ip6`).
+fn match_of<N: PodNet>() -> &'static str {
+    if N::V6 { "ip6" } else { "ip" }
+}
+
+/// What one family's nftables table should hold (IPv4 unless said otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NftRules {
-    /// The flannel Network.
-    pub cluster: Ipv4Net,
-    /// This node's subnet.
-    pub own: Ipv4Net,
+pub struct NftRules<N: PodNet = Ipv4Net> {
+    /// The flannel Network (IPv6Network for the IPv6 table).
+    pub cluster: N,
+    /// This node's subnet (its IPv6 subnet for the IPv6 table).
+    pub own: N,
     /// `--ip-masq`: the `postrtg` chain.
     pub masq: bool,
     /// `--iptables-forward-rules`: the `forward` chain.
@@ -38,23 +55,56 @@ pub struct NftRules {
     pub fully_random: bool,
 }
 
-/// The `nft -f` transaction that makes the table exactly `rules`: create it (so the delete
+/// What both tables of a dual-stack node should hold. A family that is None has its table
+/// removed by [`dual_transaction`] (a node that stopped serving it keeps no stale masquerade).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DualNftRules {
+    /// Table `ip flannel-ipv4`.
+    pub v4: Option<NftRules<Ipv4Net>>,
+    /// Table `ip6 flannel-ipv6`.
+    pub v6: Option<NftRules<Ipv6Net>>,
+}
+
+/// The `nft -f` transaction that makes `N`'s table exactly `rules`: create it (so the delete
 /// cannot fail), delete it, create it again with its chains and rules.
-pub fn transaction(rules: &NftRules) -> String {
+pub fn transaction<N: PodNet>(rules: &NftRules<N>) -> String {
     let mut s = String::new();
-    let table = V4_TABLE;
-    let comment = "comment \"rules for flannel-ipv4\" ;";
+    write_table(&mut s, rules);
+    s
+}
+
+/// The one `nft -f` transaction that makes both tables what `rules` says: each family's table
+/// replaced whole as [`transaction`] does, or removed as [`removal_of`] does when that family is
+/// None. The kernel applies all of it or nothing.
+pub fn dual_transaction(rules: &DualNftRules) -> String {
+    let mut s = String::new();
+    match &rules.v4 {
+        Some(r) => write_table(&mut s, r),
+        None => s.push_str(&removal_of::<Ipv4Net>()),
+    }
+    match &rules.v6 {
+        Some(r) => write_table(&mut s, r),
+        None => s.push_str(&removal_of::<Ipv6Net>()),
+    }
+    s
+}
+
+fn write_table<N: PodNet>(s: &mut String, rules: &NftRules<N>) {
+    let table = table_of::<N>();
+    let name = table.split_once(' ').map_or(table, |(_, name)| name);
+    let comment = format!("comment \"rules for {name}\" ;");
     let _ = writeln!(s, "add table {table} {{ {comment} }}");
     let _ = writeln!(s, "delete table {table}");
     let _ = writeln!(s, "add table {table} {{ {comment} }}");
     let (c, p) = (rules.cluster.trunc(), rules.own.trunc());
+    let ip = match_of::<N>();
     if rules.forward {
         let _ = writeln!(
             s,
             "add chain {table} forward {{ type filter hook forward priority filter ; comment \"chain to accept flannel traffic\" ; }}"
         );
-        let _ = writeln!(s, "add rule {table} forward ip saddr {c} accept");
-        let _ = writeln!(s, "add rule {table} forward ip daddr {c} accept");
+        let _ = writeln!(s, "add rule {table} forward {ip} saddr {c} accept");
+        let _ = writeln!(s, "add rule {table} forward {ip} daddr {c} accept");
     }
     if rules.masq {
         let random = if rules.fully_random {
@@ -70,18 +120,19 @@ pub fn transaction(rules: &NftRules) -> String {
             let _ = writeln!(s, "add rule {table} postrtg {rule}");
         }
     }
-    s
 }
 
 /// flannel's six masquerade rules of chain `postrtg`, as written (the mark as `0x4000`).
-fn masq_rules(c: Ipv4Net, p: Ipv4Net, random: &str) -> [String; 6] {
+fn masq_rules<N: PodNet>(c: N, p: N, random: &str) -> [String; 6] {
+    let ip = match_of::<N>();
+    let multicast = multicast::<N>();
     [
         format!("meta mark {MARK} return"),
-        format!("ip saddr {p} ip daddr {c} return"),
-        format!("ip saddr {c} ip daddr {p} return"),
-        format!("ip saddr != {p} ip daddr {c} return"),
-        format!("ip saddr {c} ip daddr != 224.0.0.0/4 masquerade{random}"),
-        format!("ip saddr != {c} ip daddr {c} masquerade{random}"),
+        format!("{ip} saddr {p} {ip} daddr {c} return"),
+        format!("{ip} saddr {c} {ip} daddr {p} return"),
+        format!("{ip} saddr != {p} {ip} daddr {c} return"),
+        format!("{ip} saddr {c} {ip} daddr != {multicast} masquerade{random}"),
+        format!("{ip} saddr != {c} {ip} daddr {c} masquerade{random}"),
     ]
 }
 
@@ -90,9 +141,10 @@ const MARK: &str = "0x4000";
 /// The same mark as `nft list` prints it.
 const MARK_LISTED: &str = "0x00004000";
 
-/// The rules of chain `postrtg` as `nft list table ip flannel-ipv4` prints them (rule lines
-/// only, no handles), for a table weftd or flanneld wrote for `cluster` and `own`.
-pub fn listed_masq_rules(cluster: Ipv4Net, own: Ipv4Net, fully_random: bool) -> Vec<String> {
+/// The rules of chain `postrtg` as `nft list table ip flannel-ipv4` (for IPv6 networks:
+/// `ip6 flannel-ipv6`) prints them (rule lines only, no handles), for a table weftd or flanneld
+/// wrote for `cluster` and `own`.
+pub fn listed_masq_rules<N: PodNet>(cluster: N, own: N, fully_random: bool) -> Vec<String> {
     let random = if fully_random { " fully-random" } else { "" };
     masq_rules(cluster.trunc(), own.trunc(), random)
         .into_iter()
@@ -116,10 +168,22 @@ pub fn chain_rules(listing: &str, chain: &str) -> Option<Vec<String>> {
     )
 }
 
-/// The transaction that removes the table, whether it exists or not (what the iptables mode
-/// runs at start, as flannel's clean-up of the other mode does).
+/// The transaction that removes the IPv4 table, whether it exists or not (what the iptables
+/// mode runs at start, as flannel's clean-up of the other mode does).
 pub fn removal() -> String {
-    format!("add table {V4_TABLE}\ndelete table {V4_TABLE}\n")
+    removal_of::<Ipv4Net>()
+}
+
+/// The transaction that removes `N`'s table, whether it exists or not.
+pub fn removal_of<N: PodNet>() -> String {
+    let table = table_of::<N>();
+    format!("add table {table}\ndelete table {table}\n")
+}
+
+/// The one transaction that removes both tables, whether they exist or not (the iptables
+/// mode's clean-up of the other mode on a dual-stack node, as flannel's `cleanUp` deletes both).
+pub fn removal_both() -> String {
+    removal_of::<Ipv4Net>() + &removal_of::<Ipv6Net>()
 }
 
 /// A probe for `masquerade fully-random`, for `nft -c` (check only, nothing is committed).
@@ -260,12 +324,141 @@ mod tests {
         assert_eq!(chain_rules(&flushed, "postrtg").unwrap().len(), 5);
     }
 
+    fn rules6() -> NftRules<Ipv6Net> {
+        NftRules {
+            // Host bits are cleared, as for IPv4.
+            cluster: "fc00::1/48".parse().unwrap(),
+            own: "fc00:0:0:1::1/64".parse().unwrap(),
+            masq: true,
+            forward: true,
+            fully_random: true,
+        }
+    }
+
+    #[test]
+    fn the_ipv6_transaction_writes_flannel_s_ip6_table() {
+        expect_test::expect![[r#"
+            add table ip6 flannel-ipv6 { comment "rules for flannel-ipv6" ; }
+            delete table ip6 flannel-ipv6
+            add table ip6 flannel-ipv6 { comment "rules for flannel-ipv6" ; }
+            add chain ip6 flannel-ipv6 forward { type filter hook forward priority filter ; comment "chain to accept flannel traffic" ; }
+            add rule ip6 flannel-ipv6 forward ip6 saddr fc00::/48 accept
+            add rule ip6 flannel-ipv6 forward ip6 daddr fc00::/48 accept
+            add chain ip6 flannel-ipv6 postrtg { type nat hook postrouting priority srcnat ; comment "chain to manage traffic masquerading by flannel" ; }
+            add rule ip6 flannel-ipv6 postrtg meta mark 0x4000 return
+            add rule ip6 flannel-ipv6 postrtg ip6 saddr fc00:0:0:1::/64 ip6 daddr fc00::/48 return
+            add rule ip6 flannel-ipv6 postrtg ip6 saddr fc00::/48 ip6 daddr fc00:0:0:1::/64 return
+            add rule ip6 flannel-ipv6 postrtg ip6 saddr != fc00:0:0:1::/64 ip6 daddr fc00::/48 return
+            add rule ip6 flannel-ipv6 postrtg ip6 saddr fc00::/48 ip6 daddr != ff00::/8 masquerade fully-random
+            add rule ip6 flannel-ipv6 postrtg ip6 saddr != fc00::/48 ip6 daddr fc00::/48 masquerade fully-random
+        "#]]
+        .assert_eq(&transaction(&rules6()));
+        let t = transaction(&NftRules {
+            forward: false,
+            fully_random: false,
+            ..rules6()
+        });
+        assert!(
+            !t.contains(" forward {") && !t.contains("fully-random"),
+            "{t}"
+        );
+        assert!(t.contains("ip6 daddr != ff00::/8 masquerade\n"), "{t}");
+        assert!(!t.contains(" ip "), "no IPv4 match in the ip6 table: {t}");
+        assert_eq!(table_of::<Ipv4Net>(), V4_TABLE);
+        assert_eq!(table_of::<Ipv6Net>(), V6_TABLE);
+    }
+
+    #[test]
+    fn the_dual_transaction_replaces_both_tables_at_once() {
+        let both = DualNftRules {
+            v4: Some(rules()),
+            v6: Some(rules6()),
+        };
+        assert_eq!(
+            dual_transaction(&both),
+            transaction(&rules()) + &transaction(&rules6())
+        );
+        // A family left out has its table removed in the same transaction.
+        let v6_only = DualNftRules {
+            v4: None,
+            v6: Some(rules6()),
+        };
+        assert_eq!(
+            dual_transaction(&v6_only),
+            format!(
+                "add table ip flannel-ipv4\ndelete table ip flannel-ipv4\n{}",
+                transaction(&rules6())
+            )
+        );
+        let v4_only = DualNftRules {
+            v4: Some(rules()),
+            v6: None,
+        };
+        assert_eq!(
+            dual_transaction(&v4_only),
+            transaction(&rules()) + "add table ip6 flannel-ipv6\ndelete table ip6 flannel-ipv6\n"
+        );
+        assert_eq!(dual_transaction(&DualNftRules::default()), removal_both());
+    }
+
+    /// The IPv6 table as nft 1.0.6 lists it (`nft -a list table ip6 flannel-ipv6` after
+    /// [`transaction`] of [`rules6`]).
+    const LISTING6: &str = "table ip6 flannel-ipv6 { # handle 2
+	comment \"rules for flannel-ipv6\"
+	chain forward { # handle 1
+		comment \"chain to accept flannel traffic\"
+		type filter hook forward priority filter; policy accept;
+		ip6 saddr fc00::/48 accept # handle 2
+		ip6 daddr fc00::/48 accept # handle 3
+	}
+
+	chain postrtg { # handle 4
+		comment \"chain to manage traffic masquerading by flannel\"
+		type nat hook postrouting priority srcnat; policy accept;
+		meta mark 0x00004000 return # handle 5
+		ip6 saddr fc00:0:0:1::/64 ip6 daddr fc00::/48 return # handle 6
+		ip6 saddr fc00::/48 ip6 daddr fc00:0:0:1::/64 return # handle 7
+		ip6 saddr != fc00:0:0:1::/64 ip6 daddr fc00::/48 return # handle 8
+		ip6 saddr fc00::/48 ip6 daddr != ff00::/8 masquerade fully-random # handle 9
+		ip6 saddr != fc00::/48 ip6 daddr fc00::/48 masquerade fully-random # handle 10
+	}
+}
+";
+
+    #[test]
+    fn an_ipv6_listing_s_chains_are_read_rule_by_rule() {
+        let r = rules6();
+        let masq = chain_rules(LISTING6, "postrtg").unwrap();
+        assert_eq!(masq, listed_masq_rules(r.cluster, r.own, true));
+        assert_eq!(
+            masq,
+            [
+                "meta mark 0x00004000 return",
+                "ip6 saddr fc00:0:0:1::/64 ip6 daddr fc00::/48 return",
+                "ip6 saddr fc00::/48 ip6 daddr fc00:0:0:1::/64 return",
+                "ip6 saddr != fc00:0:0:1::/64 ip6 daddr fc00::/48 return",
+                "ip6 saddr fc00::/48 ip6 daddr != ff00::/8 masquerade fully-random",
+                "ip6 saddr != fc00::/48 ip6 daddr fc00::/48 masquerade fully-random",
+            ]
+        );
+        assert_ne!(masq, listed_masq_rules(r.cluster, r.own, false));
+        assert_eq!(
+            chain_rules(LISTING6, "forward").unwrap(),
+            ["ip6 saddr fc00::/48 accept", "ip6 daddr fc00::/48 accept"]
+        );
+    }
+
     #[test]
     fn the_removal_never_fails_on_a_missing_table() {
         assert_eq!(
             removal(),
             "add table ip flannel-ipv4\ndelete table ip flannel-ipv4\n"
         );
+        assert_eq!(
+            removal_of::<Ipv6Net>(),
+            "add table ip6 flannel-ipv6\ndelete table ip6 flannel-ipv6\n"
+        );
+        assert_eq!(removal_both(), removal() + &removal_of::<Ipv6Net>());
         assert!(fully_random_probe().contains("masquerade fully-random"));
     }
 }

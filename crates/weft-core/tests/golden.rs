@@ -8,6 +8,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use weft_core::config::NetworkConfig;
 use weft_core::lease::{LeaseAttrs, VxlanBackendData};
 use weft_core::mac::MacAddr;
+use weft_core::nft::{DualNftRules, NftRules, dual_transaction};
 use weft_core::rules::{MASQ_CHAIN, Table, forward_rules, masq_rules, plan_remove, plan_sync};
 use weft_core::subnet::{config_key, lease_key, subnets_key_prefix};
 use weft_core::subnet_env::{SubnetEnv, previous_subnet};
@@ -138,6 +139,52 @@ fn iptables_restore_payloads_from_empty_tables() {
         "iptables-filter.restore",
         include_str!("golden/iptables-filter.restore"),
         &filter,
+    );
+}
+
+#[test]
+fn ip6tables_restore_payloads_from_empty_tables() {
+    let cluster = net6("fc00::/48");
+    let own = net6("fc00:0:0:25::/64");
+    let mut rules = masq_rules(cluster, own, true);
+    rules.extend(forward_rules(cluster));
+
+    let nat = plan_sync(Table::Nat, "", &rules).unwrap();
+    assert_golden(
+        "ip6tables-nat.restore",
+        include_str!("golden/ip6tables-nat.restore"),
+        &nat,
+    );
+    let filter = plan_sync(Table::Filter, "", &rules).unwrap();
+    assert_golden(
+        "ip6tables-filter.restore",
+        include_str!("golden/ip6tables-filter.restore"),
+        &filter,
+    );
+}
+
+#[test]
+fn nftables_dual_stack_transaction() {
+    let rules = DualNftRules {
+        v4: Some(NftRules {
+            cluster: net("10.244.0.0/16"),
+            own: net("10.244.37.0/24"),
+            masq: true,
+            forward: true,
+            fully_random: true,
+        }),
+        v6: Some(NftRules {
+            cluster: net6("fc00::/48"),
+            own: net6("fc00:0:0:25::/64"),
+            masq: true,
+            forward: true,
+            fully_random: true,
+        }),
+    };
+    assert_golden(
+        "nft-dual-stack.nft",
+        include_str!("golden/nft-dual-stack.nft"),
+        &dual_transaction(&rules),
     );
 }
 
