@@ -2,6 +2,8 @@
 //! `weft_core::rules::plan_sync` decide, and applies the difference with one atomic
 //! `iptables-restore --noflush`. A check that finds everything in place forks exactly one
 //! process and changes nothing (flannel forks one `iptables -C` per rule every 5 s).
+//! IPv6 is the same with `ip6tables-save`/`ip6tables-restore` of the same backend
+//! ([`Iptables::ip6`]): a dual-stack node keeps two `Iptables`, one per family.
 //!
 //! Every child process has a deadline (it is killed when it passes), and `iptables-restore`
 //! waits at most [`LOCK_WAIT`] for the xtables lock (iptables-legacy's `/run/xtables.lock`);
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tracing::info;
+use weft_core::family::Family;
 use weft_core::rules::{FORWARD_CHAIN, MASQ_CHAIN, Rule, Table, plan_remove, plan_sync};
 use weft_core::xtables::{Backend, BackendChoice, detect_backend, lock_holders};
 
@@ -176,6 +179,8 @@ fn dev_major_minor(dev: u64) -> (u32, u32) {
 /// kube-proxy), or whatever `iptables` points to.
 #[derive(Debug, Clone)]
 pub struct Iptables {
+    /// The family these binaries write: `iptables*` for IPv4, `ip6tables*` for IPv6.
+    pub family: Family,
     pub save: String,
     pub restore: String,
     pub iptables: String,
@@ -187,13 +192,7 @@ pub struct Iptables {
 
 impl Default for Iptables {
     fn default() -> Self {
-        Iptables {
-            save: "iptables-save".into(),
-            restore: "iptables-restore".into(),
-            iptables: "iptables".into(),
-            backend: None,
-            lock_file: xtables_lock_file(),
-        }
+        Iptables::for_family(Family::V4, None)
     }
 }
 
@@ -230,14 +229,44 @@ impl Iptables {
     /// The binaries of one backend: `iptables-<backend>`, `iptables-<backend>-save`,
     /// `iptables-<backend>-restore`.
     pub fn for_backend(backend: Backend) -> Iptables {
-        let b = backend.name();
+        Iptables::for_family(Family::V4, Some(backend))
+    }
+
+    /// The binaries of `family` (`iptables*` or `ip6tables*`) and `backend`, as Debian's
+    /// iptables package ships them: `ip6tables-<backend>`, `ip6tables-<backend>-save`,
+    /// `ip6tables-<backend>-restore` (with no backend the alternatives `ip6tables-save` etc.,
+    /// whatever flavour they point to).
+    pub fn for_family(family: Family, backend: Option<Backend>) -> Iptables {
+        let base = match family {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        };
+        let program = match backend {
+            Some(b) => format!("{base}-{}", b.name()),
+            None => base.to_string(),
+        };
         Iptables {
-            save: format!("iptables-{b}-save"),
-            restore: format!("iptables-{b}-restore"),
-            iptables: format!("iptables-{b}"),
-            backend: Some(backend),
+            family,
+            save: format!("{program}-save"),
+            restore: format!("{program}-restore"),
+            iptables: program,
+            backend,
             lock_file: xtables_lock_file(),
         }
+    }
+
+    /// The same backend's binaries for `family`, with the same xtables lock file (the IPv6
+    /// counterpart of the chosen iptables is `with_family(Family::V6)`).
+    pub fn with_family(&self, family: Family) -> Iptables {
+        Iptables {
+            lock_file: self.lock_file.clone(),
+            ..Iptables::for_family(family, self.backend)
+        }
+    }
+
+    /// This backend's `ip6tables*` binaries: [`Iptables::with_family`] for IPv6.
+    pub fn ip6(&self) -> Iptables {
+        self.with_family(Family::V6)
     }
 
     /// Runs `program` with `timeout` as its deadline. With `on_wait`, while the child runs
@@ -387,7 +416,12 @@ impl Iptables {
             }
             let section = table_section(&saved, table.name());
             if let Some(payload) = plan_sync(table, &section, &rules) {
-                info!(table = table.name(), "programming weft's iptables rules");
+                info!(
+                    table = table.name(),
+                    family = %self.family,
+                    "programming weft's {} rules",
+                    self.program_name()
+                );
                 self.restore_noflush(&payload, Some(on_wait)).await?;
                 changed.push(table);
             }
@@ -427,6 +461,31 @@ impl Iptables {
             if let Some(payload) = plan_remove(table, &section, &[chain]) {
                 self.restore_noflush(&payload, None).await?;
                 changed.push(table);
+            }
+        }
+        Ok(changed)
+    }
+}
+
+impl Iptables {
+    /// `iptables` or `ip6tables`, for messages.
+    pub fn program_name(&self) -> &'static str {
+        match self.family {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        }
+    }
+
+    /// [`Iptables::remove_flannel_chains`] with this backend's `iptables` and then its
+    /// `ip6tables` (whatever family `self` is): the nftables mode's clean-up of the iptables
+    /// mode on a dual-stack node. Returns the (family, table) pairs it changed; stops at the
+    /// first failure (the IPv4 chains are gone by then if that was IPv6's).
+    pub async fn remove_flannel_chains_both(&self) -> Result<Vec<(Family, Table)>, FirewallError> {
+        let mut changed = Vec::new();
+        for family in [Family::V4, Family::V6] {
+            let fw = self.with_family(family);
+            for table in fw.remove_flannel_chains().await? {
+                changed.push((family, table));
             }
         }
         Ok(changed)
@@ -569,6 +628,65 @@ mod tests {
             e.to_string().contains("sleep 30 did not finish within"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn binaries_follow_family_and_backend() {
+        let v4 = Iptables::for_backend(Backend::Legacy);
+        assert_eq!(
+            (
+                v4.family,
+                v4.save.as_str(),
+                v4.restore.as_str(),
+                v4.iptables.as_str()
+            ),
+            (
+                Family::V4,
+                "iptables-legacy-save",
+                "iptables-legacy-restore",
+                "iptables-legacy"
+            )
+        );
+        let v6 = v4.ip6();
+        assert_eq!(
+            (
+                v6.family,
+                v6.save.as_str(),
+                v6.restore.as_str(),
+                v6.iptables.as_str()
+            ),
+            (
+                Family::V6,
+                "ip6tables-legacy-save",
+                "ip6tables-legacy-restore",
+                "ip6tables-legacy"
+            )
+        );
+        assert_eq!(v6.backend, Some(Backend::Legacy));
+        let nft6 = Iptables::for_family(Family::V6, Some(Backend::Nft));
+        assert_eq!(
+            (nft6.save.as_str(), nft6.restore.as_str()),
+            ("ip6tables-nft-save", "ip6tables-nft-restore")
+        );
+        let plain = Iptables::default();
+        assert_eq!(
+            (plain.family, plain.save.as_str(), plain.iptables.as_str()),
+            (Family::V4, "iptables-save", "iptables")
+        );
+        let plain6 = plain.ip6();
+        assert_eq!(
+            (
+                plain6.save.as_str(),
+                plain6.restore.as_str(),
+                plain6.iptables.as_str()
+            ),
+            ("ip6tables-save", "ip6tables-restore", "ip6tables")
+        );
+        assert_eq!(plain6.with_family(Family::V4).save, "iptables-save");
+        let mut custom = Iptables::for_backend(Backend::Nft);
+        custom.lock_file = "/tmp/x.lock".into();
+        assert_eq!(custom.ip6().lock_file, custom.lock_file);
+        assert_eq!(custom.ip6().program_name(), "ip6tables");
     }
 
     #[test]

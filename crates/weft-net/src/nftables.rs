@@ -1,12 +1,14 @@
 //! flannel's nftables mode on the node: the `nft` binary, one atomic `nft -f` transaction per
 //! change (the table is replaced whole, see [`weft_core::nft`]), and a drift check that
-//! compares the kernel's listing with the one read right after weftd's own write.
+//! compares the kernel's listing with the one read right after weftd's own write. A
+//! dual-stack node keeps both tables (`ip flannel-ipv4`, `ip6 flannel-ipv6`) with
+//! [`Nftables::sync_dual`]: both replaced in one transaction.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tracing::info;
-use weft_core::nft::{self, NftRules};
+use weft_core::nft::{self, DualNftRules, NftRules};
 
 use crate::firewall::{FirewallError, Iptables};
 
@@ -18,13 +20,20 @@ pub struct Nftables {
     pub nft: String,
     /// The rules last written, and the kernel's listing of the table right after.
     written: Mutex<Option<(NftRules, String)>>,
+    /// The same for [`Nftables::sync_dual`]: the rules, and the listings of the IPv4 and the
+    /// IPv6 table right after (None: no such table).
+    written_dual: Mutex<Option<DualWritten>>,
 }
+
+/// What [`Nftables::sync_dual`] last wrote and then read back.
+type DualWritten = (DualNftRules, Option<String>, Option<String>);
 
 impl Default for Nftables {
     fn default() -> Self {
         Nftables {
             nft: "nft".into(),
             written: Mutex::new(None),
+            written_dual: Mutex::new(None),
         }
     }
 }
@@ -41,12 +50,17 @@ impl Nftables {
         self.nft(&["-f", "-"], Some(script)).await.map(|_| ())
     }
 
-    /// flannel's table as the kernel lists it; None when there is none.
+    /// flannel's IPv4 table as the kernel lists it; None when there is none.
     pub async fn list(&self) -> Result<Option<String>, FirewallError> {
-        match self
-            .nft(&["list", "table", "ip", "flannel-ipv4"], None)
-            .await
-        {
+        self.list_table(nft::V4_TABLE).await
+    }
+
+    /// The table `table` (family and name, e.g. [`nft::V6_TABLE`]) as the kernel lists it;
+    /// None when there is none.
+    pub async fn list_table(&self, table: &str) -> Result<Option<String>, FirewallError> {
+        let mut args = vec!["list", "table"];
+        args.extend(table.split_whitespace());
+        match self.nft(&args, None).await {
             Ok(text) => Ok(Some(text)),
             Err(FirewallError::Failed { stderr, .. })
                 if stderr.contains("No such file or directory") =>
@@ -89,7 +103,57 @@ impl Nftables {
         Ok(true)
     }
 
-    /// Removes flannel's table if there is one (the iptables mode's clean-up of the other
+    /// Both tables as the kernel lists them (normalized), read at once.
+    async fn list_both(&self) -> Result<(Option<String>, Option<String>), FirewallError> {
+        let (v4, v6) = tokio::join!(
+            self.list_table(nft::V4_TABLE),
+            self.list_table(nft::V6_TABLE)
+        );
+        let norm = |l: Option<String>| l.map(|l| nft::normalize(&l));
+        Ok((norm(v4?), norm(v6?)))
+    }
+
+    /// Makes both of flannel's tables what `rules` says (a family that is None has its table
+    /// removed), in one transaction ([`nft::dual_transaction`]): on the first call, when the
+    /// rules changed, and when the kernel's listing of either table differs from the one read
+    /// after the last write. Returns whether it wrote.
+    pub async fn sync_dual(&self, rules: &DualNftRules) -> Result<bool, FirewallError> {
+        let (v4, v6) = self.list_both().await?;
+        let unchanged = {
+            let written = self.written_dual.lock().unwrap_or_else(|p| p.into_inner());
+            matches!(&*written, Some((r, l4, l6)) if r == rules && *l4 == v4 && *l6 == v6)
+        };
+        if unchanged {
+            return Ok(false);
+        }
+        info!(
+            ipv4 = rules.v4.is_some(),
+            ipv6 = rules.v6.is_some(),
+            "programming weft's nftables tables {} and {}",
+            nft::V4_TABLE,
+            nft::V6_TABLE
+        );
+        self.apply(&nft::dual_transaction(rules)).await?;
+        let (v4, v6) = self.list_both().await?;
+        *self.written_dual.lock().unwrap_or_else(|p| p.into_inner()) = Some((*rules, v4, v6));
+        Ok(true)
+    }
+
+    /// Removes both of flannel's tables, those there are, in one transaction (the iptables
+    /// mode's clean-up of the other mode on a dual-stack node); the tables it removed.
+    pub async fn remove_both(&self) -> Result<Vec<&'static str>, FirewallError> {
+        let (v4, v6) = self.list_both().await?;
+        let had: Vec<&'static str> = [(nft::V4_TABLE, v4), (nft::V6_TABLE, v6)]
+            .into_iter()
+            .filter_map(|(name, listing)| listing.map(|_| name))
+            .collect();
+        if !had.is_empty() {
+            self.apply(&nft::removal_both()).await?;
+        }
+        Ok(had)
+    }
+
+    /// Removes flannel's IPv4 table if there is one (the iptables mode's clean-up of the other
     /// mode); whether there was one.
     pub async fn remove(&self) -> Result<bool, FirewallError> {
         let had = self.list().await?.is_some();
