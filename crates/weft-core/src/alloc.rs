@@ -1065,6 +1065,23 @@ mod tests {
         )
     }
 
+    /// Our node's dual-stack plan with `previous` from subnet.env and an rng seeded `seed`.
+    fn dual_plan(
+        cfg: &NetworkConfig,
+        listing: &Listing,
+        previous: (Option<Ipv4Net>, Option<Ipv6Net>),
+        seed: u64,
+    ) -> Result<AcquirePlan, AllocError> {
+        plan_acquire_dual(
+            cfg,
+            listing,
+            OURS,
+            previous,
+            &[],
+            &mut StdRng::seed_from_u64(seed),
+        )
+    }
+
     fn net6(s: &str) -> Ipv6Net {
         s.parse().unwrap()
     }
@@ -1075,15 +1092,7 @@ mod tests {
         let listing = dual_listing(&[("10.244.1.0-24&fc00:0:0:1::-64", other(1))]);
         assert_eq!(listing.leases[0].subnet6, Some(net6("fc00:0:0:1::/64")));
         for seed in 0..50 {
-            let plan = plan_acquire_dual(
-                &cfg,
-                &listing,
-                OURS,
-                (None, None),
-                &[],
-                &mut StdRng::seed_from_u64(seed),
-            )
-            .unwrap();
+            let plan = dual_plan(&cfg, &listing, (None, None), seed).unwrap();
             let v4 = picked(plan.clone());
             let v6 = plan.subnet6.unwrap();
             assert_ne!(v4, net("10.244.1.0/24"));
@@ -1106,22 +1115,8 @@ mod tests {
             );
         }
         // The same node asks again: the same IPv6 subnet (derived from its IP), not random.
-        let a = plan_acquire_dual(
-            &cfg,
-            &listing,
-            OURS,
-            (None, None),
-            &[],
-            &mut StdRng::seed_from_u64(1),
-        );
-        let b = plan_acquire_dual(
-            &cfg,
-            &listing,
-            OURS,
-            (None, None),
-            &[],
-            &mut StdRng::seed_from_u64(2),
-        );
+        let a = dual_plan(&cfg, &listing, (None, None), 1);
+        let b = dual_plan(&cfg, &listing, (None, None), 2);
         assert_eq!(a.unwrap().subnet6, b.unwrap().subnet6);
     }
 
@@ -1129,15 +1124,7 @@ mod tests {
     fn a_dual_lease_with_our_ip_is_reused_whole_and_a_v4_only_one_is_replaced() {
         let cfg = dual_cfg();
         let listing = dual_listing(&[("10.244.7.0-24&fc00:0:0:7::-64", OURS)]);
-        let plan = plan_acquire_dual(
-            &cfg,
-            &listing,
-            OURS,
-            (None, None),
-            &[],
-            &mut StdRng::seed_from_u64(0),
-        )
-        .unwrap();
+        let plan = dual_plan(&cfg, &listing, (None, None), 0).unwrap();
         assert_eq!(plan.action, AcquireAction::Reuse(net("10.244.7.0/24")));
         assert_eq!(plan.subnet6, Some(net6("fc00:0:0:7::/64")));
         assert!(plan.delete.is_empty());
@@ -1145,15 +1132,7 @@ mod tests {
         // Our IPv4-only lease from before IPv6 was turned on: deleted, a dual one created
         // (flannel's reuse check asks for a v6 subnet when IPv6 is on).
         let listing = dual_listing(&[("10.244.7.0-24", OURS)]);
-        let plan = plan_acquire_dual(
-            &cfg,
-            &listing,
-            OURS,
-            (None, None),
-            &[],
-            &mut StdRng::seed_from_u64(0),
-        )
-        .unwrap();
+        let plan = dual_plan(&cfg, &listing, (None, None), 0).unwrap();
         assert_eq!(plan.delete, vec![net("10.244.7.0/24")]);
         assert!(matches!(plan.action, AcquireAction::Create(_)));
         assert!(plan.subnet6.is_some());
@@ -1161,15 +1140,7 @@ mod tests {
         // And the other way: IPv6 turned off, our dual lease is not reused.
         let v4_only = default_cfg();
         let listing = dual_listing(&[("10.244.7.0-24&fc00:0:0:7::-64", OURS)]);
-        let plan = plan_acquire_dual(
-            &v4_only,
-            &listing,
-            OURS,
-            (None, None),
-            &[],
-            &mut StdRng::seed_from_u64(0),
-        )
-        .unwrap();
+        let plan = dual_plan(&v4_only, &listing, (None, None), 0).unwrap();
         assert_eq!(plan.delete, vec![net("10.244.7.0/24")]);
         assert_eq!(plan.subnet6, None);
     }
@@ -1179,29 +1150,13 @@ mod tests {
         let cfg = dual_cfg();
         let listing = dual_listing(&[("10.244.1.0-24&fc00:0:0:1::-64", other(1))]);
         let prev = (Some(net("10.244.9.0/24")), Some(net6("fc00:0:0:9::1/64")));
-        let plan = plan_acquire_dual(
-            &cfg,
-            &listing,
-            OURS,
-            prev,
-            &[],
-            &mut StdRng::seed_from_u64(0),
-        )
-        .unwrap();
+        let plan = dual_plan(&cfg, &listing, prev, 0).unwrap();
         assert_eq!(plan.action, AcquireAction::Create(net("10.244.9.0/24")));
         assert_eq!(plan.subnet6, Some(net6("fc00:0:0:9::/64")));
         // Taken by another node, or outside IPv6Network: not taken back.
         for bad in ["fc00:0:0:1::/64", "fd00:0:0:9::/64", "fc00:0:0:9::/80"] {
             let prev = (None, Some(net6(bad)));
-            let plan = plan_acquire_dual(
-                &cfg,
-                &listing,
-                OURS,
-                prev,
-                &[],
-                &mut StdRng::seed_from_u64(0),
-            )
-            .unwrap();
+            let plan = dual_plan(&cfg, &listing, prev, 0).unwrap();
             assert_ne!(plan.subnet6, Some(net6(bad).trunc()), "{bad}");
         }
     }
@@ -1236,30 +1191,14 @@ mod tests {
         let listing =
             Listing::from_keys(keys.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice()))));
         assert_eq!(listing.claimed6, all);
-        let err = plan_acquire_dual(
-            &cfg,
-            &listing,
-            OURS,
-            (None, None),
-            &[],
-            &mut StdRng::seed_from_u64(0),
-        )
-        .unwrap_err();
+        let err = dual_plan(&cfg, &listing, (None, None), 0).unwrap_err();
         assert!(matches!(err, AllocError::OutOfIpv6Subnets { .. }), "{err}");
         assert!(err.to_string().contains("IPv6SubnetLen"), "{err}");
         // One freed: exactly that one is handed out.
         keys.pop();
         let listing =
             Listing::from_keys(keys.iter().map(|(k, v)| (k.as_str(), Some(v.as_slice()))));
-        let plan = plan_acquire_dual(
-            &cfg,
-            &listing,
-            OURS,
-            (None, None),
-            &[],
-            &mut StdRng::seed_from_u64(0),
-        )
-        .unwrap();
+        let plan = dual_plan(&cfg, &listing, (None, None), 0).unwrap();
         assert_eq!(plan.subnet6, all.last().copied());
     }
 }
