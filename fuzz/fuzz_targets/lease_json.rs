@@ -43,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
     ] {
         let lease = Lease {
             subnet: subnet.parse().expect("valid CIDR"),
+            subnet6: None,
             attrs: attrs.clone(),
         };
         let _ = classify_lease(&cfg, own, &lease);
